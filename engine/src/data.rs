@@ -1,0 +1,377 @@
+//! Data handles that flow between steps: intermediate `PipelineData`, fixed `DataReference`s,
+//! `FileDataset`s and `TabularDataset`s, pipeline parameters, and the port bindings that tie them
+//! to a step.
+
+use std::path::{Path, PathBuf};
+
+use globset::{Glob, GlobMatcher};
+use serde_json::Value;
+
+/// An intermediate output: produced by exactly one step, read by any number of steps.
+/// On disk it is a directory.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PipelineData {
+    name: String,
+}
+
+impl PipelineData {
+    /// A handle named `name` (names of data and datasets share one namespace in a pipeline).
+    pub fn new(name: impl Into<String>) -> Self {
+        PipelineData { name: name.into() }
+    }
+
+    /// The data's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// A fixed file or directory outside the pipeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataReference {
+    /// The reference's name.
+    pub name: String,
+    /// The file or directory.
+    pub path: PathBuf,
+}
+
+impl DataReference {
+    /// A reference named `name` to `path`.
+    pub fn new(name: impl Into<String>, path: impl Into<PathBuf>) -> Self {
+        DataReference {
+            name: name.into(),
+            path: path.into(),
+        }
+    }
+}
+
+/// A set of files: a folder (or one file) and a glob over paths relative to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileDataset {
+    /// The dataset's name.
+    pub name: String,
+    /// The folder (or single file).
+    pub path: PathBuf,
+    /// Glob over relative paths (`**/*.png`); `None` means every file.
+    pub pattern: Option<String>,
+}
+
+impl FileDataset {
+    /// Every file below `path`.
+    pub fn from_files(name: impl Into<String>, path: impl Into<PathBuf>) -> Self {
+        FileDataset {
+            name: name.into(),
+            path: path.into(),
+            pattern: None,
+        }
+    }
+
+    /// Only the files whose relative path matches `pattern`.
+    pub fn with_pattern(mut self, pattern: impl Into<String>) -> Self {
+        self.pattern = Some(pattern.into());
+        self
+    }
+
+    /// The dataset's files sorted by relative path (`/`-separated).
+    ///
+    /// # Errors
+    /// A message when the glob is invalid or the folder cannot be read.
+    pub fn list(&self) -> Result<Vec<DatasetFile>, String> {
+        let matcher = match &self.pattern {
+            Some(p) => Some(compile_glob(p)?),
+            None => None,
+        };
+        list_files(&self.path, matcher.as_ref())
+    }
+}
+
+/// The format of a tabular file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TabularFormat {
+    /// Comma-separated values with a header line.
+    Csv,
+    /// One JSON object per line.
+    #[serde(rename = "jsonl")]
+    JsonLines,
+}
+
+impl TabularFormat {
+    /// `csv` or `jsonl`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TabularFormat::Csv => "csv",
+            TabularFormat::JsonLines => "jsonl",
+        }
+    }
+}
+
+/// Rows in one or more CSV or JSON Lines files (a folder means every file in it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TabularDataset {
+    /// The dataset's name.
+    pub name: String,
+    /// Files or folders, in order.
+    pub paths: Vec<PathBuf>,
+    /// Their format.
+    pub format: TabularFormat,
+}
+
+impl TabularDataset {
+    /// Azure's `Dataset.Tabular.from_delimited_files`.
+    pub fn from_delimited_files(name: impl Into<String>, paths: Vec<PathBuf>) -> Self {
+        TabularDataset {
+            name: name.into(),
+            paths,
+            format: TabularFormat::Csv,
+        }
+    }
+
+    /// Azure's `Dataset.Tabular.from_json_lines_files`.
+    pub fn from_json_lines_files(name: impl Into<String>, paths: Vec<PathBuf>) -> Self {
+        TabularDataset {
+            name: name.into(),
+            paths,
+            format: TabularFormat::JsonLines,
+        }
+    }
+
+    /// The dataset's files in order: each given file, and each folder's files sorted.
+    ///
+    /// # Errors
+    /// A message when a path is missing or unreadable.
+    pub fn list(&self) -> Result<Vec<DatasetFile>, String> {
+        let mut out = Vec::new();
+        for p in &self.paths {
+            if p.is_dir() {
+                let base = p.file_name().map(|n| n.to_string_lossy().into_owned());
+                for mut f in list_files(p, None)? {
+                    if let Some(b) = &base {
+                        f.relative = format!("{b}/{}", f.relative);
+                    }
+                    out.push(f);
+                }
+            } else {
+                out.extend(list_files(p, None)?);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// One file of a dataset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatasetFile {
+    /// Path relative to the dataset root, `/`-separated (the file name for a single file).
+    pub relative: String,
+    /// Full path.
+    pub path: PathBuf,
+}
+
+fn compile_glob(pattern: &str) -> Result<GlobMatcher, String> {
+    Glob::new(pattern)
+        .map(|g| g.compile_matcher())
+        .map_err(|e| format!("invalid pattern {pattern:?}: {e}"))
+}
+
+/// Files below `root` (or `root` itself when it is a file), sorted by relative path.
+pub(crate) fn list_files(
+    root: &Path,
+    matcher: Option<&GlobMatcher>,
+) -> Result<Vec<DatasetFile>, String> {
+    let meta = std::fs::metadata(root).map_err(|e| format!("{}: {e}", root.display()))?;
+    if meta.is_file() {
+        let name = root
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        return Ok(vec![DatasetFile {
+            relative: name,
+            path: root.to_path_buf(),
+        }]);
+    }
+    let mut out = Vec::new();
+    for entry in walkdir::WalkDir::new(root).follow_links(true) {
+        let entry = entry.map_err(|e| format!("{}: {e}", root.display()))?;
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let rel = match entry.path().strip_prefix(root) {
+            Ok(r) => r,
+            Err(_) => continue,
+        };
+        let relative = rel
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy())
+            .collect::<Vec<_>>()
+            .join("/");
+        if matcher.is_some_and(|m| !m.is_match(&relative)) {
+            continue;
+        }
+        out.push(DatasetFile {
+            relative,
+            path: entry.into_path(),
+        });
+    }
+    out.sort_by(|a, b| a.relative.cmp(&b.relative));
+    Ok(out)
+}
+
+/// A named value with a default, overridable per run (`--param name=value`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PipelineParameter {
+    /// The parameter's name.
+    pub name: String,
+    /// Its value when a run does not override it.
+    pub default_value: Value,
+}
+
+impl PipelineParameter {
+    /// A parameter `name` with `default_value`.
+    pub fn new(name: impl Into<String>, default_value: impl Into<Value>) -> Self {
+        PipelineParameter {
+            name: name.into(),
+            default_value: default_value.into(),
+        }
+    }
+}
+
+/// Where an input port reads from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DataSource {
+    /// The output of another step.
+    Pipeline(PipelineData),
+    /// A fixed file or folder.
+    Reference(DataReference),
+    /// A file dataset.
+    Files(FileDataset),
+    /// A tabular dataset.
+    Tabular(TabularDataset),
+}
+
+impl DataSource {
+    /// The name of the data or dataset.
+    pub fn name(&self) -> &str {
+        match self {
+            DataSource::Pipeline(d) => d.name(),
+            DataSource::Reference(d) => &d.name,
+            DataSource::Files(d) => &d.name,
+            DataSource::Tabular(d) => &d.name,
+        }
+    }
+
+    /// A short word for the kind of source: `pipeline_data`, `reference`, `file`, `tabular`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DataSource::Pipeline(_) => "pipeline_data",
+            DataSource::Reference(_) => "reference",
+            DataSource::Files(_) => "file",
+            DataSource::Tabular(_) => "tabular",
+        }
+    }
+}
+
+impl From<PipelineData> for DataSource {
+    fn from(d: PipelineData) -> Self {
+        DataSource::Pipeline(d)
+    }
+}
+impl From<DataReference> for DataSource {
+    fn from(d: DataReference) -> Self {
+        DataSource::Reference(d)
+    }
+}
+impl From<FileDataset> for DataSource {
+    fn from(d: FileDataset) -> Self {
+        DataSource::Files(d)
+    }
+}
+impl From<TabularDataset> for DataSource {
+    fn from(d: TabularDataset) -> Self {
+        DataSource::Tabular(d)
+    }
+}
+
+/// Whether an input is partitioned/consumed as a main input or only handed over whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InputRole {
+    /// A main input (`inputs.<port>` in the fingerprint).
+    Main,
+    /// A side input: hashed, never partitioned (`side_inputs.<port>`).
+    Side,
+}
+
+/// Binds an input port of a step to a data source.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputPortBinding {
+    /// The port name.
+    pub name: String,
+    /// Where it reads from.
+    pub source: DataSource,
+    /// Main or side input.
+    pub role: InputRole,
+}
+
+impl InputPortBinding {
+    /// A main input port `name` reading `source`.
+    pub fn new(name: impl Into<String>, source: impl Into<DataSource>) -> Self {
+        InputPortBinding {
+            name: name.into(),
+            source: source.into(),
+            role: InputRole::Main,
+        }
+    }
+
+    /// A side input port `name` reading `source`.
+    pub fn side(name: impl Into<String>, source: impl Into<DataSource>) -> Self {
+        InputPortBinding {
+            name: name.into(),
+            source: source.into(),
+            role: InputRole::Side,
+        }
+    }
+}
+
+/// Binds an output port of a step to the `PipelineData` it produces.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputPortBinding {
+    /// The port name.
+    pub name: String,
+    /// The data it produces.
+    pub data: PipelineData,
+}
+
+impl OutputPortBinding {
+    /// Output port `name` producing `data`.
+    pub fn new(name: impl Into<String>, data: PipelineData) -> Self {
+        OutputPortBinding {
+            name: name.into(),
+            data,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_dataset_lists_sorted_and_filtered() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        std::fs::create_dir_all(dir.path().join("b"))?;
+        for f in ["z.png", "a.png", "b/c.png", "b/d.txt"] {
+            std::fs::write(dir.path().join(f), f)?;
+        }
+        let ds = FileDataset::from_files("imgs", dir.path()).with_pattern("**/*.png");
+        let rel: Vec<_> = ds.list()?.into_iter().map(|f| f.relative).collect();
+        assert_eq!(rel, ["a.png", "b/c.png", "z.png"]);
+        Ok(())
+    }
+
+    #[test]
+    fn bad_glob_is_an_error() {
+        let ds = FileDataset::from_files("x", ".").with_pattern("a[");
+        assert!(ds.list().is_err());
+    }
+}

@@ -1,0 +1,252 @@
+//! Errors of the engine: one enum for building a pipeline, one for the store, one for running.
+
+use std::path::PathBuf;
+
+/// A problem found while building a pipeline. The builder reports every problem at once.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// Two steps share a name.
+    #[error("step {step:?}: duplicate step name")]
+    DuplicateStepName {
+        /// The repeated name.
+        step: String,
+    },
+    /// A step name breaks Azure's rule `^[a-z]([-a-z0-9]*[a-z0-9])?$`, 3-32 characters.
+    #[error("step {step:?}: invalid step name: {reason}")]
+    InvalidStepName {
+        /// The offending name.
+        step: String,
+        /// Which part of the rule it breaks.
+        reason: String,
+    },
+    /// A step consumes a `PipelineData` that no step produces.
+    #[error("step {step:?}: input {port:?} reads {data:?}, which no step produces")]
+    NoProducer {
+        /// The consuming step.
+        step: String,
+        /// The consuming port.
+        port: String,
+        /// The data name.
+        data: String,
+    },
+    /// Several steps produce the same `PipelineData`.
+    #[error("data {data:?} is produced by several steps: {}", steps.join(", "))]
+    MultipleProducers {
+        /// The data name.
+        data: String,
+        /// Every producing step.
+        steps: Vec<String>,
+    },
+    /// A `run_after` or other reference names a step that does not exist.
+    #[error("step {step:?}: {field} names unknown step {name:?}")]
+    UnknownStep {
+        /// The referring step.
+        step: String,
+        /// The field holding the reference.
+        field: String,
+        /// The unknown name.
+        name: String,
+    },
+    /// A reference to something that is not defined (a parameter, a port).
+    #[error("step {step:?}: {field} refers to unknown {what} {name:?}")]
+    UnknownReference {
+        /// The referring step.
+        step: String,
+        /// The field holding the reference.
+        field: String,
+        /// What kind of thing was expected ("parameter", "input port", ...).
+        what: String,
+        /// The unknown name.
+        name: String,
+    },
+    /// Two ports of one step share a name.
+    #[error("step {step:?}: duplicate port name {port:?}")]
+    DuplicatePort {
+        /// The step.
+        step: String,
+        /// The repeated port name.
+        port: String,
+    },
+    /// The graph has a cycle; `steps` is the full chain, first step repeated at the end.
+    #[error("cycle between steps: {}", steps.join(" -> "))]
+    Cycle {
+        /// The steps on the cycle, `a -> b -> c -> a`.
+        steps: Vec<String>,
+    },
+    /// A step's own configuration is invalid.
+    #[error("step {step:?}: {field}: {message}")]
+    InvalidConfig {
+        /// The step.
+        step: String,
+        /// The offending field.
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// Two pipeline parameters share a name but differ in default.
+    #[error("parameter {name:?} is declared twice with different defaults")]
+    ConflictingParameter {
+        /// The parameter name.
+        name: String,
+    },
+}
+
+/// Every problem found while building a pipeline (never empty).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", render_errors(.0))]
+pub struct BuildErrors(pub Vec<BuildError>);
+
+fn render_errors(errors: &[BuildError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// A problem with the store: its lock, database or objects.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Another process holds the store's lock.
+    #[error("store {path} is in use by run pid {pid} since {since} (use --wait to wait for it)")]
+    Locked {
+        /// The store directory.
+        path: PathBuf,
+        /// The holder's process id, as written in the lock file.
+        pid: String,
+        /// When the holder took the lock.
+        since: String,
+    },
+    /// An I/O error on a path of the store.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The path being read or written.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The sled database failed.
+    #[error("store database {}: {message}", path.display())]
+    Db {
+        /// The database directory.
+        path: PathBuf,
+        /// sled's message.
+        message: String,
+    },
+    /// A stored record could not be decoded.
+    #[error("store record {what}: {message}")]
+    Record {
+        /// Which record.
+        what: String,
+        /// What was wrong.
+        message: String,
+    },
+    /// An object's content does not match its name.
+    #[error("object {hash} is damaged (content hash {actual})")]
+    DamagedObject {
+        /// The expected hash (the object's name).
+        hash: String,
+        /// The hash of what is on disk.
+        actual: String,
+    },
+    /// No such object in the store.
+    #[error("object {hash} is missing from the store")]
+    MissingObject {
+        /// The hash looked for.
+        hash: String,
+    },
+}
+
+impl StoreError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        StoreError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// An error while planning or running a pipeline.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// An input could not be read.
+    #[error("step {step:?}: input {port:?}: {}: {source}", path.display())]
+    Input {
+        /// The step reading it.
+        step: String,
+        /// The input port.
+        port: String,
+        /// The path.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// An input dataset is invalid (bad glob, missing files).
+    #[error("step {step:?}: input {port:?}: {message}")]
+    InvalidInput {
+        /// The step.
+        step: String,
+        /// The input port.
+        port: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A `--param` names a parameter the pipeline does not declare.
+    #[error("unknown parameter {name:?} (known: {known})")]
+    UnknownParameter {
+        /// The name given.
+        name: String,
+        /// The declared names.
+        known: String,
+    },
+    /// A `--force` names a step the pipeline does not have.
+    #[error("unknown step {name:?}")]
+    UnknownStep {
+        /// The name given.
+        name: String,
+    },
+    /// A run id that is not in the store.
+    #[error("unknown run {id:?}")]
+    UnknownRun {
+        /// The id given.
+        id: String,
+    },
+    /// The run was cancelled (Ctrl-C).
+    #[error("run cancelled")]
+    Cancelled,
+}
+
+/// Why a step failed; the message is shown to the user as it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct StepError {
+    /// One or more lines explaining the failure (a traceback, an exit status).
+    pub message: String,
+}
+
+impl StepError {
+    /// A step error with this message.
+    pub fn new(message: impl Into<String>) -> Self {
+        StepError {
+            message: message.into(),
+        }
+    }
+}
+
+impl From<StoreError> for StepError {
+    fn from(e: StoreError) -> Self {
+        StepError::new(e.to_string())
+    }
+}
+
+impl From<std::io::Error> for StepError {
+    fn from(e: std::io::Error) -> Self {
+        StepError::new(e.to_string())
+    }
+}

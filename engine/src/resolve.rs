@@ -1,0 +1,247 @@
+//! Resolving a node's inputs, parameters and arguments, and computing its fingerprint.
+//! Pure with respect to the graph: planning and running share it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use petgraph::stable_graph::NodeIndex;
+use rayon::prelude::*;
+use serde_json::Value;
+
+use crate::data::{list_files, DataSource, DatasetFile, InputRole};
+use crate::error::EngineError;
+use crate::fingerprint::{Component, Fingerprint, NodeKey};
+use crate::module_def::{Argument, CodeIdentity};
+use crate::pipeline::Pipeline;
+use crate::step::{InputKind, ResolvedInput};
+use crate::store::records::OutputManifest;
+use crate::store::Store;
+
+/// An upstream step's output as seen by its consumers.
+#[derive(Debug, Clone)]
+pub(crate) struct UpstreamOutput {
+    pub manifest: OutputManifest,
+    /// Materialised folder (None while planning a step that was not run).
+    pub path: Option<PathBuf>,
+}
+
+/// Outputs of finished steps, by (node, output port).
+pub(crate) type OutputsMap = HashMap<(NodeIndex, String), UpstreamOutput>;
+
+/// A node ready to be looked up in the cache or executed.
+pub(crate) struct Prepared {
+    pub fingerprint: Fingerprint,
+    pub key: NodeKey,
+    pub inputs: BTreeMap<String, ResolvedInput>,
+}
+
+/// A JSON value as a command-line string: strings bare, everything else as JSON.
+pub(crate) fn value_to_arg(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+pub(crate) fn prepare(
+    pipeline: &Pipeline,
+    idx: NodeIndex,
+    upstream: &OutputsMap,
+    params: &BTreeMap<String, Value>,
+    store: &Store,
+    verify: bool,
+) -> Result<Prepared, EngineError> {
+    let node = pipeline.node(idx);
+    let def = &node.module_def;
+    let mut fp = Fingerprint::default();
+    fp.insert(
+        "kind",
+        Component::value(Value::String(def.execution_type.clone())),
+    );
+    fp.insert("config", Component::value(def.config.clone()));
+    if let Some(v) = &def.version {
+        fp.insert("version", Component::value(Value::String(v.clone())));
+    }
+    match &def.code {
+        Some(CodeIdentity::SourceDirectory(dir)) => {
+            let manifest = snapshot_source_dir(dir, store, verify).map_err(|message| {
+                EngineError::InvalidInput {
+                    step: node.name.clone(),
+                    port: "source_directory".into(),
+                    message,
+                }
+            })?;
+            fp.insert("code", Component::manifest(manifest));
+        }
+        Some(CodeIdentity::Version(v)) => {
+            fp.insert("code", Component::value(Value::String(v.clone())));
+        }
+        None => {}
+    }
+    let args: Vec<Value> = def
+        .arguments
+        .iter()
+        .map(|a| match a {
+            Argument::Literal(s) => Value::String(s.clone()),
+            Argument::Param(p) => Value::String(value_to_arg(
+                params.get(&p.name).unwrap_or(&p.default_value),
+            )),
+            Argument::Input(p) => Value::String(format!("{{inputs.{p}}}")),
+            Argument::Output(p) => Value::String(format!("{{outputs.{p}}}")),
+        })
+        .collect();
+    if !args.is_empty() {
+        fp.insert("arguments", Component::value(Value::Array(args)));
+    }
+    for p in def.parameters() {
+        let v = params
+            .get(&p.name)
+            .cloned()
+            .unwrap_or_else(|| p.default_value.clone());
+        fp.insert(format!("params.{}", p.name), Component::value(v));
+    }
+    if !def.environment_variables.is_empty() {
+        let env: serde_json::Map<String, Value> = def
+            .environment_variables
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        fp.insert("env", Component::value(Value::Object(env)));
+    }
+
+    let mut inputs = BTreeMap::new();
+    for binding in &def.inputs {
+        let prefix = match binding.role {
+            InputRole::Main => "inputs",
+            InputRole::Side => "side_inputs",
+        };
+        let input_err = |message: String| EngineError::InvalidInput {
+            step: node.name.clone(),
+            port: binding.name.clone(),
+            message,
+        };
+        let (path, kind, manifest) = match &binding.source {
+            DataSource::Pipeline(_) => {
+                let (from, port) = pipeline
+                    .producer_of(idx, &binding.name)
+                    .ok_or_else(|| input_err("no producer".into()))?;
+                let out = upstream
+                    .get(&(from, port.to_string()))
+                    .ok_or_else(|| input_err("upstream output is not available".into()))?;
+                let path = out.path.clone().unwrap_or_default();
+                let files = out
+                    .manifest
+                    .files
+                    .keys()
+                    .map(|rel| DatasetFile {
+                        relative: rel.clone(),
+                        path: path.join(rel),
+                    })
+                    .collect();
+                let manifest = out
+                    .manifest
+                    .files
+                    .iter()
+                    .map(|(k, o)| (k.clone(), o.hash.clone()))
+                    .collect();
+                (path, InputKind::Files(files), manifest)
+            }
+            DataSource::Reference(r) => {
+                let files = list_files(&r.path, None).map_err(input_err)?;
+                let manifest = hash_all(&files, store, verify).map_err(input_err)?;
+                (r.path.clone(), InputKind::Files(files), manifest)
+            }
+            DataSource::Files(ds) => {
+                let files = ds.list().map_err(input_err)?;
+                let manifest = hash_all(&files, store, verify).map_err(input_err)?;
+                (ds.path.clone(), InputKind::Files(files), manifest)
+            }
+            DataSource::Tabular(ds) => {
+                let files = ds.list().map_err(input_err)?;
+                let manifest = hash_all(&files, store, verify).map_err(input_err)?;
+                let path = ds.paths.first().cloned().unwrap_or_default();
+                (
+                    path,
+                    InputKind::Tabular {
+                        format: ds.format,
+                        files,
+                    },
+                    manifest,
+                )
+            }
+        };
+        fp.insert(
+            format!("{prefix}.{}", binding.name),
+            Component::manifest(manifest),
+        );
+        inputs.insert(
+            binding.name.clone(),
+            ResolvedInput {
+                port: binding.name.clone(),
+                role: binding.role,
+                path,
+                kind,
+            },
+        );
+    }
+    let key = fp.key();
+    Ok(Prepared {
+        fingerprint: fp,
+        key,
+        inputs,
+    })
+}
+
+/// Content hashes of `files` (memoised, in parallel), keyed by relative path.
+fn hash_all(
+    files: &[DatasetFile],
+    store: &Store,
+    verify: bool,
+) -> Result<BTreeMap<String, String>, String> {
+    files
+        .par_iter()
+        .map(|f| {
+            store
+                .hash_file(&f.path, verify)
+                .map(|h| (f.relative.clone(), h))
+                .map_err(|e| e.to_string())
+        })
+        .collect()
+}
+
+/// The source folder's snapshot: relative path -> content hash, honouring `.gitignore` and
+/// `.amlignore`, never `.git`, `__pycache__` or `*.pyc` (Python writes those while running).
+pub(crate) fn snapshot_source_dir(
+    dir: &Path,
+    store: &Store,
+    verify: bool,
+) -> Result<BTreeMap<String, String>, String> {
+    if !dir.is_dir() {
+        return Err(format!("{} is not a folder", dir.display()));
+    }
+    let walker = ignore::WalkBuilder::new(dir)
+        .hidden(false)
+        .git_ignore(true)
+        .git_global(false)
+        .git_exclude(false)
+        .require_git(false)
+        .parents(false)
+        .add_custom_ignore_filename(".amlignore")
+        .filter_entry(|e| {
+            let name = e.file_name().to_string_lossy();
+            name != ".git" && name != "__pycache__" && !name.ends_with(".pyc")
+        })
+        .build();
+    let mut files = Vec::new();
+    for entry in walker {
+        let entry = entry.map_err(|e| e.to_string())?;
+        if entry.file_type().is_some_and(|t| t.is_file()) {
+            let relative = crate::store::relative_slash(dir, entry.path());
+            files.push(DatasetFile {
+                relative,
+                path: entry.into_path(),
+            });
+        }
+    }
+    hash_all(&files, store, verify)
+}

@@ -1,0 +1,612 @@
+//! Executing a pipeline: steps in dependency order, independent steps concurrently (bounded
+//! by `jobs`), cache hits materialised instead of run, a failed step's descendants skipped
+//! while unrelated branches finish.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use crossbeam_channel::unbounded;
+use petgraph::stable_graph::NodeIndex;
+use petgraph::visit::EdgeRef;
+use serde_json::Value;
+
+use crate::error::{EngineError, StepError};
+use crate::events::{Event, EventSink};
+use crate::module_def::Argument;
+use crate::pipeline::{Edge, Pipeline};
+use crate::plan::{check_entry, PlanOptions};
+use crate::resolve::{prepare, value_to_arg, OutputsMap, UpstreamOutput};
+use crate::step::{CancelFlag, StepContext};
+use crate::store::records::{
+    CacheEntry, LatestRecord, OutputManifest, RunRecord, RunStatus, StepCounts, StepRecord,
+    StepStatus, SCHEMA_VERSION,
+};
+use crate::store::{now_unix_ms, Store};
+
+/// Options of a run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Parameters, forced steps, verification.
+    pub plan: PlanOptions,
+    /// How many steps may execute at once (at least 1).
+    pub jobs: usize,
+    /// Set to stop the run (Ctrl-C).
+    pub cancel: CancelFlag,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            plan: PlanOptions::default(),
+            jobs: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+            cancel: CancelFlag::new(),
+        }
+    }
+}
+
+/// The result of a run.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    /// Run id.
+    pub run_id: String,
+    /// Overall status.
+    pub status: RunStatus,
+    /// Per step, in topological order.
+    pub steps: Vec<StepRecord>,
+    /// Wall time.
+    pub duration_ms: u64,
+    /// The run's folder (`runs/<run-id>` in the store).
+    pub run_dir: PathBuf,
+}
+
+impl RunSummary {
+    /// The record of step `name`.
+    pub fn step(&self, name: &str) -> Option<&StepRecord> {
+        self.steps.iter().find(|s| s.name == name)
+    }
+
+    /// The materialised folder of output `port` of step `name`.
+    pub fn output_dir(&self, step: &str, port: &str) -> PathBuf {
+        self.run_dir.join(step).join("outputs").join(port)
+    }
+}
+
+/// A new run id: UTC time to the second, then 4 hex digits to keep ids unique.
+pub fn new_run_id() -> String {
+    let now = std::time::SystemTime::now();
+    let stamp = humantime::format_rfc3339_seconds(now).to_string();
+    let digits: String = stamp.chars().filter(|c| c.is_ascii_digit()).collect();
+    let (date, time) = digits.split_at(digits.len().min(8));
+    let nanos = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let salt = (nanos ^ std::process::id().rotate_left(16)) & 0xffff;
+    format!("{date}-{time}-{salt:04x}")
+}
+
+struct Job {
+    idx: NodeIndex,
+    upstream: OutputsMap,
+    upstream_ran: bool,
+}
+
+struct JobResult {
+    idx: NodeIndex,
+    record: StepRecord,
+    outputs: BTreeMap<String, UpstreamOutput>,
+}
+
+/// Run `pipeline` against `store`.
+///
+/// # Errors
+/// Bad parameters or forced step names, and store failures. A failing step is NOT an error:
+/// it is reported in the summary (status `failed`).
+pub fn run(
+    pipeline: &Pipeline,
+    store: &Store,
+    opts: &RunOptions,
+    events: &dyn EventSink,
+) -> Result<RunSummary, EngineError> {
+    let params = pipeline.resolve_params(&opts.plan.params)?;
+    for f in &opts.plan.force {
+        if pipeline.node_index(f).is_none() {
+            return Err(EngineError::UnknownStep { name: f.clone() });
+        }
+    }
+    let run_id = new_run_id();
+    let started = Instant::now();
+    let mut record = RunRecord {
+        schema: SCHEMA_VERSION,
+        id: run_id.clone(),
+        pipeline: pipeline.name().to_string(),
+        started_unix_ms: now_unix_ms(),
+        finished_unix_ms: None,
+        status: RunStatus::Running,
+        params: params.clone(),
+        graph: pipeline.snapshot(),
+        steps: pipeline
+            .topological_order()
+            .iter()
+            .map(|i| StepRecord {
+                name: pipeline.node(*i).name.clone(),
+                key: None,
+                status: StepStatus::Pending,
+                duration_ms: 0,
+                counts: StepCounts::default(),
+                error: None,
+                reused_from: None,
+                outputs: BTreeMap::new(),
+            })
+            .collect(),
+    };
+    store.run_put(&record)?;
+    events.emit(&Event::RunStarted {
+        run_id: run_id.clone(),
+        pipeline: pipeline.name().to_string(),
+        steps: pipeline
+            .step_names()
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+    });
+
+    let position: HashMap<NodeIndex, usize> = pipeline
+        .topological_order()
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (*n, i))
+        .collect();
+    let mut waiting: HashMap<NodeIndex, usize> = pipeline
+        .topological_order()
+        .iter()
+        .map(|n| (*n, pipeline.parents(*n).len()))
+        .collect();
+    let mut ready: BTreeSet<(usize, NodeIndex)> = waiting
+        .iter()
+        .filter(|(_, w)| **w == 0)
+        .map(|(n, _)| (position[n], *n))
+        .collect();
+    let mut outputs: OutputsMap = OutputsMap::new();
+    let mut ran: BTreeSet<NodeIndex> = BTreeSet::new();
+    let mut doomed: BTreeSet<NodeIndex> = BTreeSet::new();
+    let jobs = opts.jobs.max(1);
+
+    let (job_tx, job_rx) = unbounded::<Job>();
+    let (res_tx, res_rx) = unbounded::<JobResult>();
+    let ctx = ExecShared {
+        pipeline,
+        store,
+        params: &params,
+        opts,
+        events,
+        run_id: &run_id,
+    };
+    std::thread::scope(|scope| {
+        for _ in 0..jobs {
+            let job_rx = job_rx.clone();
+            let res_tx = res_tx.clone();
+            let ctx = &ctx;
+            scope.spawn(move || {
+                for job in job_rx.iter() {
+                    let res = ctx.execute(job);
+                    if res_tx.send(res).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(job_rx);
+        drop(res_tx);
+        let mut in_flight = 0usize;
+        loop {
+            while in_flight < jobs && !opts.cancel.is_cancelled() {
+                let Some(first) = ready.iter().next().copied() else {
+                    break;
+                };
+                ready.remove(&first);
+                let idx = first.1;
+                let mut upstream = OutputsMap::new();
+                let mut upstream_ran = false;
+                for e in pipeline
+                    .graph()
+                    .edges_directed(idx, petgraph::Direction::Incoming)
+                {
+                    if let Edge::Data { from_port, .. } = e.weight() {
+                        if let Some(o) = outputs.get(&(e.source(), from_port.clone())) {
+                            upstream.insert((e.source(), from_port.clone()), o.clone());
+                        }
+                        upstream_ran |= ran.contains(&e.source());
+                    }
+                }
+                if job_tx
+                    .send(Job {
+                        idx,
+                        upstream,
+                        upstream_ran,
+                    })
+                    .is_err()
+                {
+                    break;
+                }
+                in_flight += 1;
+            }
+            if in_flight == 0 {
+                break;
+            }
+            let Ok(res) = res_rx.recv() else { break };
+            in_flight -= 1;
+            let idx = res.idx;
+            let ok = matches!(res.record.status, StepStatus::Ran | StepStatus::Reused);
+            if res.record.status == StepStatus::Ran {
+                ran.insert(idx);
+            }
+            for (port, o) in res.outputs {
+                outputs.insert((idx, port), o);
+            }
+            if !ok {
+                let reason = format!(
+                    "upstream step {:?} {}",
+                    res.record.name,
+                    res.record.status.as_str()
+                );
+                for d in pipeline.descendants(idx) {
+                    if doomed.insert(d) {
+                        let name = pipeline.node(d).name.clone();
+                        events.emit(&Event::StepSkipped {
+                            step: name,
+                            reason: reason.clone(),
+                        });
+                        record.steps[position[&d]].status = StepStatus::Skipped;
+                        record.steps[position[&d]].error = Some(reason.clone());
+                    }
+                }
+            }
+            record.steps[position[&idx]] = res.record;
+            let _ = store.run_put(&record);
+            for child in pipeline
+                .graph()
+                .neighbors_directed(idx, petgraph::Direction::Outgoing)
+            {
+                if let Some(w) = waiting.get_mut(&child) {
+                    *w = w.saturating_sub(1);
+                    if *w == 0 && !doomed.contains(&child) {
+                        ready.insert((position[&child], child));
+                    }
+                }
+            }
+        }
+        drop(job_tx);
+    });
+
+    let cancelled = opts.cancel.is_cancelled();
+    for s in &mut record.steps {
+        if s.status == StepStatus::Pending {
+            s.status = if cancelled {
+                StepStatus::Cancelled
+            } else {
+                StepStatus::Skipped
+            };
+            if cancelled {
+                events.emit(&Event::StepSkipped {
+                    step: s.name.clone(),
+                    reason: "run cancelled".into(),
+                });
+            }
+        }
+    }
+    record.status = if cancelled {
+        RunStatus::Cancelled
+    } else if record.steps.iter().any(|s| {
+        matches!(
+            s.status,
+            StepStatus::Failed | StepStatus::Skipped | StepStatus::Cancelled
+        )
+    }) {
+        RunStatus::Failed
+    } else {
+        RunStatus::Succeeded
+    };
+    record.finished_unix_ms = Some(now_unix_ms());
+    store.run_put(&record)?;
+    store.flush()?;
+    let duration_ms = started.elapsed().as_millis() as u64;
+    events.emit(&Event::RunFinished {
+        run_id: run_id.clone(),
+        steps: record
+            .steps
+            .iter()
+            .map(|s| (s.name.clone(), s.status))
+            .collect(),
+        duration_ms,
+    });
+    Ok(RunSummary {
+        run_dir: store.run_dir(&run_id),
+        run_id,
+        status: record.status,
+        steps: record.steps,
+        duration_ms,
+    })
+}
+
+struct ExecShared<'a> {
+    pipeline: &'a Pipeline,
+    store: &'a Store,
+    params: &'a BTreeMap<String, Value>,
+    opts: &'a RunOptions,
+    events: &'a dyn EventSink,
+    run_id: &'a str,
+}
+
+impl ExecShared<'_> {
+    fn execute(&self, job: Job) -> JobResult {
+        let node = self.pipeline.node(job.idx);
+        let name = node.name.clone();
+        let mut record = StepRecord {
+            name: name.clone(),
+            key: None,
+            status: StepStatus::Failed,
+            duration_ms: 0,
+            counts: StepCounts::default(),
+            error: None,
+            reused_from: None,
+            outputs: BTreeMap::new(),
+        };
+        let t0 = Instant::now();
+        let fail = |mut record: StepRecord, message: String, t0: Instant| {
+            let duration_ms = t0.elapsed().as_millis() as u64;
+            self.events.emit(&Event::StepFailed {
+                step: record.name.clone(),
+                error: message.clone(),
+                duration_ms,
+            });
+            record.status = StepStatus::Failed;
+            record.error = Some(message);
+            record.duration_ms = duration_ms;
+            JobResult {
+                idx: job.idx,
+                record,
+                outputs: BTreeMap::new(),
+            }
+        };
+        if self.opts.cancel.is_cancelled() {
+            record.status = StepStatus::Cancelled;
+            return JobResult {
+                idx: job.idx,
+                record,
+                outputs: BTreeMap::new(),
+            };
+        }
+        let prepared = match prepare(
+            self.pipeline,
+            job.idx,
+            &job.upstream,
+            self.params,
+            self.store,
+            self.opts.plan.verify,
+        ) {
+            Ok(p) => p,
+            Err(e) => return fail(record, e.to_string(), t0),
+        };
+        let key = prepared.key.0.clone();
+        record.key = Some(key.clone());
+        let def = &node.module_def;
+        let step_dir = self.store.run_dir(self.run_id).join(&name);
+        let out_dirs: BTreeMap<String, PathBuf> = def
+            .outputs
+            .iter()
+            .map(|o| (o.name.clone(), step_dir.join("outputs").join(&o.name)))
+            .collect();
+        let latest = LatestRecord {
+            key: key.clone(),
+            fingerprint: prepared.fingerprint.clone(),
+            run_id: self.run_id.to_string(),
+        };
+
+        let reusable = def.allow_reuse
+            && !self.opts.plan.regenerate_outputs
+            && !self.opts.plan.force.contains(&name);
+        if reusable {
+            match self.try_reuse(&name, &key, &out_dirs, job.upstream_ran) {
+                Ok(Some((entry, outs))) => {
+                    let _ = self.store.latest_put(self.pipeline.name(), &name, &latest);
+                    record.status = StepStatus::Reused;
+                    record.counts = entry.counts;
+                    record.reused_from = Some(entry.run_id);
+                    record.duration_ms = t0.elapsed().as_millis() as u64;
+                    record.outputs = outs
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.manifest.hash.clone()))
+                        .collect();
+                    return JobResult {
+                        idx: job.idx,
+                        record,
+                        outputs: outs,
+                    };
+                }
+                Ok(None) => {}
+                Err(e) => return fail(record, e, t0),
+            }
+        }
+
+        self.events.emit(&Event::StepStarted {
+            step: name.clone(),
+            key: key.clone(),
+        });
+        let work_dir = step_dir.join("work");
+        let log_dir = step_dir.join("logs");
+        for d in out_dirs.values().chain([&work_dir, &log_dir]) {
+            if let Err(e) = std::fs::create_dir_all(d) {
+                return fail(record, format!("{}: {e}", d.display()), t0);
+            }
+        }
+        let arguments: Vec<String> = def
+            .arguments
+            .iter()
+            .map(|a| match a {
+                Argument::Literal(s) => s.clone(),
+                Argument::Param(p) => {
+                    value_to_arg(self.params.get(&p.name).unwrap_or(&p.default_value))
+                }
+                Argument::Input(p) => prepared
+                    .inputs
+                    .get(p)
+                    .map(|i| i.path.display().to_string())
+                    .unwrap_or_default(),
+                Argument::Output(p) => out_dirs
+                    .get(p)
+                    .map(|d| d.display().to_string())
+                    .unwrap_or_default(),
+            })
+            .collect();
+        let ctx = StepContext {
+            step: &name,
+            pipeline: self.pipeline.name(),
+            key: &key,
+            run_id: self.run_id,
+            inputs: &prepared.inputs,
+            outputs: &out_dirs,
+            params: self.params,
+            arguments: &arguments,
+            environment_variables: &def.environment_variables,
+            work_dir: &work_dir,
+            log_dir: &log_dir,
+            store: self.store,
+            events: self.events,
+            cancel: &self.opts.cancel,
+        };
+        let counts = match catch_step(|| node.step.execute(&ctx)) {
+            Ok(c) => c,
+            Err(e) => return fail(record, e.message, t0),
+        };
+        if self.opts.cancel.is_cancelled() {
+            return fail(record, "run cancelled".into(), t0);
+        }
+        let mut manifests: BTreeMap<String, OutputManifest> = BTreeMap::new();
+        for (port, dir) in &out_dirs {
+            match self.store.ingest_dir(dir) {
+                Ok(m) => {
+                    manifests.insert(port.clone(), m);
+                }
+                Err(e) => return fail(record, format!("output {port:?}: {e}"), t0),
+            }
+        }
+        let duration_ms = t0.elapsed().as_millis() as u64;
+        // Objects are durable (ingest fsyncs them); only now is the entry written.
+        let entry = CacheEntry {
+            schema: SCHEMA_VERSION,
+            key: key.clone(),
+            pipeline: self.pipeline.name().to_string(),
+            step: name.clone(),
+            outputs: manifests.clone(),
+            fingerprint: prepared.fingerprint,
+            counts,
+            run_id: self.run_id.to_string(),
+            duration_ms,
+            created_unix_ms: now_unix_ms(),
+        };
+        if let Err(e) = self.store.cache_put(&entry) {
+            return fail(record, e.to_string(), t0);
+        }
+        let _ = self.store.latest_put(self.pipeline.name(), &name, &latest);
+        self.events.emit(&Event::StepFinished {
+            step: name.clone(),
+            key,
+            duration_ms,
+            counts,
+        });
+        record.status = StepStatus::Ran;
+        record.counts = counts;
+        record.duration_ms = duration_ms;
+        record.outputs = manifests
+            .iter()
+            .map(|(k, v)| (k.clone(), v.hash.clone()))
+            .collect();
+        let outs = manifests
+            .into_iter()
+            .map(|(port, manifest)| {
+                let path = out_dirs.get(&port).cloned();
+                (port, UpstreamOutput { manifest, path })
+            })
+            .collect();
+        JobResult {
+            idx: job.idx,
+            record,
+            outputs: outs,
+        }
+    }
+
+    /// A verified cache hit, materialised into the run folder; `Ok(None)` on a miss (a damaged
+    /// entry is reported and treated as a miss, never served).
+    #[allow(clippy::type_complexity)]
+    fn try_reuse(
+        &self,
+        name: &str,
+        key: &str,
+        out_dirs: &BTreeMap<String, PathBuf>,
+        upstream_ran: bool,
+    ) -> Result<Option<(CacheEntry, BTreeMap<String, UpstreamOutput>)>, String> {
+        let entry = match self.store.cache_get(key) {
+            Ok(Some(e)) => e,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                self.reject(name, key, e.to_string());
+                return Ok(None);
+            }
+        };
+        if let Err(reason) = check_entry(self.store, &entry, true) {
+            self.reject(name, key, reason);
+            return Ok(None);
+        }
+        let mut outs = BTreeMap::new();
+        for (port, manifest) in &entry.outputs {
+            let Some(dir) = out_dirs.get(port) else {
+                continue;
+            };
+            if let Err(e) = self.store.materialise(manifest, dir) {
+                self.reject(name, key, e.to_string());
+                return Ok(None);
+            }
+            outs.insert(
+                port.clone(),
+                UpstreamOutput {
+                    manifest: manifest.clone(),
+                    path: Some(dir.clone()),
+                },
+            );
+        }
+        self.events.emit(&Event::StepReused {
+            step: name.to_string(),
+            key: key.to_string(),
+            from_run: entry.run_id.clone(),
+            early_cutoff: upstream_ran,
+        });
+        Ok(Some((entry, outs)))
+    }
+
+    fn reject(&self, name: &str, key: &str, reason: String) {
+        self.events.emit(&Event::CacheEntryRejected {
+            step: name.to_string(),
+            key: key.to_string(),
+            reason,
+        });
+    }
+}
+
+/// Run a step body, turning a panic inside user code into a step failure.
+fn catch_step<F: FnOnce() -> Result<StepCounts, StepError>>(f: F) -> Result<StepCounts, StepError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(StepError::new(format!("step panicked: {msg}")))
+        }
+    }
+}

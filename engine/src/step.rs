@@ -1,0 +1,165 @@
+//! The `Step` trait every step type implements, and the context a step executes in.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::data::{DatasetFile, InputRole, TabularFormat};
+use crate::error::{BuildError, StepError};
+use crate::events::{Event, EventSink};
+use crate::module_def::ModuleDef;
+use crate::pipeline::GraphBuilder;
+use crate::store::records::StepCounts;
+use crate::store::Store;
+
+/// What a step builder knows about the pipeline it is added to.
+#[derive(Debug, Clone, Default)]
+pub struct BuildContext {
+    /// The pipeline's name.
+    pub pipeline: String,
+}
+
+/// Where step outputs land by default (Azure's default datastore). Here: a run folder.
+#[derive(Debug, Clone, Default)]
+pub struct Datastore {
+    /// Datastore name (`workspaceblobstore` on Azure; informational here).
+    pub name: String,
+}
+
+/// A step type. The engine knows steps only through this trait and the [`ModuleDef`] they
+/// declare; it never names a concrete step type.
+pub trait Step: Send + Sync {
+    /// The step's name (checked against Azure's rule when the pipeline is built).
+    fn name(&self) -> &str;
+
+    /// Declare ports, parameters, arguments, config and code identity.
+    ///
+    /// # Errors
+    /// [`BuildError::InvalidConfig`] naming the field when the step's configuration is invalid.
+    fn create_module_def(&self, context: &BuildContext) -> Result<ModuleDef, BuildError>;
+
+    /// Add this step's node to the graph (Azure's `create_node(graph, default_datastore,
+    /// context)`). The default calls [`Step::create_module_def`] and adds one node.
+    ///
+    /// # Errors
+    /// Whatever [`Step::create_module_def`] returns.
+    fn create_node(
+        &self,
+        graph: &mut GraphBuilder<'_>,
+        default_datastore: &Datastore,
+        context: &BuildContext,
+    ) -> Result<(), BuildError> {
+        let _ = default_datastore;
+        let def = self.create_module_def(context)?;
+        graph.add_node(def);
+        Ok(())
+    }
+
+    /// Run the step: read `ctx.inputs`, write into `ctx.outputs`.
+    ///
+    /// # Errors
+    /// A [`StepError`] whose message is shown to the user.
+    fn execute(&self, ctx: &StepContext<'_>) -> Result<StepCounts, StepError>;
+}
+
+/// A shared flag set on Ctrl-C; long-running steps poll it.
+#[derive(Debug, Clone, Default)]
+pub struct CancelFlag(Arc<AtomicBool>);
+
+impl CancelFlag {
+    /// A flag that is not set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Ask every step to stop.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+    /// Whether cancellation was asked for.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// What an input port resolved to for this run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResolvedInput {
+    /// Port name.
+    pub port: String,
+    /// Main or side input.
+    pub role: InputRole,
+    /// The folder or file to read (for upstream data, its materialised folder).
+    pub path: PathBuf,
+    /// The files and how to read them.
+    pub kind: InputKind,
+}
+
+/// How an input is to be read.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InputKind {
+    /// Files (a file dataset, an upstream output folder, or a data reference), sorted.
+    Files(Vec<DatasetFile>),
+    /// Rows of tabular files, in order.
+    Tabular {
+        /// File format.
+        format: TabularFormat,
+        /// The files.
+        files: Vec<DatasetFile>,
+    },
+}
+
+impl ResolvedInput {
+    /// The files of the input, in order.
+    pub fn files(&self) -> &[DatasetFile] {
+        match &self.kind {
+            InputKind::Files(f) => f,
+            InputKind::Tabular { files, .. } => files,
+        }
+    }
+}
+
+/// Everything a step sees while it executes.
+pub struct StepContext<'a> {
+    /// Step name.
+    pub step: &'a str,
+    /// Pipeline name.
+    pub pipeline: &'a str,
+    /// The step's node key for this run (keys its resume progress).
+    pub key: &'a str,
+    /// Run id.
+    pub run_id: &'a str,
+    /// Input port -> resolved input.
+    pub inputs: &'a BTreeMap<String, ResolvedInput>,
+    /// Output port -> empty folder to write into.
+    pub outputs: &'a BTreeMap<String, PathBuf>,
+    /// Every pipeline parameter's value for this run.
+    pub params: &'a BTreeMap<String, Value>,
+    /// Resolved command-line arguments.
+    pub arguments: &'a [String],
+    /// Environment variables declared by the step.
+    pub environment_variables: &'a BTreeMap<String, String>,
+    /// A scratch folder of the step's own.
+    pub work_dir: &'a Path,
+    /// The step's log folder (`logs/`; `logs/user`, `logs/sys` below it).
+    pub log_dir: &'a Path,
+    /// The store (for resume progress).
+    pub store: &'a Store,
+    /// Events out.
+    pub events: &'a dyn EventSink,
+    /// Set when the run is cancelled.
+    pub cancel: &'a CancelFlag,
+}
+
+impl StepContext<'_> {
+    /// Emit a message event for this step.
+    pub fn message(&self, level: &str, text: impl Into<String>) {
+        self.events.emit(&Event::Message {
+            step: self.step.to_string(),
+            level: level.to_string(),
+            text: text.into(),
+        });
+    }
+}

@@ -1,0 +1,105 @@
+//! Content hashes of input files, memoised by (path, size, mtime, inode) like git's index, so a
+//! no-op rerun stats its inputs instead of reading them.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use super::Store;
+use crate::error::StoreError;
+
+/// Files at least this big are hashed with blake3's memory-mapped multithreaded path.
+const MMAP_THRESHOLD: u64 = 1 << 20;
+
+/// The memo record: size, mtime (s, ns), inode, device, hash.
+const MEMO_LEN: usize = 8 * 5 + 32;
+
+impl Store {
+    /// blake3 (hex) of a file's content, taken from the memo when the file's size, mtime,
+    /// inode and device are unchanged (unless `verify`).
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] when the file cannot be read.
+    pub fn hash_file(&self, path: &Path, verify: bool) -> Result<String, StoreError> {
+        let meta = std::fs::metadata(path).map_err(|e| StoreError::io(path, e))?;
+        let stat = [
+            meta.size(),
+            meta.mtime() as u64,
+            meta.mtime_nsec() as u64,
+            meta.ino(),
+            meta.dev(),
+        ];
+        let key = path.as_os_str().as_encoded_bytes();
+        if !verify {
+            if let Ok(Some(v)) = self.filehash.get(key) {
+                if v.len() == MEMO_LEN && stat_matches(&v, &stat) {
+                    return Ok(hex(&v[40..72]));
+                }
+            }
+        }
+        let hash = hash_file_uncached(path, meta.size())?;
+        let mut rec = Vec::with_capacity(MEMO_LEN);
+        for s in stat {
+            rec.extend_from_slice(&s.to_le_bytes());
+        }
+        rec.extend_from_slice(hash.as_bytes());
+        // The memo is a cache: losing it costs a rehash, so it is not flushed here.
+        let _ = self.filehash.insert(key, rec);
+        Ok(hash.to_hex().to_string())
+    }
+}
+
+fn stat_matches(rec: &[u8], stat: &[u64; 5]) -> bool {
+    stat.iter().enumerate().all(|(i, s)| {
+        rec.get(i * 8..i * 8 + 8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .is_some_and(|b| u64::from_le_bytes(b) == *s)
+    })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// blake3 of a file, without the memo: big files through mmap + rayon, small ones read whole.
+///
+/// # Errors
+/// [`StoreError::Io`] when the file cannot be read.
+pub fn hash_file_uncached(path: &Path, size: u64) -> Result<blake3::Hash, StoreError> {
+    let mut hasher = blake3::Hasher::new();
+    if size >= MMAP_THRESHOLD {
+        hasher
+            .update_mmap_rayon(path)
+            .map_err(|e| StoreError::io(path, e))?;
+    } else {
+        let mut buf = Vec::with_capacity(size as usize);
+        File::open(path)
+            .and_then(|mut f| f.read_to_end(&mut buf))
+            .map_err(|e| StoreError::io(path, e))?;
+        hasher.update(&buf);
+    }
+    Ok(hasher.finalize())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{OpenOptions, Store};
+
+    #[test]
+    fn memo_hit_skips_reading_and_change_is_seen() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let store = Store::open(dir.path().join("s"), OpenOptions::default())?;
+        let f = dir.path().join("a.txt");
+        std::fs::write(&f, b"hello")?;
+        let h1 = store.hash_file(&f, false)?;
+        assert_eq!(h1, blake3::hash(b"hello").to_hex().to_string());
+        assert_eq!(store.hash_file(&f, false)?, h1);
+        std::fs::write(&f, b"world!")?;
+        assert_eq!(
+            store.hash_file(&f, false)?,
+            blake3::hash(b"world!").to_hex().to_string()
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,251 @@
+//! Content-addressed objects: immutable, read-only files named by their blake3 hash, written
+//! to a temp file, fsynced and renamed into place.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+
+use super::filehash::hash_file_uncached;
+use super::records::{ObjectRef, OutputManifest};
+use super::Store;
+use crate::error::StoreError;
+use crate::fingerprint::merkle_hash;
+
+/// What `gc` removed (or would remove).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GcReport {
+    /// Objects removed.
+    pub objects: u64,
+    /// Bytes freed.
+    pub bytes: u64,
+    /// Objects kept (referenced).
+    pub kept: u64,
+}
+
+impl Store {
+    /// Path of the object `hash`.
+    pub fn object_path(&self, hash: &str) -> PathBuf {
+        let (a, b) = hash.split_at(hash.len().min(2));
+        self.root.join("objects").join(a).join(b)
+    }
+
+    /// Rehash an object: `Ok(())` when its content matches its name.
+    ///
+    /// # Errors
+    /// [`StoreError::MissingObject`] or [`StoreError::DamagedObject`].
+    pub fn verify_object(&self, obj: &ObjectRef) -> Result<(), StoreError> {
+        let path = self.object_path(&obj.hash);
+        let meta = match fs::metadata(&path) {
+            Ok(m) => m,
+            Err(_) => {
+                return Err(StoreError::MissingObject {
+                    hash: obj.hash.clone(),
+                })
+            }
+        };
+        let actual = hash_file_uncached(&path, meta.len())?.to_hex().to_string();
+        if actual != obj.hash || meta.len() != obj.size {
+            return Err(StoreError::DamagedObject {
+                hash: obj.hash.clone(),
+                actual,
+            });
+        }
+        Ok(())
+    }
+
+    /// Move every file under `dir` into the object store (hard link, or copy across devices)
+    /// and return the manifest. Objects are durable (file and folder fsynced) on return.
+    ///
+    /// # Errors
+    /// I/O errors on `dir` or the objects folder.
+    pub fn ingest_dir(&self, dir: &Path) -> Result<OutputManifest, StoreError> {
+        let mut files = BTreeMap::new();
+        let mut touched_dirs = BTreeSet::new();
+        if dir.exists() {
+            for entry in walkdir::WalkDir::new(dir).sort_by_file_name() {
+                let entry = entry.map_err(|e| StoreError::io(dir, e.into()))?;
+                if !entry.file_type().is_file() {
+                    continue;
+                }
+                let rel = relative_slash(dir, entry.path());
+                let obj = self.put_object(entry.path(), &mut touched_dirs)?;
+                files.insert(rel, obj);
+            }
+        }
+        for d in touched_dirs {
+            File::open(&d)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| StoreError::io(&d, e))?;
+        }
+        let hash = merkle_hash(files.iter().map(|(k, v)| (k.as_str(), v.hash.as_str())));
+        Ok(OutputManifest { hash, files })
+    }
+
+    fn put_object(
+        &self,
+        src: &Path,
+        touched: &mut BTreeSet<PathBuf>,
+    ) -> Result<ObjectRef, StoreError> {
+        let meta = fs::metadata(src).map_err(|e| StoreError::io(src, e))?;
+        let hash = hash_file_uncached(src, meta.len())?.to_hex().to_string();
+        let obj = ObjectRef {
+            hash,
+            size: meta.len(),
+        };
+        let dest = self.object_path(&obj.hash);
+        if dest.exists() {
+            match self.verify_object(&obj) {
+                Ok(()) => return Ok(obj),
+                // A damaged object is replaced by the good bytes we have now.
+                Err(_) => {
+                    let _ = fs::remove_file(&dest);
+                }
+            }
+        }
+        let parent = dest.parent().map(Path::to_path_buf).unwrap_or_default();
+        fs::create_dir_all(&parent).map_err(|e| StoreError::io(&parent, e))?;
+        let tmp =
+            self.root
+                .join("objects/tmp")
+                .join(format!("{}-{}", std::process::id(), obj.hash));
+        let _ = fs::remove_file(&tmp);
+        if fs::hard_link(src, &tmp).is_err() {
+            fs::copy(src, &tmp).map_err(|e| StoreError::io(&tmp, e))?;
+        }
+        let f = File::open(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
+        f.sync_all().map_err(|e| StoreError::io(&tmp, e))?;
+        let mut perms = f
+            .metadata()
+            .map_err(|e| StoreError::io(&tmp, e))?
+            .permissions();
+        perms.set_readonly(true);
+        fs::set_permissions(&tmp, perms).map_err(|e| StoreError::io(&tmp, e))?;
+        fs::rename(&tmp, &dest).map_err(|e| StoreError::io(&dest, e))?;
+        touched.insert(parent);
+        Ok(obj)
+    }
+
+    /// Put the files of `manifest` under `dest` (hard links to the objects, copies as fallback).
+    ///
+    /// # Errors
+    /// I/O errors, or a missing object.
+    pub fn materialise(&self, manifest: &OutputManifest, dest: &Path) -> Result<(), StoreError> {
+        fs::create_dir_all(dest).map_err(|e| StoreError::io(dest, e))?;
+        for (rel, obj) in &manifest.files {
+            let target = dest.join(rel);
+            if let Some(p) = target.parent() {
+                fs::create_dir_all(p).map_err(|e| StoreError::io(p, e))?;
+            }
+            let src = self.object_path(&obj.hash);
+            if !src.exists() {
+                return Err(StoreError::MissingObject {
+                    hash: obj.hash.clone(),
+                });
+            }
+            let _ = fs::remove_file(&target);
+            if fs::hard_link(&src, &target).is_err() {
+                fs::copy(&src, &target).map_err(|e| StoreError::io(&target, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every object file in the store, as (hash, size).
+    ///
+    /// # Errors
+    /// I/O errors reading the objects folder.
+    pub fn objects(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let root = self.root.join("objects");
+        let mut out = Vec::new();
+        for shard in fs::read_dir(&root).map_err(|e| StoreError::io(&root, e))? {
+            let shard = shard.map_err(|e| StoreError::io(&root, e))?;
+            let name = shard.file_name().to_string_lossy().into_owned();
+            if name.len() != 2 || !shard.path().is_dir() {
+                continue;
+            }
+            for obj in fs::read_dir(shard.path()).map_err(|e| StoreError::io(shard.path(), e))? {
+                let obj = obj.map_err(|e| StoreError::io(shard.path(), e))?;
+                let size = obj.metadata().map(|m| m.len()).unwrap_or(0);
+                out.push((format!("{name}{}", obj.file_name().to_string_lossy()), size));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Remove objects no cache entry references (with `dry_run`, only count them).
+    ///
+    /// # Errors
+    /// Db or I/O errors.
+    pub fn gc(&self, dry_run: bool) -> Result<GcReport, StoreError> {
+        let referenced: HashSet<String> = self
+            .cache_entries()?
+            .into_iter()
+            .flat_map(|e| e.outputs.into_values())
+            .flat_map(|m| m.files.into_values().map(|o| o.hash))
+            .collect();
+        let mut report = GcReport::default();
+        for (hash, size) in self.objects()? {
+            if referenced.contains(&hash) {
+                report.kept += 1;
+                continue;
+            }
+            if !dry_run {
+                let p = self.object_path(&hash);
+                fs::remove_file(&p).map_err(|e| StoreError::io(&p, e))?;
+            }
+            report.objects += 1;
+            report.bytes += size;
+        }
+        if !dry_run {
+            let tmp = self.root.join("objects/tmp");
+            if let Ok(rd) = fs::read_dir(&tmp) {
+                for e in rd.flatten() {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// `path` relative to `base`, `/`-separated.
+pub(crate) fn relative_slash(base: &Path, path: &Path) -> String {
+    path.strip_prefix(base)
+        .unwrap_or(path)
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{OpenOptions, Store};
+
+    #[test]
+    fn ingest_then_materialise_round_trips_and_detects_damage(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let store = Store::open(dir.path().join("s"), OpenOptions::default())?;
+        let out = dir.path().join("out");
+        std::fs::create_dir_all(out.join("sub"))?;
+        std::fs::write(out.join("a.txt"), b"alpha")?;
+        std::fs::write(out.join("sub/b.txt"), b"beta")?;
+        let m = store.ingest_dir(&out)?;
+        assert_eq!(m.files.keys().collect::<Vec<_>>(), ["a.txt", "sub/b.txt"]);
+        let dest = dir.path().join("mat");
+        store.materialise(&m, &dest)?;
+        assert_eq!(std::fs::read(dest.join("sub/b.txt"))?, b"beta");
+        let obj = &m.files["a.txt"];
+        store.verify_object(obj)?;
+        let p = store.object_path(&obj.hash);
+        let mut perms = std::fs::metadata(&p)?.permissions();
+        #[allow(clippy::permissions_set_readonly_false)]
+        perms.set_readonly(false);
+        std::fs::set_permissions(&p, perms)?;
+        std::fs::write(&p, b"alphX")?;
+        assert!(store.verify_object(obj).is_err());
+        Ok(())
+    }
+}
