@@ -1,1 +1,34 @@
-//! placeholder
+//! stepgraph-steps: the step types.
+//!
+//! - [`FnStep`]: a Rust closure with a declared version;
+//! - [`CommandStep`]: one command (argv list) with `{inputs.X}` / `{outputs.X}` /
+//!   `{params.X}` placeholders, its source folder hashed into the fingerprint.
+//!
+//! ```
+//! use stepgraph_engine::{FileDataset, NullSink, OpenOptions, Pipeline, PipelineData, RunOptions, Store};
+//! use stepgraph_steps::FnStep;
+//!
+//! let dir = tempfile::tempdir()?;
+//! std::fs::create_dir_all(dir.path().join("docs"))?;
+//! std::fs::write(dir.path().join("docs/a.txt"), "alpha")?;
+//! let count = FnStep::new("count-docs", "v1", |ctx| {
+//!     let n = ctx.input_files("docs")?.len();
+//!     std::fs::write(ctx.output("count")?.join("n.txt"), n.to_string())?;
+//!     Ok(())
+//! })
+//! .input("docs", FileDataset::from_files("docs", dir.path().join("docs")))
+//! .output("count", PipelineData::new("count"));
+//! let pipeline = Pipeline::builder("demo").step(count).build()?;
+//! let store = Store::open(dir.path().join(".stepgraph"), OpenOptions::default())?;
+//! let summary = stepgraph_engine::run(&pipeline, &store, &RunOptions::default(), &NullSink)?;
+//! assert_eq!(std::fs::read_to_string(summary.output_dir("count-docs", "count").join("n.txt"))?, "1");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![deny(missing_docs)]
+
+mod command_step;
+mod fn_step;
+pub mod placeholders;
+
+pub use command_step::CommandStep;
+pub use fn_step::{FnContext, FnStep};

@@ -1,0 +1,1 @@
+//! Engine end-to-end tests (being written).
