@@ -2,3 +2,4 @@
 
 mod common;
 mod engine_e2e;
+mod parallel_run_smoke;

@@ -512,6 +512,8 @@ impl ExecShared<'_> {
             return fail(record, e.to_string(), t0);
         }
         let _ = self.store.latest_put(self.pipeline.name(), &name, &latest);
+        // Resume progress is only needed until the output is in the cache.
+        let _ = self.store.clear_progress(&key);
         self.events.emit(&Event::StepFinished {
             step: name.clone(),
             key,

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use serde_json::json;
 use stepgraph_engine::{
-    BuildContext, BuildError, CodeIdentity, DataSource, InputPortBinding, ModuleDef, OutputPortBinding,
-    PipelineData, PipelineParameter, Step, StepContext, StepCounts, StepError,
+    BuildContext, BuildError, CodeIdentity, DataSource, InputPortBinding, ModuleDef,
+    OutputPortBinding, PipelineData, PipelineParameter, Step, StepContext, StepCounts, StepError,
 };
 
 use crate::placeholders;
@@ -35,7 +35,10 @@ pub struct CommandStep {
 
 impl CommandStep {
     /// A step `name` running `command` (program first).
-    pub fn new<S: Into<String>>(name: impl Into<String>, command: impl IntoIterator<Item = S>) -> Self {
+    pub fn new<S: Into<String>>(
+        name: impl Into<String>,
+        command: impl IntoIterator<Item = S>,
+    ) -> Self {
         CommandStep {
             name: name.into(),
             command: command.into_iter().map(Into::into).collect(),
@@ -157,7 +160,10 @@ impl Step for CommandStep {
             version: None,
             arguments: Vec::new(),
             config: json!({ "command": self.command }),
-            code: self.source_directory.clone().map(CodeIdentity::SourceDirectory),
+            code: self
+                .source_directory
+                .clone()
+                .map(CodeIdentity::SourceDirectory),
             environment_variables: self.environment_variables.clone(),
             run_after: self.run_after.clone(),
         })
@@ -197,10 +203,13 @@ impl Step for CommandStep {
             .env("PYTHONDONTWRITEBYTECODE", "1")
             .envs(&self.environment_variables);
         for (k, v) in ctx.params {
-            cmd.env(format!("AML_PARAMETER_{k}"), match v {
-                serde_json::Value::String(s) => s.clone(),
-                other => other.to_string(),
-            });
+            cmd.env(
+                format!("AML_PARAMETER_{k}"),
+                match v {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                },
+            );
         }
         let mut child = cmd
             .spawn()

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use serde_json::Value;
 use stepgraph_engine::{
-    create_module_def, BuildContext, BuildError, DataSource, InputPortBinding, ModuleDef, OutputPortBinding,
-    PipelineData, PipelineParameter, Step, StepContext, StepCounts, StepError,
+    create_module_def, BuildContext, BuildError, DataSource, InputPortBinding, ModuleDef,
+    OutputPortBinding, PipelineData, PipelineParameter, Step, StepContext, StepCounts, StepError,
 };
 
 /// What a [`FnStep`] closure sees: input paths, output folders, parameters.

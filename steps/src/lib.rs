@@ -28,7 +28,12 @@
 
 mod command_step;
 mod fn_step;
+pub mod parallel_run;
 pub mod placeholders;
 
 pub use command_step::CommandStep;
 pub use fn_step::{FnContext, FnStep};
+pub use parallel_run::{
+    AppendRowFormat, Entry, EntryContext, EntryScript, MiniBatch, MiniBatchData, OutputAction,
+    ParallelRunConfig, ParallelRunStep,
+};

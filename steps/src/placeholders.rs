@@ -64,10 +64,16 @@ mod tests {
     #[test]
     fn finds_and_substitutes_only_real_placeholders() {
         let s = "x={inputs.scores} y={outputs.report} {params.t} {other} {inputs.}";
-        let names: Vec<_> = find(s).into_iter().map(|p| format!("{}.{}", p.namespace, p.name)).collect();
+        let names: Vec<_> = find(s)
+            .into_iter()
+            .map(|p| format!("{}.{}", p.namespace, p.name))
+            .collect();
         assert_eq!(names, ["inputs.scores", "outputs.report", "params.t"]);
         let r = substitute(s, |ns, n| Some(format!("<{ns}:{n}>")));
-        assert_eq!(r, "x=<inputs:scores> y=<outputs:report> <params:t> {other} {inputs.}");
+        assert_eq!(
+            r,
+            "x=<inputs:scores> y=<outputs:report> <params:t> {other} {inputs.}"
+        );
     }
 
     proptest::proptest! {

@@ -63,6 +63,26 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Forget the resume progress of `key`: its records, data file and staging folder
+    /// (`progress/<key>.d`). Called once the key's cache entry is durable.
+    ///
+    /// # Errors
+    /// Db or I/O errors.
+    pub fn clear_progress(&self, key: &str) -> Result<(), StoreError> {
+        let staging = self.root.join("progress").join(format!("{key}.d"));
+        let data = self.root.join("progress").join(format!("{key}.bin"));
+        if data.exists() {
+            self.progress_log(key)?.clear()?;
+        }
+        match std::fs::remove_dir_all(&staging) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StoreError::io(&staging, e)),
+        }
+    }
+}
+
 fn record_key(key: &str, index: u64) -> Vec<u8> {
     let mut k = key.as_bytes().to_vec();
     k.push(b'/');

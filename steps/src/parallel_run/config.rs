@@ -1,0 +1,709 @@
+//! `ParallelRunConfig`: Azure's fields, defaults and rules, validated once in `build()`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use super::entry::EntryFactory;
+
+/// A configuration field that breaks a rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct ConfigError {
+    /// The field (Azure's name).
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+fn err(field: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        field: field.to_string(),
+        message: message.into(),
+    }
+}
+
+/// What happens to the values `run()` returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OutputAction {
+    /// Rows are gathered, in mini-batch order, into one file (`append_row_file_name`).
+    #[default]
+    AppendRow,
+    /// The script writes its own outputs; returned elements only count successes.
+    SummaryOnly,
+}
+
+impl OutputAction {
+    /// Azure's spelling: `append_row` / `summary_only`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutputAction::AppendRow => "append_row",
+            OutputAction::SummaryOnly => "summary_only",
+        }
+    }
+
+    /// Parse Azure's spelling.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming `output_action`.
+    pub fn parse(s: &str) -> Result<Self, ConfigError> {
+        match s {
+            "append_row" => Ok(OutputAction::AppendRow),
+            "summary_only" => Ok(OutputAction::SummaryOnly),
+            other => Err(err(
+                "output_action",
+                format!("must be \"append_row\" or \"summary_only\", not {other:?}"),
+            )),
+        }
+    }
+}
+
+/// How gathered rows are written (beyond Azure, whose users ask for it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AppendRowFormat {
+    /// Azure's format: `str()` of each element; DataFrame values space-separated, no header.
+    #[default]
+    Text,
+    /// CSV lines with one header line.
+    Csv,
+    /// One JSON value per line.
+    JsonLines,
+}
+
+impl AppendRowFormat {
+    /// `text`, `csv` or `jsonl`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AppendRowFormat::Text => "text",
+            AppendRowFormat::Csv => "csv",
+            AppendRowFormat::JsonLines => "jsonl",
+        }
+    }
+
+    /// Parse `text`, `csv` or `jsonl`.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming `append_row_format`.
+    pub fn parse(s: &str) -> Result<Self, ConfigError> {
+        match s {
+            "text" => Ok(AppendRowFormat::Text),
+            "csv" => Ok(AppendRowFormat::Csv),
+            "jsonl" => Ok(AppendRowFormat::JsonLines),
+            other => Err(err(
+                "append_row_format",
+                format!("must be \"text\", \"csv\" or \"jsonl\", not {other:?}"),
+            )),
+        }
+    }
+}
+
+/// The entry that processes mini-batches.
+#[derive(Clone)]
+pub enum Entry {
+    /// A Python file with `init()` / `run(mini_batch)`, relative to `source_directory`.
+    Python {
+        /// The script's path relative to the source folder.
+        entry_script: String,
+    },
+    /// A program in any language speaking the JSON-lines worker protocol.
+    Command {
+        /// Program and arguments (relative programs resolve against `source_directory`).
+        entry_command: Vec<String>,
+    },
+    /// An in-process Rust implementation, one instance per worker.
+    Rust {
+        /// The code identity in the fingerprint: change it when the code changes.
+        version: String,
+        /// Makes one instance per worker.
+        factory: EntryFactory,
+    },
+}
+
+impl fmt::Debug for Entry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Entry::Python { entry_script } => write!(f, "Python({entry_script:?})"),
+            Entry::Command { entry_command } => write!(f, "Command({entry_command:?})"),
+            Entry::Rust { version, .. } => write!(f, "Rust(version {version:?})"),
+        }
+    }
+}
+
+/// Azure's `ParallelRunConfig`. Build it with [`ParallelRunConfig::builder`].
+#[derive(Debug, Clone)]
+pub struct ParallelRunConfig {
+    /// The entry.
+    pub entry: Entry,
+    /// Folder of the entry script; its snapshot is the step's code identity.
+    pub source_directory: Option<PathBuf>,
+    /// Azure's string form; `None` means the default (10 files, or "1MB" of rows).
+    pub mini_batch_size: Option<String>,
+    /// Allowed failed items over the whole step; -1 = no limit.
+    pub error_threshold: i64,
+    /// Allowed failed mini-batches; -1 or `None` = no limit.
+    pub allowed_failed_count: Option<i64>,
+    /// Allowed failed mini-batches in percent of all; `None` = no limit.
+    pub allowed_failed_percent: Option<f64>,
+    /// What happens to returned values.
+    pub output_action: OutputAction,
+    /// Set in each worker; part of the fingerprint.
+    pub environment_variables: BTreeMap<String, String>,
+    /// Name of the gathered file (append_row).
+    pub append_row_file_name: String,
+    /// Format of the gathered file.
+    pub append_row_format: AppendRowFormat,
+    /// Workers per node.
+    pub process_count_per_node: u32,
+    /// Nodes (here: a multiplier of workers).
+    pub node_count: u32,
+    /// Seconds allowed per `run()` call.
+    pub run_invocation_timeout: u64,
+    /// Tries per mini-batch.
+    pub run_max_try: u32,
+    /// Group tabular rows into mini-batches by these columns' values.
+    pub partition_keys: Option<Vec<String>>,
+    /// The interpreter for Python entries (default `python3`).
+    pub environment: String,
+    /// Not in the fingerprint.
+    pub logging_level: String,
+    /// Not in the fingerprint.
+    pub description: Option<String>,
+}
+
+/// Azure's reserved argument names, which a step's `arguments` may not use.
+pub const RESERVED_ARGUMENTS: &[&str] = &[
+    "--mini_batch_size",
+    "--error_threshold",
+    "--allowed_failed_count",
+    "--allowed_failed_percent",
+    "--output",
+    "--output_action",
+    "--append_row_file_name",
+    "--logging_level",
+    "--process_count_per_node",
+    "--node_count",
+    "--run_invocation_timeout",
+    "--run_max_try",
+    "--partition_keys",
+    "--entry_script",
+    "--scoring_module_name",
+    "--input_format",
+    "--client_sdk_version",
+    "--task_overhead_timeout",
+    "--progress_update_timeout",
+    "--first_task_creation_timeout",
+    "--copy_logs_to_parent",
+    "--metrics_name_prefix",
+    "--push_metrics_to_parent",
+    "--resource_monitor_interval",
+];
+
+impl ParallelRunConfig {
+    /// A builder with Azure's defaults.
+    pub fn builder() -> ParallelRunConfigBuilder {
+        ParallelRunConfigBuilder::default()
+    }
+
+    /// Workers in all: `process_count_per_node × node_count`.
+    pub fn workers(&self) -> usize {
+        (self.process_count_per_node as usize * self.node_count as usize).max(1)
+    }
+
+    /// The settings that can change results, for the fingerprint. Resource knobs
+    /// (process_count_per_node, node_count, logging_level, description) are left out, so
+    /// changing parallelism never invalidates the cache.
+    pub fn fingerprint_config(&self) -> Value {
+        let entry = match &self.entry {
+            Entry::Python { entry_script } => {
+                json!({"type": "python", "entry_script": entry_script, "environment": self.environment})
+            }
+            Entry::Command { entry_command } => {
+                json!({"type": "command", "entry_command": entry_command})
+            }
+            Entry::Rust { version, .. } => json!({"type": "rust", "version": version}),
+        };
+        json!({
+            "entry": entry,
+            "mini_batch_size": self.mini_batch_size,
+            "error_threshold": self.error_threshold,
+            "allowed_failed_count": self.allowed_failed_count,
+            "allowed_failed_percent": self.allowed_failed_percent,
+            "output_action": self.output_action.as_str(),
+            "append_row_file_name": self.append_row_file_name,
+            "append_row_format": self.append_row_format.as_str(),
+            "run_invocation_timeout": self.run_invocation_timeout,
+            "run_max_try": self.run_max_try,
+            "partition_keys": self.partition_keys,
+        })
+    }
+}
+
+/// Builder for [`ParallelRunConfig`] (Azure's defaults; `error_threshold` is required).
+#[derive(Debug, Clone, Default)]
+pub struct ParallelRunConfigBuilder {
+    entry: Option<Entry>,
+    source_directory: Option<PathBuf>,
+    mini_batch_size: Option<String>,
+    error_threshold: Option<i64>,
+    allowed_failed_count: Option<i64>,
+    allowed_failed_percent: Option<f64>,
+    output_action: OutputAction,
+    environment_variables: BTreeMap<String, String>,
+    append_row_file_name: Option<String>,
+    append_row_format: AppendRowFormat,
+    process_count_per_node: Option<u32>,
+    node_count: Option<u32>,
+    run_invocation_timeout: Option<i64>,
+    run_max_try: Option<i64>,
+    partition_keys: Option<Vec<String>>,
+    environment: Option<String>,
+    logging_level: Option<String>,
+    description: Option<String>,
+}
+
+impl ParallelRunConfigBuilder {
+    /// A Python entry script, relative to `source_directory`.
+    pub fn entry_script(mut self, path: impl Into<String>) -> Self {
+        self.entry = Some(Entry::Python {
+            entry_script: path.into(),
+        });
+        self
+    }
+    /// A worker program in any language speaking the worker protocol.
+    pub fn entry_command<S: Into<String>>(mut self, argv: impl IntoIterator<Item = S>) -> Self {
+        self.entry = Some(Entry::Command {
+            entry_command: argv.into_iter().map(Into::into).collect(),
+        });
+        self
+    }
+    /// An in-process Rust entry: `factory` makes one instance per worker.
+    pub fn rust_entry(
+        mut self,
+        version: impl Into<String>,
+        factory: impl Fn() -> Box<dyn super::entry::EntryScript> + Send + Sync + 'static,
+    ) -> Self {
+        self.entry = Some(Entry::Rust {
+            version: version.into(),
+            factory: Arc::new(factory),
+        });
+        self
+    }
+    /// Folder of the entry script.
+    pub fn source_directory(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.source_directory = Some(dir.into());
+        self
+    }
+    /// Azure's `mini_batch_size` (`"10"`, `"64KB"`, `"1MB"`).
+    pub fn mini_batch_size(mut self, s: impl Into<String>) -> Self {
+        self.mini_batch_size = Some(s.into());
+        self
+    }
+    /// Allowed failed items; -1 = no limit. Required.
+    pub fn error_threshold(mut self, n: i64) -> Self {
+        self.error_threshold = Some(n);
+        self
+    }
+    /// Allowed failed mini-batches; -1 = no limit.
+    pub fn allowed_failed_count(mut self, n: i64) -> Self {
+        self.allowed_failed_count = Some(n);
+        self
+    }
+    /// Allowed failed mini-batches in percent.
+    pub fn allowed_failed_percent(mut self, p: f64) -> Self {
+        self.allowed_failed_percent = Some(p);
+        self
+    }
+    /// `append_row` (default) or `summary_only`.
+    pub fn output_action(mut self, a: OutputAction) -> Self {
+        self.output_action = a;
+        self
+    }
+    /// Set an environment variable in each worker.
+    pub fn environment_variable(mut self, k: impl Into<String>, v: impl Into<String>) -> Self {
+        self.environment_variables.insert(k.into(), v.into());
+        self
+    }
+    /// File name of the gathered rows (default `parallel_run_step.txt`).
+    pub fn append_row_file_name(mut self, name: impl Into<String>) -> Self {
+        self.append_row_file_name = Some(name.into());
+        self
+    }
+    /// Format of the gathered rows (default text).
+    pub fn append_row_format(mut self, f: AppendRowFormat) -> Self {
+        self.append_row_format = f;
+        self
+    }
+    /// Workers per node (default: the machine's cores).
+    pub fn process_count_per_node(mut self, n: u32) -> Self {
+        self.process_count_per_node = Some(n);
+        self
+    }
+    /// Nodes (default 1).
+    pub fn node_count(mut self, n: u32) -> Self {
+        self.node_count = Some(n);
+        self
+    }
+    /// Seconds per `run()` call (default 60).
+    pub fn run_invocation_timeout(mut self, secs: i64) -> Self {
+        self.run_invocation_timeout = Some(secs);
+        self
+    }
+    /// Tries per mini-batch (default 3).
+    pub fn run_max_try(mut self, n: i64) -> Self {
+        self.run_max_try = Some(n);
+        self
+    }
+    /// Group tabular rows by these columns.
+    pub fn partition_keys<S: Into<String>>(mut self, keys: impl IntoIterator<Item = S>) -> Self {
+        self.partition_keys = Some(keys.into_iter().map(Into::into).collect());
+        self
+    }
+    /// Interpreter for Python entries (default `python3`).
+    pub fn environment(mut self, interpreter: impl Into<String>) -> Self {
+        self.environment = Some(interpreter.into());
+        self
+    }
+    /// Logging level (not in the fingerprint).
+    pub fn logging_level(mut self, level: impl Into<String>) -> Self {
+        self.logging_level = Some(level.into());
+        self
+    }
+    /// Description (not in the fingerprint).
+    pub fn description(mut self, d: impl Into<String>) -> Self {
+        self.description = Some(d.into());
+        self
+    }
+
+    /// Check every rule that does not depend on the inputs.
+    ///
+    /// # Errors
+    /// The first [`ConfigError`], naming its field.
+    pub fn build(self) -> Result<ParallelRunConfig, ConfigError> {
+        let entry = self.entry.ok_or_else(|| {
+            err(
+                "entry_script",
+                "is required (or entry_command, or a Rust entry)",
+            )
+        })?;
+        match &entry {
+            Entry::Python { entry_script } if entry_script.trim().is_empty() => {
+                return Err(err("entry_script", "must not be empty"))
+            }
+            Entry::Command { entry_command }
+                if entry_command.first().is_none_or(|p| p.is_empty()) =>
+            {
+                return Err(err("entry_command", "must name a program"))
+            }
+            _ => {}
+        }
+        if matches!(entry, Entry::Python { .. }) && self.source_directory.is_none() {
+            // Azure allows an entry script path without a folder; we take its parent then.
+        }
+        let error_threshold = self
+            .error_threshold
+            .ok_or_else(|| err("error_threshold", "is required (-1 for no limit)"))?;
+        if error_threshold < -1 {
+            return Err(err(
+                "error_threshold",
+                format!("must be -1 or more, not {error_threshold}"),
+            ));
+        }
+        if let Some(c) = self.allowed_failed_count {
+            if c < -1 {
+                return Err(err(
+                    "allowed_failed_count",
+                    format!("must be -1 or more, not {c}"),
+                ));
+            }
+        }
+        if let Some(p) = self.allowed_failed_percent {
+            if !(0.0..=100.0).contains(&p) {
+                return Err(err(
+                    "allowed_failed_percent",
+                    format!("must be between 0 and 100, not {p}"),
+                ));
+            }
+        }
+        if let Some(s) = &self.mini_batch_size {
+            if !matches_mini_batch_rule(s) {
+                return Err(err(
+                    "mini_batch_size",
+                    format!("{s:?} does not match ^\\d+([kKmMgG][bB])*$ (e.g. \"10\", \"64KB\", \"1MB\")"),
+                ));
+            }
+            if s.trim_start_matches('0')
+                .chars()
+                .next()
+                .is_none_or(|c| !c.is_ascii_digit())
+            {
+                return Err(err("mini_batch_size", "must be greater than 0"));
+            }
+        }
+        if let Some(keys) = &self.partition_keys {
+            if self.mini_batch_size.is_some() {
+                return Err(err(
+                    "partition_keys",
+                    "cannot be used together with mini_batch_size",
+                ));
+            }
+            if keys.is_empty() || keys.iter().any(|k| k.is_empty()) {
+                return Err(err(
+                    "partition_keys",
+                    "must list at least one non-empty column name",
+                ));
+            }
+        }
+        let run_invocation_timeout = self.run_invocation_timeout.unwrap_or(60);
+        if run_invocation_timeout <= 0 {
+            return Err(err(
+                "run_invocation_timeout",
+                format!("must be greater than 0, not {run_invocation_timeout}"),
+            ));
+        }
+        let run_max_try = self.run_max_try.unwrap_or(3);
+        if run_max_try <= 0 {
+            return Err(err(
+                "run_max_try",
+                format!("must be greater than 0, not {run_max_try}"),
+            ));
+        }
+        let append_row_file_name = self
+            .append_row_file_name
+            .unwrap_or_else(|| "parallel_run_step.txt".to_string());
+        check_file_name(&append_row_file_name)?;
+        let process_count_per_node = self.process_count_per_node.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get() as u32)
+                .unwrap_or(1)
+        });
+        if process_count_per_node == 0 {
+            return Err(err("process_count_per_node", "must be at least 1"));
+        }
+        let node_count = self.node_count.unwrap_or(1);
+        if node_count == 0 {
+            return Err(err("node_count", "must be at least 1"));
+        }
+        for k in self.environment_variables.keys() {
+            if k.is_empty() || k.contains('=') || k.contains('\0') {
+                return Err(err(
+                    "environment_variables",
+                    format!("invalid variable name {k:?}"),
+                ));
+            }
+        }
+        Ok(ParallelRunConfig {
+            entry,
+            source_directory: self.source_directory,
+            mini_batch_size: self.mini_batch_size,
+            error_threshold,
+            allowed_failed_count: self.allowed_failed_count,
+            allowed_failed_percent: self.allowed_failed_percent,
+            output_action: self.output_action,
+            environment_variables: self.environment_variables,
+            append_row_file_name,
+            append_row_format: self.append_row_format,
+            process_count_per_node,
+            node_count,
+            run_invocation_timeout: run_invocation_timeout as u64,
+            run_max_try: run_max_try as u32,
+            partition_keys: self.partition_keys,
+            environment: self.environment.unwrap_or_else(|| "python3".to_string()),
+            logging_level: self.logging_level.unwrap_or_else(|| "INFO".to_string()),
+            description: self.description,
+        })
+    }
+}
+
+/// Azure's rule `^\d+([kKmMgG][bB])*$`.
+fn matches_mini_batch_rule(s: &str) -> bool {
+    let digits = s.chars().take_while(|c| c.is_ascii_digit()).count();
+    if digits == 0 {
+        return false;
+    }
+    let rest: Vec<char> = s[digits..].chars().collect();
+    rest.len() % 2 == 0
+        && rest
+            .chunks(2)
+            .all(|c| "kKmMgG".contains(c[0]) && (c[1] == 'b' || c[1] == 'B'))
+}
+
+/// Azure refuses file names with path separators or characters Windows cannot store.
+fn check_file_name(name: &str) -> Result<(), ConfigError> {
+    const BAD: &[char] = &['/', '\\', ':', '*', '?', '"', '<', '>', '|', '\0'];
+    if name.is_empty() || name == "." || name == ".." {
+        return Err(err("append_row_file_name", "must be a file name"));
+    }
+    if let Some(c) = name.chars().find(|c| BAD.contains(c) || c.is_control()) {
+        return Err(err(
+            "append_row_file_name",
+            format!("{name:?} contains {c:?}, which is not allowed in a file name"),
+        ));
+    }
+    Ok(())
+}
+
+/// Check `arguments` (already resolved to their literal or placeholder form): keyword style,
+/// no reserved names.
+///
+/// # Errors
+/// A [`ConfigError`] naming `arguments`.
+pub fn check_arguments(args: &[String]) -> Result<(), ConfigError> {
+    if let Some(first) = args.first() {
+        if !first.starts_with('-') {
+            return Err(err(
+                "arguments",
+                format!("must be keyword style (the first starts with \"-\"), got {first:?}"),
+            ));
+        }
+    }
+    for a in args {
+        let name = a.split('=').next().unwrap_or(a);
+        if RESERVED_ARGUMENTS.contains(&name) {
+            return Err(err(
+                "arguments",
+                format!("{name} is reserved by ParallelRunStep"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> ParallelRunConfigBuilder {
+        ParallelRunConfig::builder()
+            .entry_script("score.py")
+            .source_directory("scripts")
+            .error_threshold(10)
+    }
+
+    fn field_of(b: ParallelRunConfigBuilder) -> String {
+        match b.build() {
+            Err(e) => e.field,
+            Ok(_) => "ok".into(),
+        }
+    }
+
+    #[test]
+    fn defaults_are_azures() -> Result<(), ConfigError> {
+        let c = base().build()?;
+        assert_eq!(c.run_invocation_timeout, 60);
+        assert_eq!(c.run_max_try, 3);
+        assert_eq!(c.append_row_file_name, "parallel_run_step.txt");
+        assert_eq!(c.output_action, OutputAction::AppendRow);
+        assert_eq!(c.node_count, 1);
+        assert_eq!(c.environment, "python3");
+        Ok(())
+    }
+
+    #[test]
+    fn each_rule_names_its_field() {
+        assert_eq!(
+            field_of(ParallelRunConfig::builder().entry_script("a.py")),
+            "error_threshold"
+        );
+        assert_eq!(
+            field_of(ParallelRunConfig::builder().error_threshold(1)),
+            "entry_script"
+        );
+        assert_eq!(field_of(base().error_threshold(-2)), "error_threshold");
+        assert_eq!(field_of(base().error_threshold(-1)), "ok");
+        assert_eq!(
+            field_of(base().allowed_failed_count(-2)),
+            "allowed_failed_count"
+        );
+        assert_eq!(field_of(base().allowed_failed_count(-1)), "ok");
+        assert_eq!(
+            field_of(base().allowed_failed_percent(100.5)),
+            "allowed_failed_percent"
+        );
+        assert_eq!(
+            field_of(base().allowed_failed_percent(-0.1)),
+            "allowed_failed_percent"
+        );
+        assert_eq!(field_of(base().allowed_failed_percent(100.0)), "ok");
+        for bad in ["", "1.5MB", "MB", "10 MB", "-1", "5K", "0", "0KB"] {
+            assert_eq!(
+                field_of(base().mini_batch_size(bad)),
+                "mini_batch_size",
+                "{bad}"
+            );
+        }
+        for ok in ["1024", "64KB", "10mb", "1GB", "5"] {
+            assert_eq!(field_of(base().mini_batch_size(ok)), "ok", "{ok}");
+        }
+        assert_eq!(
+            field_of(base().mini_batch_size("5").partition_keys(["a"])),
+            "partition_keys"
+        );
+        assert_eq!(
+            field_of(base().partition_keys(Vec::<String>::new())),
+            "partition_keys"
+        );
+        assert_eq!(
+            field_of(base().run_invocation_timeout(0)),
+            "run_invocation_timeout"
+        );
+        assert_eq!(field_of(base().run_max_try(0)), "run_max_try");
+        for bad in ["a/b.txt", "a\\b", "c:d", "", "x?y"] {
+            assert_eq!(
+                field_of(base().append_row_file_name(bad)),
+                "append_row_file_name",
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            field_of(base().process_count_per_node(0)),
+            "process_count_per_node"
+        );
+        assert_eq!(field_of(base().node_count(0)), "node_count");
+        assert_eq!(
+            field_of(base().environment_variable("A=B", "x")),
+            "environment_variables"
+        );
+        assert_eq!(
+            field_of(
+                ParallelRunConfig::builder()
+                    .entry_command(Vec::<String>::new())
+                    .error_threshold(1)
+            ),
+            "entry_command"
+        );
+    }
+
+    #[test]
+    fn arguments_are_keyword_style_without_reserved_names() {
+        assert!(check_arguments(&["--threshold".into(), "0.5".into()]).is_ok());
+        assert!(check_arguments(&[]).is_ok());
+        assert_eq!(
+            check_arguments(&["0.5".into()]).map_err(|e| e.field),
+            Err("arguments".into())
+        );
+        let e = check_arguments(&["--x".into(), "1".into(), "--output".into(), "o".into()]);
+        assert!(e.is_err_and(|e| e.message.contains("--output")));
+        assert!(check_arguments(&["--mini_batch_size=3".into()]).is_err());
+    }
+
+    #[test]
+    fn resource_knobs_stay_out_of_the_fingerprint() -> Result<(), ConfigError> {
+        let a = base()
+            .process_count_per_node(1)
+            .node_count(1)
+            .logging_level("DEBUG")
+            .build()?;
+        let b = base()
+            .process_count_per_node(8)
+            .node_count(2)
+            .description("x")
+            .build()?;
+        assert_eq!(a.fingerprint_config(), b.fingerprint_config());
+        let c = base().mini_batch_size("3").build()?;
+        assert_ne!(a.fingerprint_config(), c.fingerprint_config());
+        Ok(())
+    }
+}

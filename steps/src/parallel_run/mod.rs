@@ -1,0 +1,619 @@
+//! `ParallelRunStep`: Azure ML's step of the same name, run locally. Inputs are split into
+//! deterministic mini-batches, processed by `process_count_per_node × node_count` workers
+//! running an entry script (`init()` once per worker, `run(mini_batch)` per mini-batch), with
+//! retries, timeouts, failure limits, gathered outputs and resume after a crash.
+
+pub mod config;
+mod dispatch;
+pub mod entry;
+mod harness;
+pub mod partition;
+mod worker;
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use stepgraph_engine::{
+    Argument, BuildContext, BuildError, CodeIdentity, DataSource, InputKind, InputPortBinding,
+    ModuleDef, OutputPortBinding, PipelineData, ProgressLog, Step, StepContext, StepCounts,
+    StepError,
+};
+
+pub use config::{
+    AppendRowFormat, ConfigError, Entry, OutputAction, ParallelRunConfig, ParallelRunConfigBuilder,
+};
+pub use dispatch::COMMIT_INTERVAL;
+pub use entry::{
+    EntryContext, EntryError, EntryFactory, EntryScript, MiniBatch, MiniBatchData, Row,
+};
+use partition::{MiniBatchSize, MiniBatchSpec, TabularSource};
+use worker::{KillHandle, ProcessSpec, ProcessWorker, RustWorker, Worker};
+
+/// Version of this step type's behaviour; part of every ParallelRunStep fingerprint.
+const FORMAT_VERSION: u32 = 1;
+
+/// Azure's `ParallelRunStep`.
+#[derive(Debug, Clone)]
+pub struct ParallelRunStep {
+    name: String,
+    config: ParallelRunConfig,
+    inputs: Vec<DataSource>,
+    output: Option<PipelineData>,
+    side_inputs: Vec<DataSource>,
+    arguments: Vec<Argument>,
+    allow_reuse: bool,
+    run_after: Vec<String>,
+}
+
+impl ParallelRunStep {
+    /// Azure's constructor: `ParallelRunStep(name, parallel_run_config, inputs, output,
+    /// side_inputs, arguments, allow_reuse)`.
+    pub fn new(
+        name: impl Into<String>,
+        parallel_run_config: ParallelRunConfig,
+        inputs: Vec<DataSource>,
+        output: Option<PipelineData>,
+        side_inputs: Vec<DataSource>,
+        arguments: Vec<Argument>,
+        allow_reuse: bool,
+    ) -> Self {
+        ParallelRunStep {
+            name: name.into(),
+            config: parallel_run_config,
+            inputs,
+            output,
+            side_inputs,
+            arguments,
+            allow_reuse,
+            run_after: Vec::new(),
+        }
+    }
+
+    /// Run after step `name`, without a data dependency.
+    pub fn run_after(mut self, name: impl Into<String>) -> Self {
+        self.run_after.push(name.into());
+        self
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ParallelRunConfig {
+        &self.config
+    }
+
+    fn invalid(&self, field: &str, message: impl Into<String>) -> BuildError {
+        BuildError::InvalidConfig {
+            step: self.name.clone(),
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    fn output_port(&self) -> Option<&str> {
+        self.output.as_ref().map(|_| "output")
+    }
+}
+
+/// Port names: `input`, `input_1`, ... for inputs (Azure names them after the datasets; ports
+/// must be unique, names need not be).
+fn input_port(i: usize, source: &DataSource) -> String {
+    let _ = source;
+    if i == 0 {
+        "input".to_string()
+    } else {
+        format!("input_{i}")
+    }
+}
+
+impl Step for ParallelRunStep {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn create_module_def(&self, _context: &BuildContext) -> Result<ModuleDef, BuildError> {
+        let cfg = &self.config;
+        if self.inputs.is_empty() {
+            return Err(self.invalid("inputs", "at least one input dataset is required"));
+        }
+        let tabular = matches!(self.inputs[0], DataSource::Tabular(_));
+        if self
+            .inputs
+            .iter()
+            .any(|i| matches!(i, DataSource::Tabular(_)) != tabular)
+        {
+            let kinds: Vec<&str> = self.inputs.iter().map(DataSource::kind).collect();
+            return Err(self.invalid(
+                "inputs",
+                format!(
+                    "all inputs must be of one dataset type (file or tabular), got {}",
+                    kinds.join(", ")
+                ),
+            ));
+        }
+        if tabular {
+            let mut formats = self.inputs.iter().filter_map(|i| match i {
+                DataSource::Tabular(t) => Some(t.format),
+                _ => None,
+            });
+            let first = formats.next();
+            if formats.any(|f| Some(f) != first) {
+                return Err(self.invalid(
+                    "inputs",
+                    "tabular inputs must share one format (csv or jsonl)",
+                ));
+            }
+        }
+        if let Some(s) = &cfg.mini_batch_size {
+            let parsed = if tabular {
+                MiniBatchSize::parse_bytes(s)
+            } else {
+                MiniBatchSize::parse_count(s)
+            };
+            if let Err(e) = parsed {
+                return Err(self.invalid("mini_batch_size", e.to_string()));
+            }
+        }
+        if cfg.partition_keys.is_some() && !tabular {
+            return Err(self.invalid("partition_keys", "only works with tabular inputs"));
+        }
+        if self.output.is_none() && cfg.output_action == OutputAction::AppendRow {
+            return Err(self.invalid("output", "is required unless output_action is summary_only"));
+        }
+        let arg_forms: Vec<String> = self
+            .arguments
+            .iter()
+            .map(|a| match a {
+                Argument::Literal(s) => s.clone(),
+                Argument::Param(p) => format!("{{params.{}}}", p.name),
+                Argument::Input(p) => format!("{{inputs.{p}}}"),
+                Argument::Output(p) => format!("{{outputs.{p}}}"),
+            })
+            .collect();
+        config::check_arguments(&arg_forms).map_err(|e| self.invalid(&e.field, e.message))?;
+        let source_directory = match (&cfg.source_directory, &cfg.entry) {
+            (Some(d), _) => {
+                if !d.is_dir() {
+                    return Err(self.invalid(
+                        "source_directory",
+                        format!("{} is not a folder", d.display()),
+                    ));
+                }
+                Some(d.clone())
+            }
+            (None, _) => None,
+        };
+        match &cfg.entry {
+            Entry::Python { entry_script } => {
+                let dir = source_directory
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from("."));
+                if !dir.join(entry_script).is_file() {
+                    return Err(self.invalid(
+                        "entry_script",
+                        format!("{} not found", dir.join(entry_script).display()),
+                    ));
+                }
+            }
+            Entry::Command { .. } | Entry::Rust { .. } => {}
+        }
+        let mut inputs: Vec<InputPortBinding> = self
+            .inputs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| InputPortBinding::new(input_port(i, s), s.clone()))
+            .collect();
+        for (i, s) in self.side_inputs.iter().enumerate() {
+            let name = match s.name() {
+                n if !n.is_empty() => n.to_string(),
+                _ => format!("side_input_{i}"),
+            };
+            inputs.push(InputPortBinding::side(name, s.clone()));
+        }
+        let outputs = self
+            .output
+            .iter()
+            .map(|d| OutputPortBinding::new("output", d.clone()))
+            .collect();
+        let code = match (&source_directory, &cfg.entry) {
+            (_, Entry::Rust { version, .. }) => Some(CodeIdentity::Version(version.clone())),
+            (Some(d), _) => Some(CodeIdentity::SourceDirectory(d.clone())),
+            (None, _) => None,
+        };
+        let mut config = cfg.fingerprint_config();
+        if let Value::Object(m) = &mut config {
+            m.insert("format_version".into(), json!(FORMAT_VERSION));
+        }
+        Ok(ModuleDef {
+            execution_type: "parallel_run/1".into(),
+            inputs,
+            outputs,
+            param_defs: Vec::new(),
+            create_sequencing_ports: true,
+            allow_reuse: self.allow_reuse,
+            version: None,
+            arguments: self.arguments.clone(),
+            config,
+            code,
+            environment_variables: cfg.environment_variables.clone(),
+            run_after: self.run_after.clone(),
+        })
+    }
+
+    fn execute(&self, ctx: &StepContext<'_>) -> Result<StepCounts, StepError> {
+        execute(self, ctx)
+    }
+}
+
+/// Mini-batches of the step's main inputs, in deterministic order.
+fn partition_inputs(
+    step: &ParallelRunStep,
+    ctx: &StepContext<'_>,
+) -> Result<Vec<MiniBatchSpec>, StepError> {
+    let cfg = &step.config;
+    let mut files = Vec::new();
+    let mut sources = Vec::new();
+    for (i, s) in step.inputs.iter().enumerate() {
+        let port = input_port(i, s);
+        let Some(input) = ctx.inputs.get(&port) else {
+            return Err(StepError::new(format!("input {port:?} was not resolved")));
+        };
+        match &input.kind {
+            InputKind::Files(fs) => files.extend(fs.iter().map(|f| f.path.clone())),
+            InputKind::Tabular { format, files: fs } => {
+                let format = match format {
+                    stepgraph_engine::TabularFormat::Csv => partition::TabularFormat::Csv,
+                    stepgraph_engine::TabularFormat::JsonLines => {
+                        partition::TabularFormat::JsonLines
+                    }
+                };
+                sources.extend(
+                    fs.iter()
+                        .map(|f| TabularSource::new(f.path.clone(), format)),
+                );
+            }
+        }
+    }
+    let err = |e: partition::PartitionError| StepError::new(format!("partitioning inputs: {e}"));
+    if !sources.is_empty() {
+        if let Some(keys) = &cfg.partition_keys {
+            return partition::partition_by_keys(&sources, keys).map_err(err);
+        }
+        let bytes = MiniBatchSize::parse_bytes(cfg.mini_batch_size.as_deref().unwrap_or("1MB"))
+            .map_err(err)?;
+        return partition::partition_tabular(&sources, bytes).map_err(err);
+    }
+    let n =
+        MiniBatchSize::parse_count(cfg.mini_batch_size.as_deref().unwrap_or("10")).map_err(err)?;
+    Ok(partition::partition_files(&files, n))
+}
+
+fn execute(step: &ParallelRunStep, ctx: &StepContext<'_>) -> Result<StepCounts, StepError> {
+    let cfg = &step.config;
+    let specs = partition_inputs(step, ctx)?;
+    let sys_dir = ctx.log_dir.join("sys");
+    let user_dir = ctx.log_dir.join("user");
+    fs::create_dir_all(&sys_dir)?;
+    fs::create_dir_all(&user_dir)?;
+    let mut sys_log = BufWriter::new(
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(sys_dir.join("events.txt"))?,
+    );
+    // Outputs written by entries go to a staging folder that survives a crash, so a resumed
+    // run keeps the files of mini-batches committed before it.
+    let staging = ctx
+        .store
+        .root()
+        .join("progress")
+        .join(format!("{}.d", ctx.key));
+    let output_dir = staging.join("output");
+    fs::create_dir_all(&output_dir)?;
+
+    let mut log = ctx.store.progress_log(ctx.key)?;
+    let committed = log.committed()?;
+    let resumed: BTreeMap<u64, Value> = committed
+        .iter()
+        .filter(|(i, _)| (**i as usize) < specs.len())
+        .map(|(i, r)| (*i, r.meta.clone()))
+        .collect();
+    if !resumed.is_empty() {
+        let msg = format!(
+            "resuming: {} of {} mini-batches were committed by an earlier run",
+            resumed.len(),
+            specs.len()
+        );
+        let _ = writeln!(sys_log, "{msg}");
+        ctx.message("info", msg);
+    }
+    let pending: Vec<u64> = (0..specs.len() as u64)
+        .filter(|i| !resumed.contains_key(i))
+        .collect();
+    let _ = writeln!(
+        sys_log,
+        "{} mini-batches ({} pending), {} workers",
+        specs.len(),
+        pending.len(),
+        cfg.workers()
+    );
+
+    let side_inputs: BTreeMap<String, PathBuf> = ctx
+        .inputs
+        .values()
+        .filter(|i| i.role == stepgraph_engine::InputRole::Side)
+        .map(|i| (i.port.clone(), i.path.clone()))
+        .collect();
+    let (workers, kill) = make_workers(step, ctx, &output_dir, &user_dir, &side_inputs)?;
+    let outcome = dispatch::dispatch(
+        ctx,
+        cfg,
+        &specs,
+        pending,
+        &resumed,
+        workers,
+        kill,
+        &mut log,
+        &mut sys_log,
+    )
+    .map_err(StepError::new)?;
+    let _ = sys_log.flush();
+
+    write_job_result(step, ctx, &outcome, specs.len())?;
+    if let Some(reason) = &outcome.abort {
+        let mut msg = format!("ParallelRunStep {:?} stopped: {reason}", step.name);
+        for f in outcome.failed.iter().take(3) {
+            msg.push_str(&format!(
+                "\nmini-batch {} ({}) failed after {} tries:\n{}",
+                f.index,
+                f.items,
+                f.tries,
+                indent(f.error.trim_end())
+            ));
+        }
+        msg.push_str(&format!(
+            "\n(see {})",
+            ctx.log_dir.join("job_result.txt").display()
+        ));
+        return Err(StepError::new(msg));
+    }
+
+    // Gather: every committed result, in mini-batch order.
+    let final_out = step.output_port().and_then(|p| ctx.outputs.get(p));
+    if let Some(final_out) = final_out {
+        if cfg.output_action == OutputAction::AppendRow {
+            let path = output_dir.join(&cfg.append_row_file_name);
+            gather(&log, specs.len() as u64, cfg.append_row_format, &path)?;
+        }
+        move_contents(&output_dir, final_out)?;
+    }
+    Ok(outcome.counts)
+}
+
+fn indent(s: &str) -> String {
+    s.lines()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn gather(
+    log: &ProgressLog<'_>,
+    total: u64,
+    format: AppendRowFormat,
+    path: &Path,
+) -> Result<(), StepError> {
+    let committed = log.committed()?;
+    let mut out = BufWriter::with_capacity(1 << 20, File::create(path)?);
+    if format == AppendRowFormat::Csv {
+        let header = committed.values().find_map(|r| {
+            r.meta.get("columns").and_then(Value::as_array).map(|c| {
+                c.iter()
+                    .map(|v| v.as_str().unwrap_or_default().to_string())
+                    .collect::<Vec<_>>()
+            })
+        });
+        if let Some(h) = header {
+            let mut w = csv::Writer::from_writer(Vec::new());
+            w.write_record(&h)
+                .map_err(|e| StepError::new(e.to_string()))?;
+            let bytes = w.into_inner().map_err(|e| StepError::new(e.to_string()))?;
+            out.write_all(&bytes)?;
+        }
+    }
+    for i in 0..total {
+        if let Some(rec) = committed.get(&i) {
+            out.write_all(&log.read(rec)?)?;
+        }
+    }
+    out.flush()?;
+    out.get_ref().sync_all()?;
+    Ok(())
+}
+
+/// Move every entry of `from` into `to` (same file system: renames).
+fn move_contents(from: &Path, to: &Path) -> Result<(), StepError> {
+    fs::create_dir_all(to)?;
+    for e in fs::read_dir(from)? {
+        let e = e?;
+        let dest = to.join(e.file_name());
+        if fs::rename(e.path(), &dest).is_err() {
+            // Across devices: copy files (folders are rare here; copy them file by file).
+            copy_tree(&e.path(), &dest)?;
+        }
+    }
+    Ok(())
+}
+
+fn copy_tree(from: &Path, to: &Path) -> Result<(), StepError> {
+    if from.is_dir() {
+        fs::create_dir_all(to)?;
+        for e in fs::read_dir(from)? {
+            let e = e?;
+            copy_tree(&e.path(), &to.join(e.file_name()))?;
+        }
+    } else {
+        fs::copy(from, to)?;
+    }
+    Ok(())
+}
+
+type Workers = (Vec<Box<dyn Worker>>, Vec<KillHandle>);
+
+fn make_workers(
+    step: &ParallelRunStep,
+    ctx: &StepContext<'_>,
+    output_dir: &Path,
+    user_dir: &Path,
+    side_inputs: &BTreeMap<String, PathBuf>,
+) -> Result<Workers, StepError> {
+    let cfg = &step.config;
+    let n = cfg.workers();
+    let mut workers: Vec<Box<dyn Worker>> = Vec::with_capacity(n);
+    let mut kill = Vec::new();
+    let source_dir = cfg
+        .source_directory
+        .clone()
+        .map(|d| d.canonicalize().unwrap_or(d))
+        .unwrap_or_else(|| ctx.work_dir.to_path_buf());
+    let (argv, entry_script) = match &cfg.entry {
+        Entry::Rust { factory, .. } => {
+            for w in 0..n {
+                let ectx = EntryContext {
+                    agent_name: format!("worker-{w}"),
+                    output_dir: output_dir.to_path_buf(),
+                    working_dir: ctx.work_dir.to_path_buf(),
+                    side_inputs: side_inputs.clone(),
+                    arguments: ctx.arguments.to_vec(),
+                };
+                workers.push(Box::new(RustWorker::new(factory.clone(), ectx)));
+            }
+            return Ok((workers, kill));
+        }
+        Entry::Python { entry_script } => {
+            let harness = harness::install(&ctx.work_dir.join(".harness"))?;
+            (
+                vec![
+                    cfg.environment.clone(),
+                    "-X".into(),
+                    "faulthandler".into(),
+                    harness.display().to_string(),
+                ],
+                source_dir.join(entry_script).display().to_string(),
+            )
+        }
+        Entry::Command { entry_command } => {
+            let mut argv = entry_command.clone();
+            let local = source_dir.join(&argv[0]);
+            if !argv[0].contains('/') && local.is_file() {
+                argv[0] = local.display().to_string();
+            } else if argv[0].starts_with("./") || argv[0].starts_with("../") {
+                argv[0] = local.display().to_string();
+            }
+            (argv, String::new())
+        }
+    };
+    let mut env: BTreeMap<String, String> = cfg.environment_variables.clone();
+    env.insert("PYTHONDONTWRITEBYTECODE".into(), "1".into());
+    env.insert("PYTHONUNBUFFERED".into(), "1".into());
+    env.insert(
+        "AZUREML_BI_OUTPUT_PATH".into(),
+        output_dir.display().to_string(),
+    );
+    for (k, v) in ctx.params {
+        let s = match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        env.insert(format!("AML_PARAMETER_{k}"), s);
+    }
+    let collect_rows = cfg.output_action == OutputAction::AppendRow;
+    for w in 0..n {
+        let agent = format!("worker-{w}");
+        let mut env = env.clone();
+        env.insert("STEPGRAPH_WORKER_ID".into(), w.to_string());
+        let init = json!({
+            "type": "init",
+            "protocol": 1,
+            "entry_script": entry_script,
+            "source_directory": source_dir.display().to_string(),
+            "arguments": ctx.arguments,
+            "output_dir": output_dir.display().to_string(),
+            "working_dir": ctx.work_dir.display().to_string(),
+            "log_dir": user_dir.display().to_string(),
+            "agent_name": agent,
+            "side_inputs": side_inputs.iter().map(|(k, v)| (k.clone(), v.display().to_string())).collect::<BTreeMap<_, _>>(),
+            "append_row_format": cfg.append_row_format.as_str(),
+            "collect_rows": collect_rows,
+        });
+        let worker = ProcessWorker::new(
+            ProcessSpec {
+                argv: argv.clone(),
+                cwd: ctx.work_dir.to_path_buf(),
+                env,
+                log_path: user_dir.join(format!("{agent}.txt")),
+                init,
+                timeout: Duration::from_secs(cfg.run_invocation_timeout),
+            },
+            ctx.cancel.clone(),
+        );
+        kill.push(worker.kill_handle());
+        workers.push(Box::new(worker));
+    }
+    Ok((workers, kill))
+}
+
+fn write_job_result(
+    step: &ParallelRunStep,
+    ctx: &StepContext<'_>,
+    outcome: &dispatch::Outcome,
+    total: usize,
+) -> Result<(), StepError> {
+    let cfg = &step.config;
+    let c = &outcome.counts;
+    let limit = |v: Option<i64>| match v {
+        None | Some(-1) => "no limit".to_string(),
+        Some(n) => n.to_string(),
+    };
+    let mut text = String::new();
+    text.push_str(&format!("step: {}\nrun: {}\n", step.name, ctx.run_id));
+    text.push_str(&format!(
+        "status: {}\n",
+        match &outcome.abort {
+            None => "succeeded".to_string(),
+            Some(r) => format!("failed: {r}"),
+        }
+    ));
+    text.push_str(&format!(
+        "mini-batches: {total} total, {} failed, {} resumed from an earlier run\n",
+        c.failed_mini_batches, c.resumed_mini_batches
+    ));
+    text.push_str(&format!(
+        "items: {} processed, {} failed\n",
+        c.items, c.failed_items
+    ));
+    text.push_str(&format!(
+        "limits: error_threshold {}, allowed_failed_count {}, allowed_failed_percent {}\n",
+        limit(Some(cfg.error_threshold)),
+        limit(cfg.allowed_failed_count),
+        cfg.allowed_failed_percent
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "no limit".into())
+    ));
+    if !outcome.failed.is_empty() {
+        text.push_str("failed mini-batches:\n");
+        for f in &outcome.failed {
+            text.push_str(&format!(
+                "- mini-batch {} ({}), {} tries:\n{}\n",
+                f.index,
+                f.items,
+                f.tries,
+                indent(f.error.trim_end())
+            ));
+        }
+    }
+    fs::write(ctx.log_dir.join("job_result.txt"), text)?;
+    Ok(())
+}

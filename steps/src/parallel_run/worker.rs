@@ -1,0 +1,472 @@
+//! Workers: long-lived processes speaking the JSON-lines protocol (Python harness or any
+//! program), or in-process Rust entry instances. A worker runs one mini-batch try at a time.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use serde_json::{json, Value};
+
+use super::entry::{load, EntryContext, EntryFactory, EntryScript};
+use super::partition::{MiniBatchSpec, TabularFormat};
+use stepgraph_engine::CancelFlag;
+
+/// The result of one try of one mini-batch.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum TryOutcome {
+    /// run() returned `count` elements; `rows` when rows are collected.
+    Ok {
+        count: u64,
+        rows: Vec<String>,
+        columns: Option<Vec<String>>,
+    },
+    /// run() raised (the traceback or error text).
+    Raised(String),
+    /// The worker died while running it.
+    Died(String),
+    /// run() exceeded run_invocation_timeout; the worker was killed.
+    TimedOut(u64),
+    /// init() failed (the traceback); the worker could not start.
+    InitFailed(String),
+    /// The run was cancelled.
+    Cancelled,
+}
+
+/// A handle the coordinator keeps to kill a worker's process from outside.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct KillHandle(Arc<Mutex<Option<Child>>>);
+
+impl KillHandle {
+    pub(crate) fn kill(&self) {
+        if let Ok(mut g) = self.0.lock() {
+            if let Some(c) = g.as_mut() {
+                let _ = c.kill();
+            }
+        }
+    }
+}
+
+pub(crate) trait Worker: Send {
+    /// Run one try; starts (and inits) the worker first when needed.
+    fn run(&mut self, index: u64, spec: &MiniBatchSpec) -> TryOutcome;
+    /// Call the entry's shutdown and stop.
+    fn shutdown(&mut self);
+}
+
+/// How to start a process worker.
+#[derive(Debug, Clone)]
+pub(crate) struct ProcessSpec {
+    pub argv: Vec<String>,
+    pub cwd: PathBuf,
+    pub env: BTreeMap<String, String>,
+    pub log_path: PathBuf,
+    pub init: Value,
+    pub timeout: Duration,
+}
+
+pub(crate) struct ProcessWorker {
+    spec: ProcessSpec,
+    child: KillHandle,
+    stdin: Option<ChildStdin>,
+    lines: Option<Receiver<String>>,
+    cancel: CancelFlag,
+}
+
+impl ProcessWorker {
+    pub(crate) fn new(spec: ProcessSpec, cancel: CancelFlag) -> Self {
+        ProcessWorker {
+            spec,
+            child: KillHandle::default(),
+            stdin: None,
+            lines: None,
+            cancel,
+        }
+    }
+
+    pub(crate) fn kill_handle(&self) -> KillHandle {
+        self.child.clone()
+    }
+
+    fn alive(&self) -> bool {
+        self.stdin.is_some()
+    }
+
+    fn start(&mut self) -> Result<(), String> {
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.spec.log_path)
+            .map_err(|e| format!("{}: {e}", self.spec.log_path.display()))?;
+        let mut cmd = Command::new(&self.spec.argv[0]);
+        cmd.args(&self.spec.argv[1..])
+            .current_dir(&self.spec.cwd)
+            .envs(&self.spec.env)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log));
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start worker {:?}: {e}", self.spec.argv[0]))?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            let _ = child.kill();
+            return Err("worker started without pipes".into());
+        };
+        let (tx, rx) = crossbeam_channel::unbounded();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::with_capacity(1 << 16, stdout);
+            let mut line = String::new();
+            loop {
+                line.clear();
+                match reader.read_line(&mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        if tx.send(std::mem::take(&mut line)).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        if let Ok(mut g) = self.child.0.lock() {
+            *g = Some(child);
+        }
+        self.stdin = Some(stdin);
+        self.lines = Some(rx);
+        let init = self.spec.init.clone();
+        if let Err(e) = self.send(&init) {
+            let why = self.death_reason();
+            return Err(format!("could not send init: {e}; {why}"));
+        }
+        match self.recv(None) {
+            Received::Message(m) => match m.get("type").and_then(Value::as_str) {
+                Some("ready") => Ok(()),
+                Some("init_failed") => {
+                    let text = m
+                        .get("error")
+                        .and_then(Value::as_str)
+                        .unwrap_or("init failed")
+                        .to_string();
+                    self.stop_process();
+                    Err(text)
+                }
+                _ => {
+                    self.stop_process();
+                    Err(format!("unexpected reply to init: {m}"))
+                }
+            },
+            Received::Eof => Err(format!(
+                "worker exited during init: {}",
+                self.death_reason()
+            )),
+            Received::Timeout => Err("init timed out".into()),
+            Received::Cancelled => Err("cancelled".into()),
+        }
+    }
+
+    fn send(&mut self, msg: &Value) -> std::io::Result<()> {
+        let Some(stdin) = self.stdin.as_mut() else {
+            return Err(std::io::Error::other("worker is not running"));
+        };
+        let mut line = serde_json::to_vec(msg).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        stdin.write_all(&line)?;
+        stdin.flush()
+    }
+
+    fn recv(&mut self, timeout: Option<Duration>) -> Received {
+        let Some(rx) = self.lines.as_ref() else {
+            return Received::Eof;
+        };
+        let start = std::time::Instant::now();
+        loop {
+            if self.cancel.is_cancelled() {
+                return Received::Cancelled;
+            }
+            let wait = Duration::from_millis(100);
+            match rx.recv_timeout(wait) {
+                Ok(line) => {
+                    if line.trim().is_empty() {
+                        continue;
+                    }
+                    return match serde_json::from_str::<Value>(&line) {
+                        Ok(v) => Received::Message(v),
+                        Err(_) => Received::Message(
+                            json!({"type": "protocol_error", "error": format!("not a JSON line: {}", line.trim_end())}),
+                        ),
+                    };
+                }
+                Err(RecvTimeoutError::Disconnected) => return Received::Eof,
+                Err(RecvTimeoutError::Timeout) => {
+                    if timeout.is_some_and(|t| start.elapsed() >= t) {
+                        return Received::Timeout;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Exit status and the end of the worker's log, after it died.
+    fn death_reason(&mut self) -> String {
+        let status = self.child.0.lock().ok().and_then(|mut g| {
+            let c = g.as_mut()?;
+            for _ in 0..50 {
+                if let Ok(Some(s)) = c.try_wait() {
+                    return Some(s);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            None
+        });
+        self.stop_process();
+        let what = match status {
+            Some(s) => describe_status(s),
+            None => "unknown status".to_string(),
+        };
+        let tail = log_tail(&self.spec.log_path, 3000);
+        if tail.trim().is_empty() {
+            what
+        } else {
+            format!("{what}; end of its log:\n{}", tail.trim_end())
+        }
+    }
+
+    fn stop_process(&mut self) {
+        self.stdin = None;
+        self.lines = None;
+        if let Ok(mut g) = self.child.0.lock() {
+            if let Some(mut c) = g.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+enum Received {
+    Message(Value),
+    Eof,
+    Timeout,
+    Cancelled,
+}
+
+fn describe_status(s: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (s.code(), s.signal()) {
+        (Some(c), _) => format!("worker exited with code {c}"),
+        (None, Some(sig)) => format!("worker killed by signal {sig}"),
+        _ => "worker stopped".to_string(),
+    }
+}
+
+/// The last `max` bytes of a log file, starting at a line boundary.
+pub(crate) fn log_tail(path: &std::path::Path, max: u64) -> String {
+    let Ok(mut f) = File::open(path) else {
+        return String::new();
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let start = len.saturating_sub(max);
+    let _ = f.seek(SeekFrom::Start(start));
+    let mut buf = Vec::new();
+    let _ = f.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    if start > 0 {
+        text.split_once('\n')
+            .map(|(_, r)| r.to_string())
+            .unwrap_or(text)
+    } else {
+        text
+    }
+}
+
+/// The `run` message for a mini-batch.
+pub(crate) fn run_message(index: u64, spec: &MiniBatchSpec) -> Value {
+    match spec {
+        MiniBatchSpec::Files { files } => json!({
+            "type": "run", "index": index, "kind": "files",
+            "files": files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
+        }),
+        MiniBatchSpec::Tabular {
+            segments,
+            partition_key_value,
+            ..
+        } => json!({
+            "type": "run", "index": index, "kind": "tabular",
+            "segments": segments.iter().map(|s| json!({
+                "path": s.path.display().to_string(),
+                "format": match s.format { TabularFormat::Csv => "csv", TabularFormat::JsonLines => "jsonl" },
+                "header_end": s.header_end,
+                "ranges": s.ranges,
+            })).collect::<Vec<_>>(),
+            "partition_key_value": partition_key_value,
+        }),
+    }
+}
+
+impl Worker for ProcessWorker {
+    fn run(&mut self, index: u64, spec: &MiniBatchSpec) -> TryOutcome {
+        if !self.alive() {
+            if let Err(e) = self.start() {
+                if self.cancel.is_cancelled() {
+                    return TryOutcome::Cancelled;
+                }
+                return TryOutcome::InitFailed(e);
+            }
+        }
+        if let Err(e) = self.send(&run_message(index, spec)) {
+            return TryOutcome::Died(format!(
+                "could not send mini-batch: {e}; {}",
+                self.death_reason()
+            ));
+        }
+        loop {
+            match self.recv(Some(self.spec.timeout)) {
+                Received::Message(m) => {
+                    let kind = m.get("type").and_then(Value::as_str).unwrap_or("");
+                    let same = m.get("index").and_then(Value::as_u64) == Some(index);
+                    match kind {
+                        "result" if same => {
+                            let rows = m
+                                .get("rows")
+                                .and_then(Value::as_array)
+                                .map(|a| {
+                                    a.iter()
+                                        .map(|v| {
+                                            v.as_str()
+                                                .map(str::to_string)
+                                                .unwrap_or_else(|| v.to_string())
+                                        })
+                                        .collect()
+                                })
+                                .unwrap_or_default();
+                            let columns = m.get("columns").and_then(Value::as_array).map(|a| {
+                                a.iter()
+                                    .map(|v| {
+                                        v.as_str()
+                                            .map(str::to_string)
+                                            .unwrap_or_else(|| v.to_string())
+                                    })
+                                    .collect()
+                            });
+                            let count = m.get("count").and_then(Value::as_u64).unwrap_or(0);
+                            return TryOutcome::Ok {
+                                count,
+                                rows,
+                                columns,
+                            };
+                        }
+                        "error" if same => {
+                            return TryOutcome::Raised(
+                                m.get("error")
+                                    .and_then(Value::as_str)
+                                    .unwrap_or("run() failed")
+                                    .to_string(),
+                            )
+                        }
+                        "protocol_error" => {
+                            let e = m
+                                .get("error")
+                                .and_then(Value::as_str)
+                                .unwrap_or("")
+                                .to_string();
+                            let why = self.death_reason();
+                            return TryOutcome::Died(format!("protocol error: {e}; {why}"));
+                        }
+                        // A stale reply (to a try that timed out earlier) is skipped.
+                        _ => continue,
+                    }
+                }
+                Received::Eof => return TryOutcome::Died(self.death_reason()),
+                Received::Timeout => {
+                    self.stop_process();
+                    return TryOutcome::TimedOut(self.spec.timeout.as_secs());
+                }
+                Received::Cancelled => {
+                    self.stop_process();
+                    return TryOutcome::Cancelled;
+                }
+            }
+        }
+    }
+
+    fn shutdown(&mut self) {
+        if self.alive() && self.send(&json!({"type": "shutdown"})).is_ok() {
+            let _ = self.recv(Some(Duration::from_secs(10)));
+        }
+        self.stop_process();
+    }
+}
+
+/// An in-process Rust entry instance.
+pub(crate) struct RustWorker {
+    factory: EntryFactory,
+    ctx: EntryContext,
+    instance: Option<Box<dyn EntryScript>>,
+}
+
+impl RustWorker {
+    pub(crate) fn new(factory: EntryFactory, ctx: EntryContext) -> Self {
+        RustWorker {
+            factory,
+            ctx,
+            instance: None,
+        }
+    }
+}
+
+fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+impl Worker for RustWorker {
+    fn run(&mut self, index: u64, spec: &MiniBatchSpec) -> TryOutcome {
+        if self.instance.is_none() {
+            let factory = self.factory.clone();
+            let ctx = self.ctx.clone();
+            let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+                let mut inst = factory();
+                inst.init(&ctx).map(|()| inst).map_err(|e| e.to_string())
+            }));
+            match made {
+                Ok(Ok(inst)) => self.instance = Some(inst),
+                Ok(Err(e)) => return TryOutcome::InitFailed(e),
+                Err(p) => {
+                    return TryOutcome::InitFailed(format!("init panicked: {}", panic_text(p)))
+                }
+            }
+        }
+        let batch = match load(index, spec) {
+            Ok(b) => b,
+            Err(e) => return TryOutcome::Raised(e),
+        };
+        let Some(inst) = self.instance.as_mut() else {
+            return TryOutcome::InitFailed("no entry instance".into());
+        };
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inst.run(&batch))) {
+            Ok(Ok(rows)) => TryOutcome::Ok {
+                count: rows.len() as u64,
+                rows,
+                columns: None,
+            },
+            Ok(Err(e)) => TryOutcome::Raised(e.to_string()),
+            Err(p) => {
+                // A panicking instance is replaced, like a dead worker process.
+                self.instance = None;
+                TryOutcome::Died(format!("run panicked: {}", panic_text(p)))
+            }
+        }
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(mut inst) = self.instance.take() {
+            let _ = inst.shutdown();
+        }
+    }
+}
