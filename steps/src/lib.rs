@@ -1,6 +1,8 @@
 //! stepgraph-steps: the step types.
 //!
 //! - [`FnStep`]: a Rust closure with a declared version;
+//! - [`ParallelRunStep`]: Azure ML's step of the same name (see [`parallel_run`]);
+//! - [`load_spec`]: the JSON pipeline spec;
 //! - [`CommandStep`]: one command (argv list) with `{inputs.X}` / `{outputs.X}` /
 //!   `{params.X}` placeholders, its source folder hashed into the fingerprint.
 //!
@@ -30,6 +32,7 @@ mod command_step;
 mod fn_step;
 pub mod parallel_run;
 pub mod placeholders;
+pub mod spec;
 
 pub use command_step::CommandStep;
 pub use fn_step::{FnContext, FnStep};
@@ -37,3 +40,4 @@ pub use parallel_run::{
     AppendRowFormat, Entry, EntryContext, EntryScript, MiniBatch, MiniBatchData, OutputAction,
     ParallelRunConfig, ParallelRunStep,
 };
+pub use spec::{load_spec, parse_spec, SpecError};
