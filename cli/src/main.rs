@@ -1,1 +1,5 @@
-fn main() {}
+//! The `stepgraph` binary.
+
+fn main() {
+    stepgraph_cli::main()
+}

@@ -1,0 +1,656 @@
+//! The subcommands.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::Value;
+use stepgraph_engine::{
+    plan, CancelFlag, Decision, EventSink, OpenOptions, Pipeline, PlanOptions, RunOptions,
+    RunReason, RunStatus, StepStatus, Store,
+};
+
+use crate::args::{CacheAction, Cli, Command, GraphFormat, RunArgs, RunsAction};
+use crate::progress::{BarSink, JsonSink, PlainSink};
+use crate::render;
+use crate::{exit, Source};
+
+pub(crate) fn dispatch(cli: Cli, source: Source) -> Result<i32> {
+    let store_dir = cli.store.clone();
+    let wait = cli.wait;
+    let open = || -> Result<Store> {
+        let store = Store::open(&store_dir, OpenOptions { wait })?;
+        for w in store.warnings() {
+            eprintln!("warning: {w}");
+        }
+        Ok(store)
+    };
+    match cli.command {
+        Command::Run { spec, opts } => {
+            let pipeline = pipeline_of(&source, spec.as_deref())?;
+            cmd_run(&pipeline, &open()?, &opts)
+        }
+        Command::Graph {
+            target,
+            format,
+            params,
+        } => {
+            let store = open()?;
+            let spec_target = match (&source, &target) {
+                (Source::Built(_), None) => None,
+                (Source::Built(_), Some(t)) => {
+                    return print_run_graph(&store, t, format);
+                }
+                (Source::Spec, None) => bail!("graph needs a spec file or a run id"),
+                (Source::Spec, Some(t))
+                    if !Path::new(t).exists() && store.run_get(t)?.is_some() =>
+                {
+                    return print_run_graph(&store, t, format);
+                }
+                (Source::Spec, Some(t)) => Some(PathBuf::from(t)),
+            };
+            let pipeline = pipeline_of(&source, spec_target.as_deref())?;
+            let p = plan(&pipeline, &store, &plan_opts(&params, &[], false)?)?;
+            print_graph(
+                &pipeline.snapshot(),
+                &render::plan_statuses(&p),
+                format,
+                Some(&p),
+            )?;
+            Ok(exit::OK)
+        }
+        Command::Status { spec, params } => {
+            let pipeline = pipeline_of(&source, spec.as_deref())?;
+            cmd_status(&pipeline, &open()?, &params)
+        }
+        Command::Explain { targets, params } => {
+            let (spec, step) = match (&source, targets.as_slice()) {
+                (Source::Built(_), []) => (None, None),
+                (Source::Built(_), [s]) => (None, Some(s.clone())),
+                (Source::Spec, [spec]) => (Some(PathBuf::from(spec)), None),
+                (Source::Spec, [spec, s]) => (Some(PathBuf::from(spec)), Some(s.clone())),
+                (Source::Spec, []) => {
+                    bail!("explain needs a spec file: stepgraph explain SPEC [STEP]")
+                }
+                _ => bail!("too many arguments: explain takes [SPEC] [STEP]"),
+            };
+            let pipeline = pipeline_of(&source, spec.as_deref())?;
+            cmd_explain(&pipeline, &open()?, step.as_deref(), &params)
+        }
+        Command::Runs { action, json } => {
+            let store = open()?;
+            match action {
+                None => cmd_runs(&store, json),
+                Some(RunsAction::Show { run }) => cmd_run_show(&store, &run, json),
+            }
+        }
+        Command::Logs { run, step, worker } => cmd_logs(&open()?, &run, &step, worker),
+        Command::Cache { action } => cmd_cache(&open()?, action),
+        Command::Validate { spec } => {
+            let pipeline = pipeline_of(&source, spec.as_deref())?;
+            println!(
+                "ok: pipeline {:?} with {} steps ({})",
+                pipeline.name(),
+                pipeline.step_names().len(),
+                pipeline.step_names().join(", ")
+            );
+            Ok(exit::OK)
+        }
+    }
+}
+
+fn pipeline_of(source: &Source, spec: Option<&Path>) -> Result<Pipeline> {
+    match (source, spec) {
+        (Source::Built(p), None) => Ok((**p).clone()),
+        (Source::Built(_), Some(s)) => bail!(
+            "this program builds its pipeline in code; it takes no spec file (got {})",
+            s.display()
+        ),
+        (Source::Spec, None) => {
+            bail!("a spec file is required (a JSON pipeline, see `stepgraph run --help`)")
+        }
+        (Source::Spec, Some(path)) => stepgraph_steps::load_spec(path).map_err(|e| anyhow!("{e}")),
+    }
+}
+
+/// `NAME=VALUE` pairs: a value that parses as JSON is taken as JSON, else as a string.
+fn parse_params(pairs: &[String]) -> Result<BTreeMap<String, Value>> {
+    let mut out = BTreeMap::new();
+    for p in pairs {
+        let (k, v) = p
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--param {p:?}: expected NAME=VALUE"))?;
+        if k.is_empty() {
+            bail!("--param {p:?}: the name is empty");
+        }
+        let value = serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_string()));
+        out.insert(k.to_string(), value);
+    }
+    Ok(out)
+}
+
+fn plan_opts(params: &[String], force: &[String], verify: bool) -> Result<PlanOptions> {
+    Ok(PlanOptions {
+        params: parse_params(params)?,
+        force: force.iter().cloned().collect::<BTreeSet<_>>(),
+        regenerate_outputs: false,
+        verify,
+    })
+}
+
+fn cmd_run(pipeline: &Pipeline, store: &Store, args: &RunArgs) -> Result<i32> {
+    let popts = plan_opts(&args.params, &args.force, args.verify)?;
+    if args.dry_run {
+        let p = plan(pipeline, store, &popts)?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&p)?);
+        } else {
+            print_plan(&p);
+        }
+        return Ok(exit::OK);
+    }
+    let cancel = CancelFlag::new();
+    {
+        let cancel = cancel.clone();
+        // A second handler cannot be installed in one process (main_with called twice); ignore.
+        let _ = ctrlc::set_handler(move || {
+            eprintln!("stopping: waiting for workers to stop (the store stays consistent)");
+            cancel.cancel();
+        });
+    }
+    let mut opts = RunOptions {
+        plan: popts,
+        cancel,
+        ..RunOptions::default()
+    };
+    if let Some(j) = args.jobs {
+        if j == 0 {
+            bail!("--jobs must be at least 1");
+        }
+        opts.jobs = j;
+    }
+    let sink: Box<dyn EventSink> = if args.json {
+        Box::new(JsonSink)
+    } else if std::io::stderr().is_terminal() {
+        Box::new(BarSink::new())
+    } else {
+        Box::new(PlainSink::default())
+    };
+    let summary = stepgraph_engine::run(pipeline, store, &opts, sink.as_ref())?;
+    drop(sink);
+    if !args.json {
+        let rows: Vec<Vec<String>> = summary
+            .steps
+            .iter()
+            .map(|s| {
+                vec![
+                    s.name.clone(),
+                    render::status_word(s.status.as_str()),
+                    if s.status == StepStatus::Ran {
+                        render::duration(s.duration_ms)
+                    } else {
+                        "-".into()
+                    },
+                    if s.counts.mini_batches > 0 {
+                        s.counts.items.to_string()
+                    } else {
+                        "-".into()
+                    },
+                    if s.counts.mini_batches > 0 {
+                        format!(
+                            "{} items, {} mini-batches",
+                            s.counts.failed_items, s.counts.failed_mini_batches
+                        )
+                    } else {
+                        "-".into()
+                    },
+                ]
+            })
+            .collect();
+        println!();
+        print!(
+            "{}",
+            render::table(&["step", "status", "duration", "items", "failures"], &rows)
+        );
+        let count = |st: StepStatus| summary.steps.iter().filter(|s| s.status == st).count();
+        println!(
+            "\nrun {}: {} in {} ({} ran, {} reused, {} failed, {} skipped)",
+            summary.run_id,
+            render::status_word(summary.status.as_str()),
+            render::duration(summary.duration_ms),
+            count(StepStatus::Ran),
+            count(StepStatus::Reused),
+            count(StepStatus::Failed),
+            count(StepStatus::Skipped)
+        );
+        for s in summary
+            .steps
+            .iter()
+            .filter(|s| s.status == StepStatus::Failed)
+        {
+            eprintln!(
+                "\nstep {:?} failed:\n{}",
+                s.name,
+                s.error.as_deref().unwrap_or("").trim_end()
+            );
+        }
+        if summary.status == RunStatus::Failed {
+            eprintln!(
+                "\nsteps downstream of a failed step were skipped; independent steps ran to the end \
+                 (logs: stepgraph logs {} STEP)",
+                summary.run_id
+            );
+        }
+    }
+    Ok(match summary.status {
+        RunStatus::Succeeded => exit::OK,
+        _ => exit::STEP_FAILED,
+    })
+}
+
+fn print_plan(p: &stepgraph_engine::Plan) {
+    let rows: Vec<Vec<String>> = p
+        .steps
+        .iter()
+        .map(|s| {
+            let (word, why) = match &s.decision {
+                Decision::Reuse { from_run, .. } => ("reuse", format!("cached by run {from_run}")),
+                Decision::Run { reason, .. } => ("run", reason.to_string()),
+                Decision::DependsOnUpstream { upstream } => (
+                    "depends",
+                    format!("depends on upstream {}", upstream.join(", ")),
+                ),
+                Decision::Invalid { error } => ("invalid", error.clone()),
+            };
+            vec![s.name.clone(), render::status_word(word), why]
+        })
+        .collect();
+    print!("{}", render::table(&["step", "plan", "why"], &rows));
+}
+
+fn cmd_status(pipeline: &Pipeline, store: &Store, params: &[String]) -> Result<i32> {
+    let p = plan(pipeline, store, &plan_opts(params, &[], false)?)?;
+    let mut all = true;
+    for s in &p.steps {
+        let line = match &s.decision {
+            Decision::Reuse { .. } => render::status_word("up to date"),
+            Decision::Run { reason, .. } => {
+                all = false;
+                format!("{}: {reason}", render::status_word("will run"))
+            }
+            Decision::DependsOnUpstream { upstream } => {
+                all = false;
+                format!(
+                    "{}: upstream {} will run",
+                    render::status_word("will run"),
+                    upstream.join(", ")
+                )
+            }
+            Decision::Invalid { error } => {
+                all = false;
+                format!("invalid: {error}")
+            }
+        };
+        println!("{}: {line}", s.name);
+    }
+    if all {
+        println!("pipeline {:?} is up to date", p.pipeline);
+    }
+    Ok(exit::OK)
+}
+
+fn cmd_explain(
+    pipeline: &Pipeline,
+    store: &Store,
+    step: Option<&str>,
+    params: &[String],
+) -> Result<i32> {
+    if let Some(s) = step {
+        if pipeline.node_index(s).is_none() {
+            bail!(
+                "unknown step {s:?} (steps: {})",
+                pipeline.step_names().join(", ")
+            );
+        }
+    }
+    let p = plan(pipeline, store, &plan_opts(params, &[], false)?)?;
+    for s in p.steps.iter().filter(|s| step.is_none_or(|n| n == s.name)) {
+        match &s.decision {
+            Decision::Reuse { from_run, .. } => {
+                println!("{}: up to date (cached by run {from_run})", s.name)
+            }
+            Decision::Run {
+                reason: RunReason::Changed { changes },
+                ..
+            } => {
+                println!("{}: will run; changed since its last run:", s.name);
+                for c in changes {
+                    println!("  {c}");
+                }
+            }
+            Decision::Run { reason, .. } => println!("{}: will run: {reason}", s.name),
+            Decision::DependsOnUpstream { upstream } => {
+                println!(
+                    "{}: will run if upstream output changes: upstream {} will rerun",
+                    s.name,
+                    upstream.join(", ")
+                )
+            }
+            Decision::Invalid { error } => println!("{}: cannot plan: {error}", s.name),
+        }
+    }
+    Ok(exit::OK)
+}
+
+fn print_run_graph(store: &Store, run: &str, format: GraphFormat) -> Result<i32> {
+    let rec = store
+        .run_get(run)?
+        .ok_or_else(|| anyhow!("unknown run {run:?} (see `stepgraph runs`)"))?;
+    let statuses = rec
+        .steps
+        .iter()
+        .map(|s| (s.name.clone(), s.status.as_str().to_string()))
+        .collect();
+    print_graph(&rec.graph, &statuses, format, None)?;
+    Ok(exit::OK)
+}
+
+fn print_graph(
+    g: &stepgraph_engine::store::records::GraphSnapshot,
+    statuses: &render::Statuses,
+    format: GraphFormat,
+    plan: Option<&stepgraph_engine::Plan>,
+) -> Result<()> {
+    match format {
+        GraphFormat::Text => print!("{}", render::graph_text(g, statuses)),
+        GraphFormat::Dot => print!("{}", render::graph_dot(g, statuses)),
+        GraphFormat::Mermaid => print!("{}", render::graph_mermaid(g, statuses)),
+        GraphFormat::Json => {
+            let v = serde_json::json!({"graph": g, "status": statuses, "plan": plan});
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+    }
+    Ok(())
+}
+
+fn fmt_time(ms: u64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+fn cmd_runs(store: &Store, json: bool) -> Result<i32> {
+    let runs = store.runs()?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&runs)?);
+        return Ok(exit::OK);
+    }
+    if runs.is_empty() {
+        println!("no runs in {}", store.root().display());
+        return Ok(exit::OK);
+    }
+    let rows: Vec<Vec<String>> = runs
+        .iter()
+        .map(|r| {
+            let n = |st: StepStatus| r.steps.iter().filter(|s| s.status == st).count();
+            vec![
+                r.id.clone(),
+                r.pipeline.clone(),
+                render::status_word(r.status.as_str()),
+                fmt_time(r.started_unix_ms),
+                r.finished_unix_ms
+                    .map(|f| render::duration(f.saturating_sub(r.started_unix_ms)))
+                    .unwrap_or_else(|| "-".into()),
+                format!(
+                    "{} ran, {} reused, {} failed, {} skipped",
+                    n(StepStatus::Ran),
+                    n(StepStatus::Reused),
+                    n(StepStatus::Failed),
+                    n(StepStatus::Skipped)
+                ),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        render::table(
+            &["run", "pipeline", "status", "started", "duration", "steps"],
+            &rows
+        )
+    );
+    Ok(exit::OK)
+}
+
+fn cmd_run_show(store: &Store, run: &str, json: bool) -> Result<i32> {
+    let r = store
+        .run_get(run)?
+        .ok_or_else(|| anyhow!("unknown run {run:?} (see `stepgraph runs`)"))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(exit::OK);
+    }
+    println!(
+        "run {} of pipeline {}: {}",
+        r.id,
+        r.pipeline,
+        render::status_word(r.status.as_str())
+    );
+    println!("started {}", fmt_time(r.started_unix_ms));
+    if !r.params.is_empty() {
+        let ps: Vec<String> = r.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!("parameters: {}", ps.join(", "));
+    }
+    let rows: Vec<Vec<String>> = r
+        .steps
+        .iter()
+        .map(|s| {
+            vec![
+                s.name.clone(),
+                render::status_word(s.status.as_str()),
+                render::duration(s.duration_ms),
+                s.key
+                    .as_deref()
+                    .map(|k| k[..12.min(k.len())].to_string())
+                    .unwrap_or_else(|| "-".into()),
+                if s.counts.mini_batches > 0 {
+                    format!(
+                        "{} items ({} failed), {} mini-batches ({} failed, {} resumed)",
+                        s.counts.items,
+                        s.counts.failed_items,
+                        s.counts.mini_batches,
+                        s.counts.failed_mini_batches,
+                        s.counts.resumed_mini_batches
+                    )
+                } else {
+                    "-".into()
+                },
+                s.reused_from.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    println!();
+    print!(
+        "{}",
+        render::table(
+            &["step", "status", "duration", "key", "counts", "reused from"],
+            &rows
+        )
+    );
+    for s in r
+        .steps
+        .iter()
+        .filter(|s| s.error.is_some() && s.status == StepStatus::Failed)
+    {
+        println!(
+            "\nstep {:?} failed:\n{}",
+            s.name,
+            s.error.as_deref().unwrap_or("").trim_end()
+        );
+    }
+    Ok(exit::OK)
+}
+
+fn cmd_logs(store: &Store, run: &str, step: &str, worker: Option<usize>) -> Result<i32> {
+    let rec = store
+        .run_get(run)?
+        .ok_or_else(|| anyhow!("unknown run {run:?} (see `stepgraph runs`)"))?;
+    if !rec.steps.iter().any(|s| s.name == step) {
+        bail!(
+            "run {run} has no step {step:?} (steps: {})",
+            rec.steps
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let logs = store.run_dir(run).join(step).join("logs");
+    if let Some(w) = worker {
+        let p = logs.join("user").join(format!("worker-{w}.txt"));
+        let text = std::fs::read_to_string(&p)
+            .with_context(|| format!("no log for worker {w} ({})", p.display()))?;
+        print!("{text}");
+        return Ok(exit::OK);
+    }
+    if !logs.exists() {
+        println!(
+            "step {step:?} has no logs in run {run} (it was {})",
+            rec.steps
+                .iter()
+                .find(|s| s.name == step)
+                .map(|s| s.status.as_str())
+                .unwrap_or("?")
+        );
+        return Ok(exit::OK);
+    }
+    let mut files: Vec<PathBuf> = walk(&logs);
+    files.sort_by_key(|p| {
+        (
+            p.file_name().is_none_or(|n| n != "job_result.txt"),
+            p.clone(),
+        )
+    });
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap_or_default();
+        println!("==> {} <==", f.strip_prefix(&logs).unwrap_or(&f).display());
+        print!("{text}");
+        if !text.ends_with('\n') && !text.is_empty() {
+            println!();
+        }
+    }
+    Ok(exit::OK)
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+fn cmd_cache(store: &Store, action: CacheAction) -> Result<i32> {
+    match action {
+        CacheAction::Ls => {
+            let mut entries = store.cache_entries()?;
+            entries.sort_by(|a, b| {
+                (&a.pipeline, &a.step, a.created_unix_ms).cmp(&(
+                    &b.pipeline,
+                    &b.step,
+                    b.created_unix_ms,
+                ))
+            });
+            if entries.is_empty() {
+                println!("the cache is empty");
+                return Ok(exit::OK);
+            }
+            let rows: Vec<Vec<String>> = entries
+                .iter()
+                .map(|e| {
+                    let size: u64 = e
+                        .outputs
+                        .values()
+                        .flat_map(|m| m.files.values())
+                        .map(|o| o.size)
+                        .sum();
+                    let files: usize = e.outputs.values().map(|m| m.files.len()).sum();
+                    vec![
+                        e.key[..12.min(e.key.len())].to_string(),
+                        e.pipeline.clone(),
+                        e.step.clone(),
+                        e.run_id.clone(),
+                        format!("{files} files, {}", render::bytes(size)),
+                        fmt_time(e.created_unix_ms),
+                    ]
+                })
+                .collect();
+            print!(
+                "{}",
+                render::table(
+                    &["key", "pipeline", "step", "run", "outputs", "created"],
+                    &rows
+                )
+            );
+        }
+        CacheAction::Gc { dry_run } => {
+            let r = store.gc(dry_run)?;
+            let verb = if dry_run { "would remove" } else { "removed" };
+            println!(
+                "{verb} {} unreferenced objects, {} freed; kept {} referenced objects",
+                r.objects,
+                render::bytes(r.bytes),
+                r.kept
+            );
+        }
+        CacheAction::Verify => {
+            let mut bad = 0;
+            let entries = store.cache_entries()?;
+            for e in &entries {
+                let damaged: Vec<String> = e
+                    .outputs
+                    .values()
+                    .flat_map(|m| m.files.iter())
+                    .filter_map(|(rel, o)| {
+                        store
+                            .verify_object(o)
+                            .err()
+                            .map(|err| format!("{rel}: {err}"))
+                    })
+                    .collect();
+                if !damaged.is_empty() {
+                    bad += 1;
+                    store.cache_remove(&e.key)?;
+                    println!(
+                        "dropped {} (step {}): {}",
+                        &e.key[..12.min(e.key.len())],
+                        e.step,
+                        damaged.join("; ")
+                    );
+                }
+            }
+            println!("verified {} entries: {} dropped", entries.len(), bad);
+        }
+        CacheAction::Rm { target } => {
+            let entries = store.cache_entries()?;
+            let chosen: Vec<_> = entries
+                .iter()
+                .filter(|e| e.step == target || (target.len() >= 6 && e.key.starts_with(&target)))
+                .collect();
+            if chosen.is_empty() {
+                bail!("no cache entry for step or key {target:?} (see `stepgraph cache ls`)");
+            }
+            for e in &chosen {
+                store.cache_remove(&e.key)?;
+            }
+            println!("removed {} cache entries", chosen.len());
+        }
+    }
+    Ok(exit::OK)
+}

@@ -1,0 +1,302 @@
+//! Text rendering: tables, durations, colours (only on a terminal, never with NO_COLOR) and
+//! the graph formats.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+
+use stepgraph_engine::store::records::GraphSnapshot;
+use stepgraph_engine::{Decision, Plan};
+
+/// Milliseconds as `850ms`, `2.1s`, `3m05s`.
+pub fn duration(ms: u64) -> String {
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else {
+        format!("{}m{:02}s", ms / 60_000, (ms / 1000) % 60)
+    }
+}
+
+/// Bytes as `512 B`, `1.5 KiB`, `3.2 MiB`.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// Whether stdout gets colours.
+pub fn colours() -> bool {
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stdout().is_terminal()
+}
+
+/// `word` in a colour chosen by its meaning, when colours are on.
+pub fn status_word(word: &str) -> String {
+    if !colours() {
+        return word.to_string();
+    }
+    let code = match word {
+        "ran" | "succeeded" | "up to date" | "reuse" | "reused" => "32",
+        "failed" | "cancelled" => "31",
+        "skipped" | "will run" | "run" => "33",
+        _ => return word.to_string(),
+    };
+    format!("\x1b[{code}m{word}\x1b[0m")
+}
+
+/// A table with left-aligned columns separated by two spaces.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            if i < widths.len() {
+                widths[i] = widths[i].max(visible_len(c));
+            }
+        }
+    }
+    let mut out = String::new();
+    let line = |cells: Vec<String>, out: &mut String| {
+        let n = cells.len();
+        for (i, c) in cells.into_iter().enumerate() {
+            out.push_str(&c);
+            if i + 1 < n {
+                out.push_str(&" ".repeat(widths[i].saturating_sub(visible_len(&c)) + 2));
+            }
+        }
+        out.push('\n');
+    };
+    line(header.iter().map(|h| h.to_string()).collect(), &mut out);
+    for r in rows {
+        line(r.clone(), &mut out);
+    }
+    out
+}
+
+/// Length without ANSI colour codes.
+fn visible_len(s: &str) -> usize {
+    let mut n = 0;
+    let mut in_esc = false;
+    for c in s.chars() {
+        match (in_esc, c) {
+            (false, '\x1b') => in_esc = true,
+            (true, 'm') => in_esc = false,
+            (true, _) => {}
+            (false, _) => n += 1,
+        }
+    }
+    n
+}
+
+/// A step's cache status word for the graph, from a plan.
+pub fn decision_word(d: &Decision) -> String {
+    match d {
+        Decision::Reuse { .. } => "would reuse".into(),
+        Decision::Run { reason, .. } => format!("would run ({reason})"),
+        Decision::DependsOnUpstream { upstream } => {
+            format!("would run if {} change", upstream.join(", "))
+        }
+        Decision::Invalid { error } => format!("invalid: {error}"),
+    }
+}
+
+/// Per-step status words: from a plan (specs) or a run record (runs).
+pub type Statuses = BTreeMap<String, String>;
+
+/// Statuses from a plan.
+pub fn plan_statuses(plan: &Plan) -> Statuses {
+    plan.steps
+        .iter()
+        .map(|s| (s.name.clone(), decision_word(&s.decision)))
+        .collect()
+}
+
+/// The text form: steps in topological order with ports, edges and status.
+pub fn graph_text(g: &GraphSnapshot, statuses: &Statuses) -> String {
+    let mut out = format!("pipeline {}\n", g.pipeline);
+    if !g.parameters.is_empty() {
+        let ps: Vec<String> = g
+            .parameters
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        out.push_str(&format!("parameters: {}\n", ps.join(", ")));
+    }
+    for n in &g.nodes {
+        out.push_str(&format!(
+            "\n{} [{}]{}\n",
+            n.name,
+            n.execution_type,
+            statuses
+                .get(&n.name)
+                .map(|s| format!(": {s}"))
+                .unwrap_or_default()
+        ));
+        for p in &n.inputs {
+            let from = g
+                .edges
+                .iter()
+                .find(|e| e.to == n.name && e.data.as_ref().is_some_and(|d| d.to_port == p.port))
+                .map(|e| format!(" <- {}", e.from))
+                .unwrap_or_default();
+            let role = if p.role == "side" {
+                "side input"
+            } else {
+                "input"
+            };
+            out.push_str(&format!(
+                "  {role} {}: {} {}{from}\n",
+                p.port, p.kind, p.data
+            ));
+        }
+        for p in &n.outputs {
+            let to: Vec<&str> = g
+                .edges
+                .iter()
+                .filter(|e| {
+                    e.from == n.name && e.data.as_ref().is_some_and(|d| d.from_port == p.port)
+                })
+                .map(|e| e.to.as_str())
+                .collect();
+            let to = if to.is_empty() {
+                String::new()
+            } else {
+                format!(" -> {}", to.join(", "))
+            };
+            out.push_str(&format!("  output {}: {}{to}\n", p.port, p.data));
+        }
+        for e in g
+            .edges
+            .iter()
+            .filter(|e| e.to == n.name && e.data.is_none())
+        {
+            out.push_str(&format!("  run_after {}\n", e.from));
+        }
+        if !n.allow_reuse {
+            out.push_str("  allow_reuse: false\n");
+        }
+    }
+    out
+}
+
+fn dot_escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+/// Graphviz `dot`.
+pub fn graph_dot(g: &GraphSnapshot, statuses: &Statuses) -> String {
+    let mut out = format!(
+        "digraph \"{}\" {{\n  rankdir=LR;\n  node [shape=box, style=rounded];\n",
+        dot_escape(&g.pipeline)
+    );
+    for (i, n) in g.nodes.iter().enumerate() {
+        let status = statuses.get(&n.name).cloned().unwrap_or_default();
+        let colour = if status.starts_with("would reuse") || status == "reused" {
+            "palegreen"
+        } else if status == "failed" {
+            "lightpink"
+        } else {
+            "lightyellow"
+        };
+        out.push_str(&format!(
+            "  n{i} [label=\"{}\\n{}\\n{}\", style=\"rounded,filled\", fillcolor={colour}];\n",
+            dot_escape(&n.name),
+            dot_escape(&n.execution_type),
+            dot_escape(&status)
+        ));
+    }
+    let idx: BTreeMap<&str, usize> = g
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.name.as_str(), i))
+        .collect();
+    let mut datasets = BTreeMap::new();
+    for (i, n) in g.nodes.iter().enumerate() {
+        for p in n.inputs.iter().filter(|p| p.kind != "pipeline_data") {
+            let k = datasets.len();
+            let d = *datasets.entry(p.data.clone()).or_insert(k);
+            out.push_str(&format!(
+                "  d{d} -> n{i} [label=\"{}\"];\n",
+                dot_escape(&p.port)
+            ));
+        }
+    }
+    for (name, d) in &datasets {
+        out.push_str(&format!(
+            "  d{d} [shape=cylinder, label=\"{}\"];\n",
+            dot_escape(name)
+        ));
+    }
+    for e in &g.edges {
+        let (Some(a), Some(b)) = (idx.get(e.from.as_str()), idx.get(e.to.as_str())) else {
+            continue;
+        };
+        match &e.data {
+            Some(d) => out.push_str(&format!(
+                "  n{a} -> n{b} [label=\"{}\"];\n",
+                dot_escape(&d.data)
+            )),
+            None => out.push_str(&format!(
+                "  n{a} -> n{b} [style=dashed, label=\"run_after\"];\n"
+            )),
+        }
+    }
+    out.push_str("}\n");
+    out
+}
+
+fn mermaid_text(s: &str) -> String {
+    s.replace('"', "#quot;")
+}
+
+/// Mermaid flowchart.
+pub fn graph_mermaid(g: &GraphSnapshot, statuses: &Statuses) -> String {
+    let mut out = String::from("flowchart LR\n");
+    for (i, n) in g.nodes.iter().enumerate() {
+        let status = statuses
+            .get(&n.name)
+            .map(|s| format!("<br/>{}", mermaid_text(s)))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "  n{i}[\"{}<br/><i>{}</i>{status}\"]\n",
+            mermaid_text(&n.name),
+            mermaid_text(&n.execution_type)
+        ));
+    }
+    let idx: BTreeMap<&str, usize> = g
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.name.as_str(), i))
+        .collect();
+    let mut datasets: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, n) in g.nodes.iter().enumerate() {
+        for p in n.inputs.iter().filter(|p| p.kind != "pipeline_data") {
+            let k = datasets.len();
+            let d = *datasets.entry(p.data.clone()).or_insert(k);
+            out.push_str(&format!("  d{d} --> n{i}\n"));
+        }
+    }
+    for (name, d) in &datasets {
+        out.push_str(&format!("  d{d}[(\"{}\")]\n", mermaid_text(name)));
+    }
+    for e in &g.edges {
+        let (Some(a), Some(b)) = (idx.get(e.from.as_str()), idx.get(e.to.as_str())) else {
+            continue;
+        };
+        match &e.data {
+            Some(d) => out.push_str(&format!("  n{a} -->|\"{}\"| n{b}\n", mermaid_text(&d.data))),
+            None => out.push_str(&format!("  n{a} -.->|run_after| n{b}\n")),
+        }
+    }
+    out
+}
