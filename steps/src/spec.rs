@@ -89,7 +89,7 @@ enum StepSpec {
         allow_reuse: bool,
         #[serde(default)]
         run_after: Vec<String>,
-        parallel_run_config: PrcSpec,
+        parallel_run_config: Box<PrcSpec>,
     },
     #[serde(rename = "command")]
     Command {
@@ -316,7 +316,7 @@ pub fn parse_spec(text: &str, file: &str, base: &Path) -> Result<Pipeline, SpecE
                         }
                     }
                 }
-                let cfg = match prc_config(parallel_run_config, &resolve) {
+                let cfg = match prc_config(*parallel_run_config, &resolve) {
                     Ok(c) => c,
                     Err((field, msg)) => {
                         errors.push(format!("{file}: step {name:?}: field {field:?}: {msg}"));

@@ -524,7 +524,7 @@ fn matches_mini_batch_rule(s: &str) -> bool {
         return false;
     }
     let rest: Vec<char> = s[digits..].chars().collect();
-    rest.len() % 2 == 0
+    rest.len().is_multiple_of(2)
         && rest
             .chunks(2)
             .all(|c| "kKmMgG".contains(c[0]) && (c[1] == 'b' || c[1] == 'B'))

@@ -507,9 +507,9 @@ fn make_workers(
         Entry::Command { entry_command } => {
             let mut argv = entry_command.clone();
             let local = source_dir.join(&argv[0]);
-            if !argv[0].contains('/') && local.is_file() {
-                argv[0] = local.display().to_string();
-            } else if argv[0].starts_with("./") || argv[0].starts_with("../") {
+            // A program in the source folder (`worker.sh`, `./worker`) runs from there.
+            let relative = argv[0].starts_with("./") || argv[0].starts_with("../");
+            if relative || (!argv[0].contains('/') && local.is_file()) {
                 argv[0] = local.display().to_string();
             }
             (argv, String::new())
