@@ -179,6 +179,8 @@ pub(crate) fn list_files(
     root: &Path,
     matcher: Option<&GlobMatcher>,
 ) -> Result<Vec<DatasetFile>, String> {
+    // Absolute, so steps that run elsewhere (workers in their own folder) can open them.
+    let root = &std::path::absolute(root).map_err(|e| format!("{}: {e}", root.display()))?;
     let meta = std::fs::metadata(root).map_err(|e| format!("{}: {e}", root.display()))?;
     if meta.is_file() {
         let name = root

@@ -74,7 +74,12 @@ pub(crate) fn prepare(
             fp.insert("code", Component::manifest(manifest));
         }
         Some(CodeIdentity::Version(v)) => {
-            fp.insert("code", Component::value(Value::String(v.clone())));
+            // In-process code cannot be hashed: it is identified by the step that owns it and
+            // its declared version, so two steps that both say "v1" never share outputs.
+            fp.insert(
+                "code",
+                Component::value(serde_json::json!({ "step": node.name, "version": v })),
+            );
         }
         None => {}
     }
@@ -170,6 +175,7 @@ pub(crate) fn prepare(
                 )
             }
         };
+        let path = std::path::absolute(&path).unwrap_or(path);
         fp.insert(
             format!("{prefix}.{}", binding.name),
             Component::manifest(manifest),

@@ -152,6 +152,7 @@ pub fn load_spec(path: &Path) -> Result<Pipeline, SpecError> {
     } else {
         base
     };
+    let base = std::path::absolute(&base).unwrap_or(base);
     parse_spec(&text, &path.display().to_string(), &base)
 }
 
