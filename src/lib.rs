@@ -22,3 +22,8 @@
 pub use stepgraph_cli as cli;
 pub use stepgraph_engine as engine;
 pub use stepgraph_steps as steps;
+
+/// The README's Rust example, compiled and run by `cargo test`.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
