@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use crossbeam_channel::unbounded;
@@ -88,6 +89,19 @@ pub fn new_run_id() -> String {
     format!("{date}-{time}-{salt:04x}")
 }
 
+/// The start time of a new run: now, but strictly later than any run started before in this
+/// process, so runs started within one millisecond still list in order.
+fn run_start_ms() -> u64 {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = now_unix_ms();
+    let prev = LAST
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| {
+            Some(now.max(last + 1))
+        })
+        .unwrap_or(now);
+    now.max(prev + 1)
+}
+
 struct Job {
     idx: NodeIndex,
     upstream: OutputsMap,
@@ -123,7 +137,7 @@ pub fn run(
         schema: SCHEMA_VERSION,
         id: run_id.clone(),
         pipeline: pipeline.name().to_string(),
-        started_unix_ms: now_unix_ms(),
+        started_unix_ms: run_start_ms(),
         finished_unix_ms: None,
         status: RunStatus::Running,
         params: params.clone(),
@@ -267,10 +281,13 @@ pub fn run(
             }
             record.steps[position[&idx]] = res.record;
             let _ = store.run_put(&record);
-            for child in pipeline
+            // `waiting` counts distinct parents, so count each child once even when this step
+            // reaches it by several edges (two of its outputs, or data plus run_after).
+            let children: BTreeSet<NodeIndex> = pipeline
                 .graph()
                 .neighbors_directed(idx, petgraph::Direction::Outgoing)
-            {
+                .collect();
+            for child in children {
                 if let Some(w) = waiting.get_mut(&child) {
                     *w = w.saturating_sub(1);
                     if *w == 0 && !doomed.contains(&child) {

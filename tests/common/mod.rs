@@ -2,6 +2,10 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use stepgraph_engine::{OpenOptions, RunOptions, Store};
 
 /// Write `contents` to `dir/rel`, creating folders.
 pub fn write(dir: &Path, rel: &str, contents: &str) -> PathBuf {
@@ -11,4 +15,93 @@ pub fn write(dir: &Path, rel: &str, contents: &str) -> PathBuf {
     }
     std::fs::write(&p, contents).expect("write test file");
     p
+}
+
+/// A shared execution counter, to be captured by step closures.
+#[derive(Debug, Clone, Default)]
+pub struct Counter(Arc<AtomicUsize>);
+
+impl Counter {
+    /// A counter at zero.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Count one execution.
+    pub fn hit(&self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Executions so far.
+    pub fn get(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Run options with `jobs` workers (1 gives a deterministic event order).
+pub fn jobs(n: usize) -> RunOptions {
+    RunOptions {
+        jobs: n,
+        ..RunOptions::default()
+    }
+}
+
+/// A temporary folder holding a store at `store/` and room for data beside it.
+pub struct Workspace {
+    /// The temporary folder (removed on drop).
+    pub dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    /// A fresh, empty workspace.
+    pub fn new() -> Self {
+        Workspace {
+            dir: tempfile::tempdir().expect("create temp dir"),
+        }
+    }
+
+    /// A fresh workspace in memory (`/dev/shm`) when the system has one, where fsync is
+    /// free: for tests that run hundreds of steps.
+    pub fn in_memory() -> Self {
+        let shm = Path::new("/dev/shm");
+        let dir = if shm.is_dir() {
+            tempfile::tempdir_in(shm).or_else(|_| tempfile::tempdir())
+        } else {
+            tempfile::tempdir()
+        };
+        Workspace {
+            dir: dir.expect("create temp dir"),
+        }
+    }
+
+    /// The workspace root.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The store folder.
+    pub fn store_path(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    /// Open the workspace's store.
+    pub fn store(&self) -> Store {
+        Store::open(self.store_path(), OpenOptions::default()).expect("open store")
+    }
+
+    /// Write `contents` to `rel` inside the workspace.
+    pub fn write(&self, rel: &str, contents: &str) -> PathBuf {
+        write(self.path(), rel, contents)
+    }
+}
+
+impl Default for Workspace {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// `(kind, step)` pairs as owned strings, for comparing with `CollectSink::step_events()`.
+pub fn ev(pairs: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
+    pairs.iter().map(|(k, s)| (*k, s.to_string())).collect()
 }

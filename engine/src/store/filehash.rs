@@ -5,6 +5,7 @@ use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::time::{Duration, SystemTime};
 
 use super::Store;
 use crate::error::StoreError;
@@ -14,6 +15,10 @@ const MMAP_THRESHOLD: u64 = 1 << 20;
 
 /// The memo record: size, mtime (s, ns), inode, device, hash.
 const MEMO_LEN: usize = 8 * 5 + 32;
+
+/// Files modified more recently than this are not memoised (coarse file-system clocks tick
+/// in up to 2 s).
+const RACY_WINDOW: Duration = Duration::from_secs(2);
 
 impl Store {
     /// blake3 (hex) of a file's content, taken from the memo when the file's size, mtime,
@@ -39,13 +44,23 @@ impl Store {
             }
         }
         let hash = hash_file_uncached(path, meta.size())?;
-        let mut rec = Vec::with_capacity(MEMO_LEN);
-        for s in stat {
-            rec.extend_from_slice(&s.to_le_bytes());
+        // "Racy git": a file modified within the last timestamp tick can be rewritten with the
+        // same size in the same tick, keeping its stat; such a file is not memoised (it is
+        // rehashed next time), nor is one whose mtime lies in the future.
+        let settled = meta
+            .modified()
+            .ok()
+            .and_then(|m| SystemTime::now().duration_since(m).ok())
+            .is_some_and(|age| age >= RACY_WINDOW);
+        if settled {
+            let mut rec = Vec::with_capacity(MEMO_LEN);
+            for s in stat {
+                rec.extend_from_slice(&s.to_le_bytes());
+            }
+            rec.extend_from_slice(hash.as_bytes());
+            // The memo is a cache: losing it costs a rehash, so it is not flushed here.
+            let _ = self.filehash.insert(key, rec);
         }
-        rec.extend_from_slice(hash.as_bytes());
-        // The memo is a cache: losing it costs a rehash, so it is not flushed here.
-        let _ = self.filehash.insert(key, rec);
         Ok(hash.to_hex().to_string())
     }
 }

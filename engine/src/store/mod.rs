@@ -182,18 +182,20 @@ impl Store {
         get_json(&self.runs, id.as_bytes(), "run").map_err(|e| self.map_db(e))
     }
 
-    /// All run records, newest first.
+    /// All run records, newest first (by start time: ids made in the same second are not
+    /// in time order).
     ///
     /// # Errors
     /// Db errors.
     pub fn runs(&self) -> Result<Vec<RunRecord>, StoreError> {
         let mut out = Vec::new();
-        for item in self.runs.iter().rev() {
+        for item in self.runs.iter() {
             let (_, v) = item.map_err(|e| self.db_err(e))?;
             if let Ok(r) = serde_json::from_slice::<RunRecord>(&v) {
                 out.push(r);
             }
         }
+        out.sort_by(|a, b| (b.started_unix_ms, &b.id).cmp(&(a.started_unix_ms, &a.id)));
         Ok(out)
     }
 

@@ -512,6 +512,14 @@ fn make_workers(
             if relative || (!argv[0].contains('/') && local.is_file()) {
                 argv[0] = local.display().to_string();
             }
+            // Workers run in the step's scratch folder, so a script handed to an interpreter
+            // (`["python3", "worker.py"]`) is found in the source folder, too.
+            for arg in argv.iter_mut().skip(1) {
+                let local = source_dir.join(&*arg);
+                if !arg.starts_with('-') && Path::new(arg).is_relative() && local.is_file() {
+                    *arg = local.display().to_string();
+                }
+            }
             (argv, String::new())
         }
     };
