@@ -768,3 +768,43 @@ fn fn_steps_with_the_same_version_and_inputs_never_share_outputs() -> TestResult
     );
     Ok(())
 }
+
+#[test]
+fn overriding_an_undeclared_parameter_is_an_error() -> TestResult {
+    let ws = diamond_workspace();
+    let store = ws.store();
+    let n = DiamondCounts::default();
+    let p = diamond(&ws, &n, false)?;
+    let mut opts = jobs(1);
+    opts.plan.params.insert("nope".into(), serde_json::json!(1));
+    match run(&p, &store, &opts, &CollectSink::default()) {
+        Err(EngineError::UnknownParameter { name, .. }) => assert_eq!(name, "nope"),
+        other => panic!("expected UnknownParameter, got {other:?}"),
+    }
+    assert_eq!(n.all(), [0, 0, 0, 0]);
+    Ok(())
+}
+
+#[test]
+fn cancelled_run_executes_nothing_and_is_recorded_as_cancelled() -> TestResult {
+    let ws = diamond_workspace();
+    let store = ws.store();
+    let n = DiamondCounts::default();
+    let p = diamond(&ws, &n, false)?;
+    let opts = jobs(2);
+    opts.cancel.cancel();
+    let sink = CollectSink::default();
+    let s = run(&p, &store, &opts, &sink)?;
+    assert_eq!(s.status, RunStatus::Cancelled);
+    assert_eq!(n.all(), [0, 0, 0, 0]);
+    assert!(
+        s.steps.iter().all(|r| r.status == StepStatus::Cancelled),
+        "{:?}",
+        s.steps
+    );
+    assert_eq!(
+        store.run_get(&s.run_id)?.map(|r| r.status),
+        Some(RunStatus::Cancelled)
+    );
+    Ok(())
+}

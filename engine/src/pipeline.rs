@@ -132,14 +132,15 @@ impl PipelineBuilder {
 
         for step in &self.steps {
             let name = step.name().to_string();
-            if let Err(e) = StepName::new(&name) {
-                errors.push(e);
-            }
             if by_name.contains_key(&name) {
                 if !errors.contains(&BuildError::DuplicateStepName { step: name.clone() }) {
                     errors.push(BuildError::DuplicateStepName { step: name.clone() });
                 }
                 continue;
+            }
+            // Checked once per name: a repeated bad name is one InvalidStepName, not several.
+            if let Err(e) = StepName::new(&name) {
+                errors.push(e);
             }
             let mut gb = GraphBuilder {
                 graph: &mut graph,

@@ -1,0 +1,284 @@
+//! Building a pipeline: every validation error, one test each, all reported at once.
+
+use std::error::Error;
+
+use stepgraph_engine::{BuildError, BuildErrors, Pipeline, PipelineData, PipelineParameter};
+use stepgraph_steps::{CommandStep, FnStep};
+
+type TestResult = Result<(), Box<dyn Error>>;
+
+fn noop(name: &str) -> FnStep {
+    FnStep::new(name, "v1", |_| Ok(()))
+}
+
+fn build_errors(
+    builder: stepgraph_engine::PipelineBuilder,
+) -> Result<Vec<BuildError>, Box<dyn Error>> {
+    match builder.build() {
+        Ok(p) => Err(format!("expected build errors, got a pipeline {:?}", p.step_names()).into()),
+        Err(BuildErrors(errors)) => Ok(errors),
+    }
+}
+
+#[test]
+fn duplicate_step_name_is_reported_once() -> TestResult {
+    let errors = build_errors(
+        Pipeline::builder("p")
+            .step(noop("twice"))
+            .step(noop("twice"))
+            .step(noop("twice")),
+    )?;
+    assert_eq!(
+        errors,
+        [BuildError::DuplicateStepName {
+            step: "twice".into()
+        }]
+    );
+    Ok(())
+}
+
+#[test]
+fn step_names_breaking_the_azure_rule_are_each_reported() -> TestResult {
+    let too_long = "a".repeat(33);
+    let bad = [
+        "",
+        "ab",
+        too_long.as_str(),
+        "1abc",
+        "-abc",
+        "Abc",
+        "abC",
+        "ab_c",
+        "ab.c",
+        "abc-",
+        "äbc",
+        "ab c",
+    ];
+    let mut builder = Pipeline::builder("p");
+    for name in bad {
+        builder = builder.step(noop(name));
+    }
+    let errors = build_errors(builder)?;
+    let named: Vec<&str> = errors
+        .iter()
+        .map(|e| match e {
+            BuildError::InvalidStepName { step, reason } => {
+                assert!(!reason.is_empty(), "{step:?} has no reason");
+                step.as_str()
+            }
+            other => panic!("unexpected error {other:?}"),
+        })
+        .collect();
+    assert_eq!(named, bad);
+    Ok(())
+}
+
+#[test]
+fn repeated_invalid_step_name_is_reported_once_as_invalid_and_once_as_duplicate() -> TestResult {
+    let errors = build_errors(Pipeline::builder("p").step(noop("Bad")).step(noop("Bad")))?;
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(matches!(&errors[0], BuildError::InvalidStepName { step, .. } if step == "Bad"));
+    assert_eq!(
+        errors[1],
+        BuildError::DuplicateStepName { step: "Bad".into() }
+    );
+    Ok(())
+}
+
+#[test]
+fn step_names_at_the_edges_of_the_azure_rule_are_accepted() -> TestResult {
+    let longest = "a".repeat(32);
+    let p = Pipeline::builder("p")
+        .step(noop("abc"))
+        .step(noop("a-1"))
+        .step(noop("a--9"))
+        .step(noop(&longest))
+        .build()?;
+    assert_eq!(p.step_names().len(), 4);
+    Ok(())
+}
+
+#[test]
+fn input_without_producer_is_reported() -> TestResult {
+    let errors = build_errors(
+        Pipeline::builder("p").step(noop("reader").input("data", PipelineData::new("ghost"))),
+    )?;
+    assert_eq!(
+        errors,
+        [BuildError::NoProducer {
+            step: "reader".into(),
+            port: "data".into(),
+            data: "ghost".into(),
+        }]
+    );
+    Ok(())
+}
+
+#[test]
+fn data_with_two_producers_is_reported() -> TestResult {
+    let errors = build_errors(
+        Pipeline::builder("p")
+            .step(noop("zeta").output("out", PipelineData::new("shared")))
+            .step(noop("alpha").output("out", PipelineData::new("shared")))
+            .step(noop("reader").input("data", PipelineData::new("shared"))),
+    )?;
+    assert_eq!(
+        errors,
+        [BuildError::MultipleProducers {
+            data: "shared".into(),
+            steps: vec!["alpha".into(), "zeta".into()],
+        }]
+    );
+    Ok(())
+}
+
+#[test]
+fn run_after_unknown_step_is_reported() -> TestResult {
+    let errors = build_errors(
+        Pipeline::builder("p")
+            .step(noop("first"))
+            .step(noop("second").run_after("first").run_after("nowhere")),
+    )?;
+    assert_eq!(
+        errors,
+        [BuildError::UnknownStep {
+            step: "second".into(),
+            field: "run_after".into(),
+            name: "nowhere".into(),
+        }]
+    );
+    Ok(())
+}
+
+#[test]
+fn command_placeholder_of_undeclared_parameter_is_reported() -> TestResult {
+    let errors = build_errors(
+        Pipeline::builder("p").step(
+            CommandStep::new("cmd", ["echo", "{params.tag}", "{params.x}"])
+                .param(PipelineParameter::new("tag", "alpha")),
+        ),
+    )?;
+    assert_eq!(
+        errors,
+        [BuildError::UnknownReference {
+            step: "cmd".into(),
+            field: "command".into(),
+            what: "parameter".into(),
+            name: "x".into(),
+        }]
+    );
+    Ok(())
+}
+
+#[test]
+fn command_placeholder_of_unknown_input_is_reported() -> TestResult {
+    let errors = build_errors(
+        Pipeline::builder("p")
+            .step(noop("maker").output("out", PipelineData::new("made")))
+            .step(
+                CommandStep::new("cmd", ["cat", "{inputs.data}", "{inputs.y}"])
+                    .input("data", PipelineData::new("made")),
+            ),
+    )?;
+    assert_eq!(
+        errors,
+        [BuildError::UnknownReference {
+            step: "cmd".into(),
+            field: "command".into(),
+            what: "input".into(),
+            name: "y".into(),
+        }]
+    );
+    Ok(())
+}
+
+#[test]
+fn cycle_through_data_is_reported_as_its_full_chain_from_the_smallest_name() -> TestResult {
+    // cyc-a -> cyc-b -> cyc-c -> cyc-a, inserted out of order.
+    let step = |name: &str, reads: &str, writes: &str| {
+        noop(name)
+            .input("in", PipelineData::new(reads))
+            .output("out", PipelineData::new(writes))
+    };
+    let errors = build_errors(
+        Pipeline::builder("p")
+            .step(step("cyc-c", "from-b", "from-c"))
+            .step(step("cyc-b", "from-a", "from-b"))
+            .step(step("cyc-a", "from-c", "from-a")),
+    )?;
+    let chain = ["cyc-a", "cyc-b", "cyc-c", "cyc-a"]
+        .map(String::from)
+        .to_vec();
+    assert_eq!(errors, [BuildError::Cycle { steps: chain }]);
+    assert_eq!(
+        errors[0].to_string(),
+        "cycle between steps: cyc-a -> cyc-b -> cyc-c -> cyc-a"
+    );
+    Ok(())
+}
+
+#[test]
+fn step_reading_its_own_output_is_a_cycle() -> TestResult {
+    let errors = build_errors(
+        Pipeline::builder("p").step(
+            noop("selfish")
+                .input("in", PipelineData::new("loop"))
+                .output("out", PipelineData::new("loop")),
+        ),
+    )?;
+    assert_eq!(
+        errors,
+        [BuildError::Cycle {
+            steps: vec!["selfish".into(), "selfish".into()]
+        }]
+    );
+    Ok(())
+}
+
+#[test]
+fn several_problems_are_reported_together() -> TestResult {
+    let errors = build_errors(
+        Pipeline::builder("p")
+            .step(noop("dup"))
+            .step(noop("dup"))
+            .step(noop("Bad_Name"))
+            .step(noop("orphan").input("in", PipelineData::new("ghost")))
+            .step(noop("follower").run_after("nowhere")),
+    )?;
+    let expected = [
+        BuildError::DuplicateStepName { step: "dup".into() },
+        BuildError::NoProducer {
+            step: "orphan".into(),
+            port: "in".into(),
+            data: "ghost".into(),
+        },
+        BuildError::UnknownStep {
+            step: "follower".into(),
+            field: "run_after".into(),
+            name: "nowhere".into(),
+        },
+    ];
+    for e in &expected {
+        assert!(errors.contains(e), "{e:?} missing from {errors:?}");
+    }
+    assert!(
+        errors
+            .iter()
+            .any(|e| matches!(e, BuildError::InvalidStepName { step, .. } if step == "Bad_Name")),
+        "{errors:?}"
+    );
+    assert_eq!(errors.len(), 4, "{errors:?}");
+    // The combined message names every problem.
+    let text = BuildErrors(errors).to_string();
+    for needle in ["dup", "Bad_Name", "ghost", "nowhere"] {
+        assert!(text.contains(needle), "{needle} missing from {text}");
+    }
+    Ok(())
+}
+
+#[test]
+fn empty_pipeline_builds() -> TestResult {
+    let p = Pipeline::builder("empty").build()?;
+    assert!(p.step_names().is_empty());
+    Ok(())
+}
