@@ -102,6 +102,9 @@ fn run_start_ms() -> u64 {
     now.max(prev + 1)
 }
 
+/// How often the run record is rewritten while a run is going.
+const RECORD_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+
 struct Job {
     idx: NodeIndex,
     upstream: OutputsMap,
@@ -216,6 +219,7 @@ pub fn run(
         drop(job_rx);
         drop(res_tx);
         let mut in_flight = 0usize;
+        let mut last_record_put = Instant::now();
         loop {
             while in_flight < jobs && !opts.cancel.is_cancelled() {
                 let Some(first) = ready.iter().next().copied() else {
@@ -280,7 +284,13 @@ pub fn run(
                 }
             }
             record.steps[position[&idx]] = res.record;
-            let _ = store.run_put(&record);
+            // The record (with its graph snapshot) is rewritten at most every 500 ms: once
+            // per step would be quadratic in a large pipeline. Cache entries are durable on
+            // their own; a crash loses only this progress view, never results.
+            if last_record_put.elapsed() >= RECORD_INTERVAL {
+                let _ = store.run_put(&record);
+                last_record_put = Instant::now();
+            }
             // `waiting` counts distinct parents, so count each child once even when this step
             // reaches it by several edges (two of its outputs, or data plus run_after).
             let children: BTreeSet<NodeIndex> = pipeline
