@@ -16,6 +16,9 @@ use super::entry::{load, EntryContext, EntryFactory, EntryScript};
 use super::partition::{MiniBatchSpec, TabularFormat};
 use stepgraph_engine::CancelFlag;
 
+/// How long a worker may take to start and finish `init()`.
+const INIT_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// The result of one try of one mini-batch.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum TryOutcome {
@@ -142,7 +145,9 @@ impl ProcessWorker {
             let why = self.death_reason();
             return Err(format!("could not send init: {e}; {why}"));
         }
-        match self.recv(None) {
+        // Azure's first_task_creation_timeout (600 s), or the run timeout if that is longer.
+        let init_timeout = self.spec.timeout.max(INIT_TIMEOUT);
+        match self.recv(Some(init_timeout)) {
             Received::Message(m) => match m.get("type").and_then(Value::as_str) {
                 Some("ready") => Ok(()),
                 Some("init_failed") => {
@@ -163,7 +168,13 @@ impl ProcessWorker {
                 "worker exited during init: {}",
                 self.death_reason()
             )),
-            Received::Timeout => Err("init timed out".into()),
+            Received::Timeout => {
+                self.stop_process();
+                Err(format!(
+                    "init() did not finish within {} s; the worker was killed",
+                    init_timeout.as_secs()
+                ))
+            }
             Received::Cancelled => Err("cancelled".into()),
         }
     }
