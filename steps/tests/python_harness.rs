@@ -13,8 +13,14 @@ fn python_harness_unit_tests_pass() {
         .output()
         .expect("python3 must be installed");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "python harness tests failed:\n{stderr}");
+    assert!(
+        out.status.success(),
+        "python harness tests failed:\n{stderr}"
+    );
     // unittest's closing lines: "Ran N tests" then "OK" (possibly with skips).
     assert!(stderr.contains("\nOK"), "{stderr}");
-    println!("{}", stderr.lines().rev().take(3).collect::<Vec<_>>().join(" | "));
+    println!(
+        "{}",
+        stderr.lines().rev().take(3).collect::<Vec<_>>().join(" | ")
+    );
 }

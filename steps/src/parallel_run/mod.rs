@@ -303,17 +303,21 @@ fn execute(step: &ParallelRunStep, ctx: &StepContext<'_>) -> Result<StepCounts, 
             .append(true)
             .open(sys_dir.join("events.txt"))?,
     );
+    // Progress and staging belong to this step AND key: two steps of one pipeline with the
+    // same definition share a key and may run at the same time; one log for both would
+    // interleave their appends and corrupt it.
+    let progress_id = format!("{}.{}", ctx.key, step.name);
     // Outputs written by entries go to a staging folder that survives a crash, so a resumed
     // run keeps the files of mini-batches committed before it.
     let staging = ctx
         .store
         .root()
         .join("progress")
-        .join(format!("{}.d", ctx.key));
+        .join(format!("{progress_id}.d"));
     let output_dir = staging.join("output");
     fs::create_dir_all(&output_dir)?;
 
-    let mut log = ctx.store.progress_log(ctx.key)?;
+    let mut log = ctx.store.progress_log(&progress_id)?;
     let committed = log.committed()?;
     let resumed: BTreeMap<u64, Value> = committed
         .iter()
@@ -389,6 +393,10 @@ fn execute(step: &ParallelRunStep, ctx: &StepContext<'_>) -> Result<StepCounts, 
         }
         move_contents(&output_dir, final_out)?;
     }
+    // The engine clears progress by key alone; this step's own progress is done with now (a
+    // forced rerun must not resume from it).
+    drop(log);
+    let _ = ctx.store.clear_progress(&progress_id);
     Ok(outcome.counts)
 }
 
