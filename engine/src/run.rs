@@ -390,7 +390,12 @@ impl ExecShared<'_> {
                 error: message.clone(),
                 duration_ms,
             });
-            record.status = StepStatus::Failed;
+            // A step stopped by Ctrl-C did not fail on its own: say so.
+            record.status = if self.opts.cancel.is_cancelled() {
+                StepStatus::Cancelled
+            } else {
+                StepStatus::Failed
+            };
             record.error = Some(message);
             record.duration_ms = duration_ms;
             JobResult {
