@@ -37,7 +37,7 @@ pub mod spec;
 pub use command_step::CommandStep;
 pub use fn_step::{FnContext, FnStep};
 pub use parallel_run::{
-    AppendRowFormat, Entry, EntryContext, EntryScript, MiniBatch, MiniBatchData, OutputAction,
-    ParallelRunConfig, ParallelRunStep,
+    AppendRowFormat, Entry, EntryContext, EntryError, EntryScript, MiniBatch, MiniBatchData,
+    OutputAction, ParallelRunConfig, ParallelRunStep,
 };
 pub use spec::{load_spec, parse_spec, SpecError};
