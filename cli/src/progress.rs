@@ -21,6 +21,40 @@ impl EventSink for JsonSink {
     }
 }
 
+/// The one-line description of a step event, shared by the plain and bar renderers.
+fn step_line(event: &Event) -> Option<String> {
+    Some(match event {
+        Event::StepStarted { step, key } => {
+            format!("{step}: running (key {})", &key[..12.min(key.len())])
+        }
+        Event::StepReused {
+            step,
+            from_run,
+            early_cutoff,
+            ..
+        } => format!(
+            "{step}: reused output of run {from_run}{}",
+            if *early_cutoff {
+                " (upstream output unchanged)"
+            } else {
+                ""
+            }
+        ),
+        Event::CacheEntryRejected { step, reason, .. } => {
+            format!("{step}: cached output rejected ({reason}); running it again")
+        }
+        Event::StepFinished {
+            step, duration_ms, ..
+        } => format!("{step}: done in {}", crate::render::duration(*duration_ms)),
+        Event::StepFailed { step, error, .. } => {
+            format!("{step}: FAILED: {}", error.lines().next().unwrap_or(""))
+        }
+        Event::StepSkipped { step, reason } => format!("{step}: skipped ({reason})"),
+        Event::Message { step, text, .. } => format!("{step}: {text}"),
+        _ => return None,
+    })
+}
+
 /// Plain lines on stderr (progress at most every 2 s per step).
 #[derive(Default)]
 pub struct PlainSink {
@@ -29,67 +63,31 @@ pub struct PlainSink {
 
 impl EventSink for PlainSink {
     fn emit(&self, event: &Event) {
-        let line = match event {
-            Event::StepStarted { step, key } => Some(format!(
-                "{step}: running (key {})",
-                &key[..12.min(key.len())]
-            )),
-            Event::StepReused {
-                step,
-                from_run,
-                early_cutoff,
-                ..
-            } => Some(format!(
-                "{step}: reused output of run {from_run}{}",
-                if *early_cutoff {
-                    " (upstream output unchanged)"
-                } else {
-                    ""
-                }
-            )),
-            Event::CacheEntryRejected { step, reason, .. } => Some(format!(
-                "{step}: cached output rejected ({reason}); running it again"
-            )),
-            Event::StepFinished {
-                step, duration_ms, ..
-            } => Some(format!(
-                "{step}: done in {}",
-                crate::render::duration(*duration_ms)
-            )),
-            Event::StepFailed { step, error, .. } => Some(format!(
-                "{step}: FAILED: {}",
-                error.lines().next().unwrap_or("")
-            )),
-            Event::StepSkipped { step, reason } => Some(format!("{step}: skipped ({reason})")),
-            Event::Message { step, text, .. } => Some(format!("{step}: {text}")),
-            Event::Progress {
-                step,
-                done,
-                total,
-                items,
-                failed_items,
-                ..
-            } => {
-                let Ok(mut last) = self.last.lock() else {
-                    return;
-                };
-                let now = Instant::now();
-                let due = last
+        if let Event::Progress {
+            step,
+            done,
+            total,
+            items,
+            failed_items,
+            ..
+        } = event
+        {
+            let Ok(mut last) = self.last.lock() else {
+                return;
+            };
+            let now = Instant::now();
+            let due = done == total
+                || last
                     .get(step)
-                    .is_none_or(|t| now.duration_since(*t) >= Duration::from_secs(2))
-                    || done == total;
-                if !due {
-                    return;
-                }
+                    .is_none_or(|t| now.duration_since(*t) >= Duration::from_secs(2));
+            if due {
                 last.insert(step.clone(), now);
-                Some(format!(
+                eprintln!(
                     "{step}: {done}/{total} mini-batches, {items} items, {failed_items} failed"
-                ))
+                );
             }
-            _ => None,
-        };
-        if let Some(l) = line {
-            eprintln!("{l}");
+        } else if let Some(line) = step_line(event) {
+            eprintln!("{line}");
         }
     }
 }
@@ -121,6 +119,51 @@ impl BarSink {
             }
         }
     }
+
+    fn start(&self, step: &str) {
+        let bar = self.multi.add(ProgressBar::new_spinner());
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {prefix:.bold} {msg} [{elapsed}]")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        bar.set_prefix(step.to_string());
+        bar.set_message("running");
+        bar.enable_steady_tick(Duration::from_millis(120));
+        if let Ok(mut bars) = self.bars.lock() {
+            bars.insert(step.to_string(), (bar, Instant::now()));
+        }
+    }
+
+    fn progress(
+        &self,
+        step: &str,
+        done: u64,
+        total: u64,
+        items: u64,
+        failed_items: u64,
+        failed_batches: u64,
+    ) {
+        let Ok(bars) = self.bars.lock() else { return };
+        let Some((bar, started)) = bars.get(step) else {
+            return;
+        };
+        if bar.length() != Some(total) {
+            bar.set_length(total);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{prefix:.bold} [{bar:30}] {pos}/{len} mini-batches {msg} ETA {eta}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+        }
+        bar.set_position(done);
+        let secs = started.elapsed().as_secs_f64().max(0.001);
+        bar.set_message(format!(
+            "{:.0} items/s, {failed_items} failed items, {failed_batches} failed mini-batches",
+            items as f64 / secs
+        ));
+    }
 }
 
 impl Default for BarSink {
@@ -132,19 +175,7 @@ impl Default for BarSink {
 impl EventSink for BarSink {
     fn emit(&self, event: &Event) {
         match event {
-            Event::StepStarted { step, .. } => {
-                let bar = self.multi.add(ProgressBar::new_spinner());
-                bar.set_style(
-                    ProgressStyle::with_template("{spinner} {prefix:.bold} {msg} [{elapsed}]")
-                        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-                );
-                bar.set_prefix(step.clone());
-                bar.set_message("running");
-                bar.enable_steady_tick(Duration::from_millis(120));
-                if let Ok(mut bars) = self.bars.lock() {
-                    bars.insert(step.clone(), (bar, Instant::now()));
-                }
-            }
+            Event::StepStarted { step, .. } => self.start(step),
             Event::Progress {
                 step,
                 done,
@@ -152,65 +183,22 @@ impl EventSink for BarSink {
                 items,
                 failed_items,
                 failed_mini_batches,
-            } => {
-                if let Ok(bars) = self.bars.lock() {
-                    if let Some((bar, started)) = bars.get(step) {
-                        if bar.length() != Some(*total) {
-                            bar.set_length(*total);
-                            bar.set_style(
-                                ProgressStyle::with_template(
-                                    "{prefix:.bold} [{bar:30}] {pos}/{len} mini-batches {msg} ETA {eta}",
-                                )
-                                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                                .progress_chars("=> "),
-                            );
-                        }
-                        bar.set_position(*done);
-                        let secs = started.elapsed().as_secs_f64().max(0.001);
-                        bar.set_message(format!(
-                            "{:.0} items/s, {failed_items} failed items, {failed_mini_batches} failed mini-batches",
-                            *items as f64 / secs
-                        ));
-                    }
-                }
-            }
-            Event::StepReused {
+            } => self.progress(
                 step,
-                from_run,
-                early_cutoff,
-                ..
-            } => self.println(format!(
-                "{step}: reused output of run {from_run}{}",
-                if *early_cutoff {
-                    " (upstream output unchanged)"
-                } else {
-                    ""
+                *done,
+                *total,
+                *items,
+                *failed_items,
+                *failed_mini_batches,
+            ),
+            other => {
+                if let Event::StepFinished { step, .. } | Event::StepFailed { step, .. } = other {
+                    self.finish(step);
                 }
-            )),
-            Event::StepFinished {
-                step, duration_ms, ..
-            } => {
-                self.finish(step);
-                self.println(format!(
-                    "{step}: done in {}",
-                    crate::render::duration(*duration_ms)
-                ));
+                if let Some(line) = step_line(other) {
+                    self.println(line);
+                }
             }
-            Event::StepFailed { step, error, .. } => {
-                self.finish(step);
-                self.println(format!(
-                    "{step}: FAILED: {}",
-                    error.lines().next().unwrap_or("")
-                ));
-            }
-            Event::StepSkipped { step, reason } => {
-                self.println(format!("{step}: skipped ({reason})"))
-            }
-            Event::CacheEntryRejected { step, reason, .. } => self.println(format!(
-                "{step}: cached output rejected ({reason}); running it again"
-            )),
-            Event::Message { step, text, .. } => self.println(format!("{step}: {text}")),
-            _ => {}
         }
     }
 }
