@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{unbounded, RecvTimeoutError};
@@ -19,6 +20,10 @@ use super::worker::{KillHandle, TryOutcome, Worker};
 pub const COMMIT_INTERVAL: Duration = Duration::from_millis(250);
 
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Mini-batches handed out per worker at once (one running, the rest queued). After an abort,
+/// queued ones come back unrun.
+const QUEUED_PER_WORKER: usize = 4;
 
 /// A mini-batch that failed after all its tries.
 #[derive(Debug, Clone)]
@@ -176,14 +181,21 @@ pub(crate) fn dispatch(
     };
     emit_progress(&counts, done);
 
+    let stop = AtomicBool::new(false);
     let result: Result<(), String> = pool.in_place_scope(|scope| {
         for (wid, mut worker) in workers.into_iter().enumerate() {
             let job_rx = job_rx.clone();
             let res_tx = res_tx.clone();
+            let stop = &stop;
             scope.spawn(move |_| {
                 for index in job_rx.iter() {
                     let Some(spec) = specs.get(index as usize) else { continue };
-                    let outcome = worker.run(index, spec);
+                    // After an abort, queued mini-batches are handed back unrun.
+                    let outcome = if stop.load(Ordering::SeqCst) {
+                        TryOutcome::Cancelled
+                    } else {
+                        worker.run(index, spec)
+                    };
                     if res_tx.send((wid, index, outcome)).is_err() {
                         break;
                     }
@@ -197,7 +209,9 @@ pub(crate) fn dispatch(
         let mut last_progress = Instant::now();
         let step_result = loop {
             if abort.is_none() {
-                while in_flight < n_workers {
+                // A few mini-batches queued per worker, so workers never wait while the
+                // coordinator commits (an fsync) or gathers results.
+                while in_flight < QUEUED_PER_WORKER * n_workers {
                     let Some(i) = queue.pop_front() else { break };
                     if job_tx.send(i).is_err() {
                         break;
@@ -213,6 +227,7 @@ pub(crate) fn dispatch(
                 Err(RecvTimeoutError::Timeout) => {
                     if ctx.cancel.is_cancelled() && abort.is_none() {
                         abort = Some("run cancelled".to_string());
+                        stop.store(true, Ordering::SeqCst);
                         kill.iter().for_each(KillHandle::kill);
                     }
                     if log.pending() > 0 && last_commit.elapsed() >= COMMIT_INTERVAL {
@@ -254,6 +269,7 @@ pub(crate) fn dispatch(
                     let _ = writeln!(sys_log, "worker-{wid}: init failed (try {n}):\n{text}");
                     if *n >= cfg.run_max_try {
                         abort = Some(format!("init() failed on worker-{wid} {n} times:\n{text}"));
+                        stop.store(true, Ordering::SeqCst);
                         kill.iter().for_each(KillHandle::kill);
                         continue;
                     }
@@ -262,7 +278,8 @@ pub(crate) fn dispatch(
                 }
                 TryOutcome::Cancelled => {
                     abort = Some("run cancelled".into());
-                    kill.iter().for_each(KillHandle::kill);
+                    stop.store(true, Ordering::SeqCst);
+                        kill.iter().for_each(KillHandle::kill);
                     continue;
                 }
                 TryOutcome::Raised(e) | TryOutcome::Died(e) => final_failure = Some(e),
@@ -296,7 +313,8 @@ pub(crate) fn dispatch(
             let all_scheduled = queue.is_empty();
             if let Some(reason) = limits.exceeded(&counts, total, all_scheduled) {
                 abort = Some(reason);
-                kill.iter().for_each(KillHandle::kill);
+                stop.store(true, Ordering::SeqCst);
+                        kill.iter().for_each(KillHandle::kill);
             }
             if log.pending() > 0 && last_commit.elapsed() >= COMMIT_INTERVAL {
                 log.commit().map_err(|e| e.to_string())?;

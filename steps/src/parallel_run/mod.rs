@@ -436,8 +436,8 @@ fn gather(
             out.write_all(&log.read(rec)?)?;
         }
     }
+    // No fsync here: the engine fsyncs the file when it becomes an object.
     out.flush()?;
-    out.get_ref().sync_all()?;
     Ok(())
 }
 
