@@ -251,13 +251,8 @@ pub(crate) fn dispatch(
                     let failed_items = k.saturating_sub(count);
                     counts.items += k;
                     counts.failed_items += failed_items;
-                    let mut data = Vec::new();
-                    for r in &rows {
-                        data.extend_from_slice(r.as_bytes());
-                        data.push(b'\n');
-                    }
                     let meta = json!({"items": k, "count": count, "failed_items": failed_items, "columns": columns});
-                    log.append(index, meta, &data).map_err(|e| e.to_string())?;
+                    log.append(index, meta, &rows).map_err(|e| e.to_string())?;
                     if failed_items > 0 {
                         let _ = writeln!(sys_log, "mini-batch {index}: run() returned {count} of {k} items; {failed_items} counted as failed");
                     }

@@ -22,10 +22,11 @@ const INIT_TIMEOUT: Duration = Duration::from_secs(600);
 /// The result of one try of one mini-batch.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum TryOutcome {
-    /// run() returned `count` elements; `rows` when rows are collected.
+    /// run() returned `count` elements; `rows` are the collected output lines, each ending
+    /// in a newline (joined on the worker's thread, so the coordinator gets one buffer).
     Ok {
         count: u64,
-        rows: Vec<String>,
+        rows: Vec<u8>,
         columns: Option<Vec<String>>,
     },
     /// run() raised (the traceback or error text).
@@ -341,19 +342,19 @@ impl Worker for ProcessWorker {
                     let same = m.get("index").and_then(Value::as_u64) == Some(index);
                     match kind {
                         "result" if same => {
-                            let rows = m
+                            let mut rows = Vec::new();
+                            for v in m
                                 .get("rows")
                                 .and_then(Value::as_array)
-                                .map(|a| {
-                                    a.iter()
-                                        .map(|v| {
-                                            v.as_str()
-                                                .map(str::to_string)
-                                                .unwrap_or_else(|| v.to_string())
-                                        })
-                                        .collect()
-                                })
-                                .unwrap_or_default();
+                                .into_iter()
+                                .flatten()
+                            {
+                                match v.as_str() {
+                                    Some(s) => rows.extend_from_slice(s.as_bytes()),
+                                    None => rows.extend_from_slice(v.to_string().as_bytes()),
+                                }
+                                rows.push(b'\n');
+                            }
                             let columns = m.get("columns").and_then(Value::as_array).map(|a| {
                                 a.iter()
                                     .map(|v| {
@@ -429,6 +430,16 @@ impl RustWorker {
     }
 }
 
+/// Rows as newline-terminated lines in one buffer; the rows are freed on this thread.
+fn join_rows(rows: Vec<String>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(rows.iter().map(|r| r.len() + 1).sum());
+    for r in rows {
+        out.extend_from_slice(r.as_bytes());
+        out.push(b'\n');
+    }
+    out
+}
+
 fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
     p.downcast_ref::<&str>()
         .map(|s| s.to_string())
@@ -463,7 +474,7 @@ impl Worker for RustWorker {
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inst.run(&batch))) {
             Ok(Ok(rows)) => TryOutcome::Ok {
                 count: rows.len() as u64,
-                rows,
+                rows: join_rows(rows),
                 columns: None,
             },
             Ok(Err(e)) => TryOutcome::Raised(e.to_string()),
