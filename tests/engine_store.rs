@@ -172,3 +172,62 @@ fn truncated_object_is_rejected_and_the_step_reruns() -> TestResult {
 fn missing_object_is_rejected_and_the_step_reruns() -> TestResult {
     damaged_object_is_rerun_not_served(|path| std::fs::remove_file(path))
 }
+
+/// Age an object's mtime so the stat memo records it (files younger than 2 s are not memoised).
+fn age(path: &PathBuf) -> std::io::Result<std::time::SystemTime> {
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+    std::fs::File::open(path)?.set_modified(old)?;
+    Ok(old)
+}
+
+fn flip_byte(path: &PathBuf) -> std::io::Result<()> {
+    let mut perms = std::fs::metadata(path)?.permissions();
+    perms.set_mode(0o644);
+    std::fs::set_permissions(path, perms)?;
+    let mut bytes = std::fs::read(path)?;
+    bytes[4] ^= 0x20;
+    std::fs::write(path, bytes)
+}
+
+#[test]
+fn memoised_object_edited_in_place_is_rejected_without_verify() -> TestResult {
+    let ws = Workspace::new();
+    let store = ws.store();
+    let (np, nc) = (Counter::new(), Counter::new());
+    let p = produce_consume(&np, &nc)?;
+    run(&p, &store, &jobs(1), &CollectSink::default())?;
+    let obj = produced_object(&store)?;
+    age(&obj)?;
+    // This reuse records the object in the stat memo.
+    run(&p, &store, &jobs(1), &CollectSink::default())?;
+    flip_byte(&obj)?; // changes the mtime: the memo no longer matches.
+    let sink = CollectSink::default();
+    run(&p, &store, &jobs(1), &sink)?;
+    assert_eq!(rejected_steps(&sink), ["produce"]);
+    assert_eq!(np.get(), 2);
+    Ok(())
+}
+
+#[test]
+fn verify_rejects_damage_that_keeps_size_and_mtime() -> TestResult {
+    let ws = Workspace::new();
+    let store = ws.store();
+    let (np, nc) = (Counter::new(), Counter::new());
+    let p = produce_consume(&np, &nc)?;
+    run(&p, &store, &jobs(1), &CollectSink::default())?;
+    let obj = produced_object(&store)?;
+    let old = age(&obj)?;
+    run(&p, &store, &jobs(1), &CollectSink::default())?;
+    flip_byte(&obj)?;
+    std::fs::File::open(&obj)?.set_modified(old)?; // bit rot: same size, same mtime.
+    let mut opts = jobs(1);
+    opts.plan.verify = true;
+    let sink = CollectSink::default();
+    let s = run(&p, &store, &opts, &sink)?;
+    assert_eq!(rejected_steps(&sink), ["produce"]);
+    assert_eq!(
+        std::fs::read_to_string(s.output_dir("produce", "out").join("good.txt"))?,
+        "the good content\n"
+    );
+    Ok(())
+}

@@ -591,7 +591,7 @@ impl ExecShared<'_> {
                 return Ok(None);
             }
         };
-        if let Err(reason) = check_entry(self.store, &entry, true) {
+        if let Err(reason) = check_entry(self.store, &entry, self.opts.plan.verify) {
             self.reject(name, key, reason);
             return Ok(None);
         }
