@@ -1,5 +1,6 @@
 //! Resume support: results of finished mini-batches (or any numbered unit of a step) are
-//! appended to `progress/<key>.bin` and indexed in the `progress` tree. A commit fsyncs the
+//! appended to `progress/<id>.bin` and indexed in the `progress` tree (ParallelRunStep uses
+//! `<key>.<step>` as the id). A commit fsyncs the
 //! data file once and flushes sled once, however many results it covers.
 
 use std::collections::BTreeMap;
@@ -109,7 +110,11 @@ impl ProgressLog<'_> {
                 continue;
             };
             if let Ok(rec) = serde_json::from_slice::<ProgressRecord>(&v) {
-                if rec.offset + rec.len <= self.end {
+                if rec
+                    .offset
+                    .checked_add(rec.len)
+                    .is_some_and(|e| e <= self.end)
+                {
                     out.insert(idx, rec);
                 }
             }
@@ -117,11 +122,17 @@ impl ProgressLog<'_> {
         Ok(out)
     }
 
-    /// Append a result; durable only after [`ProgressLog::commit`].
+    /// Append a result; durable only after [`ProgressLog::commit`]. Returns where it is (it
+    /// can be read back at once).
     ///
     /// # Errors
     /// I/O errors writing the data file.
-    pub fn append(&mut self, index: u64, meta: Value, data: &[u8]) -> Result<(), StoreError> {
+    pub fn append(
+        &mut self,
+        index: u64,
+        meta: Value,
+        data: &[u8],
+    ) -> Result<ProgressRecord, StoreError> {
         self.file
             .write_all(data)
             .map_err(|e| StoreError::io(&self.path, e))?;
@@ -132,8 +143,8 @@ impl ProgressLog<'_> {
             meta,
         };
         self.end += data.len() as u64;
-        self.pending.push((index, rec));
-        Ok(())
+        self.pending.push((index, rec.clone()));
+        Ok(rec)
     }
 
     /// Number of appended results not yet committed.
@@ -172,6 +183,18 @@ impl ProgressLog<'_> {
     /// # Errors
     /// I/O errors, or [`StoreError::DamagedObject`] when the bytes do not match.
     pub fn read(&self, rec: &ProgressRecord) -> Result<Vec<u8>, StoreError> {
+        // A record from the db is checked against the file before memory is sized by it.
+        if rec.offset.checked_add(rec.len).is_none_or(|e| e > self.end) {
+            return Err(StoreError::Record {
+                what: "progress".into(),
+                message: format!(
+                    "record at {} (+{}) is past the end of {}",
+                    rec.offset,
+                    rec.len,
+                    self.path.display()
+                ),
+            });
+        }
         let mut buf = vec![0u8; rec.len as usize];
         self.file
             .read_exact_at(&mut buf, rec.offset)

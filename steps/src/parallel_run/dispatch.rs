@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use stepgraph_engine::{Event, ProgressLog, StepContext, StepCounts};
 
 use super::config::ParallelRunConfig;
+use super::gather::{Gatherer, Piece};
 use super::partition::MiniBatchSpec;
 use super::worker::{KillHandle, TryOutcome, Worker};
 
@@ -132,6 +133,7 @@ pub(crate) fn dispatch(
     workers: Vec<Box<dyn Worker>>,
     kill: Vec<KillHandle>,
     log: &mut ProgressLog<'_>,
+    mut gatherer: Option<&mut Gatherer>,
     sys_log: &mut dyn Write,
 ) -> Result<Outcome, String> {
     let total = specs.len() as u64;
@@ -251,8 +253,11 @@ pub(crate) fn dispatch(
                     let failed_items = k.saturating_sub(count);
                     counts.items += k;
                     counts.failed_items += failed_items;
-                    let meta = json!({"items": k, "count": count, "failed_items": failed_items, "columns": columns});
-                    log.append(index, meta, &rows).map_err(|e| e.to_string())?;
+                    let meta = json!({"items": k, "count": count, "failed_items": failed_items, "columns": &columns});
+                    let rec = log.append(index, meta, &rows).map_err(|e| e.to_string())?;
+                    if let Some(g) = gatherer.as_deref_mut() {
+                        g.add(index, Piece::Rows { rows, columns, rec }, log)?;
+                    }
                     if failed_items > 0 {
                         let _ = writeln!(sys_log, "mini-batch {index}: run() returned {count} of {k} items; {failed_items} counted as failed");
                     }
@@ -302,6 +307,9 @@ pub(crate) fn dispatch(
                         tries: *t,
                         error,
                     });
+                    if let Some(g) = gatherer.as_deref_mut() {
+                        g.add(index, Piece::Nothing, log)?;
+                    }
                     done += 1;
                 }
             }

@@ -6,12 +6,13 @@
 pub mod config;
 mod dispatch;
 pub mod entry;
+mod gather;
 mod harness;
 pub mod partition;
 mod worker;
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -19,8 +20,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use stepgraph_engine::{
     Argument, BuildContext, BuildError, CodeIdentity, DataSource, InputKind, InputPortBinding,
-    ModuleDef, OutputPortBinding, PipelineData, ProgressLog, Step, StepContext, StepCounts,
-    StepError,
+    ModuleDef, OutputPortBinding, PipelineData, Step, StepContext, StepCounts, StepError,
 };
 
 pub use config::{
@@ -350,6 +350,19 @@ fn execute(step: &ParallelRunStep, ctx: &StepContext<'_>) -> Result<StepCounts, 
         .filter(|i| i.role == stepgraph_engine::InputRole::Side)
         .map(|i| (i.port.clone(), i.path.clone()))
         .collect();
+    // append_row output is gathered in order while mini-batches finish.
+    let mut gatherer = None;
+    if cfg.output_action == OutputAction::AppendRow && step.output.is_some() {
+        let path = output_dir.join(&cfg.append_row_file_name);
+        let mut g = gather::Gatherer::create(&path, cfg.append_row_format)?;
+        for (i, rec) in &committed {
+            if (*i as usize) < specs.len() {
+                g.add(*i, gather::Piece::Committed(rec.clone()), &log)
+                    .map_err(StepError::new)?;
+            }
+        }
+        gatherer = Some(g);
+    }
     let (workers, kill) = make_workers(step, ctx, &output_dir, &user_dir, &side_inputs)?;
     let outcome = dispatch::dispatch(
         ctx,
@@ -360,6 +373,7 @@ fn execute(step: &ParallelRunStep, ctx: &StepContext<'_>) -> Result<StepCounts, 
         workers,
         kill,
         &mut log,
+        gatherer.as_mut(),
         &mut sys_log,
     )
     .map_err(StepError::new)?;
@@ -384,13 +398,11 @@ fn execute(step: &ParallelRunStep, ctx: &StepContext<'_>) -> Result<StepCounts, 
         return Err(StepError::new(msg));
     }
 
-    // Gather: every committed result, in mini-batch order.
+    if let Some(g) = gatherer {
+        g.finish(specs.len() as u64).map_err(StepError::new)?;
+    }
     let final_out = step.output_port().and_then(|p| ctx.outputs.get(p));
     if let Some(final_out) = final_out {
-        if cfg.output_action == OutputAction::AppendRow {
-            let path = output_dir.join(&cfg.append_row_file_name);
-            gather(&log, specs.len() as u64, cfg.append_row_format, &path)?;
-        }
         move_contents(&output_dir, final_out)?;
     }
     // The engine clears progress by key alone; this step's own progress is done with now (a
@@ -405,40 +417,6 @@ fn indent(s: &str) -> String {
         .map(|l| format!("    {l}"))
         .collect::<Vec<_>>()
         .join("\n")
-}
-
-fn gather(
-    log: &ProgressLog<'_>,
-    total: u64,
-    format: AppendRowFormat,
-    path: &Path,
-) -> Result<(), StepError> {
-    let committed = log.committed()?;
-    let mut out = BufWriter::with_capacity(1 << 20, File::create(path)?);
-    if format == AppendRowFormat::Csv {
-        let header = committed.values().find_map(|r| {
-            r.meta.get("columns").and_then(Value::as_array).map(|c| {
-                c.iter()
-                    .map(|v| v.as_str().unwrap_or_default().to_string())
-                    .collect::<Vec<_>>()
-            })
-        });
-        if let Some(h) = header {
-            let mut w = csv::Writer::from_writer(Vec::new());
-            w.write_record(&h)
-                .map_err(|e| StepError::new(e.to_string()))?;
-            let bytes = w.into_inner().map_err(|e| StepError::new(e.to_string()))?;
-            out.write_all(&bytes)?;
-        }
-    }
-    for i in 0..total {
-        if let Some(rec) = committed.get(&i) {
-            out.write_all(&log.read(rec)?)?;
-        }
-    }
-    // No fsync here: the engine fsyncs the file when it becomes an object.
-    out.flush()?;
-    Ok(())
 }
 
 /// Move every entry of `from` into `to` (same file system: renames).
