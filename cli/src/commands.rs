@@ -450,7 +450,7 @@ fn cmd_run_show(store: &Store, run: &str, json: bool) -> Result<i32> {
                 render::duration(s.duration_ms),
                 s.key
                     .as_deref()
-                    .map(|k| k[..12.min(k.len())].to_string())
+                    .map(|k| k.get(..12).unwrap_or(k).to_string())
                     .unwrap_or_else(|| "-".into()),
                 if s.counts.mini_batches > 0 {
                     format!(
@@ -582,7 +582,7 @@ fn cmd_cache(store: &Store, action: CacheAction) -> Result<i32> {
                         .sum();
                     let files: usize = e.outputs.values().map(|m| m.files.len()).sum();
                     vec![
-                        e.key[..12.min(e.key.len())].to_string(),
+                        e.key.get(..12).unwrap_or(&e.key).to_string(),
                         e.pipeline.clone(),
                         e.step.clone(),
                         e.run_id.clone(),
@@ -629,7 +629,7 @@ fn cmd_cache(store: &Store, action: CacheAction) -> Result<i32> {
                     store.cache_remove(&e.key)?;
                     println!(
                         "dropped {} (step {}): {}",
-                        &e.key[..12.min(e.key.len())],
+                        e.key.get(..12).unwrap_or(&e.key),
                         e.step,
                         damaged.join("; ")
                     );

@@ -25,7 +25,7 @@ impl EventSink for JsonSink {
 fn step_line(event: &Event) -> Option<String> {
     Some(match event {
         Event::StepStarted { step, key } => {
-            format!("{step}: running (key {})", &key[..12.min(key.len())])
+            format!("{step}: running (key {})", key.get(..12).unwrap_or(key))
         }
         Event::StepReused {
             step,

@@ -20,7 +20,7 @@ impl fmt::Display for NodeKey {
 impl NodeKey {
     /// The first 12 hex digits, for display.
     pub fn short(&self) -> &str {
-        &self.0[..self.0.len().min(12)]
+        self.0.get(..12).unwrap_or(&self.0)
     }
 }
 

@@ -509,6 +509,7 @@ impl ExecShared<'_> {
             store: self.store,
             events: self.events,
             cancel: &self.opts.cancel,
+            resume: reusable,
         };
         let counts = match catch_step(|| node.step.execute(&ctx)) {
             Ok(c) => c,
@@ -544,8 +545,6 @@ impl ExecShared<'_> {
             return fail(record, e.to_string(), t0);
         }
         let _ = self.store.latest_put(self.pipeline.name(), &name, &latest);
-        // Resume progress is only needed until the output is in the cache.
-        let _ = self.store.clear_progress(&key);
         self.events.emit(&Event::StepFinished {
             step: name.clone(),
             key,

@@ -151,6 +151,9 @@ pub struct StepContext<'a> {
     pub events: &'a dyn EventSink,
     /// Set when the run is cancelled.
     pub cancel: &'a CancelFlag,
+    /// Whether the step may resume from progress an interrupted run left (false when the run
+    /// must recompute it: `--force`, allow_reuse off, regenerate_outputs).
+    pub resume: bool,
 }
 
 impl StepContext<'_> {

@@ -4,7 +4,8 @@
 //! - `lock`: held (flock) by the one process using the store; holds its pid and start time.
 //! - `db/`: sled, trees `cache`, `runs`, `latest`, `filehash`, `progress`.
 //! - `objects/ab/cdef...`: read-only files named by their blake3 hash.
-//! - `progress/<key>.bin`: append-only mini-batch results of unfinished steps.
+//! - `progress/<key>.<step>.bin`, `progress/<key>.<step>.d/`: mini-batch results and staged
+//!   outputs of unfinished ParallelRunSteps (resume).
 //! - `runs/<run-id>/<step>/`: materialised outputs, work and log folders.
 
 mod filehash;

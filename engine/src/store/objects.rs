@@ -103,11 +103,18 @@ impl Store {
             }
         }
         let parent = dest.parent().map(Path::to_path_buf).unwrap_or_default();
-        fs::create_dir_all(&parent).map_err(|e| StoreError::io(&parent, e))?;
+        if !parent.exists() {
+            fs::create_dir_all(&parent).map_err(|e| StoreError::io(&parent, e))?;
+            // A new shard folder is an entry of objects/: make that durable too.
+            touched.insert(self.root.join("objects"));
+        }
+        // Unique per write: two steps may store identical bytes at the same time.
+        static NEXT_TMP: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT_TMP.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let tmp =
             self.root
                 .join("objects/tmp")
-                .join(format!("{}-{}", std::process::id(), obj.hash));
+                .join(format!("{}-{n}-{}", std::process::id(), obj.hash));
         let _ = fs::remove_file(&tmp);
         if fs::hard_link(src, &tmp).is_err() {
             fs::copy(src, &tmp).map_err(|e| StoreError::io(&tmp, e))?;

@@ -173,6 +173,9 @@ pub struct ParallelRunConfig {
     pub description: Option<String>,
 }
 
+/// The most workers one step may start on this machine.
+pub const MAX_WORKERS: u64 = 1024;
+
 /// Azure's reserved argument names, which a step's `arguments` may not use.
 pub const RESERVED_ARGUMENTS: &[&str] = &[
     "--mini_batch_size",
@@ -399,8 +402,22 @@ impl ParallelRunConfigBuilder {
             }
             _ => {}
         }
-        if matches!(entry, Entry::Python { .. }) && self.source_directory.is_none() {
-            // Azure allows an entry script path without a folder; we take its parent then.
+        // Azure allows an entry script path without a folder: the script's own folder is then
+        // the source folder (hashed into the fingerprint, like any source folder).
+        let mut entry = entry;
+        let mut source_directory = self.source_directory;
+        if let (Entry::Python { entry_script }, None) = (&entry, &source_directory) {
+            let path = std::path::Path::new(entry_script);
+            let dir = match path.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .ok_or_else(|| err("entry_script", format!("{entry_script:?} names no file")))?;
+            source_directory = Some(std::path::absolute(&dir).unwrap_or(dir));
+            entry = Entry::Python { entry_script: name };
         }
         let error_threshold = self
             .error_threshold
@@ -486,6 +503,12 @@ impl ParallelRunConfigBuilder {
         if node_count == 0 {
             return Err(err("node_count", "must be at least 1"));
         }
+        if u64::from(process_count_per_node) * u64::from(node_count) > MAX_WORKERS {
+            return Err(err(
+                "process_count_per_node",
+                format!("process_count_per_node × node_count must be at most {MAX_WORKERS} workers on one machine"),
+            ));
+        }
         for k in self.environment_variables.keys() {
             if k.is_empty() || k.contains('=') || k.contains('\0') {
                 return Err(err(
@@ -496,7 +519,7 @@ impl ParallelRunConfigBuilder {
         }
         Ok(ParallelRunConfig {
             entry,
-            source_directory: self.source_directory,
+            source_directory,
             mini_batch_size: self.mini_batch_size,
             error_threshold,
             allowed_failed_count: self.allowed_failed_count,
@@ -663,6 +686,10 @@ mod tests {
         );
         assert_eq!(field_of(base().node_count(0)), "node_count");
         assert_eq!(
+            field_of(base().process_count_per_node(64).node_count(17)),
+            "process_count_per_node"
+        );
+        assert_eq!(
             field_of(base().environment_variable("A=B", "x")),
             "environment_variables"
         );
@@ -674,6 +701,20 @@ mod tests {
             ),
             "entry_command"
         );
+    }
+
+    #[test]
+    fn entry_script_without_source_directory_uses_its_own_folder() -> Result<(), ConfigError> {
+        let c = ParallelRunConfig::builder()
+            .entry_script("scripts/score.py")
+            .error_threshold(0)
+            .build()?;
+        assert!(c
+            .source_directory
+            .as_ref()
+            .is_some_and(|d| d.is_absolute() && d.ends_with("scripts")));
+        assert!(matches!(&c.entry, Entry::Python { entry_script } if entry_script == "score.py"));
+        Ok(())
     }
 
     #[test]

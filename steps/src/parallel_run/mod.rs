@@ -315,10 +315,21 @@ fn execute(step: &ParallelRunStep, ctx: &StepContext<'_>) -> Result<StepCounts, 
         .join("progress")
         .join(format!("{progress_id}.d"));
     let output_dir = staging.join("output");
-    fs::create_dir_all(&output_dir)?;
-
+    if !ctx.resume {
+        // --force / allow_reuse off / regenerate_outputs: recompute everything.
+        ctx.store.clear_progress(&progress_id)?;
+    }
     let mut log = ctx.store.progress_log(&progress_id)?;
     let committed = log.committed()?;
+    if committed.is_empty() {
+        // Nothing to resume: files left in staging by an earlier attempt must not leak in.
+        match fs::remove_dir_all(&staging) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    fs::create_dir_all(&output_dir)?;
     let resumed: BTreeMap<u64, Value> = committed
         .iter()
         .filter(|(i, _)| (**i as usize) < specs.len())
@@ -401,13 +412,13 @@ fn execute(step: &ParallelRunStep, ctx: &StepContext<'_>) -> Result<StepCounts, 
     if let Some(g) = gatherer {
         g.finish(specs.len() as u64).map_err(StepError::new)?;
     }
+    // Forget the progress records first, then move the staged files out: a crash in between
+    // costs a full rerun, never a resume that skips mini-batches whose files were moved.
+    log.clear()?;
     let final_out = step.output_port().and_then(|p| ctx.outputs.get(p));
     if let Some(final_out) = final_out {
         move_contents(&output_dir, final_out)?;
     }
-    // The engine clears progress by key alone; this step's own progress is done with now (a
-    // forced rerun must not resume from it).
-    drop(log);
     let _ = ctx.store.clear_progress(&progress_id);
     Ok(outcome.counts)
 }
