@@ -172,3 +172,34 @@ fn missing_program_fails_the_step_with_its_name() -> TestResult {
     assert!(err.contains("stepgraph-no-such-program-xyz"), "{err}");
     Ok(())
 }
+
+#[test]
+fn command_step_with_the_store_inside_its_source_directory_is_reused_and_leaves_the_folder_alone(
+) -> TestResult {
+    // The workspace root is the source folder, and the store lives at `store/` inside it.
+    let ws = Workspace::new();
+    ws.write(
+        "note.py",
+        "import os, sys\nopen('scratch.txt', 'w').write('x')\nopen(os.path.join(sys.argv[1], 'n.txt'), 'w').write('done')\n",
+    );
+    let step = CommandStep::new("note", ["python3", "note.py", "{outputs.out}"])
+        .source_directory(ws.path())
+        .output("out", PipelineData::new("noted"));
+    let p = Pipeline::builder("cmd-store-inside").step(step).build()?;
+    let store = ws.store();
+    let first = run(&p, &store, &jobs(1), &CollectSink::default())?;
+    assert_eq!(
+        first.steps[0].status,
+        StepStatus::Ran,
+        "{:?}",
+        first.steps[0].error
+    );
+    assert!(
+        !ws.path().join("scratch.txt").exists(),
+        "the command ran in a copy, not in the user's folder"
+    );
+    let sink = CollectSink::default();
+    run(&p, &store, &jobs(1), &sink)?;
+    assert_eq!(sink.step_events(), ev(&[("reused", "note")]));
+    Ok(())
+}

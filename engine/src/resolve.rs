@@ -216,7 +216,8 @@ fn hash_all(
 }
 
 /// The source folder's snapshot: relative path -> content hash, honouring `.gitignore` and
-/// `.amlignore`, never `.git`, `__pycache__` or `*.pyc` (Python writes those while running).
+/// `.amlignore`, never `.git`, `__pycache__` or `*.pyc` (Python writes those while running),
+/// nor the store's own folder.
 pub(crate) fn snapshot_source_dir(
     dir: &Path,
     store: &Store,
@@ -225,6 +226,7 @@ pub(crate) fn snapshot_source_dir(
     if !dir.is_dir() {
         return Err(format!("{} is not a folder", dir.display()));
     }
+    let store_root = store.root().to_path_buf();
     let walker = ignore::WalkBuilder::new(dir)
         .hidden(false)
         .git_ignore(true)
@@ -233,9 +235,15 @@ pub(crate) fn snapshot_source_dir(
         .require_git(false)
         .parents(false)
         .add_custom_ignore_filename(".amlignore")
-        .filter_entry(|e| {
+        .filter_entry(move |e| {
             let name = e.file_name().to_string_lossy();
-            name != ".git" && name != "__pycache__" && !name.ends_with(".pyc")
+            if name == ".git" || name == "__pycache__" || name.ends_with(".pyc") {
+                return false;
+            }
+            // The store itself may sit in the source folder (`source_directory: "."`): its
+            // files change every run and are never code.
+            !(e.file_type().is_some_and(|t| t.is_dir())
+                && e.path().canonicalize().is_ok_and(|p| p == store_root))
         })
         .build();
     let mut files = Vec::new();

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -17,7 +18,7 @@ use stepgraph_engine::{
 use crate::placeholders;
 
 /// Runs `command` once with `{inputs.NAME}`, `{outputs.NAME}` and `{params.NAME}` replaced by
-/// the input path, output folder and parameter value. The working folder is
+/// the input path, output folder and parameter value. The working folder is a copy of
 /// `source_directory` when set (its snapshot is part of the fingerprint), else a scratch folder.
 /// Standard output and error go to `logs/user/stdout.txt` and `logs/user/stderr.txt`.
 #[derive(Debug, Clone)]
@@ -190,12 +191,21 @@ impl Step for CommandStep {
         let stderr_path = user_logs.join("stderr.txt");
         let stdout = File::create(&stdout_path)?;
         let stderr = File::create(&stderr_path)?;
-        let cwd = self
-            .source_directory
-            .clone()
-            .unwrap_or_else(|| ctx.work_dir.to_path_buf());
+        // The command runs in a copy of its source folder, as Azure runs a snapshot: what it
+        // writes there never reaches the user's folder or the hashed snapshot.
+        let cwd = match &self.source_directory {
+            Some(dir) => {
+                let copy = ctx.work_dir.join("source");
+                crate::process::copy_source(dir, &copy, ctx.store.root()).map_err(|e| {
+                    StepError::new(format!("copying source_directory {}: {e}", dir.display()))
+                })?;
+                copy
+            }
+            None => ctx.work_dir.to_path_buf(),
+        };
         let mut cmd = Command::new(&argv[0]);
         cmd.args(&argv[1..])
+            .process_group(0)
             .current_dir(&cwd)
             .stdin(Stdio::null())
             .stdout(stdout)
@@ -218,7 +228,7 @@ impl Step for CommandStep {
             match child.try_wait()? {
                 Some(status) => break status,
                 None if ctx.cancel.is_cancelled() => {
-                    let _ = child.kill();
+                    crate::process::kill_tree(&mut child);
                     let _ = child.wait();
                     return Err(StepError::new("cancelled"));
                 }

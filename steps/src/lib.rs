@@ -32,6 +32,7 @@ mod command_step;
 mod fn_step;
 pub mod parallel_run;
 pub mod placeholders;
+mod process;
 pub mod spec;
 
 pub use command_step::CommandStep;

@@ -26,6 +26,22 @@ const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
 /// queued ones come back unrun.
 const QUEUED_PER_WORKER: usize = 4;
 
+/// Stops and kills the workers when dropped while armed.
+struct StopGuard<'a> {
+    stop: &'a AtomicBool,
+    kill: &'a [KillHandle],
+    armed: bool,
+}
+
+impl Drop for StopGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.stop.store(true, Ordering::SeqCst);
+            self.kill.iter().for_each(KillHandle::kill);
+        }
+    }
+}
+
 /// A mini-batch that failed after all its tries.
 #[derive(Debug, Clone)]
 pub(crate) struct FailedBatch {
@@ -206,6 +222,13 @@ pub(crate) fn dispatch(
             });
         }
         drop(res_tx);
+        // Leaving this loop with an error (a failed commit) must not leave workers running
+        // their queued mini-batches: the guard stops and kills them unless disarmed.
+        let mut guard = StopGuard {
+            stop: &stop,
+            kill: &kill,
+            armed: true,
+        };
         let mut in_flight = 0usize;
         let mut last_commit = Instant::now();
         let mut last_progress = Instant::now();
@@ -328,6 +351,7 @@ pub(crate) fn dispatch(
                 last_progress = Instant::now();
             }
         };
+        guard.armed = false;
         drop(job_tx);
         step_result
     });

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -14,6 +15,7 @@ use serde_json::{json, Value};
 
 use super::entry::{load, EntryContext, EntryFactory, EntryScript};
 use super::partition::{MiniBatchSpec, TabularFormat};
+use crate::process::kill_tree;
 use stepgraph_engine::CancelFlag;
 
 /// How long a worker may take to start and finish `init()`.
@@ -49,7 +51,7 @@ impl KillHandle {
     pub(crate) fn kill(&self) {
         if let Ok(mut g) = self.0.lock() {
             if let Some(c) = g.as_mut() {
-                let _ = c.kill();
+                kill_tree(c);
             }
         }
     }
@@ -107,7 +109,10 @@ impl ProcessWorker {
             .open(&self.spec.log_path)
             .map_err(|e| format!("{}: {e}", self.spec.log_path.display()))?;
         let mut cmd = Command::new(&self.spec.argv[0]);
+        // Its own process group, so a timeout or an abort kills what the worker started too
+        // (Ctrl-C reaches workers through the engine's cancel flag).
         cmd.args(&self.spec.argv[1..])
+            .process_group(0)
             .current_dir(&self.spec.cwd)
             .envs(&self.spec.env)
             .stdin(Stdio::piped())
@@ -252,7 +257,7 @@ impl ProcessWorker {
         self.lines = None;
         if let Ok(mut g) = self.child.0.lock() {
             if let Some(mut c) = g.take() {
-                let _ = c.kill();
+                kill_tree(&mut c);
                 let _ = c.wait();
             }
         }
