@@ -1,6 +1,7 @@
 """Entry script for bench/tabular_rss.sh: one short row (`id,number_of_columns`) per input
-row. Without pandas the harness hands run() a list of dicts (one per CSV row), read by the
-worker from the mini-batch's byte ranges; the engine never holds the rows."""
+row. The harness hands run() a pandas DataFrame when pandas is importable, else a list of
+dicts (one per CSV row); either is read by the worker from the mini-batch's byte ranges, so
+the engine never holds the rows."""
 
 
 def init():
@@ -8,4 +9,7 @@ def init():
 
 
 def run(mini_batch):
+    if hasattr(mini_batch, "columns"):  # a pandas DataFrame
+        width = len(mini_batch.columns)
+        return ["%s,%d" % (i, width) for i in mini_batch["id"].tolist()]
     return ["%s,%d" % (row["id"], len(row)) for row in mini_batch]
