@@ -537,3 +537,46 @@ fn help_texts_have_examples() {
         "{help}"
     );
 }
+
+#[test]
+fn a_pipeline_built_in_code_gets_the_same_subcommands() {
+    use stepgraph_engine::{Pipeline, PipelineData};
+    use stepgraph_steps::FnStep;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let store = store.to_str().expect("utf-8 path");
+    let build = || {
+        let hello = FnStep::new("hello", "v1", |ctx| {
+            std::fs::write(ctx.output("out")?.join("hello.txt"), "hello")?;
+            Ok(())
+        })
+        .output("out", PipelineData::new("greeting"));
+        Pipeline::builder("in-code")
+            .step(hello)
+            .build()
+            .expect("pipeline")
+    };
+    let code = |args: &[&str]| {
+        let mut all = vec!["my-program", "--store", store];
+        all.extend_from_slice(args);
+        stepgraph_cli::run_with_args(all, Some(build()))
+    };
+    assert_eq!(code(&["run"]), 0);
+    assert_eq!(code(&["run"]), 0);
+    assert_eq!(code(&["status"]), 0);
+    assert_eq!(code(&["explain", "hello"]), 0);
+    assert_eq!(code(&["graph", "--format", "mermaid"]), 0);
+    assert_eq!(code(&["cache", "ls"]), 0);
+    assert_eq!(code(&["runs"]), 0);
+    // A spec file makes no sense for a pipeline built in code.
+    assert_eq!(code(&["run", "pipeline.json"]), 2);
+    let s = stepgraph_engine::Store::open(store, stepgraph_engine::OpenOptions::default())
+        .expect("store");
+    let runs = s.runs().expect("runs");
+    assert_eq!(runs.len(), 2);
+    assert_eq!(
+        runs[0].steps[0].status,
+        stepgraph_engine::StepStatus::Reused
+    );
+}
