@@ -140,14 +140,8 @@ pub(crate) fn check_entry(store: &Store, entry: &CacheEntry, verify: bool) -> Re
             // Objects are immutable: the stat memo (size, mtime, inode) stands in for a
             // rehash, as for inputs, so a no-op rerun does not read cached outputs. An
             // in-place edit changes the stat and is rehashed; `--verify` rehashes all.
+            // One stat per object: the memo compares size, mtime and inode itself.
             let p = store.object_path(&obj.hash);
-            match std::fs::metadata(&p) {
-                Ok(md) if md.len() != obj.size => {
-                    return Err(format!("{rel}: object {} has the wrong size", obj.hash))
-                }
-                Ok(_) => {}
-                Err(_) => return Err(format!("{rel}: object {} is missing", obj.hash)),
-            }
             match store.hash_file(&p, false) {
                 Ok(h) if h == obj.hash => {}
                 Ok(h) => {
@@ -155,6 +149,11 @@ pub(crate) fn check_entry(store: &Store, entry: &CacheEntry, verify: bool) -> Re
                         "{rel}: object {} is damaged (content hash {h})",
                         obj.hash
                     ))
+                }
+                Err(crate::StoreError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    return Err(format!("{rel}: object {} is missing", obj.hash))
                 }
                 Err(e) => return Err(format!("{rel}: {e}")),
             }

@@ -35,8 +35,9 @@ pub(crate) struct Prepared {
     pub inputs: BTreeMap<String, ResolvedInput>,
 }
 
-/// A JSON value as a command-line string: strings bare, everything else as JSON.
-pub(crate) fn value_to_arg(v: &Value) -> String {
+/// A parameter value as a command-line string or environment value: strings bare,
+/// everything else as JSON (`0.5`, `true`, `[1,2]`).
+pub fn value_to_arg(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         other => other.to_string(),

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use stepgraph_engine::{
-    BuildContext, BuildError, CodeIdentity, DataSource, InputPortBinding, ModuleDef,
+    value_to_arg, BuildContext, BuildError, CodeIdentity, DataSource, InputPortBinding, ModuleDef,
     OutputPortBinding, PipelineData, PipelineParameter, Step, StepContext, StepCounts, StepError,
 };
 
@@ -178,10 +178,7 @@ impl Step for CommandStep {
                 placeholders::substitute(a, |ns, name| match ns {
                     "inputs" => ctx.inputs.get(name).map(|i| i.path.display().to_string()),
                     "outputs" => ctx.outputs.get(name).map(|p| p.display().to_string()),
-                    _ => ctx.params.get(name).map(|v| match v {
-                        serde_json::Value::String(s) => s.clone(),
-                        other => other.to_string(),
-                    }),
+                    _ => ctx.params.get(name).map(value_to_arg),
                 })
             })
             .collect();
@@ -213,13 +210,7 @@ impl Step for CommandStep {
             .env("PYTHONDONTWRITEBYTECODE", "1")
             .envs(&self.environment_variables);
         for (k, v) in ctx.params {
-            cmd.env(
-                format!("AML_PARAMETER_{k}"),
-                match v {
-                    serde_json::Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                },
-            );
+            cmd.env(format!("AML_PARAMETER_{k}"), value_to_arg(v));
         }
         let mut child = cmd
             .spawn()

@@ -215,7 +215,8 @@ pub struct GraphSnapshot {
 pub struct RunRecord {
     /// Record layout version.
     pub schema: u32,
-    /// Run id (sortable by time).
+    /// Run id: the UTC start second and 4 hex digits (runs within one second are ordered by
+    /// `started_unix_ms`, not by id).
     pub id: String,
     /// Pipeline name.
     pub pipeline: String,

@@ -99,8 +99,7 @@ impl ParallelRunStep {
 
 /// Port names: `input`, `input_1`, ... for inputs (Azure names them after the datasets; ports
 /// must be unique, names need not be).
-fn input_port(i: usize, source: &DataSource) -> String {
-    let _ = source;
+fn input_port(i: usize) -> String {
     if i == 0 {
         "input".to_string()
     } else {
@@ -203,7 +202,7 @@ impl Step for ParallelRunStep {
             .inputs
             .iter()
             .enumerate()
-            .map(|(i, s)| InputPortBinding::new(input_port(i, s), s.clone()))
+            .map(|(i, s)| InputPortBinding::new(input_port(i), s.clone()))
             .collect();
         for (i, s) in self.side_inputs.iter().enumerate() {
             let name = match s.name() {
@@ -255,8 +254,8 @@ fn partition_inputs(
     let cfg = &step.config;
     let mut files = Vec::new();
     let mut sources = Vec::new();
-    for (i, s) in step.inputs.iter().enumerate() {
-        let port = input_port(i, s);
+    for i in 0..step.inputs.len() {
+        let port = input_port(i);
         let Some(input) = ctx.inputs.get(&port) else {
             return Err(StepError::new(format!("input {port:?} was not resolved")));
         };
@@ -438,21 +437,8 @@ fn move_contents(from: &Path, to: &Path) -> Result<(), StepError> {
         let dest = to.join(e.file_name());
         if fs::rename(e.path(), &dest).is_err() {
             // Across devices: copy files (folders are rare here; copy them file by file).
-            copy_tree(&e.path(), &dest)?;
+            crate::process::copy_tree(&e.path(), &dest, &|_| true)?;
         }
-    }
-    Ok(())
-}
-
-fn copy_tree(from: &Path, to: &Path) -> Result<(), StepError> {
-    if from.is_dir() {
-        fs::create_dir_all(to)?;
-        for e in fs::read_dir(from)? {
-            let e = e?;
-            copy_tree(&e.path(), &to.join(e.file_name()))?;
-        }
-    } else {
-        fs::copy(from, to)?;
     }
     Ok(())
 }
@@ -528,11 +514,10 @@ fn make_workers(
         output_dir.display().to_string(),
     );
     for (k, v) in ctx.params {
-        let s = match v {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        env.insert(format!("AML_PARAMETER_{k}"), s);
+        env.insert(
+            format!("AML_PARAMETER_{k}"),
+            stepgraph_engine::value_to_arg(v),
+        );
     }
     let collect_rows = cfg.output_action == OutputAction::AppendRow;
     for w in 0..n {
