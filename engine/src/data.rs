@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use globset::{Glob, GlobMatcher};
+
+use crate::store::is_store_dir;
 use serde_json::Value;
 
 /// An intermediate output: produced by exactly one step, read by any number of steps.
@@ -144,7 +146,7 @@ impl TabularDataset {
         let mut out = Vec::new();
         for p in &self.paths {
             if p.is_dir() {
-                let base = p.file_name().map(|n| n.to_string_lossy().into_owned());
+                let base = p.file_name().map(|n| crate::relpath::encode(Path::new(n)));
                 for mut f in list_files(p, None)? {
                     if let Some(b) = &base {
                         f.relative = format!("{b}/{}", f.relative);
@@ -162,7 +164,8 @@ impl TabularDataset {
 /// One file of a dataset.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DatasetFile {
-    /// Path relative to the dataset root, `/`-separated (the file name for a single file).
+    /// Path relative to the dataset root, `/`-separated (the file name for a single file), in
+    /// the exact, reversible encoding of [`crate::relpath`] (bytes that are not UTF-8 as `\xNN`).
     pub relative: String,
     /// Full path.
     pub path: PathBuf,
@@ -185,7 +188,7 @@ pub(crate) fn list_files(
     if meta.is_file() {
         let name = root
             .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
+            .map(|n| crate::relpath::encode(Path::new(n)))
             .unwrap_or_default();
         return Ok(vec![DatasetFile {
             relative: name,
@@ -193,7 +196,13 @@ pub(crate) fn list_files(
         }]);
     }
     let mut out = Vec::new();
-    for entry in walkdir::WalkDir::new(root).follow_links(true) {
+    // A store inside the dataset's folder (`path: "."`) is never data: its files change with
+    // every run.
+    let walker = walkdir::WalkDir::new(root)
+        .follow_links(true)
+        .into_iter()
+        .filter_entry(|e| !(e.depth() > 0 && e.file_type().is_dir() && is_store_dir(e.path())));
+    for entry in walker {
         let entry = entry.map_err(|e| format!("{}: {e}", root.display()))?;
         if !entry.file_type().is_file() {
             continue;
@@ -202,14 +211,12 @@ pub(crate) fn list_files(
             Ok(r) => r,
             Err(_) => continue,
         };
-        let relative = rel
-            .components()
-            .map(|c| c.as_os_str().to_string_lossy())
-            .collect::<Vec<_>>()
-            .join("/");
-        if matcher.is_some_and(|m| !m.is_match(&relative)) {
+        // Matched on the exact bytes; kept as an exact, reversible string (never lossy: two
+        // names differing only in bytes that are not UTF-8 must stay two files).
+        if matcher.is_some_and(|m| !m.is_match(rel)) {
             continue;
         }
+        let relative = crate::relpath::encode(rel);
         out.push(DatasetFile {
             relative,
             path: entry.into_path(),
@@ -259,6 +266,16 @@ impl DataSource {
             DataSource::Reference(d) => &d.name,
             DataSource::Files(d) => &d.name,
             DataSource::Tabular(d) => &d.name,
+        }
+    }
+
+    /// What the source's name is called in messages: `input data`, `data reference name`,
+    /// `dataset name`.
+    pub fn kind_noun(&self) -> &'static str {
+        match self {
+            DataSource::Pipeline(_) => "input data",
+            DataSource::Reference(_) => "data reference name",
+            DataSource::Files(_) | DataSource::Tabular(_) => "dataset name",
         }
     }
 

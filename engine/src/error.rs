@@ -20,6 +20,20 @@ pub enum BuildError {
         /// Which part of the rule it breaks.
         reason: String,
     },
+    /// A name that becomes a path component (an output, port, data or dataset name, a file
+    /// name) breaks the name rule ([`crate::name::check_data_name`],
+    /// [`crate::name::check_file_name`]).
+    #[error("step {step:?}: {field} {name:?} is not a valid name: {reason}")]
+    InvalidName {
+        /// The step declaring it.
+        step: String,
+        /// What the name is ("output name", "input port", "dataset name", ...).
+        field: String,
+        /// The offending name.
+        name: String,
+        /// Which part of the rule it breaks.
+        reason: String,
+    },
     /// A step consumes a `PipelineData` that no step produces.
     #[error("step {step:?}: input {port:?} reads {data:?}, which no step produces")]
     NoProducer {
@@ -156,6 +170,15 @@ pub enum StoreError {
     MissingObject {
         /// The hash looked for.
         hash: String,
+    },
+    /// A path that would leave the folder it belongs in (a manifest entry with `..`, an output
+    /// folder that is a symbolic link): refused, never followed.
+    #[error("refusing to write outside {}: {message}", dest.display())]
+    UnsafePath {
+        /// The folder the path had to stay in.
+        dest: PathBuf,
+        /// What was wrong.
+        message: String,
     },
 }
 

@@ -48,6 +48,7 @@ pub mod module_def;
 pub mod name;
 pub mod pipeline;
 pub mod plan;
+pub mod relpath;
 mod resolve;
 mod run;
 pub mod step;

@@ -1,4 +1,6 @@
-//! Step names, checked against Azure's documented rule.
+//! Names that become paths: step names (Azure's documented rule), data and port names, and
+//! file names. Every name that ends up as a path component passes one of these checks, in the
+//! engine (at build) and in the spec parser, so no name can point a path out of its folder.
 
 use std::fmt;
 
@@ -60,9 +62,101 @@ pub fn check_step_name(name: &str) -> Option<&'static str> {
     None
 }
 
+/// The longest data, port or dataset name.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// The reason a data, port, dataset or model name breaks the name rule, or `None` when it is
+/// valid.
+///
+/// The rule: 1 to 64 characters, lowercase ASCII letters, digits, `_` and `-`, not starting with
+/// `-`. So a name never holds a path separator and is never `.` or `..`: it is safe as one
+/// path component (`runs/<id>/<step>/outputs/<name>`).
+pub fn check_data_name(name: &str) -> Option<&'static str> {
+    if name.is_empty() || name.len() > MAX_NAME_LEN {
+        return Some("must be 1 to 64 characters long");
+    }
+    if name.starts_with('-') {
+        return Some("must not start with a dash");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+    {
+        return Some(
+            "may contain only lowercase letters, digits, underscores and dashes (no path separators or dots)",
+        );
+    }
+    None
+}
+
+/// The reason a file name (such as `append_row_file_name`) is not one plain path component,
+/// or `None` when it is valid.
+///
+/// A file name is 1 to 255 bytes, not `.` or `..`, and holds no `/`, `\\`, NUL or control
+/// character.
+pub fn check_file_name(name: &str) -> Option<&'static str> {
+    if name.is_empty() || name.len() > 255 {
+        return Some("must be 1 to 255 bytes long");
+    }
+    if name == "." || name == ".." {
+        return Some("must not be \".\" or \"..\"");
+    }
+    if name
+        .chars()
+        .any(|c| c == '/' || c == '\\' || c.is_control())
+    {
+        return Some("must be a plain file name, without path separators or control characters");
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn data_names_are_single_safe_components() {
+        for ok in ["scores", "a", "out_1", "b-out", "0day", &"a".repeat(64)] {
+            assert_eq!(check_data_name(ok), None, "{ok}");
+        }
+        for bad in [
+            "",
+            "/home/someone/victim",
+            "../x",
+            "..",
+            ".",
+            "a/b",
+            "a\\b",
+            "-x",
+            "Out",
+            "a.b",
+            "a b",
+            "x\0",
+            &"a".repeat(65),
+        ] {
+            assert!(check_data_name(bad).is_some(), "{bad:?} passed");
+        }
+    }
+
+    #[test]
+    fn file_names_are_single_components() {
+        for ok in ["parallel_run_step.txt", "out.csv", ".hidden", "a..b"] {
+            assert_eq!(check_file_name(ok), None, "{ok}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "../x",
+            "/etc/passwd",
+            "a\\b",
+            "a\nb",
+            "x\0",
+        ] {
+            assert!(check_file_name(bad).is_some(), "{bad:?} passed");
+        }
+    }
 
     #[test]
     fn accepts_azure_style_names() {

@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::data::{DataSource, InputRole, PipelineParameter};
 use crate::error::{BuildError, BuildErrors};
 use crate::module_def::{Argument, ModuleDef};
-use crate::name::StepName;
+use crate::name::{check_data_name, StepName};
 use crate::step::{BuildContext, Datastore, Step};
 use crate::store::records::{
     GraphSnapshot, SnapshotDataEdge, SnapshotEdge, SnapshotNode, SnapshotPort,
@@ -165,6 +165,7 @@ impl PipelineBuilder {
         for idx in graph.node_indices() {
             let node = &graph[idx];
             let def = &node.module_def;
+            check_path_names(&node.name, def, &mut errors);
             let mut ports = BTreeSet::new();
             for port in def
                 .inputs
@@ -294,6 +295,37 @@ impl PipelineBuilder {
             by_name,
             parameters: params,
         })
+    }
+}
+
+/// Every name of `def` that becomes a path component (ports, data and dataset names) must pass
+/// the name rule; each bad name is reported once per step.
+fn check_path_names(step: &str, def: &ModuleDef, errors: &mut Vec<BuildError>) {
+    let mut names: Vec<(&str, &str)> = Vec::new();
+    for i in &def.inputs {
+        let port = match i.role {
+            InputRole::Main => "input port",
+            InputRole::Side => "side input port",
+        };
+        names.push((port, &i.name));
+        names.push((i.source.kind_noun(), i.source.name()));
+    }
+    for o in &def.outputs {
+        names.push(("output port", &o.name));
+        names.push(("output data", o.data.name()));
+    }
+    let mut seen = BTreeSet::new();
+    for (field, name) in names {
+        if let Some(reason) = check_data_name(name) {
+            if seen.insert(name) {
+                errors.push(BuildError::InvalidName {
+                    step: step.to_string(),
+                    field: field.to_string(),
+                    name: name.to_string(),
+                    reason: reason.to_string(),
+                });
+            }
+        }
     }
 }
 

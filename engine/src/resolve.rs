@@ -15,7 +15,7 @@ use crate::module_def::{Argument, CodeIdentity};
 use crate::pipeline::Pipeline;
 use crate::step::{InputKind, ResolvedInput};
 use crate::store::records::OutputManifest;
-use crate::store::Store;
+use crate::store::{is_store_dir, Store};
 
 /// An upstream step's output as seen by its consumers.
 #[derive(Debug, Clone)]
@@ -218,7 +218,7 @@ fn hash_all(
 
 /// The source folder's snapshot: relative path -> content hash, honouring `.gitignore` and
 /// `.amlignore`, never `.git`, `__pycache__` or `*.pyc` (Python writes those while running),
-/// nor the store's own folder.
+/// nor any store's folder.
 pub(crate) fn snapshot_source_dir(
     dir: &Path,
     store: &Store,
@@ -241,10 +241,11 @@ pub(crate) fn snapshot_source_dir(
             if name == ".git" || name == "__pycache__" || name.ends_with(".pyc") {
                 return false;
             }
-            // The store itself may sit in the source folder (`source_directory: "."`): its
-            // files change every run and are never code.
+            // A store (this one, or any other) may sit in the source folder
+            // (`source_directory: "."`): its files change every run and are never code.
             !(e.file_type().is_some_and(|t| t.is_dir())
-                && e.path().canonicalize().is_ok_and(|p| p == store_root))
+                && (is_store_dir(e.path())
+                    || e.path().canonicalize().is_ok_and(|p| p == store_root)))
         })
         .build();
     let mut files = Vec::new();

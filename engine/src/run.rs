@@ -2,17 +2,19 @@
 //! by `jobs`), cache hits materialised instead of run, a failed step's descendants skipped
 //! while unrelated branches finish.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::Instant;
 
 use crossbeam_channel::unbounded;
 use petgraph::stable_graph::NodeIndex;
 use petgraph::visit::EdgeRef;
+use rayon::prelude::*;
 use serde_json::Value;
 
-use crate::error::{EngineError, StepError};
+use crate::error::{EngineError, StepError, StoreError};
 use crate::events::{Event, EventSink};
 use crate::module_def::Argument;
 use crate::pipeline::{Edge, Pipeline};
@@ -20,8 +22,8 @@ use crate::plan::{check_entry, PlanOptions};
 use crate::resolve::{prepare, value_to_arg, OutputsMap, UpstreamOutput};
 use crate::step::{CancelFlag, StepContext};
 use crate::store::records::{
-    CacheEntry, LatestRecord, OutputManifest, RunRecord, RunStatus, StepCounts, StepRecord,
-    StepStatus, SCHEMA_VERSION,
+    CacheEntry, LatestRecord, ObjectRef, OutputManifest, RunRecord, RunStatus, StepCounts,
+    StepRecord, StepStatus, SCHEMA_VERSION,
 };
 use crate::store::{now_unix_ms, Store};
 
@@ -109,12 +111,28 @@ struct Job {
     idx: NodeIndex,
     upstream: OutputsMap,
     upstream_ran: bool,
+    /// Execute even on a cache hit: the step's stored output was found damaged in this run.
+    rerun_damaged: bool,
 }
 
 struct JobResult {
     idx: NodeIndex,
     record: StepRecord,
     outputs: BTreeMap<String, UpstreamOutput>,
+    /// Upstream steps whose stored output this step was about to read and found damaged, with
+    /// what was wrong. The step did not execute; the coordinator reruns those steps first.
+    damaged_upstream: Vec<(NodeIndex, String)>,
+}
+
+impl JobResult {
+    fn new(idx: NodeIndex, record: StepRecord) -> Self {
+        JobResult {
+            idx,
+            record,
+            outputs: BTreeMap::new(),
+            damaged_upstream: Vec::new(),
+        }
+    }
 }
 
 /// Run `pipeline` against `store`.
@@ -190,6 +208,11 @@ pub fn run(
     let mut outputs: OutputsMap = OutputsMap::new();
     let mut ran: BTreeSet<NodeIndex> = BTreeSet::new();
     let mut doomed: BTreeSet<NodeIndex> = BTreeSet::new();
+    // Steps rerun because a consumer found their stored output damaged: each at most once per
+    // run, and who waits for each.
+    let mut rerun_for_damage: BTreeSet<NodeIndex> = BTreeSet::new();
+    let mut rerun_queue: BTreeSet<(usize, NodeIndex)> = BTreeSet::new();
+    let mut rerun_waiters: HashMap<NodeIndex, BTreeSet<NodeIndex>> = HashMap::new();
     let jobs = opts.jobs.max(1);
 
     let (job_tx, job_rx) = unbounded::<Job>();
@@ -201,6 +224,7 @@ pub fn run(
         opts,
         events,
         run_id: &run_id,
+        verified: Mutex::new(HashSet::new()),
     };
     std::thread::scope(|scope| {
         for _ in 0..jobs {
@@ -222,10 +246,15 @@ pub fn run(
         let mut last_record_put = Instant::now();
         loop {
             while in_flight < jobs && !opts.cancel.is_cancelled() {
-                let Some(first) = ready.iter().next().copied() else {
-                    break;
+                let (first, rerun_damaged) = match rerun_queue.iter().next().copied() {
+                    Some(r) => (r, true),
+                    None => match ready.iter().next().copied() {
+                        Some(r) => (r, false),
+                        None => break,
+                    },
                 };
                 ready.remove(&first);
+                rerun_queue.remove(&first);
                 let idx = first.1;
                 let mut upstream = OutputsMap::new();
                 let mut upstream_ran = false;
@@ -245,6 +274,7 @@ pub fn run(
                         idx,
                         upstream,
                         upstream_ran,
+                        rerun_damaged,
                     })
                     .is_err()
                 {
@@ -258,6 +288,39 @@ pub fn run(
             let Ok(res) = res_rx.recv() else { break };
             in_flight -= 1;
             let idx = res.idx;
+            if !res.damaged_upstream.is_empty() {
+                // The step found damaged bytes in an upstream step's stored output before it
+                // ran: rerun that step (once), then this one. Nothing was computed from them.
+                let mut again = Vec::new();
+                for (up, reason) in &res.damaged_upstream {
+                    let up_record = &record.steps[position[up]];
+                    if rerun_for_damage.insert(*up) {
+                        events.emit(&Event::CacheEntryRejected {
+                            step: up_record.name.clone(),
+                            key: up_record.key.clone().unwrap_or_default(),
+                            reason: reason.clone(),
+                        });
+                        rerun_queue.insert((position[up], *up));
+                        again.push(*up);
+                    } else if rerun_waiters.contains_key(up) {
+                        again.push(*up);
+                    }
+                }
+                if again.len() == res.damaged_upstream.len() {
+                    for up in &again {
+                        rerun_waiters.entry(*up).or_default().insert(idx);
+                    }
+                    waiting.insert(idx, again.len());
+                    continue;
+                }
+                // Damaged again after a rerun: fail this step rather than loop.
+                events.emit(&Event::StepFailed {
+                    step: res.record.name.clone(),
+                    error: res.record.error.clone().unwrap_or_default(),
+                    duration_ms: res.record.duration_ms,
+                });
+            }
+            let rerun_done = rerun_waiters.remove(&idx);
             let ok = matches!(res.record.status, StepStatus::Ran | StepStatus::Reused);
             if res.record.status == StepStatus::Ran {
                 ran.insert(idx);
@@ -271,7 +334,16 @@ pub fn run(
                     res.record.name,
                     res.record.status.as_str()
                 );
-                for d in pipeline.descendants(idx) {
+                // A failed rerun dooms only the steps that waited for it (and theirs): its
+                // other descendants already finished with its first, good output.
+                let doom: BTreeSet<NodeIndex> = match &rerun_done {
+                    Some(waiters) => waiters
+                        .iter()
+                        .flat_map(|w| pipeline.descendants(*w).into_iter().chain([*w]))
+                        .collect(),
+                    None => pipeline.descendants(idx),
+                };
+                for d in doom {
                     if doomed.insert(d) {
                         let name = pipeline.node(d).name.clone();
                         events.emit(&Event::StepSkipped {
@@ -293,10 +365,15 @@ pub fn run(
             }
             // `waiting` counts distinct parents, so count each child once even when this step
             // reaches it by several edges (two of its outputs, or data plus run_after).
-            let children: BTreeSet<NodeIndex> = pipeline
-                .graph()
-                .neighbors_directed(idx, petgraph::Direction::Outgoing)
-                .collect();
+            // A step rerun for damage releases only the steps that waited for the rerun: its
+            // other children have already been released by its first result.
+            let children: BTreeSet<NodeIndex> = match rerun_done {
+                Some(waiters) => waiters,
+                None => pipeline
+                    .graph()
+                    .neighbors_directed(idx, petgraph::Direction::Outgoing)
+                    .collect(),
+            };
             for child in children {
                 if let Some(w) = waiting.get_mut(&child) {
                     *w = w.saturating_sub(1);
@@ -366,6 +443,9 @@ struct ExecShared<'a> {
     opts: &'a RunOptions,
     events: &'a dyn EventSink,
     run_id: &'a str,
+    /// Objects whose bytes were checked against their name in this run (rehashed before a
+    /// step read them, or hashed while being stored): each is read once per run at most.
+    verified: Mutex<HashSet<String>>,
 }
 
 impl ExecShared<'_> {
@@ -398,19 +478,11 @@ impl ExecShared<'_> {
             };
             record.error = Some(message);
             record.duration_ms = duration_ms;
-            JobResult {
-                idx: job.idx,
-                record,
-                outputs: BTreeMap::new(),
-            }
+            JobResult::new(job.idx, record)
         };
         if self.opts.cancel.is_cancelled() {
             record.status = StepStatus::Cancelled;
-            return JobResult {
-                idx: job.idx,
-                record,
-                outputs: BTreeMap::new(),
-            };
+            return JobResult::new(job.idx, record);
         }
         let prepared = match prepare(
             self.pipeline,
@@ -439,6 +511,7 @@ impl ExecShared<'_> {
         };
 
         let reusable = def.allow_reuse
+            && !job.rerun_damaged
             && !self.opts.plan.regenerate_outputs
             && !self.opts.plan.force.contains(&name);
         if reusable {
@@ -454,9 +527,8 @@ impl ExecShared<'_> {
                         .map(|(k, v)| (k.clone(), v.manifest.hash.clone()))
                         .collect();
                     return JobResult {
-                        idx: job.idx,
-                        record,
                         outputs: outs,
+                        ..JobResult::new(job.idx, record)
                     };
                 }
                 Ok(None) => {}
@@ -464,6 +536,21 @@ impl ExecShared<'_> {
             }
         }
 
+        // Never compute (and cache) output from stored bytes that are not what their hash
+        // says: rehash the upstream objects this step reads, once per run.
+        let damaged = self.verify_upstream(&job.upstream);
+        if !damaged.is_empty() {
+            let what: Vec<String> = damaged.iter().map(|(_, r)| r.clone()).collect();
+            record.error = Some(format!(
+                "stored input is damaged even after its producer reran: {}",
+                what.join("; ")
+            ));
+            record.duration_ms = t0.elapsed().as_millis() as u64;
+            return JobResult {
+                damaged_upstream: damaged,
+                ..JobResult::new(job.idx, record)
+            };
+        }
         self.events.emit(&Event::StepStarted {
             step: name.clone(),
             key: key.clone(),
@@ -471,6 +558,12 @@ impl ExecShared<'_> {
         let work_dir = step_dir.join("work");
         let log_dir = step_dir.join("logs");
         for d in out_dirs.values().chain([&work_dir, &log_dir]) {
+            // A step rerun in this run starts from empty folders, not from its first result.
+            if job.rerun_damaged && d.exists() {
+                if let Err(e) = std::fs::remove_dir_all(d) {
+                    return fail(record, format!("{}: {e}", d.display()), t0);
+                }
+            }
             if let Err(e) = std::fs::create_dir_all(d) {
                 return fail(record, format!("{}: {e}", d.display()), t0);
             }
@@ -522,6 +615,9 @@ impl ExecShared<'_> {
         for (port, dir) in &out_dirs {
             match self.store.ingest_dir(dir) {
                 Ok(m) => {
+                    // Hashed from the step's own bytes just now: known good for this run.
+                    let mut v = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+                    v.extend(m.files.values().map(|o| o.hash.clone()));
                     manifests.insert(port.clone(), m);
                 }
                 Err(e) => return fail(record, format!("output {port:?}: {e}"), t0),
@@ -566,9 +662,8 @@ impl ExecShared<'_> {
             })
             .collect();
         JobResult {
-            idx: job.idx,
-            record,
             outputs: outs,
+            ..JobResult::new(job.idx, record)
         }
     }
 
@@ -618,6 +713,45 @@ impl ExecShared<'_> {
             early_cutoff: upstream_ran,
         });
         Ok(Some((entry, outs)))
+    }
+
+    /// Rehash (in parallel) every stored object in `upstream` not yet checked in this run.
+    /// Returns the producers whose objects are damaged or missing, with what is wrong; a
+    /// damaged object is removed, so no cache entry can serve it again.
+    fn verify_upstream(&self, upstream: &OutputsMap) -> Vec<(NodeIndex, String)> {
+        let mut todo: Vec<(NodeIndex, &str, &ObjectRef)> = Vec::new();
+        {
+            let verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+            for ((node, _), out) in upstream {
+                for (rel, obj) in &out.manifest.files {
+                    if !verified.contains(&obj.hash) {
+                        todo.push((*node, rel.as_str(), obj));
+                    }
+                }
+            }
+        }
+        let results: Vec<(NodeIndex, &str, &ObjectRef, Result<(), StoreError>)> = todo
+            .into_par_iter()
+            .map(|(node, rel, obj)| (node, rel, obj, self.store.verify_object(obj)))
+            .collect();
+        let mut damaged: BTreeMap<NodeIndex, String> = BTreeMap::new();
+        for (node, rel, obj, res) in results {
+            match res {
+                Ok(()) => {
+                    let mut v = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+                    v.insert(obj.hash.clone());
+                }
+                Err(e) => {
+                    if matches!(e, StoreError::DamagedObject { .. }) {
+                        let _ = std::fs::remove_file(self.store.object_path(&obj.hash));
+                    }
+                    damaged.entry(node).or_insert_with(|| {
+                        format!("output file {rel}: {e} (found before a consumer read it)")
+                    });
+                }
+            }
+        }
+        damaged.into_iter().collect()
     }
 
     fn reject(&self, name: &str, key: &str, reason: String) {

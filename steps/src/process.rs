@@ -24,7 +24,9 @@ pub(crate) fn copy_source(from: &Path, to: &Path, skip: &Path) -> std::io::Resul
         let name = path.file_name().unwrap_or_default();
         name != ".git"
             && name != "__pycache__"
-            && !(path.is_dir() && path.canonicalize().is_ok_and(|p| p == skip))
+            && !(path.is_dir()
+                && (stepgraph_engine::store::is_store_dir(path)
+                    || path.canonicalize().is_ok_and(|p| p == skip)))
     })
 }
 

@@ -1,6 +1,8 @@
 //! The store: a sled database (an index) and content-addressed objects (the truth).
 //!
 //! Layout under the store root (default `.stepgraph/`):
+//! - `.stepgraph-store`: the marker that makes any folder recognisable as a store
+//!   ([`is_store_dir`]), so datasets and source snapshots skip it.
 //! - `lock`: held (flock) by the one process using the store; holds its pid and start time.
 //! - `db/`: sled, trees `cache`, `runs`, `latest`, `filehash`, `progress`.
 //! - `objects/ab/cdef...`: read-only files named by their blake3 hash.
@@ -10,6 +12,7 @@
 
 mod filehash;
 mod lock;
+mod marker;
 mod objects;
 pub(crate) use objects::relative_slash;
 mod progress;
@@ -19,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use filehash::hash_file_uncached;
+pub use marker::{is_store_dir, STORE_MARKER};
 pub use objects::GcReport;
 pub use progress::{ProgressLog, ProgressRecord};
 use records::{CacheEntry, LatestRecord, RunRecord, SCHEMA_VERSION};
@@ -61,6 +65,7 @@ impl Store {
         std::fs::create_dir_all(&root).map_err(|e| StoreError::io(&root, e))?;
         let root = root.canonicalize().map_err(|e| StoreError::io(&root, e))?;
         let lock = lock::StoreLock::acquire(&root, options.wait)?;
+        marker::ensure_marker(&root);
         for dir in ["objects", "objects/tmp", "runs", "progress"] {
             let p = root.join(dir);
             std::fs::create_dir_all(&p).map_err(|e| StoreError::io(&p, e))?;

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs::{self, File};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use super::filehash::hash_file_uncached;
@@ -61,6 +62,17 @@ impl Store {
     pub fn ingest_dir(&self, dir: &Path) -> Result<OutputManifest, StoreError> {
         let mut files = BTreeMap::new();
         let mut touched_dirs = BTreeSet::new();
+        // The output folder itself must be the real folder the engine made: a step that put a
+        // symbolic link there would have us ingest (and make read-only) what it points at.
+        match fs::symlink_metadata(dir) {
+            Ok(m) if m.file_type().is_symlink() || !m.is_dir() => {
+                return Err(StoreError::UnsafePath {
+                    dest: dir.to_path_buf(),
+                    message: "the output folder was replaced by a link or a file; a step must write files into it".into(),
+                });
+            }
+            _ => {}
+        }
         if dir.exists() {
             for entry in walkdir::WalkDir::new(dir).sort_by_file_name() {
                 let entry = entry.map_err(|e| StoreError::io(dir, e.into()))?;
@@ -116,7 +128,11 @@ impl Store {
                 .join("objects/tmp")
                 .join(format!("{}-{n}-{}", std::process::id(), obj.hash));
         let _ = fs::remove_file(&tmp);
-        if fs::hard_link(src, &tmp).is_err() {
+        // Link only a file that is the step's own (one link): a file with other links (a step
+        // that hard-linked a user's file into its output) is copied, so making the object
+        // read-only never changes a file outside the store.
+        let own = meta.nlink() == 1;
+        if !own || fs::hard_link(src, &tmp).is_err() {
             fs::copy(src, &tmp).map_err(|e| StoreError::io(&tmp, e))?;
         }
         let f = File::open(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
@@ -139,7 +155,13 @@ impl Store {
     pub fn materialise(&self, manifest: &OutputManifest, dest: &Path) -> Result<(), StoreError> {
         fs::create_dir_all(dest).map_err(|e| StoreError::io(dest, e))?;
         for (rel, obj) in &manifest.files {
-            let target = dest.join(rel);
+            // A manifest is data read back from the db: never let a name in it point the link
+            // out of `dest` (`..`, an absolute path), whoever wrote it.
+            let rel_path = crate::relpath::decode(rel).map_err(|e| StoreError::UnsafePath {
+                dest: dest.to_path_buf(),
+                message: e.to_string(),
+            })?;
+            let target = dest.join(rel_path);
             if let Some(p) = target.parent() {
                 fs::create_dir_all(p).map_err(|e| StoreError::io(p, e))?;
             }
@@ -216,14 +238,9 @@ impl Store {
     }
 }
 
-/// `path` relative to `base`, `/`-separated.
+/// `path` relative to `base`, `/`-separated, in the exact encoding of [`crate::relpath`].
 pub(crate) fn relative_slash(base: &Path, path: &Path) -> String {
-    path.strip_prefix(base)
-        .unwrap_or(path)
-        .components()
-        .map(|c| c.as_os_str().to_string_lossy())
-        .collect::<Vec<_>>()
-        .join("/")
+    crate::relpath::encode(path.strip_prefix(base).unwrap_or(path))
 }
 
 #[cfg(test)]
