@@ -154,6 +154,8 @@ impl Store {
     /// I/O errors, or a missing object.
     pub fn materialise(&self, manifest: &OutputManifest, dest: &Path) -> Result<(), StoreError> {
         fs::create_dir_all(dest).map_err(|e| StoreError::io(dest, e))?;
+        let real_dest = dest.canonicalize().map_err(|e| StoreError::io(dest, e))?;
+        let mut checked: HashSet<PathBuf> = HashSet::new();
         for (rel, obj) in &manifest.files {
             // A manifest is data read back from the db: never let a name in it point the link
             // out of `dest` (`..`, an absolute path), whoever wrote it.
@@ -163,7 +165,21 @@ impl Store {
             })?;
             let target = dest.join(rel_path);
             if let Some(p) = target.parent() {
-                fs::create_dir_all(p).map_err(|e| StoreError::io(p, e))?;
+                if checked.insert(p.to_path_buf()) {
+                    fs::create_dir_all(p).map_err(|e| StoreError::io(p, e))?;
+                    // The folder really is inside `dest`: no link on the way points out.
+                    let real = p.canonicalize().map_err(|e| StoreError::io(p, e))?;
+                    if !real.starts_with(&real_dest) {
+                        return Err(StoreError::UnsafePath {
+                            dest: dest.to_path_buf(),
+                            message: format!("{rel} leads through a link to {}", real.display()),
+                        });
+                    }
+                }
+            }
+            // Never write through a link that sits where the file goes.
+            if fs::symlink_metadata(&target).is_ok_and(|m| m.file_type().is_symlink()) {
+                fs::remove_file(&target).map_err(|e| StoreError::io(&target, e))?;
             }
             let src = self.object_path(&obj.hash);
             if !src.exists() {
@@ -246,6 +262,40 @@ pub(crate) fn relative_slash(base: &Path, path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::super::{OpenOptions, Store};
+
+    #[test]
+    fn materialise_never_leaves_its_folder() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let store = Store::open(dir.path().join("store"), OpenOptions::default())?;
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(&src)?;
+        std::fs::write(src.join("f.txt"), "x")?;
+        let good = store.ingest_dir(&src)?;
+        let obj = good.files.values().next().cloned().ok_or("no object")?;
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(&outside)?;
+        for bad in [
+            "../escape.txt",
+            "/tmp/escape.txt",
+            "a/../../escape.txt",
+            "link/f.txt",
+        ] {
+            let dest = dir.path().join("dest");
+            let _ = std::fs::remove_dir_all(&dest);
+            std::fs::create_dir_all(&dest)?;
+            std::os::unix::fs::symlink(&outside, dest.join("link"))?;
+            let mut m = good.clone();
+            m.files.clear();
+            m.files.insert(bad.to_string(), obj.clone());
+            let err = store.materialise(&m, &dest);
+            assert!(
+                matches!(err, Err(crate::StoreError::UnsafePath { .. })),
+                "{bad}: {err:?}"
+            );
+            assert_eq!(std::fs::read_dir(&outside)?.count(), 0, "{bad}");
+        }
+        Ok(())
+    }
 
     #[test]
     fn ingest_then_materialise_round_trips_and_detects_damage(
