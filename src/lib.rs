@@ -19,6 +19,7 @@
 //! ```
 #![deny(missing_docs)]
 
+#[cfg(feature = "cli")]
 pub use stepgraph_cli as cli;
 pub use stepgraph_engine as engine;
 pub use stepgraph_steps as steps;

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# What CI and the tests need beyond the Rust toolchain and python3, installed only when missing,
+# so a fresh machine passes and a warm one pays nothing:
+# - graphviz: the `graph --format dot` test renders with dot;
+# - pandas: the DataFrame path of the Python harness;
+# - the MSRV toolchain (rust-version in Cargo.toml), for the MSRV build;
+# - cargo-deny, for the advisories and licenses check.
+set -euo pipefail
+
+MSRV=$(sed -n 's/^rust-version = "\(.*\)"/\1/p' "$(dirname "$0")/../Cargo.toml" | head -1)
+
+if ! command -v dot >/dev/null 2>&1; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq graphviz >/dev/null
+fi
+if ! python3 -c "import pandas" >/dev/null 2>&1; then
+  python3 -m pip install --quiet --disable-pip-version-check pandas
+fi
+if ! rustup run "$MSRV" rustc --version >/dev/null 2>&1; then
+  rustup toolchain install "$MSRV" --profile minimal
+fi
+if ! command -v cargo-deny >/dev/null 2>&1; then
+  cargo install --locked cargo-deny
+fi
