@@ -577,3 +577,72 @@ impl Worker for RustWorker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn base64_matches_rfc_4648_vectors() {
+        let cases = [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ];
+        for (plain, encoded) in cases {
+            assert_eq!(base64(plain.as_bytes()), encoded);
+        }
+        assert_eq!(base64(&[0xff, 0xfe, 0xfd]), "//79");
+    }
+
+    #[test]
+    fn paths_keep_their_exact_bytes_in_run_messages() {
+        let a = PathBuf::from(OsStr::from_bytes(b"/d/a\xff.txt"));
+        let b = PathBuf::from("/d/b.txt");
+        let m = run_message(0, &MiniBatchSpec::Files { files: vec![a, b] });
+        assert_eq!(
+            m["files"],
+            json!([{ "b64": base64(b"/d/a\xff.txt") }, "/d/b.txt"])
+        );
+    }
+
+    #[test]
+    fn lines_are_read_up_to_the_limit_and_never_further() {
+        let mut input: &[u8] = b"ok\n0123456789tail\nlast";
+        let mut buf = Vec::new();
+        assert_eq!(
+            read_bounded_line(&mut input, &mut buf, 5).ok(),
+            Some(LineRead::Line)
+        );
+        assert_eq!(buf, b"ok\n");
+        buf.clear();
+        assert_eq!(
+            read_bounded_line(&mut input, &mut buf, 5).ok(),
+            Some(LineRead::TooLong)
+        );
+        assert_eq!(buf, b"012345", "max + 1 bytes read, no more");
+        let mut input: &[u8] = b"12345\nabc";
+        buf.clear();
+        assert_eq!(
+            read_bounded_line(&mut input, &mut buf, 5).ok(),
+            Some(LineRead::Line),
+            "exactly the limit plus its newline is fine"
+        );
+        buf.clear();
+        assert_eq!(
+            read_bounded_line(&mut input, &mut buf, 5).ok(),
+            Some(LineRead::Line)
+        );
+        assert_eq!(buf, b"abc");
+        buf.clear();
+        assert_eq!(
+            read_bounded_line(&mut input, &mut buf, 5).ok(),
+            Some(LineRead::Eof)
+        );
+    }
+}
