@@ -76,17 +76,20 @@ const ENV_SPEC: &str = r#"{
   ]
 }"#;
 
-/// The file `name` of output `port` of the latest run's step `step`.
-fn output_of(dir: &Path, step: &str, port: &str, name: &str) -> String {
-    let runs = dir.join(".stepgraph/runs");
-    let mut ids: Vec<_> = std::fs::read_dir(&runs)
-        .expect("runs folder")
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    ids.sort();
-    let latest = ids.last().expect("a run");
-    let p = latest.join(step).join("outputs").join(port).join(name);
+/// The file `name` of output `port` of step `step` in the run that printed `out`.
+fn output_of(dir: &Path, out: &Output, step: &str, port: &str, name: &str) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let id = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("run ")?.split(':').next())
+        .unwrap_or_else(|| panic!("no run id in {stdout}"));
+    let p = dir
+        .join(".stepgraph/runs")
+        .join(id)
+        .join(step)
+        .join("outputs")
+        .join(port)
+        .join(name);
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
@@ -105,19 +108,19 @@ fn caller_variables_reach_steps_only_when_listed_and_their_values_rerun_steps() 
     let first = stepgraph(d, &["run", "pipeline.json", "--jobs", "1"], &secret);
     assert!(first.status.success(), "{}", text(&first));
     assert_eq!(
-        output_of(d, "py-plain", "output", "parallel_run_step.txt"),
+        output_of(d, &first, "py-plain", "output", "parallel_run_step.txt"),
         "unset home=/home/test\n"
     );
     assert_eq!(
-        output_of(d, "cmd-plain", "cmd_plain", "env.txt"),
+        output_of(d, &first, "cmd-plain", "cmd_plain", "env.txt"),
         "unset home=/home/test\n"
     );
     assert_eq!(
-        output_of(d, "py-listed", "output", "parallel_run_step.txt"),
+        output_of(d, &first, "py-listed", "output", "parallel_run_step.txt"),
         "s3cret-value-1 home=/home/test\n"
     );
     assert_eq!(
-        output_of(d, "cmd-listed", "cmd_listed", "env.txt"),
+        output_of(d, &first, "cmd-listed", "cmd_listed", "env.txt"),
         "s3cret-value-1\n"
     );
     // The value is in the fingerprint as a hash only: never in clear in the store.
@@ -141,7 +144,7 @@ fn caller_variables_reach_steps_only_when_listed_and_their_values_rerun_steps() 
         text(&again)
     );
     assert_eq!(
-        output_of(d, "cmd-listed", "cmd_listed", "env.txt"),
+        output_of(d, &again, "cmd-listed", "cmd_listed", "env.txt"),
         "s3cret-value-2\n"
     );
 }
@@ -200,11 +203,22 @@ fn a_worker_flooding_stdout_fails_its_step_with_bounded_errors_logs_db_and_memor
         "{} bytes printed",
         out.stdout.len() + out.stderr.len()
     );
+    let probe_time = std::fs::metadata(&hwm)
+        .and_then(|m| m.modified())
+        .expect("the probe ran");
+    let mut results = 0;
     for (path, bytes) in all_bytes(&d.join(".stepgraph")) {
         if path.ends_with("job_result.txt") {
+            results += 1;
             assert!(bytes.len() < 20 * 1024, "{path}: {} bytes", bytes.len());
+            let written = std::fs::metadata(&path).and_then(|m| m.modified());
+            assert!(
+                written.is_ok_and(|t| t <= probe_time),
+                "the probe ran after {path}"
+            );
         }
     }
+    assert_eq!(results, 2, "both flooding steps wrote their job_result.txt");
     let store_bytes: usize = all_bytes(&d.join(".stepgraph"))
         .iter()
         .map(|(_, b)| b.len())
@@ -216,5 +230,6 @@ fn a_worker_flooding_stdout_fails_its_step_with_bounded_errors_logs_db_and_memor
         .nth(1)
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("VmHWM line: {probe}"));
+    eprintln!("engine peak RSS: {kib} KiB");
     assert!(kib < 200 * 1024, "engine peak RSS {kib} KiB");
 }

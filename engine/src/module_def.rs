@@ -141,3 +141,21 @@ impl ModuleDef {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passthrough_digest_hashes_the_value_and_never_shows_it() {
+        assert_eq!(
+            passthrough_digest("STEPGRAPH_SURELY_NOT_SET_9F2"),
+            "passthrough (unset)"
+        );
+        let path = std::env::var("PATH").unwrap_or_default();
+        let d = passthrough_digest("PATH");
+        assert!(d.starts_with("passthrough blake3:"), "{d}");
+        assert_eq!(d.len(), "passthrough blake3:".len() + 16);
+        assert!(path.is_empty() || !d.contains(&path));
+    }
+}
