@@ -414,14 +414,21 @@ fn execute(step: &ParallelRunStep, ctx: &StepContext<'_>) -> Result<StepCounts, 
     write_job_result(step, ctx, &outcome, specs.len(), &warnings)?;
     if let Some(reason) = &outcome.abort {
         let mut msg = format!("ParallelRunStep {:?} stopped: {reason}", step.name);
-        for f in outcome.failed.iter().take(3) {
-            msg.push_str(&format!(
-                "\nmini-batch {} ({}) failed after {} tries:\n{}",
-                f.index,
-                f.items,
-                f.tries,
-                indent(f.error.trim_end())
-            ));
+        for (i, f) in outcome.failed.iter().take(3).enumerate() {
+            let head = format!(
+                "\nmini-batch {} ({}) failed after {} tries:\n",
+                f.index, f.items, f.tries
+            );
+            let full = indent(f.error.trim_end());
+            // Each error is a bounded excerpt already; past the first, a long one shows only
+            // its first line, so the message (kept in the db and events) stays small.
+            let error = if i == 0 || msg.len() + full.len() <= STEP_ERROR_BYTES {
+                full
+            } else {
+                indent(f.error.lines().next().unwrap_or_default())
+            };
+            msg.push_str(&head);
+            msg.push_str(&error);
         }
         msg.push_str(&format!(
             "\n(see {})",
@@ -446,7 +453,11 @@ fn execute(step: &ParallelRunStep, ctx: &StepContext<'_>) -> Result<StepCounts, 
 
 /// Failed mini-batches whose whole (bounded) error job_result.txt shows; later ones show
 /// only the first line.
-const FULL_ERRORS_IN_JOB_RESULT: usize = 20;
+const FULL_ERRORS_IN_JOB_RESULT: usize = 5;
+
+/// Past the first failed mini-batch, errors are shown whole in a step's error message only
+/// while it stays under this size.
+const STEP_ERROR_BYTES: usize = 16 * 1024;
 
 fn indent(s: &str) -> String {
     s.lines()
