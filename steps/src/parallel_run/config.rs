@@ -716,6 +716,14 @@ mod tests {
             field_of(base().process_count_per_node(64).node_count(17)),
             "process_count_per_node"
         );
+        for bad in ["", "A=B", "A\0"] {
+            assert_eq!(
+                field_of(base().env_passthrough([bad])),
+                "env_passthrough",
+                "{bad:?}"
+            );
+        }
+        assert_eq!(field_of(base().env_passthrough(["B", "A", "B"])), "ok");
         assert_eq!(
             field_of(base().environment_variable("A=B", "x")),
             "environment_variables"
