@@ -13,4 +13,5 @@ mod parallel_run_rust;
 mod parallel_run_smoke;
 mod parallel_run_support;
 mod parallel_run_tabular;
+mod step_processes;
 mod trust;

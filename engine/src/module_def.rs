@@ -73,6 +73,10 @@ pub struct ModuleDef {
     pub code: Option<CodeIdentity>,
     /// Environment variables the step's processes get (part of the fingerprint).
     pub environment_variables: BTreeMap<String, String>,
+    /// Names of the caller's environment variables passed through to the step's processes
+    /// (`env_passthrough`). Their values are part of the fingerprint as a hash
+    /// ([`passthrough_digest`]), never in clear.
+    pub env_passthrough: Vec<String>,
     /// Steps that must finish before this one, without a data dependency.
     pub run_after: Vec<String>,
 }
@@ -103,7 +107,23 @@ pub fn create_module_def(
         arguments,
         config: Value::Object(Default::default()),
         environment_variables: BTreeMap::new(),
+        env_passthrough: Vec::new(),
         run_after: Vec::new(),
+    }
+}
+
+/// What the fingerprint's `env` component records for a pass-through variable `name`: a short
+/// BLAKE3 hash of the caller's current value (`passthrough blake3:<16 hex>`), or
+/// `passthrough (unset)`. A changed value reruns the step; the value itself (often a secret)
+/// never reaches the store.
+pub fn passthrough_digest(name: &str) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    match std::env::var_os(name) {
+        Some(v) => format!(
+            "passthrough blake3:{}",
+            &blake3::hash(v.as_bytes()).to_hex()[..16]
+        ),
+        None => "passthrough (unset)".to_string(),
     }
 }
 
@@ -119,5 +139,23 @@ impl ModuleDef {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passthrough_digest_hashes_the_value_and_never_shows_it() {
+        assert_eq!(
+            passthrough_digest("STEPGRAPH_SURELY_NOT_SET_9F2"),
+            "passthrough (unset)"
+        );
+        let path = std::env::var("PATH").unwrap_or_default();
+        let d = passthrough_digest("PATH");
+        assert!(d.starts_with("passthrough blake3:"), "{d}");
+        assert_eq!(d.len(), "passthrough blake3:".len() + 16);
+        assert!(path.is_empty() || !d.contains(&path));
     }
 }

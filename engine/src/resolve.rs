@@ -106,12 +106,16 @@ pub(crate) fn prepare(
             .unwrap_or_else(|| p.default_value.clone());
         fp.insert(format!("params.{}", p.name), Component::value(v));
     }
-    if !def.environment_variables.is_empty() {
-        let env: serde_json::Map<String, Value> = def
-            .environment_variables
-            .iter()
-            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-            .collect();
+    let mut env: serde_json::Map<String, Value> = def
+        .environment_variables
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
+    for name in &def.env_passthrough {
+        let digest = crate::module_def::passthrough_digest(name);
+        env.entry(name.clone()).or_insert(Value::String(digest));
+    }
+    if !env.is_empty() {
         fp.insert("env", Component::value(Value::Object(env)));
     }
 

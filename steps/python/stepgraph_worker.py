@@ -20,6 +20,14 @@ Messages (see the engine's ParallelRunStep for the other side)::
     <- {"type":"bye"} + exit 0
     malformed line / unknown type: <- {"type":"protocol_error",...} + exit 4
 
+Paths (files, segment paths, folders in init) are JSON strings when they are
+valid UTF-8, else ``{"b64": "<base64 of the raw bytes>"}``; the worker turns the
+latter into ``os.fsdecode(bytes)`` (surrogateescape), which ``open()`` accepts.
+
+A line is at most ``max_line_bytes`` (init; default 64 MiB) without its
+newline; a result too long for it becomes an "error" reply instead.
+Tracebacks sent in "error"/"init_failed" keep their first and last 4 KiB.
+
 Details the engine can rely on:
 
 * Worker -> engine lines are compact JSON, UTF-8 (non-ASCII unescaped), never
@@ -40,6 +48,7 @@ list-of-dicts path even when pandas is installed.
 
 Compatible with Python 3.8+.
 """
+import base64
 import csv
 import datetime
 import importlib.util
@@ -58,6 +67,34 @@ EXIT_INIT_FAILED = 3
 EXIT_PROTOCOL_ERROR = 4
 
 ROW_FORMATS = ("text", "csv", "jsonl")
+
+# The protocol's line limit (the engine's MAX_PROTOCOL_LINE; init may say otherwise).
+MAX_LINE_BYTES = 64 * 1024 * 1024
+# Bytes kept from each end of a long error text.
+EXCERPT_BYTES = 4096
+
+# CSV fields may be as long as a protocol line (the csv module's default is 128 KiB).
+csv.field_size_limit(MAX_LINE_BYTES)
+
+
+def decode_path(value):
+    """A path from a protocol message: a str, or {"b64": ...} for a name that is not UTF-8."""
+    if isinstance(value, dict) and isinstance(value.get("b64"), str):
+        return os.fsdecode(base64.b64decode(value["b64"]))
+    if isinstance(value, str):
+        return value
+    raise ValueError("not a path: %r" % (value,))
+
+
+def excerpt(text):
+    """``text`` whole when short, else its first and last 4 KiB around an omission mark."""
+    data = text.encode("utf-8", "replace")
+    if len(data) <= 2 * EXCERPT_BYTES + 256:
+        return text
+    head = data[:EXCERPT_BYTES].decode("utf-8", "ignore")
+    tail = data[-EXCERPT_BYTES:].decode("utf-8", "ignore")
+    omitted = len(data) - len(head.encode("utf-8")) - len(tail.encode("utf-8"))
+    return "%s\n… %d bytes omitted …\n%s" % (head, omitted, tail)
 
 HARNESS_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -173,7 +210,7 @@ def _pandas():
 
 def _read_segment_bytes(segment):
     """(header bytes, data bytes) of one tabular segment."""
-    path = segment["path"]
+    path = decode_path(segment["path"])
     header_end = int(segment.get("header_end") or 0)
     chunks = []
     with open(path, "rb") as f:
@@ -223,7 +260,7 @@ def read_tabular(segments, pd):
                 text = (header + data).decode("utf-8-sig")
                 rows.extend(dict(r) for r in csv.DictReader(io.StringIO(text, newline="")))
         elif fmt == "jsonl":
-            records = _jsonl_records(data, segment["path"])
+            records = _jsonl_records(data, decode_path(segment["path"]))
             if pd is not None:
                 # DataFrame(list of dicts) keeps the keys' first-seen order,
                 # i.e. the file's column order; read_json would reorder/convert.
@@ -489,6 +526,7 @@ class Worker(object):
         self.run_with_context = False
         self.collect_rows = True
         self.row_format = "text"
+        self.max_line_bytes = MAX_LINE_BYTES
         self._pd = None
         self._pd_loaded = False
 
@@ -542,13 +580,24 @@ class Worker(object):
             text = _failure_text()
             sys.stderr.write("stepgraph worker: init failed:\n%s\n" % text)
             sys.stderr.flush()
-            self.channel.send({"type": "init_failed", "error": text})
+            self.channel.send({"type": "init_failed", "error": excerpt(text)})
             return False
         self.channel.send({"type": "ready", "pid": os.getpid()})
         return True
 
     def _init(self, message):
         self.collect_rows = bool(message.get("collect_rows", True))
+        limit = message.get("max_line_bytes")
+        if isinstance(limit, int) and limit > 0:
+            self.max_line_bytes = limit
+            csv.field_size_limit(limit)
+        for key in ("source_directory", "entry_script", "working_dir", "output_dir", "log_dir"):
+            if message.get(key) is not None:
+                message[key] = decode_path(message[key])
+        if isinstance(message.get("side_inputs"), dict):
+            message["side_inputs"] = dict(
+                (k, decode_path(v)) for k, v in message["side_inputs"].items()
+            )
         self.row_format = message.get("append_row_format") or "text"
         if self.row_format not in ROW_FORMATS:
             raise InitError(
@@ -632,7 +681,7 @@ class Worker(object):
     def build_mini_batch(self, message):
         kind = message.get("kind")
         if kind == "files":
-            return [str(p) for p in message.get("files") or []]
+            return [decode_path(p) for p in message.get("files") or []]
         if kind == "tabular":
             return read_tabular(message.get("segments") or [], self.pandas())
         raise ValueError("unknown mini-batch kind %r (expected files or tabular)" % kind)
@@ -665,7 +714,16 @@ class Worker(object):
             text = _failure_text()
             sys.stderr.write("stepgraph worker: mini-batch %s failed:\n%s\n" % (index, text))
             sys.stderr.flush()
-            self.channel.send({"type": "error", "index": index, "error": text})
+            self.channel.send({"type": "error", "index": index, "error": excerpt(text)})
+            return
+        if len(line) - 1 > self.max_line_bytes:
+            self.channel.send({
+                "type": "error",
+                "index": index,
+                "error": "the result of mini-batch %s is %d bytes, over the protocol's line "
+                "limit of %d bytes; use a smaller mini_batch_size"
+                % (index, len(line) - 1, self.max_line_bytes),
+            })
             return
         self.channel.send_line(line)
 

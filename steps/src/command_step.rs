@@ -2,8 +2,8 @@
 //! Azure's `PythonScriptStep`.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -21,6 +21,9 @@ use crate::placeholders;
 /// the input path, output folder and parameter value. The working folder is a copy of
 /// `source_directory` when set (its snapshot is part of the fingerprint), else a scratch folder.
 /// Standard output and error go to `logs/user/stdout.txt` and `logs/user/stderr.txt`.
+/// The command gets a defined environment (see the README's "Step environment"): PATH, HOME,
+/// USER, LANG, LC_*, TZ and TMPDIR from the caller, the names listed with
+/// [`CommandStep::env_passthrough`], and the variables set with [`CommandStep::env`].
 #[derive(Debug, Clone)]
 pub struct CommandStep {
     name: String,
@@ -30,6 +33,7 @@ pub struct CommandStep {
     outputs: Vec<OutputPortBinding>,
     params: Vec<PipelineParameter>,
     environment_variables: BTreeMap<String, String>,
+    env_passthrough: Vec<String>,
     allow_reuse: bool,
     run_after: Vec<String>,
 }
@@ -48,6 +52,7 @@ impl CommandStep {
             outputs: Vec::new(),
             params: Vec::new(),
             environment_variables: BTreeMap::new(),
+            env_passthrough: Vec::new(),
             allow_reuse: true,
             run_after: Vec::new(),
         }
@@ -83,6 +88,16 @@ impl CommandStep {
         self
     }
 
+    /// Pass the caller's values of these environment variables through to the command (their
+    /// values are hashed into the fingerprint, so a changed value reruns the step).
+    pub fn env_passthrough<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
+        self.env_passthrough
+            .extend(names.into_iter().map(Into::into));
+        self.env_passthrough.sort();
+        self.env_passthrough.dedup();
+        self
+    }
+
     /// Reuse cached outputs when nothing changed (default true).
     pub fn allow_reuse(mut self, allow: bool) -> Self {
         self.allow_reuse = allow;
@@ -113,6 +128,9 @@ impl Step for CommandStep {
         if self.command.is_empty() || self.command[0].is_empty() {
             return Err(self.invalid("command", "must name a program"));
         }
+        if self.command.iter().any(|a| a.contains('\0')) {
+            return Err(self.invalid("command", "must not contain NUL characters"));
+        }
         let mut used_params = Vec::new();
         for arg in &self.command {
             for p in placeholders::find(arg) {
@@ -135,6 +153,23 @@ impl Step for CommandStep {
                         name: p.name,
                     });
                 }
+            }
+        }
+        for (field, names) in [
+            (
+                "env_passthrough",
+                self.env_passthrough.iter().collect::<Vec<_>>(),
+            ),
+            (
+                "environment_variables",
+                self.environment_variables.keys().collect(),
+            ),
+        ] {
+            if let Some(bad) = names
+                .into_iter()
+                .find(|k| k.is_empty() || k.contains('=') || k.contains('\0'))
+            {
+                return Err(self.invalid(field, format!("invalid variable name {bad:?}")));
             }
         }
         if let Some(dir) = &self.source_directory {
@@ -166,22 +201,30 @@ impl Step for CommandStep {
                 .clone()
                 .map(CodeIdentity::SourceDirectory),
             environment_variables: self.environment_variables.clone(),
+            env_passthrough: self.env_passthrough.clone(),
             run_after: self.run_after.clone(),
         })
     }
 
     fn execute(&self, ctx: &StepContext<'_>) -> Result<StepCounts, StepError> {
-        let argv: Vec<String> = self
+        // Paths are passed as their exact bytes, never converted lossily.
+        let argv: Vec<OsString> = self
             .command
             .iter()
             .map(|a| {
-                placeholders::substitute(a, |ns, name| match ns {
-                    "inputs" => ctx.inputs.get(name).map(|i| i.path.display().to_string()),
-                    "outputs" => ctx.outputs.get(name).map(|p| p.display().to_string()),
-                    _ => ctx.params.get(name).map(value_to_arg),
+                substitute_os(a, |ns, name| match ns {
+                    "inputs" => ctx
+                        .inputs
+                        .get(name)
+                        .map(|i| i.path.clone().into_os_string()),
+                    "outputs" => ctx.outputs.get(name).map(|p| p.clone().into_os_string()),
+                    _ => ctx.params.get(name).map(|v| value_to_arg(v).into()),
                 })
             })
             .collect();
+        let Some((program, args)) = argv.split_first() else {
+            return Err(StepError::new("the command is empty"));
+        };
         let user_logs = ctx.log_dir.join("user");
         std::fs::create_dir_all(&user_logs)?;
         let stdout_path = user_logs.join("stdout.txt");
@@ -200,41 +243,54 @@ impl Step for CommandStep {
             }
             None => ctx.work_dir.to_path_buf(),
         };
-        let mut cmd = Command::new(&argv[0]);
-        cmd.args(&argv[1..])
+        // Marks the command's processes; dropping it kills whatever the command left behind.
+        let tree = crate::process::ProcessTree::new();
+        let mut cmd = Command::new(program);
+        cmd.args(args)
             .process_group(0)
             .current_dir(&cwd)
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .envs(&self.environment_variables);
+            .env_clear()
+            .envs(crate::process::step_env(
+                &self.env_passthrough,
+                &self.environment_variables,
+                tree.token(),
+            ))
+            .env("PYTHONDONTWRITEBYTECODE", "1");
         for (k, v) in ctx.params {
             cmd.env(format!("AML_PARAMETER_{k}"), value_to_arg(v));
         }
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| StepError::new(format!("cannot start {:?}: {e}", argv[0])))?;
+        let mut child = crate::process::spawn(&mut cmd)
+            .map_err(|e| StepError::new(format!("cannot start {program:?}: {e}")))?;
         let status = loop {
-            match child.try_wait()? {
-                Some(status) => break status,
-                None if ctx.cancel.is_cancelled() => {
+            match child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if !ctx.cancel.is_cancelled() => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                other => {
                     crate::process::kill_tree(&mut child);
                     let _ = child.wait();
-                    return Err(StepError::new("cancelled"));
+                    crate::process::reaped(&child);
+                    return Err(match other {
+                        Err(e) => StepError::new(format!("waiting for {program:?}: {e}")),
+                        _ => StepError::new("cancelled"),
+                    });
                 }
-                None => std::thread::sleep(Duration::from_millis(20)),
             }
         };
+        crate::process::reaped(&child);
+        drop(tree);
         if !status.success() {
-            let tail = tail_of(&stderr_path, 4096);
+            let tail = crate::process::file_excerpt(&stderr_path);
             let what = match status.code() {
                 Some(c) => format!("exit code {c}"),
                 None => "a signal".to_string(),
             };
             return Err(StepError::new(format!(
-                "command {:?} failed with {what}{}",
-                argv[0],
+                "command {program:?} failed with {what}{}",
                 if tail.trim().is_empty() {
                     String::new()
                 } else {
@@ -246,14 +302,26 @@ impl Step for CommandStep {
     }
 }
 
-/// The last `max` bytes of a file, as text.
-fn tail_of(path: &std::path::Path, max: u64) -> String {
-    let Ok(mut f) = File::open(path) else {
-        return String::new();
-    };
-    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-    let _ = f.seek(SeekFrom::Start(len.saturating_sub(max)));
-    let mut buf = Vec::new();
-    let _ = f.read_to_end(&mut buf);
-    String::from_utf8_lossy(&buf).into_owned()
+/// [`placeholders::substitute`] producing an `OsString`, so replacement values (paths) keep
+/// their exact bytes.
+fn substitute_os(s: &str, mut f: impl FnMut(&str, &str) -> Option<OsString>) -> OsString {
+    // Each replaced placeholder becomes a NUL-delimited index (a NUL can never be part of an
+    // argument), then the pieces are joined with the values.
+    let mut values: Vec<OsString> = Vec::new();
+    let marked = placeholders::substitute(s, |ns, name| {
+        let v = f(ns, name)?;
+        values.push(v);
+        Some(format!("\0{}\0", values.len() - 1))
+    });
+    let mut out = OsString::new();
+    for (i, piece) in marked.split('\0').enumerate() {
+        if i % 2 == 1 {
+            if let Some(v) = piece.parse::<usize>().ok().and_then(|n| values.get(n)) {
+                out.push(v);
+                continue;
+            }
+        }
+        out.push(piece);
+    }
+    out
 }

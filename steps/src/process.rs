@@ -1,19 +1,329 @@
-//! Child processes of steps: each runs in its own process group, so stopping it stops what it
-//! started too.
+//! Child processes of steps.
+//!
+//! - Every step process runs in its own process group, so stopping it stops what it started
+//!   too ([`kill_tree`]).
+//! - Every step process gets a defined environment ([`step_env`]), never the caller's whole
+//!   environment.
+//! - Every step process carries its step's token (`STEPGRAPH_STEP_TOKEN`) and the engine is a
+//!   child subreaper, so what a step leaves behind (even in a session of its own) is found and
+//!   killed when the step ends ([`ProcessTree`]), the way Jenkins' ProcessTreeKiller works.
+//! - Anything a step prints that ends up in an error, a log summary or the store is a bounded
+//!   [`excerpt`].
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::process::Child;
+use std::process::{Child, Command};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::unistd::Pid;
+
+/// The variable carrying a step's token into each of its processes (and, unless they clear
+/// their environment, into everything they start).
+pub const STEP_TOKEN_VAR: &str = "STEPGRAPH_STEP_TOKEN";
+
+/// The caller's variables every step process gets, when they are set (besides every `LC_*`).
+/// They are machine-local (where programs and the home folder are, the user's locale), so
+/// they are not part of fingerprints.
+pub const DEFAULT_ENV: &[&str] = &["PATH", "HOME", "USER", "LANG", "TZ", "TMPDIR"];
+
+/// Bytes kept from each end of a long text by [`excerpt`].
+pub const EXCERPT_BYTES: usize = 4096;
 
 /// Kill a child and everything it started (it must have been spawned with `process_group(0)`).
 pub(crate) fn kill_tree(child: &mut Child) {
     if let Ok(pid) = i32::try_from(child.id()) {
-        let _ = nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
+        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
     }
     let _ = child.kill();
 }
+
+// ----- bounded excerpts -----
+
+/// Texts up to this length are kept whole by [`excerpt`] (a little over both ends, so an
+/// excerpt with a short prefix is not cut again).
+const KEEP_WHOLE: usize = 2 * EXCERPT_BYTES + 256;
+
+/// A bounded excerpt of `bytes` as text: all of it when it is short (about 2 ×
+/// [`EXCERPT_BYTES`]), else the first and last [`EXCERPT_BYTES`] with `… N bytes omitted …`
+/// between them. Invalid UTF-8 is replaced, never an error.
+pub fn excerpt(bytes: &[u8]) -> String {
+    if bytes.len() <= KEEP_WHOLE {
+        return String::from_utf8_lossy(bytes).into_owned();
+    }
+    let head = &bytes[..EXCERPT_BYTES];
+    let tail = &bytes[bytes.len() - EXCERPT_BYTES..];
+    join_excerpt(head, (bytes.len() - 2 * EXCERPT_BYTES) as u64, tail)
+}
+
+/// [`excerpt`] of a file's contents, reading only its two ends (empty when unreadable).
+pub fn file_excerpt(path: &Path) -> String {
+    let Ok(mut f) = File::open(path) else {
+        return String::new();
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let keep = 2 * EXCERPT_BYTES as u64;
+    if len <= KEEP_WHOLE as u64 {
+        let mut buf = Vec::new();
+        let _ = f.read_to_end(&mut buf);
+        return excerpt(&buf);
+    }
+    let mut head = vec![0u8; EXCERPT_BYTES];
+    let mut tail = vec![0u8; EXCERPT_BYTES];
+    let ok = f.read_exact(&mut head).is_ok()
+        && f.seek(SeekFrom::Start(len - EXCERPT_BYTES as u64)).is_ok()
+        && f.read_exact(&mut tail).is_ok();
+    if !ok {
+        return String::new();
+    }
+    join_excerpt(&head, len - keep, &tail)
+}
+
+fn join_excerpt(head: &[u8], omitted: u64, tail: &[u8]) -> String {
+    // Cut on character boundaries when the text is UTF-8 (at most 3 bytes move).
+    let head_end = (EXCERPT_BYTES.saturating_sub(3)..=head.len())
+        .rev()
+        .find(|&i| std::str::from_utf8(&head[..i]).is_ok())
+        .unwrap_or(head.len());
+    let tail_start = (0..=3.min(tail.len()))
+        .find(|&i| std::str::from_utf8(&tail[i..]).is_ok())
+        .unwrap_or(0);
+    let omitted = omitted + (head.len() - head_end) as u64 + tail_start as u64;
+    format!(
+        "{}\n… {omitted} bytes omitted …\n{}",
+        String::from_utf8_lossy(&head[..head_end]),
+        String::from_utf8_lossy(&tail[tail_start..])
+    )
+}
+
+// ----- the defined environment -----
+
+/// The environment of a step's processes: [`DEFAULT_ENV`] and every `LC_*` variable from the
+/// caller when set, then the caller's values of the `passthrough` names that are set, then the
+/// step's declared `environment_variables`, then the step's token. Nothing else of the
+/// caller's environment reaches a step; callers add stepgraph's own variables on top.
+pub(crate) fn step_env(
+    passthrough: &[String],
+    declared: &BTreeMap<String, String>,
+    token: &str,
+) -> BTreeMap<OsString, OsString> {
+    let mut env = BTreeMap::new();
+    for (k, v) in std::env::vars_os() {
+        let default =
+            DEFAULT_ENV.iter().any(|d| OsStr::new(d) == k) || k.as_bytes().starts_with(b"LC_");
+        if default {
+            env.insert(k, v);
+        }
+    }
+    for name in passthrough {
+        if let Some(v) = std::env::var_os(name) {
+            env.insert(OsString::from(name), v);
+        }
+    }
+    for (k, v) in declared {
+        env.insert(OsString::from(k), OsString::from(v));
+    }
+    env.insert(OsString::from(STEP_TOKEN_VAR), OsString::from(token));
+    env
+}
+
+// ----- spawning and reaping -----
+
+/// Pids of step processes this process spawned and has not waited for yet; the leftover scan
+/// never touches them (their `Child` handle owns their exit status).
+static SPAWNED: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
+
+/// Tokens of steps whose processes may still be running.
+static LIVE_TOKENS: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+
+static SUBREAPER: OnceLock<bool> = OnceLock::new();
+
+/// Spawn a step process: makes this process a child subreaper first (once), so descendants
+/// orphaned by a step are re-parented here instead of to init, and records the pid.
+///
+/// # Errors
+/// The spawn error.
+pub(crate) fn spawn(cmd: &mut Command) -> std::io::Result<Child> {
+    SUBREAPER.get_or_init(|| nix::sys::prctl::set_child_subreaper(true).is_ok());
+    // Held across the spawn: a leftover scan in another thread must never see the new child
+    // before it is recorded.
+    let mut spawned = SPAWNED.lock().unwrap_or_else(|e| e.into_inner());
+    let child = cmd.spawn()?;
+    if let Ok(pid) = i32::try_from(child.id()) {
+        spawned.insert(pid);
+    }
+    Ok(child)
+}
+
+/// Forget a spawned child once it has been waited for.
+pub(crate) fn reaped(child: &Child) {
+    if let Ok(pid) = i32::try_from(child.id()) {
+        SPAWNED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&pid);
+    }
+}
+
+/// The processes of one step execution. Its token marks them (set by [`step_env`]); when it is
+/// dropped (the step ended, failed or was aborted) every process still carrying the token,
+/// and every orphan re-parented to this process, is killed and reaped.
+#[derive(Debug)]
+pub(crate) struct ProcessTree {
+    token: String,
+}
+
+impl ProcessTree {
+    /// A tree with a fresh token.
+    pub(crate) fn new() -> ProcessTree {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let mut h = blake3::Hasher::new();
+        h.update(&std::process::id().to_le_bytes());
+        h.update(&COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        h.update(&nanos.to_le_bytes());
+        let token = h.finalize().to_hex()[..32].to_string();
+        LIVE_TOKENS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(token.clone());
+        ProcessTree { token }
+    }
+
+    /// The token its processes carry in `STEPGRAPH_STEP_TOKEN`.
+    pub(crate) fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// Kill every process left behind: those carrying this tree's token, and orphans
+    /// re-parented to this process (outside this process's own group, not spawned by a step
+    /// that is still running, not carrying another running step's token). Children among
+    /// them are reaped with `waitpid` on their pid (never `waitpid(-1)`, which would steal
+    /// the exit status of `Child` handles). Returns how many processes were killed.
+    pub(crate) fn kill_leftovers(&self) -> usize {
+        let me = nix::unistd::getpid().as_raw();
+        let my_group = nix::unistd::getpgrp().as_raw();
+        let mut killed = BTreeSet::new();
+        // Each round kills what it finds; orphans of killed processes show up as our
+        // children in the next one. A bounded number of rounds, in case something keeps
+        // forking faster than we kill.
+        for _ in 0..200 {
+            let spawned = SPAWNED.lock().unwrap_or_else(|e| e.into_inner());
+            let live = LIVE_TOKENS
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            let targets: Vec<ProcInfo> = scan_proc()
+                .into_iter()
+                .filter(|p| p.pid != me && !spawned.contains(&p.pid))
+                .filter(|p| {
+                    let ours = p.token.as_deref() == Some(self.token.as_str());
+                    let other_running = p
+                        .token
+                        .as_ref()
+                        .is_some_and(|t| *t != self.token && live.contains(t));
+                    let orphan = p.ppid == me && p.pgid != my_group && !other_running;
+                    ours || orphan
+                })
+                .collect();
+            if targets.is_empty() {
+                break;
+            }
+            let mut reaped_any = false;
+            for p in &targets {
+                let _ = kill(Pid::from_raw(p.pid), Signal::SIGKILL);
+                killed.insert(p.pid);
+            }
+            for p in targets.iter().filter(|p| p.ppid == me) {
+                let _ = nix::sys::wait::waitpid(Pid::from_raw(p.pid), None);
+                reaped_any = true;
+            }
+            drop(spawned);
+            if !reaped_any {
+                // Killed, but not our children: give them a moment to die.
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        killed.len()
+    }
+}
+
+impl Drop for ProcessTree {
+    fn drop(&mut self) {
+        self.kill_leftovers();
+        LIVE_TOKENS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.token);
+    }
+}
+
+#[derive(Debug)]
+struct ProcInfo {
+    pid: i32,
+    ppid: i32,
+    pgid: i32,
+    token: Option<String>,
+}
+
+/// Every process of /proc with its parent, group and step token (unreadable ones are skipped).
+fn scan_proc() -> Vec<ProcInfo> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read(entry.path().join("stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
+        let Some(close) = stat.iter().rposition(|b| *b == b')') else {
+            continue;
+        };
+        let rest = String::from_utf8_lossy(&stat[close + 1..]).into_owned();
+        let mut fields = rest.split_ascii_whitespace();
+        let _state = fields.next();
+        let (Some(ppid), Some(pgid)) = (
+            fields.next().and_then(|s| s.parse().ok()),
+            fields.next().and_then(|s| s.parse().ok()),
+        ) else {
+            continue;
+        };
+        let token = std::fs::read(entry.path().join("environ"))
+            .ok()
+            .and_then(|env| {
+                let prefix = format!("{STEP_TOKEN_VAR}=");
+                env.split(|b| *b == 0)
+                    .find_map(|kv| kv.strip_prefix(prefix.as_bytes()))
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+            });
+        out.push(ProcInfo {
+            pid,
+            ppid,
+            pgid,
+            token,
+        });
+    }
+    out
+}
+
+// ----- source folders -----
 
 /// Copy a source folder (without `.git` and `__pycache__`) to `to`: steps run in a copy, the
 /// way Azure runs a snapshot, so nothing they write lands in the user's folder or in the
@@ -51,4 +361,70 @@ pub(crate) fn copy_tree(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_text_is_kept_whole_and_long_text_keeps_both_ends() {
+        assert_eq!(excerpt(b"abc"), "abc");
+        let mut long = vec![b'a'; 5000];
+        long.extend(vec![b'z'; 5000]);
+        let e = excerpt(&long);
+        assert!(e.starts_with(&"a".repeat(4096)), "{}", &e[..10]);
+        assert!(e.ends_with(&"z".repeat(4096)));
+        assert!(e.contains("\n… 1808 bytes omitted …\n"), "{e}");
+        assert!(e.len() < 8300);
+        assert_eq!(
+            excerpt(format!("prefix: {e}").as_bytes()),
+            format!("prefix: {e}")
+        );
+    }
+
+    #[test]
+    fn excerpt_cuts_on_character_boundaries() {
+        let text = "é".repeat(6000); // 12000 bytes, 2 per character
+        let e = excerpt(text.as_bytes());
+        assert!(!e.contains('\u{fffd}'), "no replacement character");
+        let total: usize = e.split("\n… ").next().map(str::len).unwrap_or_default();
+        assert_eq!(total, 4096);
+    }
+
+    #[test]
+    fn file_excerpt_reads_both_ends() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("f");
+        let mut body = b"HEAD".to_vec();
+        body.extend(vec![b'.'; 100_000]);
+        body.extend(b"TAIL");
+        std::fs::write(&p, &body).expect("write");
+        let e = file_excerpt(&p);
+        assert!(e.starts_with("HEAD") && e.ends_with("TAIL"));
+        assert!(e.contains(&format!("… {} bytes omitted …", body.len() - 8192)));
+        assert_eq!(file_excerpt(&dir.path().join("missing")), "");
+    }
+
+    #[test]
+    fn step_env_keeps_only_the_defined_variables() {
+        let declared = BTreeMap::from([("MINE".to_string(), "1".to_string())]);
+        let env = step_env(&["NOT_SET_ANYWHERE_XYZ".to_string()], &declared, "tok");
+        assert_eq!(env.get(OsStr::new("MINE")), Some(&OsString::from("1")));
+        assert_eq!(
+            env.get(OsStr::new(STEP_TOKEN_VAR)),
+            Some(&OsString::from("tok"))
+        );
+        assert!(!env.contains_key(OsStr::new("NOT_SET_ANYWHERE_XYZ")));
+        for k in env.keys() {
+            let k = k.to_string_lossy();
+            assert!(
+                DEFAULT_ENV.contains(&k.as_ref())
+                    || k.starts_with("LC_")
+                    || k == "MINE"
+                    || k == STEP_TOKEN_VAR,
+                "unexpected variable {k}"
+            );
+        }
+    }
 }

@@ -102,6 +102,8 @@ enum StepSpec {
         outputs: Vec<String>,
         #[serde(default)]
         environment_variables: BTreeMap<String, String>,
+        #[serde(default)]
+        env_passthrough: Vec<String>,
         #[serde(default = "yes")]
         allow_reuse: bool,
         #[serde(default)]
@@ -126,6 +128,8 @@ struct PrcSpec {
     output_action: Option<String>,
     #[serde(default)]
     environment_variables: BTreeMap<String, String>,
+    #[serde(default)]
+    env_passthrough: Vec<String>,
     append_row_file_name: Option<String>,
     append_row_format: Option<String>,
     process_count_per_node: Option<u32>,
@@ -345,6 +349,7 @@ pub fn parse_spec(text: &str, file: &str, base: &Path) -> Result<Pipeline, SpecE
                 inputs,
                 outputs: outs,
                 environment_variables,
+                env_passthrough,
                 allow_reuse,
                 run_after,
             } => {
@@ -365,6 +370,7 @@ pub fn parse_spec(text: &str, file: &str, base: &Path) -> Result<Pipeline, SpecE
                 for (k, v) in environment_variables {
                     step = step.env(k, v);
                 }
+                step = step.env_passthrough(env_passthrough);
                 for arg in &command {
                     for p in placeholders::find(arg) {
                         if p.namespace == "params" {
@@ -464,6 +470,7 @@ fn prc_config(
     for (k, v) in s.environment_variables {
         b = b.environment_variable(k, v);
     }
+    b = b.env_passthrough(s.env_passthrough);
     if let Some(v) = s.append_row_file_name {
         b = b.append_row_file_name(v);
     }

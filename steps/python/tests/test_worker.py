@@ -8,6 +8,7 @@ Run from steps/python:  python3 -m unittest discover -s tests -v
 DataFrame tests are skipped when pandas is not installed; the list-of-dicts
 path is forced with STEPGRAPH_NO_PANDAS=1 so it is tested either way.
 """
+import base64
 import importlib.util
 import json
 import os
@@ -811,6 +812,65 @@ class RowFormatTests(WorkerTestCase):
         self.assertEqual(reply["type"], "init_failed")
         self.assertIn("append_row_format", reply["error"])
         self.assertEqual(worker.wait(), 3)
+
+
+class LimitsAndPathsTests(WorkerTestCase):
+    """Protocol line limit, bounded error texts, and non-UTF-8 paths."""
+
+    def test_csv_field_of_one_mebibyte_is_read(self):
+        big = "x" * (1 << 20)
+        data = ("id,text\n1,%s\n" % big).encode("utf-8")
+        path = self.write("data/big.csv", data, "wb")
+        worker = self.start(
+            """
+            def run(mini_batch):
+                return [len(r["text"]) for r in mini_batch]
+            """,
+            env=NO_PANDAS,
+        )
+        segment = {"path": path, "format": "csv", "header_end": len(b"id,text\n"), "ranges": [[len(b"id,text\n"), len(data)]]}
+        reply = worker.request({"type": "run", "index": 0, "kind": "tabular", "segments": [segment]})
+        self.assertResult(reply, 0, [str(1 << 20)])
+
+    def test_non_utf8_paths_arrive_as_openable_names(self):
+        folder = os.fsencode(self.tmp)
+        names = [folder + b"/a\xff.txt", folder + b"/a\xfe.txt"]
+        for i, name in enumerate(names):
+            with open(name, "wb") as f:
+                f.write(b"content %d" % i)
+        worker = self.start(
+            """
+            def run(mini_batch):
+                return [open(p).read() for p in mini_batch]
+            """
+        )
+        files = [{"b64": base64.b64encode(n).decode("ascii")} for n in names]
+        self.assertResult(self.run_files(worker, 0, files), 0, ["content 0", "content 1"])
+
+    def test_huge_error_text_is_sent_as_an_excerpt(self):
+        worker = self.start(
+            """
+            def run(mini_batch):
+                raise ValueError("A" * 100000 + "END")
+            """
+        )
+        reply = self.run_files(worker, 3, [])
+        self.assertEqual(reply["type"], "error")
+        self.assertLess(len(reply["error"]), 9000)
+        self.assertIn("bytes omitted", reply["error"])
+        self.assertTrue(reply["error"].rstrip().endswith("END"), reply["error"][-100:])
+
+    def test_result_over_the_line_limit_is_an_error_reply(self):
+        worker = self.start(
+            """
+            def run(mini_batch):
+                return ["y" * 5000]
+            """,
+            max_line_bytes=1000,
+        )
+        reply = self.run_files(worker, 4, [])
+        self.assertEqual(reply["type"], "error")
+        self.assertIn("over the protocol's line limit of 1000 bytes", reply["error"])
 
 
 if __name__ == "__main__":

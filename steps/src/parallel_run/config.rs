@@ -151,6 +151,10 @@ pub struct ParallelRunConfig {
     pub output_action: OutputAction,
     /// Set in each worker; part of the fingerprint.
     pub environment_variables: BTreeMap<String, String>,
+    /// Names of the caller's environment variables passed through to the workers (nothing
+    /// else of the caller's environment reaches them besides PATH, HOME, USER, LANG, LC_*,
+    /// TZ and TMPDIR). Their values are hashed into the fingerprint.
+    pub env_passthrough: Vec<String>,
     /// Name of the gathered file (append_row).
     pub append_row_file_name: String,
     /// Format of the gathered file.
@@ -255,6 +259,7 @@ pub struct ParallelRunConfigBuilder {
     allowed_failed_percent: Option<f64>,
     output_action: OutputAction,
     environment_variables: BTreeMap<String, String>,
+    env_passthrough: Vec<String>,
     append_row_file_name: Option<String>,
     append_row_format: AppendRowFormat,
     process_count_per_node: Option<u32>,
@@ -327,6 +332,13 @@ impl ParallelRunConfigBuilder {
     /// Set an environment variable in each worker.
     pub fn environment_variable(mut self, k: impl Into<String>, v: impl Into<String>) -> Self {
         self.environment_variables.insert(k.into(), v.into());
+        self
+    }
+    /// Pass the caller's values of these environment variables through to the workers
+    /// (their values are hashed into the fingerprint, so a changed value reruns the step).
+    pub fn env_passthrough<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
+        self.env_passthrough
+            .extend(names.into_iter().map(Into::into));
         self
     }
     /// File name of the gathered rows (default `parallel_run_step.txt`).
@@ -517,6 +529,10 @@ impl ParallelRunConfigBuilder {
                 ));
             }
         }
+        check_env_names("env_passthrough", &self.env_passthrough)?;
+        let mut env_passthrough = self.env_passthrough;
+        env_passthrough.sort();
+        env_passthrough.dedup();
         Ok(ParallelRunConfig {
             entry,
             source_directory,
@@ -526,6 +542,7 @@ impl ParallelRunConfigBuilder {
             allowed_failed_percent: self.allowed_failed_percent,
             output_action: self.output_action,
             environment_variables: self.environment_variables,
+            env_passthrough,
             append_row_file_name,
             append_row_format: self.append_row_format,
             process_count_per_node,
@@ -538,6 +555,16 @@ impl ParallelRunConfigBuilder {
             description: self.description,
         })
     }
+}
+
+/// Environment variable names: not empty, no `=`, no NUL.
+pub(crate) fn check_env_names(field: &str, names: &[String]) -> Result<(), ConfigError> {
+    for k in names {
+        if k.is_empty() || k.contains('=') || k.contains('\0') {
+            return Err(err(field, format!("invalid variable name {k:?}")));
+        }
+    }
+    Ok(())
 }
 
 /// Azure's rule `^\d+([kKmMgG][bB])*$`.
@@ -555,10 +582,12 @@ fn matches_mini_batch_rule(s: &str) -> bool {
 
 /// Azure refuses file names with path separators or characters Windows cannot store.
 fn check_file_name(name: &str) -> Result<(), ConfigError> {
-    const BAD: &[char] = &['/', '\\', ':', '*', '?', '"', '<', '>', '|', '\0'];
-    if name.is_empty() || name == "." || name == ".." {
-        return Err(err("append_row_file_name", "must be a file name"));
+    // The engine's rule for every file name that becomes a path, then the characters Azure
+    // also refuses (so a name that works here works there).
+    if let Some(reason) = stepgraph_engine::name::check_file_name(name) {
+        return Err(err("append_row_file_name", format!("{name:?} {reason}")));
     }
+    const BAD: &[char] = &[':', '*', '?', '"', '<', '>', '|'];
     if let Some(c) = name.chars().find(|c| BAD.contains(c) || c.is_control()) {
         return Err(err(
             "append_row_file_name",
@@ -689,6 +718,14 @@ mod tests {
             field_of(base().process_count_per_node(64).node_count(17)),
             "process_count_per_node"
         );
+        for bad in ["", "A=B", "A\0"] {
+            assert_eq!(
+                field_of(base().env_passthrough([bad])),
+                "env_passthrough",
+                "{bad:?}"
+            );
+        }
+        assert_eq!(field_of(base().env_passthrough(["B", "A", "B"])), "ok");
         assert_eq!(
             field_of(base().environment_variable("A=B", "x")),
             "environment_variables"

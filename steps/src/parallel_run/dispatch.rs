@@ -15,6 +15,7 @@ use super::config::ParallelRunConfig;
 use super::gather::{Gatherer, Piece};
 use super::partition::MiniBatchSpec;
 use super::worker::{KillHandle, TryOutcome, Worker};
+use super::writes::WriteWatch;
 
 /// Finished mini-batches are made durable at most this often (never one fsync per
 /// mini-batch). A crash loses at most the mini-batches finished since the last commit.
@@ -150,6 +151,7 @@ pub(crate) fn dispatch(
     kill: Vec<KillHandle>,
     log: &mut ProgressLog<'_>,
     mut gatherer: Option<&mut Gatherer>,
+    watch: Option<&WriteWatch>,
     sys_log: &mut dyn Write,
 ) -> Result<Outcome, String> {
     let total = specs.len() as u64;
@@ -211,6 +213,11 @@ pub(crate) fn dispatch(
                     // After an abort, queued mini-batches are handed back unrun.
                     let outcome = if stop.load(Ordering::SeqCst) {
                         TryOutcome::Cancelled
+                    } else if let Some(w) = watch {
+                        let before = w.before();
+                        let outcome = worker.run(index, spec);
+                        w.after(index, before);
+                        outcome
                     } else {
                         worker.run(index, spec)
                     };

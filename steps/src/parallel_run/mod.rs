@@ -10,8 +10,10 @@ mod gather;
 mod harness;
 pub mod partition;
 mod worker;
+mod writes;
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::fs::{self, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -32,6 +34,12 @@ pub use entry::{
 };
 use partition::{MiniBatchSize, MiniBatchSpec, TabularSource};
 use worker::{KillHandle, ProcessSpec, ProcessWorker, RustWorker, Worker};
+
+/// The longest line, in bytes without its newline, a worker may send or receive in the
+/// worker protocol (64 MiB). A longer line fails the try with "worker protocol line over
+/// 67108864 bytes"; the engine never buffers more than this of one line. The Python harness
+/// also raises `csv.field_size_limit` to it.
+pub const MAX_PROTOCOL_LINE: usize = 64 << 20;
 
 /// Version of this step type's behaviour; part of every ParallelRunStep fingerprint.
 const FORMAT_VERSION: u32 = 1;
@@ -237,6 +245,7 @@ impl Step for ParallelRunStep {
             config,
             code,
             environment_variables: cfg.environment_variables.clone(),
+            env_passthrough: cfg.env_passthrough.clone(),
             run_after: self.run_after.clone(),
         })
     }
@@ -373,7 +382,12 @@ fn execute(step: &ParallelRunStep, ctx: &StepContext<'_>) -> Result<StepCounts, 
         }
         gatherer = Some(g);
     }
-    let (workers, kill) = make_workers(step, ctx, &output_dir, &user_dir, &side_inputs)?;
+    // summary_only: notice files that several mini-batches write (rows duplicated on a redo).
+    let watch = (cfg.output_action == OutputAction::SummaryOnly)
+        .then(|| writes::WriteWatch::new(&output_dir));
+    // Marks every process of this execution; dropping it kills whatever they left behind.
+    let tree = crate::process::ProcessTree::new();
+    let (workers, kill) = make_workers(step, ctx, &tree, &output_dir, &user_dir, &side_inputs)?;
     let outcome = dispatch::dispatch(
         ctx,
         cfg,
@@ -384,22 +398,37 @@ fn execute(step: &ParallelRunStep, ctx: &StepContext<'_>) -> Result<StepCounts, 
         kill,
         &mut log,
         gatherer.as_mut(),
+        watch.as_ref(),
         &mut sys_log,
-    )
-    .map_err(StepError::new)?;
+    );
+    // The workers have stopped (normally, on error or on abort): kill what they left behind.
+    drop(tree);
+    let outcome = outcome.map_err(StepError::new)?;
+    let warnings = watch.map(|w| w.warnings()).unwrap_or_default();
+    for w in &warnings {
+        let _ = writeln!(sys_log, "{w}");
+        ctx.message("warn", w.clone());
+    }
     let _ = sys_log.flush();
 
-    write_job_result(step, ctx, &outcome, specs.len())?;
+    write_job_result(step, ctx, &outcome, specs.len(), &warnings)?;
     if let Some(reason) = &outcome.abort {
         let mut msg = format!("ParallelRunStep {:?} stopped: {reason}", step.name);
-        for f in outcome.failed.iter().take(3) {
-            msg.push_str(&format!(
-                "\nmini-batch {} ({}) failed after {} tries:\n{}",
-                f.index,
-                f.items,
-                f.tries,
-                indent(f.error.trim_end())
-            ));
+        for (i, f) in outcome.failed.iter().take(3).enumerate() {
+            let head = format!(
+                "\nmini-batch {} ({}) failed after {} tries:\n",
+                f.index, f.items, f.tries
+            );
+            let full = indent(f.error.trim_end());
+            // Each error is a bounded excerpt already; past the first, a long one shows only
+            // its first line, so the message (kept in the db and events) stays small.
+            let error = if i == 0 || msg.len() + full.len() <= STEP_ERROR_BYTES {
+                full
+            } else {
+                indent(f.error.lines().next().unwrap_or_default())
+            };
+            msg.push_str(&head);
+            msg.push_str(&error);
         }
         msg.push_str(&format!(
             "\n(see {})",
@@ -421,6 +450,14 @@ fn execute(step: &ParallelRunStep, ctx: &StepContext<'_>) -> Result<StepCounts, 
     let _ = ctx.store.clear_progress(&progress_id);
     Ok(outcome.counts)
 }
+
+/// Failed mini-batches whose whole (bounded) error job_result.txt shows; later ones show
+/// only the first line.
+const FULL_ERRORS_IN_JOB_RESULT: usize = 5;
+
+/// Past the first failed mini-batch, errors are shown whole in a step's error message only
+/// while it stays under this size.
+const STEP_ERROR_BYTES: usize = 16 * 1024;
 
 fn indent(s: &str) -> String {
     s.lines()
@@ -448,6 +485,7 @@ type Workers = (Vec<Box<dyn Worker>>, Vec<KillHandle>);
 fn make_workers(
     step: &ParallelRunStep,
     ctx: &StepContext<'_>,
+    tree: &crate::process::ProcessTree,
     output_dir: &Path,
     user_dir: &Path,
     side_inputs: &BTreeMap<String, PathBuf>,
@@ -479,62 +517,70 @@ fn make_workers(
             let harness = harness::install(&ctx.work_dir.join(".harness"))?;
             (
                 vec![
-                    cfg.environment.clone(),
+                    OsString::from(&cfg.environment),
                     "-X".into(),
                     "faulthandler".into(),
-                    harness.display().to_string(),
+                    harness.into_os_string(),
                 ],
-                source_dir.join(entry_script).display().to_string(),
+                worker::path_value(&source_dir.join(entry_script)),
             )
         }
         Entry::Command { entry_command } => {
-            let mut argv = entry_command.clone();
-            let local = source_dir.join(&argv[0]);
+            let mut argv: Vec<OsString> = entry_command.iter().map(OsString::from).collect();
+            let Some(program) = entry_command.first() else {
+                return Err(StepError::new("entry_command must name a program"));
+            };
+            let local = source_dir.join(program);
             // A program in the source folder (`worker.sh`, `./worker`) runs from there.
-            let relative = argv[0].starts_with("./") || argv[0].starts_with("../");
-            if relative || (!argv[0].contains('/') && local.is_file()) {
-                argv[0] = local.display().to_string();
+            let relative = program.starts_with("./") || program.starts_with("../");
+            if relative || (!program.contains('/') && local.is_file()) {
+                argv[0] = local.into_os_string();
             }
             // Workers run in the step's scratch folder, so a script handed to an interpreter
             // (`["python3", "worker.py"]`) is found in the source folder, too.
-            for arg in argv.iter_mut().skip(1) {
-                let local = source_dir.join(&*arg);
-                if !arg.starts_with('-') && Path::new(arg).is_relative() && local.is_file() {
-                    *arg = local.display().to_string();
+            for (arg, given) in argv.iter_mut().zip(entry_command).skip(1) {
+                let local = source_dir.join(given);
+                if !given.starts_with('-') && Path::new(given).is_relative() && local.is_file() {
+                    *arg = local.into_os_string();
                 }
             }
-            (argv, String::new())
+            (argv, Value::String(String::new()))
         }
     };
-    let mut env: BTreeMap<String, String> = cfg.environment_variables.clone();
-    env.insert("PYTHONDONTWRITEBYTECODE".into(), "1".into());
-    env.insert("PYTHONUNBUFFERED".into(), "1".into());
-    env.insert(
-        "AZUREML_BI_OUTPUT_PATH".into(),
-        output_dir.display().to_string(),
+    let mut env = crate::process::step_env(
+        &cfg.env_passthrough,
+        &cfg.environment_variables,
+        tree.token(),
     );
+    let mut set = |k: &str, v: OsString| {
+        env.insert(OsString::from(k), v);
+    };
+    set("PYTHONDONTWRITEBYTECODE", "1".into());
+    set("PYTHONUNBUFFERED", "1".into());
+    set("AZUREML_BI_OUTPUT_PATH", output_dir.as_os_str().to_owned());
     for (k, v) in ctx.params {
-        env.insert(
-            format!("AML_PARAMETER_{k}"),
-            stepgraph_engine::value_to_arg(v),
+        set(
+            &format!("AML_PARAMETER_{k}"),
+            stepgraph_engine::value_to_arg(v).into(),
         );
     }
     let collect_rows = cfg.output_action == OutputAction::AppendRow;
     for w in 0..n {
         let agent = format!("worker-{w}");
         let mut env = env.clone();
-        env.insert("STEPGRAPH_WORKER_ID".into(), w.to_string());
+        env.insert("STEPGRAPH_WORKER_ID".into(), w.to_string().into());
         let init = json!({
             "type": "init",
             "protocol": 1,
             "entry_script": entry_script,
-            "source_directory": source_dir.display().to_string(),
+            "source_directory": worker::path_value(&source_dir),
             "arguments": ctx.arguments,
-            "output_dir": output_dir.display().to_string(),
-            "working_dir": ctx.work_dir.display().to_string(),
-            "log_dir": user_dir.display().to_string(),
+            "output_dir": worker::path_value(output_dir),
+            "working_dir": worker::path_value(ctx.work_dir),
+            "log_dir": worker::path_value(user_dir),
             "agent_name": agent,
-            "side_inputs": side_inputs.iter().map(|(k, v)| (k.clone(), v.display().to_string())).collect::<BTreeMap<_, _>>(),
+            "side_inputs": side_inputs.iter().map(|(k, v)| (k.clone(), worker::path_value(v))).collect::<BTreeMap<_, _>>(),
+            "max_line_bytes": MAX_PROTOCOL_LINE,
             "append_row_format": cfg.append_row_format.as_str(),
             "collect_rows": collect_rows,
         });
@@ -560,6 +606,7 @@ fn write_job_result(
     ctx: &StepContext<'_>,
     outcome: &dispatch::Outcome,
     total: usize,
+    warnings: &[String],
 ) -> Result<(), StepError> {
     let cfg = &step.config;
     let c = &outcome.counts;
@@ -592,15 +639,22 @@ fn write_job_result(
             .map(|p| p.to_string())
             .unwrap_or_else(|| "no limit".into())
     ));
+    for w in warnings {
+        text.push_str(w);
+        text.push('\n');
+    }
     if !outcome.failed.is_empty() {
         text.push_str("failed mini-batches:\n");
-        for f in &outcome.failed {
-            text.push_str(&format!(
-                "- mini-batch {} ({}), {} tries:\n{}\n",
-                f.index,
-                f.items,
-                f.tries,
+        for (i, f) in outcome.failed.iter().enumerate() {
+            // Every error is a bounded excerpt; past the first ones, only their first line.
+            let error = if i < FULL_ERRORS_IN_JOB_RESULT {
                 indent(f.error.trim_end())
+            } else {
+                indent(f.error.lines().next().unwrap_or_default())
+            };
+            text.push_str(&format!(
+                "- mini-batch {} ({}), {} tries:\n{error}\n",
+                f.index, f.items, f.tries,
             ));
         }
     }

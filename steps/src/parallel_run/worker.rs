@@ -2,10 +2,12 @@
 //! program), or in-process Rust entry instances. A worker runs one mini-batch try at a time.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::ffi::OsString;
+use std::fs::OpenOptions;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,7 +17,8 @@ use serde_json::{json, Value};
 
 use super::entry::{load, EntryContext, EntryFactory, EntryScript};
 use super::partition::{MiniBatchSpec, TabularFormat};
-use crate::process::kill_tree;
+use super::MAX_PROTOCOL_LINE;
+use crate::process::{excerpt, file_excerpt, kill_tree};
 use stepgraph_engine::CancelFlag;
 
 /// How long a worker may take to start and finish `init()`.
@@ -67,9 +70,10 @@ pub(crate) trait Worker: Send {
 /// How to start a process worker.
 #[derive(Debug, Clone)]
 pub(crate) struct ProcessSpec {
-    pub argv: Vec<String>,
+    pub argv: Vec<OsString>,
     pub cwd: PathBuf,
-    pub env: BTreeMap<String, String>,
+    /// The whole environment of the worker (the caller's is cleared).
+    pub env: BTreeMap<OsString, OsString>,
     pub log_path: PathBuf,
     pub init: Value,
     pub timeout: Duration,
@@ -79,7 +83,7 @@ pub(crate) struct ProcessWorker {
     spec: ProcessSpec,
     child: KillHandle,
     stdin: Option<ChildStdin>,
-    lines: Option<Receiver<String>>,
+    lines: Option<Receiver<Incoming>>,
     cancel: CancelFlag,
 }
 
@@ -108,36 +112,44 @@ impl ProcessWorker {
             .append(true)
             .open(&self.spec.log_path)
             .map_err(|e| format!("{}: {e}", self.spec.log_path.display()))?;
-        let mut cmd = Command::new(&self.spec.argv[0]);
+        let Some((program, args)) = self.spec.argv.split_first() else {
+            return Err("the worker command is empty".into());
+        };
+        let mut cmd = Command::new(program);
         // Its own process group, so a timeout or an abort kills what the worker started too
-        // (Ctrl-C reaches workers through the engine's cancel flag).
-        cmd.args(&self.spec.argv[1..])
+        // (Ctrl-C reaches workers through the engine's cancel flag). A defined environment:
+        // nothing of the caller's reaches the worker unless listed.
+        cmd.args(args)
             .process_group(0)
             .current_dir(&self.spec.cwd)
+            .env_clear()
             .envs(&self.spec.env)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log));
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot start worker {:?}: {e}", self.spec.argv[0]))?;
+        let mut child = crate::process::spawn(&mut cmd)
+            .map_err(|e| format!("cannot start worker {program:?}: {e}"))?;
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
-            let _ = child.kill();
+            kill_tree(&mut child);
+            let _ = child.wait();
+            crate::process::reaped(&child);
             return Err("worker started without pipes".into());
         };
-        let (tx, rx) = crossbeam_channel::unbounded();
+        // At most one line waits in the channel: a worker flooding its stdout is read no
+        // faster than the lines are handled.
+        let (tx, rx) = crossbeam_channel::bounded(1);
         std::thread::spawn(move || {
             let mut reader = BufReader::with_capacity(1 << 16, stdout);
-            let mut line = String::new();
             loop {
-                line.clear();
-                match reader.read_line(&mut line) {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {
-                        if tx.send(std::mem::take(&mut line)).is_err() {
-                            break;
-                        }
-                    }
+                let mut line = Vec::new();
+                let incoming = match read_bounded_line(&mut reader, &mut line, MAX_PROTOCOL_LINE) {
+                    Ok(LineRead::Eof) | Err(_) => break,
+                    Ok(LineRead::Line) => Incoming::Line(line),
+                    Ok(LineRead::TooLong) => Incoming::TooLong,
+                };
+                let stop = matches!(incoming, Incoming::TooLong);
+                if tx.send(incoming).is_err() || stop {
+                    break;
                 }
             }
         });
@@ -163,11 +175,14 @@ impl ProcessWorker {
                         .unwrap_or("init failed")
                         .to_string();
                     self.stop_process();
-                    Err(text)
+                    Err(excerpt(text.as_bytes()))
                 }
                 _ => {
                     self.stop_process();
-                    Err(format!("unexpected reply to init: {m}"))
+                    Err(format!(
+                        "unexpected reply to init: {}",
+                        excerpt(m.to_string().as_bytes())
+                    ))
                 }
             },
             Received::Eof => Err(format!(
@@ -206,15 +221,22 @@ impl ProcessWorker {
             }
             let wait = Duration::from_millis(100);
             match rx.recv_timeout(wait) {
-                Ok(line) => {
-                    if line.trim().is_empty() {
+                Ok(Incoming::TooLong) => {
+                    return Received::Message(json!({
+                        "type": "protocol_error",
+                        "error": format!("worker protocol line over {MAX_PROTOCOL_LINE} bytes"),
+                    }))
+                }
+                Ok(Incoming::Line(line)) => {
+                    if line.iter().all(u8::is_ascii_whitespace) {
                         continue;
                     }
-                    return match serde_json::from_str::<Value>(&line) {
+                    return match serde_json::from_slice::<Value>(&line) {
                         Ok(v) => Received::Message(v),
-                        Err(_) => Received::Message(
-                            json!({"type": "protocol_error", "error": format!("not a JSON line: {}", line.trim_end())}),
-                        ),
+                        Err(_) => Received::Message(json!({
+                            "type": "protocol_error",
+                            "error": format!("not a JSON line: {}", excerpt(line.trim_ascii_end())),
+                        })),
                     };
                 }
                 Err(RecvTimeoutError::Disconnected) => return Received::Eof,
@@ -244,11 +266,11 @@ impl ProcessWorker {
             Some(s) => describe_status(s),
             None => "unknown status".to_string(),
         };
-        let tail = log_tail(&self.spec.log_path, 3000);
-        if tail.trim().is_empty() {
+        let log = file_excerpt(&self.spec.log_path);
+        if log.trim().is_empty() {
             what
         } else {
-            format!("{what}; end of its log:\n{}", tail.trim_end())
+            format!("{what}; its log:\n{}", log.trim_end())
         }
     }
 
@@ -258,7 +280,9 @@ impl ProcessWorker {
         if let Ok(mut g) = self.child.0.lock() {
             if let Some(mut c) = g.take() {
                 kill_tree(&mut c);
-                let _ = c.wait();
+                if c.wait().is_ok() {
+                    crate::process::reaped(&c);
+                }
             }
         }
     }
@@ -280,24 +304,73 @@ fn describe_status(s: std::process::ExitStatus) -> String {
     }
 }
 
-/// The last `max` bytes of a log file, starting at a line boundary.
-pub(crate) fn log_tail(path: &std::path::Path, max: u64) -> String {
-    let Ok(mut f) = File::open(path) else {
-        return String::new();
-    };
-    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-    let start = len.saturating_sub(max);
-    let _ = f.seek(SeekFrom::Start(start));
-    let mut buf = Vec::new();
-    let _ = f.read_to_end(&mut buf);
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    if start > 0 {
-        text.split_once('\n')
-            .map(|(_, r)| r.to_string())
-            .unwrap_or(text)
+/// What the stdout reader thread hands over.
+enum Incoming {
+    /// One line (newline included when there was one).
+    Line(Vec<u8>),
+    /// A line longer than [`MAX_PROTOCOL_LINE`]; nothing more is read.
+    TooLong,
+}
+
+/// What [`read_bounded_line`] found.
+#[derive(Debug, PartialEq)]
+pub(crate) enum LineRead {
+    /// End of input, nothing read.
+    Eof,
+    /// A line (ending in a newline, or the last line of the input without one).
+    Line,
+    /// More than `max` bytes without a newline; `buf` holds `max + 1` of them.
+    TooLong,
+}
+
+/// Read one line into `buf`, never more than `max` bytes plus its newline.
+pub(crate) fn read_bounded_line<R: BufRead>(
+    reader: &mut R,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<LineRead> {
+    let n = reader
+        .by_ref()
+        .take(max as u64 + 1)
+        .read_until(b'\n', buf)?;
+    Ok(if n == 0 {
+        LineRead::Eof
+    } else if buf.last() == Some(&b'\n') || buf.len() <= max {
+        LineRead::Line
     } else {
-        text
+        LineRead::TooLong
+    })
+}
+
+/// A path in a protocol message: a JSON string when it is valid UTF-8, else
+/// `{"b64": "<standard base64 of its bytes>"}`, so names are passed exactly, never lossily.
+pub(crate) fn path_value(path: &Path) -> Value {
+    match path.to_str() {
+        Some(s) => Value::String(s.to_string()),
+        None => json!({ "b64": base64(path.as_os_str().as_bytes()) }),
     }
+}
+
+/// Standard base64 (RFC 4648, with padding).
+pub(crate) fn base64(bytes: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for (i, shift) in [18u32, 12, 6, 0].into_iter().enumerate() {
+            if i <= chunk.len() {
+                out.push(char::from(ABC[((n >> shift) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 /// The `run` message for a mini-batch.
@@ -305,7 +378,7 @@ pub(crate) fn run_message(index: u64, spec: &MiniBatchSpec) -> Value {
     match spec {
         MiniBatchSpec::Files { files } => json!({
             "type": "run", "index": index, "kind": "files",
-            "files": files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
+            "files": files.iter().map(|f| path_value(f)).collect::<Vec<_>>(),
         }),
         MiniBatchSpec::Tabular {
             segments,
@@ -314,7 +387,7 @@ pub(crate) fn run_message(index: u64, spec: &MiniBatchSpec) -> Value {
         } => json!({
             "type": "run", "index": index, "kind": "tabular",
             "segments": segments.iter().map(|s| json!({
-                "path": s.path.display().to_string(),
+                "path": path_value(&s.path),
                 "format": match s.format { TabularFormat::Csv => "csv", TabularFormat::JsonLines => "jsonl" },
                 "header_end": s.header_end,
                 "ranges": s.ranges,
@@ -377,19 +450,20 @@ impl Worker for ProcessWorker {
                             };
                         }
                         "error" if same => {
-                            return TryOutcome::Raised(
+                            return TryOutcome::Raised(excerpt(
                                 m.get("error")
                                     .and_then(Value::as_str)
                                     .unwrap_or("run() failed")
-                                    .to_string(),
-                            )
+                                    .as_bytes(),
+                            ))
                         }
                         "protocol_error" => {
-                            let e = m
-                                .get("error")
-                                .and_then(Value::as_str)
-                                .unwrap_or("")
-                                .to_string();
+                            let e = excerpt(
+                                m.get("error")
+                                    .and_then(Value::as_str)
+                                    .unwrap_or("")
+                                    .as_bytes(),
+                            );
                             let why = self.death_reason();
                             return TryOutcome::Died(format!("protocol error: {e}; {why}"));
                         }
@@ -463,15 +537,18 @@ impl Worker for RustWorker {
             }));
             match made {
                 Ok(Ok(inst)) => self.instance = Some(inst),
-                Ok(Err(e)) => return TryOutcome::InitFailed(e),
+                Ok(Err(e)) => return TryOutcome::InitFailed(excerpt(e.as_bytes())),
                 Err(p) => {
-                    return TryOutcome::InitFailed(format!("init panicked: {}", panic_text(p)))
+                    return TryOutcome::InitFailed(format!(
+                        "init panicked: {}",
+                        excerpt(panic_text(p).as_bytes())
+                    ))
                 }
             }
         }
         let batch = match load(index, spec) {
             Ok(b) => b,
-            Err(e) => return TryOutcome::Raised(e),
+            Err(e) => return TryOutcome::Raised(excerpt(e.as_bytes())),
         };
         let Some(inst) = self.instance.as_mut() else {
             return TryOutcome::InitFailed("no entry instance".into());
@@ -482,11 +559,14 @@ impl Worker for RustWorker {
                 rows: join_rows(rows),
                 columns: None,
             },
-            Ok(Err(e)) => TryOutcome::Raised(e.to_string()),
+            Ok(Err(e)) => TryOutcome::Raised(excerpt(e.to_string().as_bytes())),
             Err(p) => {
                 // A panicking instance is replaced, like a dead worker process.
                 self.instance = None;
-                TryOutcome::Died(format!("run panicked: {}", panic_text(p)))
+                TryOutcome::Died(format!(
+                    "run panicked: {}",
+                    excerpt(panic_text(p).as_bytes())
+                ))
             }
         }
     }
@@ -495,5 +575,74 @@ impl Worker for RustWorker {
         if let Some(mut inst) = self.instance.take() {
             let _ = inst.shutdown();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn base64_matches_rfc_4648_vectors() {
+        let cases = [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ];
+        for (plain, encoded) in cases {
+            assert_eq!(base64(plain.as_bytes()), encoded);
+        }
+        assert_eq!(base64(&[0xff, 0xfe, 0xfd]), "//79");
+    }
+
+    #[test]
+    fn paths_keep_their_exact_bytes_in_run_messages() {
+        let a = PathBuf::from(OsStr::from_bytes(b"/d/a\xff.txt"));
+        let b = PathBuf::from("/d/b.txt");
+        let m = run_message(0, &MiniBatchSpec::Files { files: vec![a, b] });
+        assert_eq!(
+            m["files"],
+            json!([{ "b64": base64(b"/d/a\xff.txt") }, "/d/b.txt"])
+        );
+    }
+
+    #[test]
+    fn lines_are_read_up_to_the_limit_and_never_further() {
+        let mut input: &[u8] = b"ok\n0123456789tail\nlast";
+        let mut buf = Vec::new();
+        assert_eq!(
+            read_bounded_line(&mut input, &mut buf, 5).ok(),
+            Some(LineRead::Line)
+        );
+        assert_eq!(buf, b"ok\n");
+        buf.clear();
+        assert_eq!(
+            read_bounded_line(&mut input, &mut buf, 5).ok(),
+            Some(LineRead::TooLong)
+        );
+        assert_eq!(buf, b"012345", "max + 1 bytes read, no more");
+        let mut input: &[u8] = b"12345\nabc";
+        buf.clear();
+        assert_eq!(
+            read_bounded_line(&mut input, &mut buf, 5).ok(),
+            Some(LineRead::Line),
+            "exactly the limit plus its newline is fine"
+        );
+        buf.clear();
+        assert_eq!(
+            read_bounded_line(&mut input, &mut buf, 5).ok(),
+            Some(LineRead::Line)
+        );
+        assert_eq!(buf, b"abc");
+        buf.clear();
+        assert_eq!(
+            read_bounded_line(&mut input, &mut buf, 5).ok(),
+            Some(LineRead::Eof)
+        );
     }
 }
