@@ -21,8 +21,11 @@ use stepgraph_engine::store::{GcOptions, GcReport, RunsReport};
 pub(crate) fn dispatch(cli: Cli, source: Source) -> Result<i32> {
     let store_dir = cli.store.clone();
     let wait = cli.wait;
+    // Every command but a run only reads or frees space: on a full disk it may use the
+    // store's reserve to open it.
+    let use_reserve = !matches!(&cli.command, Command::Run { opts, .. } if !opts.dry_run);
     let open = || -> Result<Store> {
-        let store = Store::open(&store_dir, OpenOptions { wait })?;
+        let store = Store::open(&store_dir, OpenOptions { wait, use_reserve })?;
         for w in store.warnings() {
             errln!("warning: {w}");
         }
@@ -189,7 +192,22 @@ fn cmd_run(pipeline: &Pipeline, store: &Store, args: &RunArgs) -> Result<i32> {
     };
     let summary = stepgraph_engine::run(pipeline, store, &opts, sink.as_ref())?;
     drop(sink);
+    let code = match summary.status {
+        RunStatus::Succeeded => exit::OK,
+        _ => exit::STEP_FAILED,
+    };
     if !args.json {
+        // The run is done: a reader that went away does not change its exit code.
+        match print_run_summary(&summary) {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(code),
+            r => r?,
+        }
+    }
+    Ok(code)
+}
+
+fn print_run_summary(summary: &stepgraph_engine::RunSummary) -> std::io::Result<()> {
+    {
         let rows: Vec<Vec<String>> = summary
             .steps
             .iter()
@@ -253,10 +271,7 @@ fn cmd_run(pipeline: &Pipeline, store: &Store, args: &RunArgs) -> Result<i32> {
             );
         }
     }
-    Ok(match summary.status {
-        RunStatus::Succeeded => exit::OK,
-        _ => exit::STEP_FAILED,
-    })
+    Ok(())
 }
 
 fn print_plan(p: &stepgraph_engine::Plan) -> std::io::Result<()> {

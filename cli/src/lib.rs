@@ -64,8 +64,10 @@ pub fn main_with(pipeline: Pipeline) -> ! {
 /// A closed stdout (`stepgraph logs RUN STEP | head -1`) ends the command quietly with exit 0:
 /// the reader has what it wanted.
 pub(crate) fn run_cli(cli: Cli, source: Source) -> i32 {
-    let result = commands::dispatch(cli, source)
-        .and_then(|code| out::flush().map(|()| code).map_err(anyhow::Error::from));
+    let result = commands::dispatch(cli, source).and_then(|code| match out::flush() {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(code),
+        r => r.map(|()| code).map_err(anyhow::Error::from),
+    });
     match result {
         Ok(code) => code,
         Err(e) if out::is_broken_pipe(&e) => exit::OK,

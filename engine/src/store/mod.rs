@@ -37,6 +37,10 @@ use crate::error::{is_disk_full, StoreError};
 pub struct OpenOptions {
     /// Wait for another process to release the store instead of failing with `Locked`.
     pub wait: bool,
+    /// On a full disk, give up the store's `reserve` ballast to open it. For commands that
+    /// only read or free space (listing, `gc`, pruning runs); not for a run, which would fill
+    /// the disk again and leave nothing for the commands that free space.
+    pub use_reserve: bool,
 }
 
 /// An open store. Open it once per process and share it (`&Store` is `Sync`).
@@ -61,6 +65,9 @@ const SCHEMA_KEY: &[u8] = b"schema_version";
 /// Size of the `reserve` ballast: room for sled to start a new 512 KiB log segment and
 /// snapshot when the disk is otherwise full.
 const RESERVE_BYTES: usize = 2 << 20;
+
+/// Free space sled needs to open: a log segment (512 KiB) and a snapshot, with margin.
+const SLED_ROOM: usize = 1 << 20;
 
 impl Store {
     /// Open (creating if needed) the store at `root`.
@@ -95,9 +102,19 @@ impl Store {
             let p = root.join(dir);
             std::fs::create_dir_all(&p).map_err(|e| full(&root, StoreError::io(&p, e)))?;
         }
-        ensure_reserve(&root);
         let mut warnings = Vec::new();
+        // sled writes when it opens (a new log segment, a snapshot) and can damage its log
+        // when that fails half-way: never let it start on a full disk. Make room from the
+        // reserve when allowed, else stop here with a clear error.
         let mut reserve_used = false;
+        if !ensure_reserve(&root) && !has_room(&root) {
+            if options.use_reserve && release_reserve(&root) {
+                reserve_used = true;
+                warnings.push(reserve_warning(&root));
+            } else if !options.use_reserve {
+                return Err(StoreError::DiskFull { path: root });
+            }
+        }
         let (db, rebuilt) = loop {
             match open_db(&root.join("db")) {
                 Ok(x) => break x,
@@ -105,13 +122,11 @@ impl Store {
                     std::thread::sleep(std::time::Duration::from_millis(100));
                 }
                 Err(OpenDbError::Locked) => return Err(StoreError::LockLost { path: root }),
-                Err(OpenDbError::Full) if !reserve_used && release_reserve(&root) => {
+                Err(OpenDbError::Full)
+                    if options.use_reserve && !reserve_used && release_reserve(&root) =>
+                {
                     reserve_used = true;
-                    warnings.push(format!(
-                        "the disk holding {} is full: used the store's reserve to open it; free \
-                         space, e.g. `stepgraph runs prune --keep 1` then `stepgraph cache gc`",
-                        root.display()
-                    ));
+                    warnings.push(reserve_warning(&root));
                 }
                 Err(OpenDbError::Full) => return Err(StoreError::DiskFull { path: root }),
                 Err(OpenDbError::Other(e)) => return Err(full(&root, e)),
@@ -455,22 +470,47 @@ fn open_db(path: &Path) -> Result<(sled::Db, Option<MovedAside>), OpenDbError> {
     Ok((db, Some(MovedAside { why, aside })))
 }
 
-/// Create the `reserve` ballast when it is missing (best effort: on a full disk it is left
-/// out, and made again at a later open).
-fn ensure_reserve(root: &Path) {
+fn reserve_warning(root: &Path) -> String {
+    format!(
+        "the disk holding {} is full: used the store's reserve to open it; free space, e.g. \
+         `stepgraph runs prune --keep 1` then `stepgraph cache gc`",
+        root.display()
+    )
+}
+
+/// Write `len` zero bytes to `path` (no fsync: the space is taken at write time).
+fn write_zeros(path: &Path, len: usize) -> bool {
     use std::io::Write;
+    let ok = std::fs::File::create(path)
+        .and_then(|mut f| f.write_all(&vec![0u8; len]))
+        .is_ok();
+    if !ok {
+        let _ = std::fs::remove_file(path);
+    }
+    ok
+}
+
+/// Create the `reserve` ballast when it is missing (best effort: on a full disk it is left
+/// out, and made again at a later open). True when it was made now (so there was room).
+fn ensure_reserve(root: &Path) -> bool {
     let path = root.join("reserve");
     if path.exists() {
-        return;
+        return false;
     }
     let tmp = root.join("reserve.tmp");
-    let made = std::fs::File::create(&tmp)
-        // No fsync: the space is taken at write time; a reserve lost in a crash is remade.
-        .and_then(|mut f| f.write_all(&vec![0u8; RESERVE_BYTES]))
-        .and_then(|_| std::fs::rename(&tmp, &path));
-    if made.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    if write_zeros(&tmp, RESERVE_BYTES) && std::fs::rename(&tmp, &path).is_ok() {
+        return true;
     }
+    let _ = std::fs::remove_file(&tmp);
+    false
+}
+
+/// Whether the disk has room for sled to start: a probe file of that size can be written.
+fn has_room(root: &Path) -> bool {
+    let probe = root.join("space-probe");
+    let ok = write_zeros(&probe, SLED_ROOM);
+    let _ = std::fs::remove_file(&probe);
+    ok
 }
 
 /// Delete the ballast; whether there was one.
