@@ -240,11 +240,18 @@ fn garbage_in_db_conf_is_repaired_once_and_the_cache_still_serves() {
 #[test]
 fn a_killed_run_is_shown_as_interrupted() {
     let p = Project::new(10);
-    p.write("slow.py", "import time\ntime.sleep(5)\n");
+    p.write(
+        "slow.py",
+        "import sys, time\nopen(sys.argv[1], 'w').write('started')\ntime.sleep(5)\n",
+    );
+    let marker = p.path("started.txt");
     p.write(
         "slow.json",
-        r#"{"name": "slow", "steps": [{"name": "sleep-a-while", "type": "command",
-          "command": ["python3", "slow.py"], "source_directory": ".", "allow_reuse": false}]}"#,
+        &format!(
+            r#"{{"name": "slow", "steps": [{{"name": "sleep-a-while", "type": "command",
+              "command": ["python3", "slow.py", {marker:?}], "source_directory": ".",
+              "allow_reuse": false}}]}}"#
+        ),
     );
     let mut child = p
         .cmd(&["run", "slow.json"])
@@ -252,21 +259,14 @@ fn a_killed_run_is_shown_as_interrupted() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn");
-    // Wait until the run has written its record (runs/<id>/run.json).
-    let runs = p.store.join("runs");
-    let mut started = false;
-    for _ in 0..200 {
-        started = std::fs::read_dir(&runs)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .any(|d| d.path().join("run.json").exists());
-        if started {
+    // Wait until the step runs (so the run's record is written).
+    for _ in 0..400 {
+        if marker.exists() {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(25));
     }
-    assert!(started, "the run never wrote its record");
+    assert!(marker.exists(), "the step never started");
     child.kill().expect("kill");
     child.wait().expect("wait");
     let runs = p.run(&["runs"]).ok().stdout();

@@ -170,11 +170,28 @@ impl Store {
     /// Every run still `running` belongs to a process that died holding the lock (the lock is
     /// ours now, and this process runs nothing yet): mark it interrupted.
     fn mark_interrupted(&mut self) {
-        let Ok(runs) = self.runs() else { return };
-        for mut r in runs.into_iter().filter(|r| r.status == RunStatus::Running) {
+        /// Only the status: cheap to decode for every run at every open.
+        #[derive(serde::Deserialize)]
+        struct Status {
+            status: RunStatus,
+        }
+        let running: Vec<sled::IVec> = self
+            .runs
+            .iter()
+            .flatten()
+            .filter(|(_, v)| {
+                serde_json::from_slice::<Status>(v).is_ok_and(|s| s.status == RunStatus::Running)
+            })
+            .map(|(k, _)| k)
+            .collect();
+        for key in running {
+            let id = String::from_utf8_lossy(&key).into_owned();
+            let Ok(Some(mut r)) = get_json::<RunRecord>(&self.runs, &key, "run") else {
+                continue;
+            };
             r.status = RunStatus::Interrupted;
             if self.run_put(&r).is_err() {
-                self.interrupted.insert(r.id);
+                self.interrupted.insert(id);
             }
         }
     }

@@ -559,10 +559,10 @@ impl Store {
                 Some(r) if r.status == RunStatus::Running => {
                     return Err(StoreError::RunInProgress { id: id.clone() })
                 }
-                Some(r) => chosen.push(r.id),
+                Some(r) if !chosen.contains(&r.id) => chosen.push(r.id),
+                Some(_) => {}
             }
         }
-        chosen.dedup();
         let total = self.runs()?.len() as u64;
         let mut report = RunsReport {
             dry_run,
