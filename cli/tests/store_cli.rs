@@ -277,6 +277,48 @@ fn a_killed_run_is_shown_as_interrupted() {
     assert!(v[0]["pid"].as_u64().is_some(), "{json}");
 }
 
+#[test]
+fn a_deleted_lock_file_gives_a_clear_error_while_the_store_is_in_use() {
+    let p = Project::new(10);
+    p.write(
+        "slow.py",
+        "import sys, time\nopen(sys.argv[1], 'w').write('started')\ntime.sleep(5)\n",
+    );
+    let marker = p.path("started.txt");
+    p.write(
+        "slow.json",
+        &format!(
+            r#"{{"name": "slow", "steps": [{{"name": "sleep-a-while", "type": "command",
+              "command": ["python3", "slow.py", {marker:?}], "source_directory": ".",
+              "allow_reuse": false}}]}}"#
+        ),
+    );
+    let mut child = p
+        .cmd(&["run", "slow.json"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    for _ in 0..400 {
+        if marker.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    assert!(marker.exists(), "the step never started");
+    std::fs::remove_file(p.store.join("lock")).expect("delete the lock file");
+    let out = p.run(&["runs"]);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(out.code(), 2, "{}", out.stdout());
+    assert!(
+        out.stderr().contains("in use by another process") && out.stderr().contains("lock file"),
+        "{}",
+        out.stderr()
+    );
+    assert_clean(&out.stderr());
+}
+
 /// A tmpfs mounted on a temporary folder for the test's life (unmounted on drop, also when
 /// the test fails).
 struct Tmpfs {
@@ -323,7 +365,17 @@ impl Tmpfs {
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.dir.path()).status();
+        let unmounted = Command::new("umount")
+            .arg(self.dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !unmounted {
+            // Busy (a process still holds a file there): detach it now, free it later.
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(self.dir.path())
+                .status();
+        }
     }
 }
 

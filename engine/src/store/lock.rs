@@ -48,10 +48,12 @@ impl StoreLock {
         };
         let since = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
         let text = format!("{}\n{}\n", std::process::id(), since);
+        // Overwrite in place, then cut: rewriting bytes the file already has needs no new
+        // block, so this mostly works on a full disk too.
         let written = file
-            .set_len(0)
-            .and_then(|_| file.seek(SeekFrom::Start(0)))
-            .and_then(|_| file.write_all(text.as_bytes()));
+            .seek(SeekFrom::Start(0))
+            .and_then(|_| file.write_all(text.as_bytes()))
+            .and_then(|_| file.set_len(text.len() as u64));
         match written {
             Ok(()) => {}
             // The pid is informative only; the flock is held.
@@ -72,10 +74,10 @@ fn same_file(file: &File, path: &Path) -> bool {
 fn locked_error(root: &Path, file: &mut File) -> StoreError {
     let mut text = String::new();
     let _ = file.read_to_string(&mut text);
-    let mut lines = text.lines();
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
     StoreError::Locked {
         path: PathBuf::from(root),
-        pid: lines.next().unwrap_or("?").to_string(),
-        since: lines.next().unwrap_or("?").to_string(),
+        pid: lines.next().unwrap_or("(unknown)").to_string(),
+        since: lines.next().unwrap_or("(unknown)").to_string(),
     }
 }
