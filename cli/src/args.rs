@@ -291,3 +291,20 @@ pub enum GraphFormat {
     /// JSON.
     Json,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_parse_with_decimal_and_binary_units() {
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert_eq!(parse_size("500MB"), Ok(500_000_000));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_size("1.5k"), Ok(1536));
+        assert_eq!(parse_size("10 mb"), Ok(10_000_000));
+        for bad in ["", "MB", "12 parsecs", "-1GB", "1e400"] {
+            assert!(parse_size(bad).is_err(), "{bad:?}");
+        }
+    }
+}

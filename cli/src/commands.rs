@@ -731,6 +731,14 @@ fn print_gc_report(r: &GcReport, max_size: Option<u64>) -> Result<()> {
             render::bytes(r.still_linked_bytes)
         )?;
     }
+    if let Some(max) = max_size {
+        outln!(
+            "store disk usage: {} before, about {} after (--max-size {})",
+            render::bytes(r.size_before),
+            render::bytes(r.size_before.saturating_sub(r.bytes)),
+            render::bytes(max)
+        )?;
+    }
     if let (Some(max), true) = (max_size, r.over_max_size) {
         outln!(
             "the store is still over {}: what the latest runs (and --keep-last) use is kept; \
