@@ -4,8 +4,10 @@ use std::error::Error;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
+use stepgraph_engine::store::GcOptions;
 use stepgraph_engine::{
-    run, CollectSink, Event, OpenOptions, Pipeline, PipelineData, StepStatus, Store, StoreError,
+    run, CollectSink, Event, OpenOptions, Pipeline, PipelineData, RunStatus, StepStatus, Store,
+    StoreError,
 };
 use stepgraph_steps::FnStep;
 
@@ -228,6 +230,172 @@ fn verify_rejects_damage_that_keeps_size_and_mtime() -> TestResult {
     assert_eq!(
         std::fs::read_to_string(s.output_dir("produce", "out").join("good.txt"))?,
         "the good content\n"
+    );
+    Ok(())
+}
+
+/// Disk usage of `dir` as `du` counts it (blocks of each inode once), leaving out `db/` (sled
+/// grows and shrinks on its own) and the `reserve` ballast.
+fn du(dir: &std::path::Path) -> u64 {
+    fn walk(p: &std::path::Path, seen: &mut std::collections::HashSet<(u64, u64)>) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(m) = std::fs::symlink_metadata(p) else {
+            return 0;
+        };
+        let mut n = if seen.insert((m.dev(), m.ino())) {
+            m.blocks() * 512
+        } else {
+            0
+        };
+        if m.is_dir() {
+            for e in std::fs::read_dir(p).into_iter().flatten().flatten() {
+                if e.file_name() != "db" && e.file_name() != "reserve" {
+                    n += walk(&e.path(), seen);
+                }
+            }
+        }
+        n
+    }
+    walk(dir, &mut std::collections::HashSet::new())
+}
+
+/// A step whose output is 1 MiB of bytes that differ on every execution (a forced rerun
+/// stores a new copy).
+fn one_mib_step(runs: &Counter) -> Result<Pipeline, Box<dyn Error>> {
+    let n = runs.clone();
+    let step = FnStep::new("big", "v1", move |ctx| {
+        n.hit();
+        let fill = n.get() as u8;
+        std::fs::write(ctx.output("out")?.join("big.bin"), vec![fill; 1 << 20])?;
+        Ok(())
+    })
+    .output("out", PipelineData::new("big"));
+    Ok(Pipeline::builder("grow").step(step).build()?)
+}
+
+#[test]
+fn forced_reruns_grow_the_store_and_prune_then_gc_free_exactly_what_they_report() -> TestResult {
+    const MIB: u64 = 1 << 20;
+    let ws = Workspace::new();
+    let store = ws.store();
+    let n = Counter::new();
+    let p = one_mib_step(&n)?;
+    run(&p, &store, &jobs(1), &CollectSink::default())?;
+    let one_copy = du(&ws.store_path());
+    let mut opts = jobs(1);
+    opts.plan.force.insert("big".into());
+    for _ in 0..5 {
+        run(&p, &store, &opts, &CollectSink::default())?;
+    }
+    let grown = du(&ws.store_path());
+    assert!(grown >= one_copy + 5 * MIB, "{grown} vs {one_copy}");
+
+    // gc alone frees nothing of the old outputs: the run folders still link them.
+    let gc = store.gc(&GcOptions::default())?;
+    assert_eq!(gc.objects, 5);
+    assert_eq!(gc.still_linked, 5);
+    assert_eq!(du(&ws.store_path()), grown - gc.bytes);
+    assert!(gc.bytes < MIB, "{gc:?}");
+
+    let prune = store.runs_prune(1, false)?;
+    assert_eq!(prune.removed.len(), 5);
+    let gc2 = store.gc(&GcOptions::default())?;
+    let after = du(&ws.store_path());
+    assert_eq!(
+        grown - after,
+        gc.bytes + prune.bytes + gc2.bytes,
+        "reported freed bytes equal the real decrease"
+    );
+    assert!(prune.bytes >= 5 * MIB, "{prune:?}");
+    assert!(after < one_copy + MIB / 2, "{after} vs one copy {one_copy}");
+    assert_eq!(store.runs()?.len(), 1);
+    // The kept run's output is still served from the cache.
+    let sink = CollectSink::default();
+    run(&p, &store, &jobs(1), &sink)?;
+    assert_eq!(sink.step_events(), ev(&[("reused", "big")]));
+    Ok(())
+}
+
+#[test]
+fn garbage_in_db_conf_moves_the_db_aside_and_rebuilds_the_cache_from_the_store() -> TestResult {
+    let ws = Workspace::new();
+    let (np, nc) = (Counter::new(), Counter::new());
+    let p = produce_consume(&np, &nc)?;
+    {
+        let store = ws.store();
+        run(&p, &store, &jobs(1), &CollectSink::default())?;
+    }
+    std::fs::write(
+        ws.store_path().join("db/conf"),
+        b"\xff\xfe garbage that is not a sled config \xff\xff\xff\xff",
+    )?;
+    let store = Store::open(ws.store_path(), OpenOptions::default())?;
+    let warnings = store.warnings().to_vec();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("moved it to") && warnings[0].contains("2 cache entries"),
+        "{warnings:?}"
+    );
+    assert_eq!(store.runs()?.len(), 1);
+    let sink = CollectSink::default();
+    run(&p, &store, &jobs(1), &sink)?;
+    assert_eq!(
+        sink.step_events(),
+        ev(&[("reused", "produce"), ("reused", "consume")])
+    );
+    assert_eq!((np.get(), nc.get()), (1, 1));
+    drop(store);
+    // Said once: the next open finds a healthy db.
+    assert!(ws.store().warnings().is_empty());
+    Ok(())
+}
+
+#[test]
+fn a_run_left_running_by_a_dead_process_is_marked_interrupted() -> TestResult {
+    let ws = Workspace::new();
+    let n = Counter::new();
+    let p = one_mib_step(&n)?;
+    let id = {
+        let store = ws.store();
+        let s = run(&p, &store, &jobs(1), &CollectSink::default())?;
+        // What a process killed mid-run leaves behind.
+        let mut rec = store.run_get(&s.run_id)?.ok_or("no record")?;
+        rec.status = RunStatus::Running;
+        rec.finished_unix_ms = None;
+        rec.pid = Some(u32::MAX);
+        store.run_put(&rec)?;
+        s.run_id
+    };
+    let store = ws.store();
+    let rec = store.run_get(&id)?.ok_or("no record")?;
+    assert_eq!(rec.status, RunStatus::Interrupted);
+    assert_eq!(store.runs()?[0].status, RunStatus::Interrupted);
+    // A record without a pid (written before pids were recorded) still reads.
+    let text = std::fs::read_to_string(store.run_dir(&id).join("run.json"))?;
+    let mut v: serde_json::Value = serde_json::from_str(&text)?;
+    v.as_object_mut().ok_or("not an object")?.remove("pid");
+    let old: stepgraph_engine::RunRecord = serde_json::from_value(v)?;
+    assert_eq!(old.pid, None);
+    Ok(())
+}
+
+#[test]
+fn a_deleted_lock_file_gives_a_clear_error_not_a_debug_dump() -> TestResult {
+    let ws = Workspace::new();
+    let _holder = ws.store();
+    std::fs::remove_file(ws.store_path().join("lock"))?;
+    let err = Store::open(ws.store_path(), OpenOptions::default())
+        .err()
+        .ok_or("second open succeeded")?;
+    assert!(matches!(err, StoreError::LockLost { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("in use by another process") && text.contains("lock file"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("Os {") && !text.contains("WouldBlock"),
+        "{text}"
     );
     Ok(())
 }

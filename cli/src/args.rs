@@ -85,9 +85,19 @@ Exit codes: 0 every step reused or ran, 1 a step failed, 2 bad input.")]
         #[arg(long = "param", value_name = "NAME=VALUE")]
         params: Vec<String>,
     },
-    /// List runs (newest first), or show one.
+    /// List runs (newest first), show one, or remove old ones.
+    #[command(after_help = "Examples:
+  stepgraph runs
+  stepgraph runs show 20261125-101500-3fa2
+  stepgraph runs rm 20261125-101500-3fa2
+  stepgraph runs prune --keep 3 --dry-run
+
+A run whose process died while it ran is shown as `interrupted`.
+Removing a run deletes its record and its folder runs/<id>/ (outputs, work copies, logs); its
+cache entries stay. The space of outputs is freed once `stepgraph cache gc` also removes their
+objects (outputs are hard links to them).")]
     Runs {
-        /// `show RUN_ID`, or nothing to list.
+        /// `show RUN_ID`, `rm RUN_ID...`, `prune --keep N`, or nothing to list.
         #[command(subcommand)]
         action: Option<RunsAction>,
         /// Print JSON.
@@ -105,6 +115,11 @@ Exit codes: 0 every step reused or ran, 1 a step failed, 2 bad input.")]
         worker: Option<usize>,
     },
     /// Inspect and clean the cache.
+    #[command(after_help = "Examples:
+  stepgraph cache ls
+  stepgraph cache gc --dry-run
+  stepgraph cache gc --keep-last 2 --older-than 7d
+  stepgraph cache gc --max-size 2GiB")]
     Cache {
         /// What to do.
         #[command(subcommand)]
@@ -148,19 +163,113 @@ pub enum RunsAction {
         /// The run id.
         run: String,
     },
+    /// Remove runs: their records and folders (outputs, work copies, logs).
+    Rm {
+        /// Run ids (`stepgraph runs` lists them).
+        #[arg(required = true, value_name = "RUN_ID")]
+        runs: Vec<String>,
+        /// Only say what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Keep the N newest runs of each pipeline; remove the others (never a run still going).
+    Prune {
+        /// Runs to keep per pipeline.
+        #[arg(long, value_name = "N")]
+        keep: usize,
+        /// Only say what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+const GC_HELP: &str = "Which entries go:
+  1. Kept, always: every entry the latest run of each pipeline used (ran or reused), every
+     entry of a run still going, and with --keep-last N the N newest entries of each step.
+  2. Every other entry is a candidate; with --older-than, only those older than DURATION.
+  3. Without --max-size every candidate is removed. With --max-size, candidates are removed
+     cheapest to recompute first (lowest run time per byte freed) only until the store's disk
+     usage is at most SIZE; what rule 1 keeps is never removed.
+  4. Then every object no remaining entry names, temp files, and progress that cannot be
+     resumed from.
+
+Freed bytes are disk space really freed: a file counts only when its last link goes. Outputs in
+runs/<id>/ are hard links to objects, so an object still linked from a run folder frees its
+space only once `stepgraph runs rm` / `runs prune` removes that folder.
+
+DURATION: 30m, 12h, 7d, 2w (or combined: 1d 12h). SIZE: 500MB, 2GiB, 1024 (KB, MB, GB, TB are
+powers of 1000; K, M, G, T and KiB, MiB, GiB, TiB powers of 1024).
+
+Examples:
+  stepgraph runs prune --keep 1 && stepgraph cache gc
+  stepgraph cache gc --keep-last 3 --older-than 7d --dry-run
+  stepgraph cache gc --max-size 2GiB";
+
+/// Options of `cache gc`.
+#[derive(Debug, Args, Clone)]
+pub struct GcArgs {
+    /// Also keep the N newest entries of each (pipeline, step).
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<usize>,
+    /// Only entries older than this are removed (e.g. 7d, 12h, 30m).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub older_than: Option<std::time::Duration>,
+    /// Remove entries, cheapest to recompute per byte first, only until the store is at most
+    /// this big (e.g. 500MB, 2GiB).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_size: Option<u64>,
+    /// Only say what would be removed.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `7d`, `12h`, `30m`, `1d 12h`.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (expected e.g. 30m, 12h, 7d)"))
+}
+
+/// `500MB`, `2GiB`, `1024`, `10k`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (expected e.g. 500MB, 2GiB, 1024)"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "t" | "tib" => 1 << 40,
+        other => {
+            return Err(format!(
+                "{s:?}: unknown unit {other:?} (expected B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)"
+            ))
+        }
+    };
+    let bytes = value * mult as f64;
+    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+        return Err(format!("{s:?} is out of range"));
+    }
+    Ok(bytes as u64)
 }
 
 /// `cache` actions.
 #[derive(Debug, Subcommand)]
 pub enum CacheAction {
-    /// List cache entries.
+    /// List cache entries with their disk usage (each object counted once).
     Ls,
-    /// Remove objects no cache entry references.
-    Gc {
-        /// Only say what would be removed.
-        #[arg(long)]
-        dry_run: bool,
-    },
+    /// Remove cache entries by a retention policy, then unreferenced objects; report the disk
+    /// space really freed.
+    #[command(after_help = GC_HELP)]
+    Gc(GcArgs),
     /// Rehash every cached object; drop entries whose objects are damaged.
     Verify,
     /// Remove the entries of a step (by name) or one entry (by key or key prefix).
@@ -181,4 +290,21 @@ pub enum GraphFormat {
     Mermaid,
     /// JSON.
     Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_parse_with_decimal_and_binary_units() {
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert_eq!(parse_size("500MB"), Ok(500_000_000));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_size("1.5k"), Ok(1536));
+        assert_eq!(parse_size("10 mb"), Ok(10_000_000));
+        for bad in ["", "MB", "12 parsecs", "-1GB", "1e400"] {
+            assert!(parse_size(bad).is_err(), "{bad:?}");
+        }
+    }
 }

@@ -12,17 +12,22 @@ use stepgraph_engine::{
 };
 
 use crate::args::{CacheAction, Cli, Command, GraphFormat, RunArgs, RunsAction};
+use crate::out::{errln, out, outln};
 use crate::progress::{BarSink, JsonSink, PlainSink};
 use crate::render;
 use crate::{exit, Source};
+use stepgraph_engine::store::{GcOptions, GcReport, RunsReport};
 
 pub(crate) fn dispatch(cli: Cli, source: Source) -> Result<i32> {
     let store_dir = cli.store.clone();
     let wait = cli.wait;
+    // Every command but a run only reads or frees space: on a full disk it may use the
+    // store's reserve to open it.
+    let use_reserve = !matches!(&cli.command, Command::Run { opts, .. } if !opts.dry_run);
     let open = || -> Result<Store> {
-        let store = Store::open(&store_dir, OpenOptions { wait })?;
+        let store = Store::open(&store_dir, OpenOptions { wait, use_reserve })?;
         for w in store.warnings() {
-            eprintln!("warning: {w}");
+            errln!("warning: {w}");
         }
         Ok(store)
     };
@@ -83,18 +88,26 @@ pub(crate) fn dispatch(cli: Cli, source: Source) -> Result<i32> {
             match action {
                 None => cmd_runs(&store, json),
                 Some(RunsAction::Show { run }) => cmd_run_show(&store, &run, json),
+                Some(RunsAction::Rm { runs, dry_run }) => {
+                    let r = store.runs_remove(&runs, dry_run)?;
+                    print_runs_report(&r)
+                }
+                Some(RunsAction::Prune { keep, dry_run }) => {
+                    let r = store.runs_prune(keep, dry_run)?;
+                    print_runs_report(&r)
+                }
             }
         }
         Command::Logs { run, step, worker } => cmd_logs(&open()?, &run, &step, worker),
         Command::Cache { action } => cmd_cache(&open()?, action),
         Command::Validate { spec } => {
             let pipeline = pipeline_of(&source, spec.as_deref())?;
-            println!(
+            outln!(
                 "ok: pipeline {:?} with {} steps ({})",
                 pipeline.name(),
                 pipeline.step_names().len(),
                 pipeline.step_names().join(", ")
-            );
+            )?;
             Ok(exit::OK)
         }
     }
@@ -144,9 +157,9 @@ fn cmd_run(pipeline: &Pipeline, store: &Store, args: &RunArgs) -> Result<i32> {
     if args.dry_run {
         let p = plan(pipeline, store, &popts)?;
         if args.json {
-            println!("{}", serde_json::to_string_pretty(&p)?);
+            outln!("{}", serde_json::to_string_pretty(&p)?)?;
         } else {
-            print_plan(&p);
+            print_plan(&p)?;
         }
         return Ok(exit::OK);
     }
@@ -155,7 +168,7 @@ fn cmd_run(pipeline: &Pipeline, store: &Store, args: &RunArgs) -> Result<i32> {
         let cancel = cancel.clone();
         // A second handler cannot be installed in one process (main_with called twice); ignore.
         let _ = ctrlc::set_handler(move || {
-            eprintln!("stopping: waiting for workers to stop (the store stays consistent)");
+            errln!("stopping: waiting for workers to stop (the store stays consistent)");
             cancel.cancel();
         });
     }
@@ -179,7 +192,22 @@ fn cmd_run(pipeline: &Pipeline, store: &Store, args: &RunArgs) -> Result<i32> {
     };
     let summary = stepgraph_engine::run(pipeline, store, &opts, sink.as_ref())?;
     drop(sink);
+    let code = match summary.status {
+        RunStatus::Succeeded => exit::OK,
+        _ => exit::STEP_FAILED,
+    };
     if !args.json {
+        // The run is done: a reader that went away does not change its exit code.
+        match print_run_summary(&summary) {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(code),
+            r => r?,
+        }
+    }
+    Ok(code)
+}
+
+fn print_run_summary(summary: &stepgraph_engine::RunSummary) -> std::io::Result<()> {
+    {
         let rows: Vec<Vec<String>> = summary
             .steps
             .iter()
@@ -208,13 +236,13 @@ fn cmd_run(pipeline: &Pipeline, store: &Store, args: &RunArgs) -> Result<i32> {
                 ]
             })
             .collect();
-        println!();
-        print!(
+        outln!()?;
+        out!(
             "{}",
             render::table(&["step", "status", "duration", "items", "failures"], &rows)
-        );
+        )?;
         let count = |st: StepStatus| summary.steps.iter().filter(|s| s.status == st).count();
-        println!(
+        outln!(
             "\nrun {}: {} in {} ({} ran, {} reused, {} failed, {} skipped)",
             summary.run_id,
             render::status_word(summary.status.as_str()),
@@ -223,33 +251,30 @@ fn cmd_run(pipeline: &Pipeline, store: &Store, args: &RunArgs) -> Result<i32> {
             count(StepStatus::Reused),
             count(StepStatus::Failed),
             count(StepStatus::Skipped)
-        );
+        )?;
         for s in summary
             .steps
             .iter()
             .filter(|s| s.status == StepStatus::Failed)
         {
-            eprintln!(
+            errln!(
                 "\nstep {:?} failed:\n{}",
                 s.name,
                 s.error.as_deref().unwrap_or("").trim_end()
             );
         }
         if summary.status == RunStatus::Failed {
-            eprintln!(
+            errln!(
                 "\nsteps downstream of a failed step were skipped; independent steps ran to the end \
                  (logs: stepgraph logs {} STEP)",
                 summary.run_id
             );
         }
     }
-    Ok(match summary.status {
-        RunStatus::Succeeded => exit::OK,
-        _ => exit::STEP_FAILED,
-    })
+    Ok(())
 }
 
-fn print_plan(p: &stepgraph_engine::Plan) {
+fn print_plan(p: &stepgraph_engine::Plan) -> std::io::Result<()> {
     let rows: Vec<Vec<String>> = p
         .steps
         .iter()
@@ -266,7 +291,7 @@ fn print_plan(p: &stepgraph_engine::Plan) {
             vec![s.name.clone(), render::status_word(word), why]
         })
         .collect();
-    print!("{}", render::table(&["step", "plan", "why"], &rows));
+    out!("{}", render::table(&["step", "plan", "why"], &rows))
 }
 
 fn cmd_status(pipeline: &Pipeline, store: &Store, params: &[String]) -> Result<i32> {
@@ -292,10 +317,10 @@ fn cmd_status(pipeline: &Pipeline, store: &Store, params: &[String]) -> Result<i
                 format!("invalid: {error}")
             }
         };
-        println!("{}: {line}", s.name);
+        outln!("{}: {line}", s.name)?;
     }
     if all {
-        println!("pipeline {:?} is up to date", p.pipeline);
+        outln!("pipeline {:?} is up to date", p.pipeline)?;
     }
     Ok(exit::OK)
 }
@@ -318,26 +343,24 @@ fn cmd_explain(
     for s in p.steps.iter().filter(|s| step.is_none_or(|n| n == s.name)) {
         match &s.decision {
             Decision::Reuse { from_run, .. } => {
-                println!("{}: up to date (cached by run {from_run})", s.name)
+                outln!("{}: up to date (cached by run {from_run})", s.name)?
             }
             Decision::Run {
                 reason: RunReason::Changed { changes },
                 ..
             } => {
-                println!("{}: will run; changed since its last run:", s.name);
+                outln!("{}: will run; changed since its last run:", s.name)?;
                 for c in changes {
-                    println!("  {c}");
+                    outln!("  {c}")?;
                 }
             }
-            Decision::Run { reason, .. } => println!("{}: will run: {reason}", s.name),
-            Decision::DependsOnUpstream { upstream } => {
-                println!(
-                    "{}: will run if upstream output changes: upstream {} will rerun",
-                    s.name,
-                    upstream.join(", ")
-                )
-            }
-            Decision::Invalid { error } => println!("{}: cannot plan: {error}", s.name),
+            Decision::Run { reason, .. } => outln!("{}: will run: {reason}", s.name)?,
+            Decision::DependsOnUpstream { upstream } => outln!(
+                "{}: will run if upstream output changes: upstream {} will rerun",
+                s.name,
+                upstream.join(", ")
+            )?,
+            Decision::Invalid { error } => outln!("{}: cannot plan: {error}", s.name)?,
         }
     }
     Ok(exit::OK)
@@ -363,12 +386,12 @@ fn print_graph(
     plan: Option<&stepgraph_engine::Plan>,
 ) -> Result<()> {
     match format {
-        GraphFormat::Text => print!("{}", render::graph_text(g, statuses)),
-        GraphFormat::Dot => print!("{}", render::graph_dot(g, statuses)),
-        GraphFormat::Mermaid => print!("{}", render::graph_mermaid(g, statuses)),
+        GraphFormat::Text => out!("{}", render::graph_text(g, statuses))?,
+        GraphFormat::Dot => out!("{}", render::graph_dot(g, statuses))?,
+        GraphFormat::Mermaid => out!("{}", render::graph_mermaid(g, statuses))?,
         GraphFormat::Json => {
             let v = serde_json::json!({"graph": g, "status": statuses, "plan": plan});
-            println!("{}", serde_json::to_string_pretty(&v)?);
+            outln!("{}", serde_json::to_string_pretty(&v)?)?;
         }
     }
     Ok(())
@@ -382,11 +405,11 @@ fn fmt_time(ms: u64) -> String {
 fn cmd_runs(store: &Store, json: bool) -> Result<i32> {
     let runs = store.runs()?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&runs)?);
+        outln!("{}", serde_json::to_string_pretty(&runs)?)?;
         return Ok(exit::OK);
     }
     if runs.is_empty() {
-        println!("no runs in {}", store.root().display());
+        outln!("no runs in {}", store.root().display())?;
         return Ok(exit::OK);
     }
     let rows: Vec<Vec<String>> = runs
@@ -411,13 +434,13 @@ fn cmd_runs(store: &Store, json: bool) -> Result<i32> {
             ]
         })
         .collect();
-    print!(
+    out!(
         "{}",
         render::table(
             &["run", "pipeline", "status", "started", "duration", "steps"],
             &rows
         )
-    );
+    )?;
     Ok(exit::OK)
 }
 
@@ -426,19 +449,19 @@ fn cmd_run_show(store: &Store, run: &str, json: bool) -> Result<i32> {
         .run_get(run)?
         .ok_or_else(|| anyhow!("unknown run {run:?} (see `stepgraph runs`)"))?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        outln!("{}", serde_json::to_string_pretty(&r)?)?;
         return Ok(exit::OK);
     }
-    println!(
+    outln!(
         "run {} of pipeline {}: {}",
         r.id,
         r.pipeline,
         render::status_word(r.status.as_str())
-    );
-    println!("started {}", fmt_time(r.started_unix_ms));
+    )?;
+    outln!("started {}", fmt_time(r.started_unix_ms))?;
     if !r.params.is_empty() {
         let ps: Vec<String> = r.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        println!("parameters: {}", ps.join(", "));
+        outln!("parameters: {}", ps.join(", "))?;
     }
     let rows: Vec<Vec<String>> = r
         .steps
@@ -468,24 +491,24 @@ fn cmd_run_show(store: &Store, run: &str, json: bool) -> Result<i32> {
             ]
         })
         .collect();
-    println!();
-    print!(
+    outln!()?;
+    out!(
         "{}",
         render::table(
             &["step", "status", "duration", "key", "counts", "reused from"],
             &rows
         )
-    );
+    )?;
     for s in r
         .steps
         .iter()
         .filter(|s| s.error.is_some() && s.status == StepStatus::Failed)
     {
-        println!(
+        outln!(
             "\nstep {:?} failed:\n{}",
             s.name,
             s.error.as_deref().unwrap_or("").trim_end()
-        );
+        )?;
     }
     Ok(exit::OK)
 }
@@ -509,18 +532,18 @@ fn cmd_logs(store: &Store, run: &str, step: &str, worker: Option<usize>) -> Resu
         let p = logs.join("user").join(format!("worker-{w}.txt"));
         let text = std::fs::read_to_string(&p)
             .with_context(|| format!("no log for worker {w} ({})", p.display()))?;
-        print!("{text}");
+        out!("{text}")?;
         return Ok(exit::OK);
     }
     if !logs.exists() {
-        println!(
+        outln!(
             "step {step:?} has no logs in run {run} (it was {})",
             rec.steps
                 .iter()
                 .find(|s| s.name == step)
                 .map(|s| s.status.as_str())
                 .unwrap_or("?")
-        );
+        )?;
         return Ok(exit::OK);
     }
     let mut files: Vec<PathBuf> = walk(&logs);
@@ -532,10 +555,10 @@ fn cmd_logs(store: &Store, run: &str, step: &str, worker: Option<usize>) -> Resu
     });
     for f in files {
         let text = std::fs::read_to_string(&f).unwrap_or_default();
-        println!("==> {} <==", f.strip_prefix(&logs).unwrap_or(&f).display());
-        print!("{text}");
+        outln!("==> {} <==", f.strip_prefix(&logs).unwrap_or(&f).display())?;
+        out!("{text}")?;
         if !text.ends_with('\n') && !text.is_empty() {
-            println!();
+            outln!()?;
         }
     }
     Ok(exit::OK)
@@ -559,8 +582,13 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 fn cmd_cache(store: &Store, action: CacheAction) -> Result<i32> {
     match action {
         CacheAction::Ls => {
-            let mut entries = store.cache_entries()?;
-            entries.sort_by(|a, b| {
+            let usage = store.usage()?;
+            let mut entries: Vec<_> = store
+                .cache_entries()?
+                .into_iter()
+                .zip(usage.entries)
+                .collect();
+            entries.sort_by(|(a, _), (b, _)| {
                 (&a.pipeline, &a.step, a.created_unix_ms).cmp(&(
                     &b.pipeline,
                     &b.step,
@@ -568,46 +596,59 @@ fn cmd_cache(store: &Store, action: CacheAction) -> Result<i32> {
                 ))
             });
             if entries.is_empty() {
-                println!("the cache is empty");
-                return Ok(exit::OK);
+                outln!("the cache is empty")?;
+            } else {
+                let rows: Vec<Vec<String>> = entries
+                    .iter()
+                    .map(|(e, u)| {
+                        vec![
+                            e.key.get(..12).unwrap_or(&e.key).to_string(),
+                            e.pipeline.clone(),
+                            e.step.clone(),
+                            e.run_id.clone(),
+                            format!("{} files, {}", u.files, render::bytes(u.size)),
+                            render::bytes(u.disk),
+                            render::bytes(u.exclusive),
+                            fmt_time(e.created_unix_ms),
+                        ]
+                    })
+                    .collect();
+                out!(
+                    "{}",
+                    render::table(
+                        &[
+                            "key",
+                            "pipeline",
+                            "step",
+                            "run",
+                            "outputs",
+                            "disk",
+                            "exclusive",
+                            "created"
+                        ],
+                        &rows
+                    )
+                )?;
             }
-            let rows: Vec<Vec<String>> = entries
-                .iter()
-                .map(|e| {
-                    let size: u64 = e
-                        .outputs
-                        .values()
-                        .flat_map(|m| m.files.values())
-                        .map(|o| o.size)
-                        .sum();
-                    let files: usize = e.outputs.values().map(|m| m.files.len()).sum();
-                    vec![
-                        e.key.get(..12).unwrap_or(&e.key).to_string(),
-                        e.pipeline.clone(),
-                        e.step.clone(),
-                        e.run_id.clone(),
-                        format!("{files} files, {}", render::bytes(size)),
-                        fmt_time(e.created_unix_ms),
-                    ]
-                })
-                .collect();
-            print!(
-                "{}",
-                render::table(
-                    &["key", "pipeline", "step", "run", "outputs", "created"],
-                    &rows
-                )
-            );
+            outln!(
+                "\nstore {}: {} on disk (each file counted once): objects {}, runs/ {} more \
+                 (work copies, logs, outputs not in objects/), db {}",
+                store.root().display(),
+                render::bytes(usage.total),
+                render::bytes(usage.objects),
+                render::bytes(usage.runs),
+                render::bytes(usage.db)
+            )?;
+            outln!("(disk: the entry's objects; exclusive: the objects no other entry shares)")?;
         }
-        CacheAction::Gc { dry_run } => {
-            let r = store.gc(dry_run)?;
-            let verb = if dry_run { "would remove" } else { "removed" };
-            println!(
-                "{verb} {} unreferenced objects, {} freed; kept {} referenced objects",
-                r.objects,
-                render::bytes(r.bytes),
-                r.kept
-            );
+        CacheAction::Gc(args) => {
+            let r = store.gc(&GcOptions {
+                keep_last: args.keep_last,
+                older_than: args.older_than,
+                max_size: args.max_size,
+                dry_run: args.dry_run,
+            })?;
+            print_gc_report(&r, args.max_size)?;
         }
         CacheAction::Verify => {
             let mut bad = 0;
@@ -627,15 +668,15 @@ fn cmd_cache(store: &Store, action: CacheAction) -> Result<i32> {
                 if !damaged.is_empty() {
                     bad += 1;
                     store.cache_remove(&e.key)?;
-                    println!(
+                    outln!(
                         "dropped {} (step {}): {}",
                         e.key.get(..12).unwrap_or(&e.key),
                         e.step,
                         damaged.join("; ")
-                    );
+                    )?;
                 }
             }
-            println!("verified {} entries: {} dropped", entries.len(), bad);
+            outln!("verified {} entries: {} dropped", entries.len(), bad)?;
         }
         CacheAction::Rm { target } => {
             let entries = store.cache_entries()?;
@@ -649,8 +690,83 @@ fn cmd_cache(store: &Store, action: CacheAction) -> Result<i32> {
             for e in &chosen {
                 store.cache_remove(&e.key)?;
             }
-            println!("removed {} cache entries", chosen.len());
+            outln!("removed {} cache entries", chosen.len())?;
         }
     }
+    Ok(exit::OK)
+}
+
+fn print_gc_report(r: &GcReport, max_size: Option<u64>) -> Result<()> {
+    let (verb, freed) = if r.dry_run {
+        ("would remove", "would free")
+    } else {
+        ("removed", "freed")
+    };
+    for e in &r.entries {
+        outln!(
+            "{verb} entry {} ({} / {}, run {}, computed in {}, {})",
+            e.key.get(..12).unwrap_or(&e.key),
+            e.pipeline,
+            e.step,
+            e.run_id,
+            render::duration(e.duration_ms),
+            render::bytes(e.bytes)
+        )?;
+    }
+    outln!(
+        "{verb} {} cache entries (kept {}), {} unreferenced objects (kept {}), {} progress files; \
+         {freed} {} on disk",
+        r.entries.len(),
+        r.entries_kept,
+        r.objects,
+        r.kept,
+        r.progress,
+        render::bytes(r.bytes)
+    )?;
+    if r.still_linked > 0 {
+        outln!(
+            "{} of those objects ({}) are still linked from runs/ folders: their space is freed \
+             once those runs go (`stepgraph runs prune --keep N`, `stepgraph runs rm ID`)",
+            r.still_linked,
+            render::bytes(r.still_linked_bytes)
+        )?;
+    }
+    if let Some(max) = max_size {
+        outln!(
+            "store disk usage: {} before, about {} after (--max-size {})",
+            render::bytes(r.size_before),
+            render::bytes(r.size_before.saturating_sub(r.bytes)),
+            render::bytes(max)
+        )?;
+    }
+    if let (Some(max), true) = (max_size, r.over_max_size) {
+        outln!(
+            "the store is still over {}: what the latest runs (and --keep-last) use is kept; \
+             remove old runs (`stepgraph runs prune`) or lower --keep-last",
+            render::bytes(max)
+        )?;
+    }
+    Ok(())
+}
+
+fn print_runs_report(r: &RunsReport) -> Result<i32> {
+    let (verb, freed) = if r.dry_run {
+        ("would remove", "would free")
+    } else {
+        ("removed", "freed")
+    };
+    for id in &r.removed {
+        outln!("{verb} run {id}")?;
+    }
+    for id in &r.running {
+        outln!("kept run {id}: still running")?;
+    }
+    outln!(
+        "{verb} {} runs (kept {}); {freed} {} on disk (outputs stay in the cache until \
+         `stepgraph cache gc` removes their entries)",
+        r.removed.len(),
+        r.kept,
+        render::bytes(r.bytes)
+    )?;
     Ok(exit::OK)
 }

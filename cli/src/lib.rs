@@ -19,6 +19,7 @@
 
 pub mod args;
 mod commands;
+mod out;
 mod progress;
 mod render;
 
@@ -59,11 +60,19 @@ pub fn main_with(pipeline: Pipeline) -> ! {
 }
 
 /// Run `cli` and return the exit code (errors are printed as one line each on stderr).
+///
+/// A closed stdout (`stepgraph logs RUN STEP | head -1`) ends the command quietly with exit 0:
+/// the reader has what it wanted.
 pub(crate) fn run_cli(cli: Cli, source: Source) -> i32 {
-    match commands::dispatch(cli, source) {
+    let result = commands::dispatch(cli, source).and_then(|code| match out::flush() {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(code),
+        r => r.map(|()| code).map_err(anyhow::Error::from),
+    });
+    match result {
         Ok(code) => code,
+        Err(e) if out::is_broken_pipe(&e) => exit::OK,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            out::errln!("error: {e:#}");
             exit::BAD_INPUT
         }
     }
@@ -79,6 +88,7 @@ where
     let cli = match Cli::try_parse_from(args) {
         Ok(c) => c,
         Err(e) => {
+            // clap prints help and errors itself and ignores a closed pipe.
             let _ = e.print();
             return if e.use_stderr() {
                 exit::BAD_INPUT

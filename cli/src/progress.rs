@@ -82,12 +82,12 @@ impl EventSink for PlainSink {
                     .is_none_or(|t| now.duration_since(*t) >= Duration::from_secs(2));
             if due {
                 last.insert(step.clone(), now);
-                eprintln!(
+                crate::out::errln!(
                     "{step}: {done}/{total} mini-batches, {items} items, {failed_items} failed"
                 );
             }
         } else if let Some(line) = step_line(event) {
-            eprintln!("{line}");
+            crate::out::errln!("{line}");
         }
     }
 }

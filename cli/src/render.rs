@@ -46,7 +46,7 @@ pub fn status_word(word: &str) -> String {
     }
     let code = match word {
         "ran" | "succeeded" | "up to date" | "reuse" | "reused" => "32",
-        "failed" | "cancelled" => "31",
+        "failed" | "cancelled" | "interrupted" => "31",
         "skipped" | "will run" | "run" => "33",
         _ => return word.to_string(),
     };

@@ -324,14 +324,17 @@ fn cache_ls_rm_verify_and_gc_never_delete_referenced_objects() {
     );
     // Nothing unreferenced yet: gc removes nothing.
     let gc = p.run(&["cache", "gc"]).ok().stdout();
-    assert!(gc.starts_with("removed 0 unreferenced objects"), "{gc}");
+    assert!(
+        gc.starts_with("removed 0 cache entries (kept 2), 0 unreferenced objects"),
+        "{gc}"
+    );
     let verify = p.run(&["cache", "verify"]).ok().stdout();
     assert!(verify.contains("verified 2 entries: 0 dropped"), "{verify}");
     // Removing summarize's entry makes its objects unreferenced; gc removes exactly those.
     p.run(&["cache", "rm", "summarize"]).ok();
     let dry = p.run(&["cache", "gc", "--dry-run"]).ok().stdout();
     assert!(
-        dry.starts_with("would remove 1 unreferenced objects"),
+        dry.starts_with("would remove 0 cache entries (kept 1), 1 unreferenced objects"),
         "{dry}"
     );
     p.run(&["cache", "gc"]).ok();

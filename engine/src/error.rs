@@ -133,6 +133,41 @@ pub enum StoreError {
         /// When the holder took the lock.
         since: String,
     },
+    /// The store's lock file was deleted (or replaced) while another process held the store:
+    /// the lock could be taken, but the database is still held by that process.
+    #[error(
+        "store {} is in use by another process, whose lock file {}/lock was deleted while it \
+         ran (so its pid is unknown): wait for it to finish (--wait) or stop it; never delete \
+         the lock file by hand",
+        path.display(),
+        path.display()
+    )]
+    LockLost {
+        /// The store directory.
+        path: PathBuf,
+    },
+    /// The disk holding the store has no space left (ENOSPC or a quota).
+    #[error(
+        "the disk holding {} is full: free space, e.g. `stepgraph runs prune --keep 1` then \
+         `stepgraph cache gc` (both work on a full disk)",
+        path.display()
+    )]
+    DiskFull {
+        /// The store, or the path in it that could not be written.
+        path: PathBuf,
+    },
+    /// A run id that is not in the store.
+    #[error("unknown run {id:?} (see `stepgraph runs`)")]
+    UnknownRun {
+        /// The id given.
+        id: String,
+    },
+    /// A run that is still going cannot be removed.
+    #[error("run {id} is still running; it cannot be removed")]
+    RunInProgress {
+        /// The run id.
+        id: String,
+    },
     /// An I/O error on a path of the store.
     #[error("{}: {source}", path.display())]
     Io {
@@ -183,12 +218,29 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// An I/O error on `path`; a full disk becomes [`StoreError::DiskFull`].
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        if is_disk_full(&source) {
+            return StoreError::DiskFull { path: path.into() };
+        }
         StoreError::Io {
             path: path.into(),
             source,
         }
     }
+
+    /// Whether this error means the disk is full.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, StoreError::DiskFull { .. })
+    }
+}
+
+/// Whether an I/O error means "no space left" (ENOSPC, or a quota: EDQUOT).
+pub(crate) fn is_disk_full(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
 }
 
 /// An error while planning or running a pipeline.

@@ -177,6 +177,7 @@ pub fn run(
                 outputs: BTreeMap::new(),
             })
             .collect(),
+        pid: Some(std::process::id()),
     };
     store.run_put(&record)?;
     events.emit(&Event::RunStarted {

@@ -1,8 +1,12 @@
 //! The store's own lock file, taken before sled is opened (sled reports a second open only as
 //! an io error string, even inside one process).
+//!
+//! The flock is what matters: the pid and start time written into the file are only for the
+//! "in use" message, so failing to write them (a full disk) is not an error.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -17,16 +21,16 @@ pub(crate) struct StoreLock {
 impl StoreLock {
     pub(crate) fn acquire(root: &Path, wait: bool) -> Result<StoreLock, StoreError> {
         let path = root.join("lock");
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| StoreError::io(&path, e))?;
-        loop {
+        let mut file = loop {
+            let mut file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(|e| StoreError::io(&path, e))?;
             match file.try_lock() {
-                Ok(()) => break,
+                Ok(()) => {}
                 Err(std::fs::TryLockError::WouldBlock) => {
                     if wait {
                         std::thread::sleep(Duration::from_millis(100));
@@ -36,24 +40,44 @@ impl StoreLock {
                 }
                 Err(std::fs::TryLockError::Error(e)) => return Err(StoreError::io(&path, e)),
             }
-        }
+            // The file may have been deleted (and maybe recreated) between our open and our
+            // lock: a lock on an unlinked inode excludes nobody, so take the lock again.
+            if same_file(&file, &path) {
+                break file;
+            }
+        };
         let since = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
         let text = format!("{}\n{}\n", std::process::id(), since);
-        file.set_len(0)
-            .and_then(|_| file.seek(SeekFrom::Start(0)))
+        // Overwrite in place, then cut: rewriting bytes the file already has needs no new
+        // block, so this mostly works on a full disk too.
+        let written = file
+            .seek(SeekFrom::Start(0))
             .and_then(|_| file.write_all(text.as_bytes()))
-            .map_err(|e| StoreError::io(&path, e))?;
+            .and_then(|_| file.set_len(text.len() as u64));
+        match written {
+            Ok(()) => {}
+            // The pid is informative only; the flock is held.
+            Err(e) if crate::error::is_disk_full(&e) => {}
+            Err(e) => return Err(StoreError::io(&path, e)),
+        }
         Ok(StoreLock { _file: file })
+    }
+}
+
+fn same_file(file: &File, path: &Path) -> bool {
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
+        _ => false,
     }
 }
 
 fn locked_error(root: &Path, file: &mut File) -> StoreError {
     let mut text = String::new();
     let _ = file.read_to_string(&mut text);
-    let mut lines = text.lines();
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
     StoreError::Locked {
         path: PathBuf::from(root),
-        pid: lines.next().unwrap_or("?").to_string(),
-        since: lines.next().unwrap_or("?").to_string(),
+        pid: lines.next().unwrap_or("(unknown)").to_string(),
+        since: lines.next().unwrap_or("(unknown)").to_string(),
     }
 }

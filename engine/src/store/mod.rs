@@ -5,35 +5,46 @@
 //!   ([`is_store_dir`]), so datasets and source snapshots skip it.
 //! - `lock`: held (flock) by the one process using the store; holds its pid and start time.
 //! - `db/`: sled, trees `cache`, `runs`, `latest`, `filehash`, `progress`.
+//! - `entries/<key>.json`, `runs/<run-id>/run.json`: JSON copies of the cache entries and run
+//!   records, from which a database that cannot be opened is rebuilt.
 //! - `objects/ab/cdef...`: read-only files named by their blake3 hash.
 //! - `progress/<key>.<step>.bin`, `progress/<key>.<step>.d/`: mini-batch results and staged
 //!   outputs of unfinished ParallelRunSteps (resume).
 //! - `runs/<run-id>/<step>/`: materialised outputs, work and log folders.
+//! - `reserve`: a few MiB of ballast, deleted when the disk is full so that the database can
+//!   still be opened to free space (as CockroachDB's emergency ballast).
 
 mod filehash;
 mod lock;
 mod marker;
+mod mirror;
 mod objects;
 pub(crate) use objects::relative_slash;
 mod progress;
 pub mod records;
+mod retention;
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use filehash::hash_file_uncached;
 pub use marker::{is_store_dir, STORE_MARKER};
-pub use objects::GcReport;
 pub use progress::{ProgressLog, ProgressRecord};
-use records::{CacheEntry, LatestRecord, RunRecord, SCHEMA_VERSION};
+use records::{CacheEntry, LatestRecord, RunRecord, RunStatus, SCHEMA_VERSION};
+pub use retention::{EntryUsage, GcOptions, GcReport, RemovedEntry, RunsReport, StoreUsage};
 
-use crate::error::StoreError;
+use crate::error::{is_disk_full, StoreError};
 
 /// How to open a store.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct OpenOptions {
     /// Wait for another process to release the store instead of failing with `Locked`.
     pub wait: bool,
+    /// On a full disk, give up the store's `reserve` ballast to open it. For commands that
+    /// only read or free space (listing, `gc`, pruning runs); not for a run, which would fill
+    /// the disk again and leave nothing for the commands that free space.
+    pub use_reserve: bool,
 }
 
 /// An open store. Open it once per process and share it (`&Store` is `Sync`).
@@ -48,37 +59,86 @@ pub struct Store {
     filehash: sled::Tree,
     progress: sled::Tree,
     warnings: Vec<String>,
+    /// Runs found `running` at open whose record could not be rewritten (a full disk): shown
+    /// as interrupted all the same.
+    interrupted: BTreeSet<String>,
 }
 
 const SCHEMA_KEY: &[u8] = b"schema_version";
 
+/// Size of the `reserve` ballast: room for sled to start a new 512 KiB log segment and
+/// snapshot when the disk is otherwise full.
+const RESERVE_BYTES: usize = 2 << 20;
+
+/// Free space sled needs to open: a log segment (512 KiB) and a snapshot, with margin.
+const SLED_ROOM: usize = 1 << 20;
+
 impl Store {
     /// Open (creating if needed) the store at `root`.
     ///
+    /// Opening holds the store's lock for as long as the `Store` lives. Runs that the records
+    /// say are `running` are from a process that died holding the lock (the lock is ours now):
+    /// they are marked [`RunStatus::Interrupted`].
+    ///
     /// # Errors
     /// [`StoreError::Locked`] when another process holds it (unless `options.wait`),
-    /// [`StoreError::Io`] / [`StoreError::Db`] when it cannot be created or opened.
-    /// A database that sled reports as corrupt, or of another schema version, is moved aside
-    /// and rebuilt (objects are kept); [`Store::warnings`] says so.
+    /// [`StoreError::LockLost`] when another process holds its database but its lock file was
+    /// deleted, [`StoreError::DiskFull`] when the disk is full even after giving up the
+    /// store's reserve, [`StoreError::Io`] / [`StoreError::Db`] when it cannot be created or
+    /// opened. A database that cannot be opened for any other reason (corrupt, garbage in its
+    /// files, another sled or schema version) is moved aside and rebuilt from the JSON copies
+    /// of entries and run records (objects are kept); [`Store::warnings`] says so.
     pub fn open(root: impl AsRef<Path>, options: OpenOptions) -> Result<Store, StoreError> {
         let root = root.as_ref().to_path_buf();
-        std::fs::create_dir_all(&root).map_err(|e| StoreError::io(&root, e))?;
+        let full = |root: &Path, e: StoreError| {
+            if e.is_disk_full() {
+                StoreError::DiskFull {
+                    path: root.to_path_buf(),
+                }
+            } else {
+                e
+            }
+        };
+        std::fs::create_dir_all(&root).map_err(|e| full(&root, StoreError::io(&root, e)))?;
         let root = root.canonicalize().map_err(|e| StoreError::io(&root, e))?;
-        let lock = lock::StoreLock::acquire(&root, options.wait)?;
+        let lock = lock::StoreLock::acquire(&root, options.wait).map_err(|e| full(&root, e))?;
         marker::ensure_marker(&root);
         for dir in ["objects", "objects/tmp", "runs", "progress"] {
             let p = root.join(dir);
-            std::fs::create_dir_all(&p).map_err(|e| StoreError::io(&p, e))?;
+            std::fs::create_dir_all(&p).map_err(|e| full(&root, StoreError::io(&p, e)))?;
         }
         let mut warnings = Vec::new();
-        let db = open_db(&root.join("db"), &mut warnings)?;
-        let tree = |name: &str| {
-            db.open_tree(name).map_err(|e| StoreError::Db {
-                path: root.join("db"),
-                message: e.to_string(),
-            })
+        // sled writes when it opens (a new log segment, a snapshot) and can damage its log
+        // when that fails half-way: never let it start on a full disk. Make room from the
+        // reserve when allowed, else stop here with a clear error.
+        let mut reserve_used = false;
+        if !ensure_reserve(&root) && !has_room(&root) {
+            if options.use_reserve && release_reserve(&root) {
+                reserve_used = true;
+                warnings.push(reserve_warning(&root));
+            } else if !options.use_reserve {
+                return Err(StoreError::DiskFull { path: root });
+            }
+        }
+        let (db, rebuilt) = loop {
+            match open_db(&root.join("db")) {
+                Ok(x) => break x,
+                Err(OpenDbError::Locked) if options.wait => {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                Err(OpenDbError::Locked) => return Err(StoreError::LockLost { path: root }),
+                Err(OpenDbError::Full)
+                    if options.use_reserve && !reserve_used && release_reserve(&root) =>
+                {
+                    reserve_used = true;
+                    warnings.push(reserve_warning(&root));
+                }
+                Err(OpenDbError::Full) => return Err(StoreError::DiskFull { path: root }),
+                Err(OpenDbError::Other(e)) => return Err(full(&root, e)),
+            }
         };
-        Ok(Store {
+        let tree = |name: &str| db.open_tree(name).map_err(|e| sled_err(&root, e));
+        let mut store = Store {
             cache: tree("cache")?,
             runs: tree("runs")?,
             latest: tree("latest")?,
@@ -88,7 +148,57 @@ impl Store {
             _lock: lock,
             db,
             warnings,
-        })
+            interrupted: BTreeSet::new(),
+        };
+        if let Some(reason) = rebuilt {
+            let r = store.rebuild_from_mirrors()?;
+            let aside = reason.aside.display();
+            store.warnings.push(format!(
+                "store database {} could not be used ({}); moved it to {aside} and rebuilt the \
+                 index from the store's files: {} cache entries{}, {} runs (objects are kept)",
+                store.root.join("db").display(),
+                reason.why,
+                r.entries,
+                if r.entries_dropped > 0 {
+                    format!(" ({} dropped: objects missing)", r.entries_dropped)
+                } else {
+                    String::new()
+                },
+                r.runs
+            ));
+        }
+        store.write_missing_mirrors();
+        store.mark_interrupted();
+        Ok(store)
+    }
+
+    /// Every run still `running` belongs to a process that died holding the lock (the lock is
+    /// ours now, and this process runs nothing yet): mark it interrupted.
+    fn mark_interrupted(&mut self) {
+        /// Only the status: cheap to decode for every run at every open.
+        #[derive(serde::Deserialize)]
+        struct Status {
+            status: RunStatus,
+        }
+        let running: Vec<sled::IVec> = self
+            .runs
+            .iter()
+            .flatten()
+            .filter(|(_, v)| {
+                serde_json::from_slice::<Status>(v).is_ok_and(|s| s.status == RunStatus::Running)
+            })
+            .map(|(k, _)| k)
+            .collect();
+        for key in running {
+            let id = String::from_utf8_lossy(&key).into_owned();
+            let Ok(Some(mut r)) = get_json::<RunRecord>(&self.runs, &key, "run") else {
+                continue;
+            };
+            r.status = RunStatus::Interrupted;
+            if self.run_put(&r).is_err() {
+                self.interrupted.insert(id);
+            }
+        }
     }
 
     /// The store's root folder.
@@ -115,10 +225,7 @@ impl Store {
     }
 
     fn db_err(&self, e: sled::Error) -> StoreError {
-        StoreError::Db {
-            path: self.root.join("db"),
-            message: e.to_string(),
-        }
+        sled_err(&self.root, e)
     }
 
     // ----- cache -----
@@ -136,6 +243,8 @@ impl Store {
     /// # Errors
     /// Db errors.
     pub fn cache_put(&self, entry: &CacheEntry) -> Result<(), StoreError> {
+        // The JSON copy first: an index entry always has its copy for a rebuild.
+        mirror::write_json_atomic(&self.entries_dir(), &format!("{}.json", entry.key), entry)?;
         put_json(&self.cache, entry.key.as_bytes(), entry).map_err(|e| self.map_db(e))?;
         self.flush()
     }
@@ -145,6 +254,7 @@ impl Store {
     /// # Errors
     /// Db errors.
     pub fn cache_remove(&self, key: &str) -> Result<bool, StoreError> {
+        self.remove_entry_copy(key)?;
         let had = self
             .cache
             .remove(key.as_bytes())
@@ -176,6 +286,13 @@ impl Store {
     /// # Errors
     /// Db errors.
     pub fn run_put(&self, run: &RunRecord) -> Result<(), StoreError> {
+        if !retention::valid_run_id(&run.id) {
+            return Err(StoreError::Record {
+                what: format!("run {:?}", run.id),
+                message: "a run id is letters, digits, `-` and `_` only".into(),
+            });
+        }
+        mirror::write_json_atomic(&self.run_dir(&run.id), "run.json", run)?;
         put_json(&self.runs, run.id.as_bytes(), run).map_err(|e| self.map_db(e))?;
         self.flush()
     }
@@ -185,7 +302,16 @@ impl Store {
     /// # Errors
     /// Db or decoding errors.
     pub fn run_get(&self, id: &str) -> Result<Option<RunRecord>, StoreError> {
-        get_json(&self.runs, id.as_bytes(), "run").map_err(|e| self.map_db(e))
+        Ok(get_json(&self.runs, id.as_bytes(), "run")
+            .map_err(|e| self.map_db(e))?
+            .map(|r| self.shown(r)))
+    }
+
+    fn shown(&self, mut r: RunRecord) -> RunRecord {
+        if r.status == RunStatus::Running && self.interrupted.contains(&r.id) {
+            r.status = RunStatus::Interrupted;
+        }
+        r
     }
 
     /// All run records, newest first (by start time: ids made in the same second are not
@@ -198,7 +324,7 @@ impl Store {
         for item in self.runs.iter() {
             let (_, v) = item.map_err(|e| self.db_err(e))?;
             if let Ok(r) = serde_json::from_slice::<RunRecord>(&v) {
-                out.push(r);
+                out.push(self.shown(r));
             }
         }
         out.sort_by(|a, b| (b.started_unix_ms, &b.id).cmp(&(a.started_unix_ms, &a.id)));
@@ -281,45 +407,137 @@ fn put_json<T: serde::Serialize>(
     Ok(())
 }
 
-/// Open sled; a corrupt db or one of another schema is moved aside and a fresh one made.
-fn open_db(path: &Path, warnings: &mut Vec<String>) -> Result<sled::Db, StoreError> {
-    let db_err = |e: sled::Error| StoreError::Db {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    };
-    let reason = match sled::open(path) {
-        Ok(db) => match db.get(SCHEMA_KEY).map_err(db_err)? {
-            None => {
-                db.insert(SCHEMA_KEY, SCHEMA_VERSION.to_string().as_bytes())
-                    .map_err(db_err)?;
-                db.flush().map_err(db_err)?;
-                return Ok(db);
-            }
-            Some(v) if v.as_ref() == SCHEMA_VERSION.to_string().as_bytes() => return Ok(db),
-            Some(v) => {
-                drop(db);
-                format!(
-                    "schema version {} (this stepgraph uses {SCHEMA_VERSION})",
-                    String::from_utf8_lossy(&v)
-                )
-            }
+fn sled_err(root: &Path, e: sled::Error) -> StoreError {
+    match e {
+        sled::Error::Io(io) if is_disk_full(&io) => StoreError::DiskFull {
+            path: root.to_path_buf(),
         },
-        Err(e @ (sled::Error::Corruption { .. } | sled::Error::ReportableBug(_))) => e.to_string(),
-        Err(sled::Error::Io(e)) if e.kind() == std::io::ErrorKind::InvalidData => e.to_string(),
-        Err(e) => return Err(db_err(e)),
+        e => StoreError::Db {
+            path: root.join("db"),
+            message: e.to_string(),
+        },
+    }
+}
+
+/// Why the database was moved aside.
+struct MovedAside {
+    why: String,
+    aside: PathBuf,
+}
+
+enum OpenDbError {
+    /// sled's own lock on its files is held by another process.
+    Locked,
+    /// No space left.
+    Full,
+    /// Anything else that is not damage (permissions).
+    Other(StoreError),
+}
+
+fn classify(e: sled::Error, path: &Path) -> Result<String, OpenDbError> {
+    match e {
+        sled::Error::Io(io) if is_disk_full(&io) => Err(OpenDbError::Full),
+        // sled 0.34 reports its flock failing only as this message.
+        sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+            Err(OpenDbError::Locked)
+        }
+        sled::Error::Io(io) if io.kind() == std::io::ErrorKind::PermissionDenied => {
+            Err(OpenDbError::Other(StoreError::io(path, io)))
+        }
+        // Corruption, an unsupported (garbage) config, a bug report, any other I/O error.
+        e => Ok(e.to_string()),
+    }
+}
+
+/// Open sled. Any failure other than its lock, a full disk or a permission (garbage in its
+/// files, corruption, another sled version, another schema) moves the db aside and opens a
+/// fresh one, to be rebuilt by the caller.
+fn open_db(path: &Path) -> Result<(sled::Db, Option<MovedAside>), OpenDbError> {
+    let root = path.parent().unwrap_or(path).to_path_buf();
+    let fail = |e: sled::Error| match classify(e, path) {
+        Ok(why) => OpenDbError::Other(StoreError::Db {
+            path: path.to_path_buf(),
+            message: why,
+        }),
+        Err(e) => e,
+    };
+    let why = match sled::open(path) {
+        Ok(db) => match db.get(SCHEMA_KEY) {
+            Ok(None) => {
+                db.insert(SCHEMA_KEY, SCHEMA_VERSION.to_string().as_bytes())
+                    .map_err(fail)?;
+                db.flush().map_err(fail)?;
+                return Ok((db, None));
+            }
+            Ok(Some(v)) if v.as_ref() == SCHEMA_VERSION.to_string().as_bytes() => {
+                return Ok((db, None))
+            }
+            Ok(Some(v)) => format!(
+                "schema version {} (this stepgraph uses {SCHEMA_VERSION})",
+                String::from_utf8_lossy(&v)
+            ),
+            Err(e) => classify(e, path)?,
+        },
+        Err(e) => classify(e, path)?,
     };
     let aside = path.with_file_name(format!("db.corrupt-{}", now_unix_ms()));
-    std::fs::rename(path, &aside).map_err(|e| StoreError::io(path, e))?;
-    warnings.push(format!(
-        "store database {} could not be used ({reason}); moved it to {} and started an empty one (objects are kept)",
-        path.display(),
-        aside.display()
-    ));
-    let db = sled::open(path).map_err(db_err)?;
+    std::fs::rename(path, &aside).map_err(|e| OpenDbError::Other(StoreError::io(path, e)))?;
+    let db = sled::open(path).map_err(|e| match e {
+        sled::Error::Io(io) if is_disk_full(&io) => OpenDbError::Full,
+        e => OpenDbError::Other(sled_err(&root, e)),
+    })?;
     db.insert(SCHEMA_KEY, SCHEMA_VERSION.to_string().as_bytes())
-        .map_err(db_err)?;
-    db.flush().map_err(db_err)?;
-    Ok(db)
+        .and_then(|_| db.flush())
+        .map_err(|e| OpenDbError::Other(sled_err(&root, e)))?;
+    Ok((db, Some(MovedAside { why, aside })))
+}
+
+fn reserve_warning(root: &Path) -> String {
+    format!(
+        "the disk holding {} is full: used the store's reserve to open it; free space, e.g. \
+         `stepgraph runs prune --keep 1` then `stepgraph cache gc`",
+        root.display()
+    )
+}
+
+/// Write `len` zero bytes to `path` (no fsync: the space is taken at write time).
+fn write_zeros(path: &Path, len: usize) -> bool {
+    use std::io::Write;
+    let ok = std::fs::File::create(path)
+        .and_then(|mut f| f.write_all(&vec![0u8; len]))
+        .is_ok();
+    if !ok {
+        let _ = std::fs::remove_file(path);
+    }
+    ok
+}
+
+/// Create the `reserve` ballast when it is missing (best effort: on a full disk it is left
+/// out, and made again at a later open). True when it was made now (so there was room).
+fn ensure_reserve(root: &Path) -> bool {
+    let path = root.join("reserve");
+    if path.exists() {
+        return false;
+    }
+    let tmp = root.join("reserve.tmp");
+    if write_zeros(&tmp, RESERVE_BYTES) && std::fs::rename(&tmp, &path).is_ok() {
+        return true;
+    }
+    let _ = std::fs::remove_file(&tmp);
+    false
+}
+
+/// Whether the disk has room for sled to start: a probe file of that size can be written.
+fn has_room(root: &Path) -> bool {
+    let probe = root.join("space-probe");
+    let ok = write_zeros(&probe, SLED_ROOM);
+    let _ = std::fs::remove_file(&probe);
+    ok
+}
+
+/// Delete the ballast; whether there was one.
+fn release_reserve(root: &Path) -> bool {
+    std::fs::remove_file(root.join("reserve")).is_ok()
 }
 
 /// Milliseconds since the Unix epoch.

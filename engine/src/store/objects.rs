@@ -12,17 +12,6 @@ use super::Store;
 use crate::error::StoreError;
 use crate::fingerprint::merkle_hash;
 
-/// What `gc` removed (or would remove).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct GcReport {
-    /// Objects removed.
-    pub objects: u64,
-    /// Bytes freed.
-    pub bytes: u64,
-    /// Objects kept (referenced).
-    pub kept: u64,
-}
-
 impl Store {
     /// Path of the object `hash`.
     pub fn object_path(&self, hash: &str) -> PathBuf {
@@ -216,41 +205,6 @@ impl Store {
         }
         out.sort();
         Ok(out)
-    }
-
-    /// Remove objects no cache entry references (with `dry_run`, only count them).
-    ///
-    /// # Errors
-    /// Db or I/O errors.
-    pub fn gc(&self, dry_run: bool) -> Result<GcReport, StoreError> {
-        let referenced: HashSet<String> = self
-            .cache_entries()?
-            .into_iter()
-            .flat_map(|e| e.outputs.into_values())
-            .flat_map(|m| m.files.into_values().map(|o| o.hash))
-            .collect();
-        let mut report = GcReport::default();
-        for (hash, size) in self.objects()? {
-            if referenced.contains(&hash) {
-                report.kept += 1;
-                continue;
-            }
-            if !dry_run {
-                let p = self.object_path(&hash);
-                fs::remove_file(&p).map_err(|e| StoreError::io(&p, e))?;
-            }
-            report.objects += 1;
-            report.bytes += size;
-        }
-        if !dry_run {
-            let tmp = self.root.join("objects/tmp");
-            if let Ok(rd) = fs::read_dir(&tmp) {
-                for e in rd.flatten() {
-                    let _ = fs::remove_file(e.path());
-                }
-            }
-        }
-        Ok(report)
     }
 }
 

@@ -133,6 +133,8 @@ pub enum RunStatus {
     Failed,
     /// Stopped by Ctrl-C.
     Cancelled,
+    /// Its process died while it ran (found `running` by a later process holding the lock).
+    Interrupted,
 }
 
 impl RunStatus {
@@ -143,6 +145,7 @@ impl RunStatus {
             RunStatus::Succeeded => "succeeded",
             RunStatus::Failed => "failed",
             RunStatus::Cancelled => "cancelled",
+            RunStatus::Interrupted => "interrupted",
         }
     }
 }
@@ -232,6 +235,9 @@ pub struct RunRecord {
     pub graph: GraphSnapshot,
     /// Per step, in topological order.
     pub steps: Vec<StepRecord>,
+    /// The process that ran it (absent in records written before it was recorded).
+    #[serde(default)]
+    pub pid: Option<u32>,
 }
 
 /// The latest fingerprint of a step (by pipeline and step name), for `explain`.

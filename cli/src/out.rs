@@ -1,0 +1,58 @@
+//! Every byte the CLI prints goes through here. Writes to stdout return `io::Result`, so a
+//! closed pipe (`stepgraph logs RUN STEP | head -1`) comes back as an error that
+//! [`crate::run_cli`] turns into a quiet exit 0, never a panic. SIGPIPE stays ignored (Rust's
+//! default): the engine writes to worker pipes in the same process and must see EPIPE as an
+//! error there, not die of it.
+//!
+//! Messages on stderr are best effort: when stderr is gone there is nobody to tell.
+
+use std::io::{self, Write};
+
+/// Write `s` to stdout.
+pub(crate) fn stdout(s: &str) -> io::Result<()> {
+    io::stdout().lock().write_all(s.as_bytes())
+}
+
+/// Write `s` to stderr, ignoring failures.
+pub(crate) fn stderr(s: &str) {
+    let _ = io::stderr().lock().write_all(s.as_bytes());
+}
+
+/// Flush stdout (at the end of a command, so a late EPIPE is seen too).
+pub(crate) fn flush() -> io::Result<()> {
+    io::stdout().lock().flush()
+}
+
+/// Whether an error is a closed stdout pipe.
+pub(crate) fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// `print!` that returns `io::Result<()>`.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::out::stdout(&format!($($arg)*))
+    };
+}
+
+/// `println!` that returns `io::Result<()>`.
+macro_rules! outln {
+    () => {
+        $crate::out::stdout("\n")
+    };
+    ($($arg:tt)*) => {
+        $crate::out::stdout(&format!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `eprintln!` that never panics.
+macro_rules! errln {
+    ($($arg:tt)*) => {
+        $crate::out::stderr(&format!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+pub(crate) use {errln, out, outln};

@@ -1,0 +1,800 @@
+//! Retention: which cache entries, objects, progress files and run folders to remove, and how
+//! much disk space that really frees.
+//!
+//! Sizes are disk usage as `du` counts it (`st_blocks * 512`), each inode once. A file's space
+//! is freed only when its last link goes: `runs/<id>/` folders hold hard links to objects, so
+//! removing an object still linked from a run folder frees nothing until that folder goes
+//! (`runs rm` / `runs prune`), and the reports say so.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::time::Duration;
+
+use super::records::{CacheEntry, RunRecord, RunStatus};
+use super::{mirror, now_unix_ms, Store};
+use crate::error::StoreError;
+
+/// Which cache entries `gc` may remove. How the options combine:
+///
+/// 1. Entries *kept by policy* are never removed: every entry used (run or reused) by the
+///    latest run of each pipeline, every entry of a run still going, and with `keep_last = N`
+///    the N newest entries of each (pipeline, step).
+/// 2. Every other entry is a *candidate*; with `older_than`, only entries created longer ago
+///    than that are.
+/// 3. Without `max_size` every candidate is removed. With `max_size`, candidates are removed
+///    one at a time, cheapest to recompute first (lowest run time per byte freed), only until
+///    the store's disk usage is at most `max_size`; when all candidates are gone and the store
+///    is still bigger, gc stops there (it never removes what rule 1 keeps).
+/// 4. Then every object no remaining entry names is removed, and the progress files of keys
+///    that have no committed progress or are already cached.
+#[derive(Debug, Clone, Default)]
+pub struct GcOptions {
+    /// Also keep the N newest entries of each (pipeline, step).
+    pub keep_last: Option<usize>,
+    /// Only entries older than this are candidates.
+    pub older_than: Option<Duration>,
+    /// Remove candidates, cheapest first, only until the store's disk usage is at most this.
+    pub max_size: Option<u64>,
+    /// Only say what would be removed.
+    pub dry_run: bool,
+}
+
+/// A cache entry that `gc` removed (or would remove).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemovedEntry {
+    /// The node key.
+    pub key: String,
+    /// Its pipeline.
+    pub pipeline: String,
+    /// Its step.
+    pub step: String,
+    /// The run that produced it.
+    pub run_id: String,
+    /// When it was written (Unix ms).
+    pub created_unix_ms: u64,
+    /// How long computing it took (ms).
+    pub duration_ms: u64,
+    /// Disk usage of the objects only it names and nothing else links (what removing it frees).
+    pub bytes: u64,
+}
+
+/// What `gc` removed (or would remove, with `dry_run`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GcReport {
+    /// Whether nothing was removed (a dry run).
+    pub dry_run: bool,
+    /// Cache entries removed.
+    pub entries: Vec<RemovedEntry>,
+    /// Cache entries kept.
+    pub entries_kept: u64,
+    /// Objects removed.
+    pub objects: u64,
+    /// Objects kept (named by a remaining entry).
+    pub kept: u64,
+    /// Disk space really freed: files whose last link went, and folders removed.
+    pub bytes: u64,
+    /// Objects removed from `objects/` whose content is still linked from `runs/` folders.
+    pub still_linked: u64,
+    /// Disk usage of those objects (freed once the run folders go).
+    pub still_linked_bytes: u64,
+    /// Progress files and staging folders removed.
+    pub progress: u64,
+    /// The store's disk usage before.
+    pub size_before: u64,
+    /// With `max_size`: the store is still bigger than it after removing every candidate.
+    pub over_max_size: bool,
+}
+
+/// What `runs rm` / `runs prune` removed (or would remove).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunsReport {
+    /// Whether nothing was removed (a dry run).
+    pub dry_run: bool,
+    /// Run ids removed, newest first.
+    pub removed: Vec<String>,
+    /// Run records kept.
+    pub kept: u64,
+    /// Runs kept because they are still going.
+    pub running: Vec<String>,
+    /// Disk space really freed.
+    pub bytes: u64,
+}
+
+/// Disk usage of one cache entry's objects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryUsage {
+    /// The node key.
+    pub key: String,
+    /// Output files.
+    pub files: u64,
+    /// Bytes of its files (each object once).
+    pub size: u64,
+    /// Disk usage of its objects, each inode once.
+    pub disk: u64,
+    /// Disk usage of the objects no other entry names.
+    pub exclusive: u64,
+}
+
+/// Disk usage of a store, as `du` counts it (each inode once).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreUsage {
+    /// The whole store.
+    pub total: u64,
+    /// `objects/`.
+    pub objects: u64,
+    /// `runs/`, not counting the inodes already counted in `objects/` (hard links to objects):
+    /// work copies, logs, outputs whose objects are gone.
+    pub runs: u64,
+    /// `db/`.
+    pub db: u64,
+    /// Per cache entry, in the order of [`Store::cache_entries`].
+    pub entries: Vec<EntryUsage>,
+}
+
+/// A run id is what [`crate::new_run_id`] makes: letters, digits, `-`, `_`.
+pub(crate) fn valid_run_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn disk(meta: &fs::Metadata) -> u64 {
+    meta.blocks() * 512
+}
+
+/// Space freed by removals: a file counts when its last link goes.
+#[derive(Default)]
+struct Freed {
+    bytes: u64,
+    /// Dry runs: (dev, inode) -> (links, links seen, disk usage).
+    seen: HashMap<(u64, u64), (u64, u64, u64)>,
+}
+
+impl Freed {
+    /// Remove (or with `dry`, pretend to remove) one file or symlink.
+    fn file(&mut self, path: &Path, dry: bool) -> std::io::Result<()> {
+        let meta = fs::symlink_metadata(path)?;
+        if dry {
+            let e =
+                self.seen
+                    .entry((meta.dev(), meta.ino()))
+                    .or_insert((meta.nlink(), 0, disk(&meta)));
+            e.1 += 1;
+            return Ok(());
+        }
+        if meta.nlink() == 1 {
+            self.bytes += disk(&meta);
+        }
+        remove_with_writable_parent(path, |p| fs::remove_file(p))
+    }
+
+    /// Remove a folder and everything in it.
+    fn tree(&mut self, path: &Path, dry: bool) -> std::io::Result<()> {
+        let meta = fs::symlink_metadata(path)?;
+        if !meta.is_dir() {
+            return self.file(path, dry);
+        }
+        if !dry && meta.permissions().mode() & 0o700 != 0o700 {
+            // Work copies may hold read-only folders: their entries cannot go otherwise.
+            let mode = meta.permissions().mode() | 0o700;
+            fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
+        }
+        for e in fs::read_dir(path)? {
+            self.tree(&e?.path(), dry)?;
+        }
+        self.bytes += disk(&meta);
+        if !dry {
+            remove_with_writable_parent(path, |p| fs::remove_dir(p))?;
+        }
+        Ok(())
+    }
+
+    /// The total; for a dry run, inodes all of whose links would go.
+    fn total(&self) -> u64 {
+        self.bytes
+            + self
+                .seen
+                .values()
+                .filter(|(links, seen, _)| seen >= links)
+                .map(|(_, _, d)| d)
+                .sum::<u64>()
+    }
+}
+
+fn remove_with_writable_parent(
+    path: &Path,
+    op: impl Fn(&Path) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    match op(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            let parent = path.parent().unwrap_or(path);
+            let mode = fs::metadata(parent)?.permissions().mode() | 0o700;
+            fs::set_permissions(parent, fs::Permissions::from_mode(mode))?;
+            op(path)
+        }
+        r => r,
+    }
+}
+
+fn ignore_missing(r: std::io::Result<()>) -> std::io::Result<()> {
+    match r {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        r => r,
+    }
+}
+
+/// One object file's stat.
+struct ObjStat {
+    disk: u64,
+    size: u64,
+    links: u64,
+}
+
+impl Store {
+    fn object_stats(&self) -> Result<HashMap<String, ObjStat>, StoreError> {
+        let mut out = HashMap::new();
+        for (hash, _) in self.objects()? {
+            if let Ok(m) = fs::symlink_metadata(self.object_path(&hash)) {
+                out.insert(
+                    hash,
+                    ObjStat {
+                        disk: disk(&m),
+                        size: m.len(),
+                        links: m.nlink(),
+                    },
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// The store's disk usage, with each cache entry's share (each inode counted once).
+    ///
+    /// # Errors
+    /// Db errors, or I/O errors reading the objects folder.
+    pub fn usage(&self) -> Result<StoreUsage, StoreError> {
+        let mut seen: HashSet<(u64, u64)> = HashSet::new();
+        let mut walk = |dir: &Path| -> u64 {
+            walkdir::WalkDir::new(dir)
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e.metadata().ok())
+                .filter(|m| seen.insert((m.dev(), m.ino())))
+                .map(|m| disk(&m))
+                .sum()
+        };
+        let objects = walk(&self.root.join("objects"));
+        let runs = walk(&self.root.join("runs"));
+        let db = walk(&self.root.join("db"));
+        let rest = walk(&self.root);
+        let stats = self.object_stats()?;
+        let entries = self.cache_entries()?;
+        let mut refs: HashMap<&str, u64> = HashMap::new();
+        let unique: Vec<HashSet<&str>> = entries.iter().map(object_hashes).collect();
+        for hashes in &unique {
+            for h in hashes {
+                *refs.entry(h).or_default() += 1;
+            }
+        }
+        let entries = entries
+            .iter()
+            .zip(&unique)
+            .map(|(e, hashes)| {
+                let stat = |h: &&str| stats.get(*h);
+                EntryUsage {
+                    key: e.key.clone(),
+                    files: e.outputs.values().map(|m| m.files.len() as u64).sum(),
+                    size: hashes.iter().filter_map(stat).map(|s| s.size).sum(),
+                    disk: hashes.iter().filter_map(stat).map(|s| s.disk).sum(),
+                    exclusive: hashes
+                        .iter()
+                        .filter(|h| refs.get(**h) == Some(&1))
+                        .filter_map(stat)
+                        .map(|s| s.disk)
+                        .sum(),
+                }
+            })
+            .collect();
+        Ok(StoreUsage {
+            total: objects + runs + db + rest,
+            objects,
+            runs,
+            db,
+            entries,
+        })
+    }
+
+    /// Remove cache entries by the retention policy of `opts` (see [`GcOptions`]), then
+    /// unreferenced objects, temp files and stale progress; report the space really freed.
+    ///
+    /// Do not call it while a run is going on this store in the same process.
+    ///
+    /// # Errors
+    /// Db or I/O errors.
+    pub fn gc(&self, opts: &GcOptions) -> Result<GcReport, StoreError> {
+        let dry = opts.dry_run;
+        let now = now_unix_ms();
+        let entries = self.cache_entries()?;
+        let runs = self.runs()?;
+        let step_keys = |r: &RunRecord| -> Vec<String> {
+            r.steps.iter().filter_map(|s| s.key.clone()).collect()
+        };
+        let running: HashSet<String> = runs
+            .iter()
+            .filter(|r| r.status == RunStatus::Running)
+            .flat_map(step_keys)
+            .collect();
+        let mut kept: HashSet<String> = running.clone();
+        let mut pipelines = HashSet::new();
+        for r in &runs {
+            // Newest first: the first run seen of each pipeline is its latest.
+            if pipelines.insert(r.pipeline.as_str()) {
+                kept.extend(step_keys(r));
+            }
+        }
+        if let Some(n) = opts.keep_last {
+            let mut by_step: BTreeMap<(&str, &str), Vec<&CacheEntry>> = BTreeMap::new();
+            for e in &entries {
+                by_step.entry((&e.pipeline, &e.step)).or_default().push(e);
+            }
+            for list in by_step.values_mut() {
+                list.sort_by(|a, b| (b.created_unix_ms, &b.key).cmp(&(a.created_unix_ms, &a.key)));
+                kept.extend(list.iter().take(n).map(|e| e.key.clone()));
+            }
+        }
+        let old_enough = |e: &CacheEntry| {
+            opts.older_than.is_none_or(|d| {
+                now.saturating_sub(e.created_unix_ms)
+                    > u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+            })
+        };
+        let candidates: Vec<&CacheEntry> = entries
+            .iter()
+            .filter(|e| !kept.contains(&e.key) && old_enough(e))
+            .collect();
+
+        let stats = self.object_stats()?;
+        let frees = |h: &str| {
+            stats
+                .get(h)
+                .filter(|s| s.links == 1)
+                .map(|s| s.disk)
+                .unwrap_or(0)
+        };
+        let mut refs: HashMap<&str, u64> = HashMap::new();
+        for e in &entries {
+            for h in object_hashes(e) {
+                *refs.entry(h).or_default() += 1;
+            }
+        }
+        let exclusive = |e: &CacheEntry, refs: &HashMap<&str, u64>| -> u64 {
+            object_hashes(e)
+                .into_iter()
+                .filter(|h| refs.get(h) == Some(&1))
+                .map(frees)
+                .sum()
+        };
+        let mut report = GcReport {
+            dry_run: dry,
+            ..GcReport::default()
+        };
+        let usage_total = self.usage()?.total;
+        report.size_before = usage_total;
+        let removed: Vec<(&CacheEntry, u64)> = match opts.max_size {
+            None => candidates
+                .into_iter()
+                .map(|e| (e, exclusive(e, &refs)))
+                .collect(),
+            Some(max) => {
+                let garbage: u64 = stats
+                    .keys()
+                    .filter(|h| !refs.contains_key(h.as_str()))
+                    .map(|h| frees(h))
+                    .sum();
+                let mut projected = usage_total.saturating_sub(garbage);
+                // Cheapest to recompute per byte freed first; entries that free nothing
+                // (objects shared or linked from runs/) last.
+                let mut order: Vec<(&CacheEntry, u64)> = candidates
+                    .into_iter()
+                    .map(|e| (e, exclusive(e, &refs)))
+                    .collect();
+                order.sort_by(|(a, ab), (b, bb)| {
+                    let cost = |e: &CacheEntry, bytes: u64| {
+                        (bytes == 0, e.duration_ms as f64 / bytes.max(1) as f64)
+                    };
+                    cost(a, *ab)
+                        .partial_cmp(&cost(b, *bb))
+                        .unwrap_or(std::cmp::Ordering::Equal)
+                        .then_with(|| a.key.cmp(&b.key))
+                });
+                let mut chosen = Vec::new();
+                for (e, bytes) in order {
+                    if projected <= max {
+                        break;
+                    }
+                    for h in object_hashes(e) {
+                        if let Some(n) = refs.get_mut(h) {
+                            *n -= 1;
+                            if *n == 0 {
+                                projected = projected.saturating_sub(frees(h));
+                            }
+                        }
+                    }
+                    chosen.push((e, bytes));
+                }
+                report.over_max_size = projected > max;
+                chosen
+            }
+        };
+        let removed_keys: HashSet<&str> = removed.iter().map(|(e, _)| e.key.as_str()).collect();
+        report.entries = removed
+            .iter()
+            .map(|(e, bytes)| RemovedEntry {
+                key: e.key.clone(),
+                pipeline: e.pipeline.clone(),
+                step: e.step.clone(),
+                run_id: e.run_id.clone(),
+                created_unix_ms: e.created_unix_ms,
+                duration_ms: e.duration_ms,
+                bytes: *bytes,
+            })
+            .collect();
+        report.entries_kept = (entries.len() - removed.len()) as u64;
+        let remaining: Vec<&CacheEntry> = entries
+            .iter()
+            .filter(|e| !removed_keys.contains(e.key.as_str()))
+            .collect();
+        let referenced: HashSet<&str> = remaining.iter().flat_map(|e| object_hashes(e)).collect();
+        let remaining_keys: HashSet<&str> = remaining.iter().map(|e| e.key.as_str()).collect();
+
+        let mut freed = Freed::default();
+        let entries_dir = self.entries_dir();
+        // 1. The entries: their JSON copies, then the index (one flush).
+        let mut batch = sled::Batch::default();
+        for key in &removed_keys {
+            let p = entries_dir.join(format!("{key}.json"));
+            if p.exists() {
+                freed.file(&p, dry).map_err(|e| StoreError::io(&p, e))?;
+            }
+            batch.remove(key.as_bytes());
+        }
+        if !dry && !removed_keys.is_empty() {
+            self.cache.apply_batch(batch).map_err(|e| self.db_err(e))?;
+            self.flush()?;
+        }
+        // 2. Objects no remaining entry names.
+        for (hash, stat) in &stats {
+            if referenced.contains(hash.as_str()) {
+                report.kept += 1;
+                continue;
+            }
+            report.objects += 1;
+            if stat.links > 1 {
+                report.still_linked += 1;
+                report.still_linked_bytes += stat.disk;
+            }
+            let p = self.object_path(hash);
+            freed.file(&p, dry).map_err(|e| StoreError::io(&p, e))?;
+        }
+        // 3. Temp files of interrupted writes, and JSON copies the index does not know.
+        let tmp = self.root.join("objects/tmp");
+        for f in fs::read_dir(&tmp).into_iter().flatten().flatten() {
+            freed
+                .tree(&f.path(), dry)
+                .map_err(|e| StoreError::io(f.path(), e))?;
+        }
+        for f in fs::read_dir(&entries_dir).into_iter().flatten().flatten() {
+            let name = f.file_name().to_string_lossy().into_owned();
+            let key = name.strip_suffix(".json").unwrap_or(&name);
+            if removed_keys.contains(key) {
+                continue;
+            }
+            if mirror::is_temp(&name) || !remaining_keys.contains(key) {
+                freed
+                    .tree(&f.path(), dry)
+                    .map_err(|e| StoreError::io(f.path(), e))?;
+            }
+        }
+        // 4. Progress nobody can resume from: no committed records, or already cached.
+        let progress_dir = self.root.join("progress");
+        let mut cleared: HashSet<String> = HashSet::new();
+        for f in fs::read_dir(&progress_dir).into_iter().flatten().flatten() {
+            let name = f.file_name().to_string_lossy().into_owned();
+            let Some(id) = name
+                .strip_suffix(".bin")
+                .or_else(|| name.strip_suffix(".d"))
+            else {
+                continue;
+            };
+            let key = id.split('.').next().unwrap_or(id);
+            if running.contains(key) {
+                continue;
+            }
+            let mut prefix = id.as_bytes().to_vec();
+            prefix.push(b'/');
+            let has_records = self.progress.scan_prefix(&prefix).next().is_some();
+            if has_records && !remaining_keys.contains(key) {
+                continue;
+            }
+            report.progress += 1;
+            freed
+                .tree(&f.path(), dry)
+                .map_err(|e| StoreError::io(f.path(), e))?;
+            if !dry && has_records && cleared.insert(id.to_string()) {
+                let mut batch = sled::Batch::default();
+                for k in self.progress.scan_prefix(&prefix).keys() {
+                    batch.remove(k.map_err(|e| self.db_err(e))?);
+                }
+                self.progress
+                    .apply_batch(batch)
+                    .map_err(|e| self.db_err(e))?;
+            }
+        }
+        if !dry && !cleared.is_empty() {
+            self.flush()?;
+        }
+        report.bytes = freed.total();
+        Ok(report)
+    }
+
+    /// Remove the runs `ids`: each run's folder (outputs, work copies, logs), then its record.
+    ///
+    /// # Errors
+    /// [`StoreError::UnknownRun`] for an id that is not a run (nothing is removed then),
+    /// [`StoreError::RunInProgress`] for a run still going, db or I/O errors.
+    pub fn runs_remove(&self, ids: &[String], dry_run: bool) -> Result<RunsReport, StoreError> {
+        let mut chosen = Vec::new();
+        for id in ids {
+            let rec = if valid_run_id(id) {
+                self.run_get(id)?
+            } else {
+                None
+            };
+            match rec {
+                None => return Err(StoreError::UnknownRun { id: id.clone() }),
+                Some(r) if r.status == RunStatus::Running => {
+                    return Err(StoreError::RunInProgress { id: id.clone() })
+                }
+                Some(r) if !chosen.contains(&r.id) => chosen.push(r.id),
+                Some(_) => {}
+            }
+        }
+        let total = self.runs()?.len() as u64;
+        let mut report = RunsReport {
+            dry_run,
+            kept: total.saturating_sub(chosen.len() as u64),
+            ..RunsReport::default()
+        };
+        report.bytes = self.remove_runs(&chosen, dry_run)?;
+        report.removed = chosen;
+        Ok(report)
+    }
+
+    /// Keep the `keep` newest run records of each pipeline and remove the others (folders and
+    /// records); a run still going is never removed.
+    ///
+    /// # Errors
+    /// Db or I/O errors.
+    pub fn runs_prune(&self, keep: usize, dry_run: bool) -> Result<RunsReport, StoreError> {
+        let mut report = RunsReport {
+            dry_run,
+            ..RunsReport::default()
+        };
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        let mut chosen = Vec::new();
+        for r in self.runs()? {
+            let n = seen.entry(r.pipeline.clone()).or_default();
+            *n += 1;
+            if *n <= keep {
+                report.kept += 1;
+            } else if r.status == RunStatus::Running {
+                report.kept += 1;
+                report.running.push(r.id);
+            } else {
+                chosen.push(r.id);
+            }
+        }
+        report.bytes = self.remove_runs(&chosen, dry_run)?;
+        report.removed = chosen;
+        Ok(report)
+    }
+
+    /// Folders first (they hold the space), then the records, then one flush.
+    fn remove_runs(&self, ids: &[String], dry: bool) -> Result<u64, StoreError> {
+        let mut freed = Freed::default();
+        for id in ids {
+            let dir = self.run_dir(id);
+            if dir.exists() {
+                freed.tree(&dir, dry).map_err(|e| StoreError::io(&dir, e))?;
+            }
+            if !dry {
+                self.runs
+                    .remove(id.as_bytes())
+                    .map_err(|e| self.db_err(e))?;
+            }
+        }
+        if !dry && !ids.is_empty() {
+            self.flush()?;
+        }
+        Ok(freed.total())
+    }
+
+    /// Remove the JSON copy of the entry `key`.
+    pub(crate) fn remove_entry_copy(&self, key: &str) -> Result<(), StoreError> {
+        let p = self.entries_dir().join(format!("{key}.json"));
+        ignore_missing(fs::remove_file(&p)).map_err(|e| StoreError::io(&p, e))
+    }
+}
+
+/// The distinct object hashes an entry names.
+fn object_hashes(e: &CacheEntry) -> HashSet<&str> {
+    e.outputs
+        .values()
+        .flat_map(|m| m.files.values())
+        .map(|o| o.hash.as_str())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use super::super::records::{
+        CacheEntry, RunRecord, RunStatus, StepCounts, StepRecord, StepStatus, SCHEMA_VERSION,
+    };
+    use super::super::{now_unix_ms, OpenOptions, Store};
+    use super::GcOptions;
+
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    /// A cache entry of step `step` whose one output file has `len` bytes of `fill`.
+    fn entry(
+        store: &Store,
+        step: &str,
+        fill: u8,
+        len: usize,
+        duration_ms: u64,
+        age: Duration,
+    ) -> Result<String, Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        std::fs::write(dir.path().join("out.bin"), vec![fill; len])?;
+        let manifest = store.ingest_dir(dir.path())?;
+        let key = format!("{fill:02x}{}", "0".repeat(62));
+        store.cache_put(&CacheEntry {
+            schema: SCHEMA_VERSION,
+            key: key.clone(),
+            pipeline: "p".into(),
+            step: step.into(),
+            outputs: BTreeMap::from([("out".to_string(), manifest)]),
+            fingerprint: Default::default(),
+            counts: StepCounts::default(),
+            run_id: "r".into(),
+            duration_ms,
+            created_unix_ms: now_unix_ms() - age.as_millis() as u64,
+        })?;
+        Ok(key)
+    }
+
+    fn run_using(store: &Store, id: &str, started: u64, keys: &[&str]) -> TestResult {
+        store.run_put(&RunRecord {
+            schema: SCHEMA_VERSION,
+            id: id.into(),
+            pipeline: "p".into(),
+            started_unix_ms: started,
+            finished_unix_ms: Some(started + 1),
+            status: RunStatus::Succeeded,
+            params: BTreeMap::new(),
+            graph: Default::default(),
+            steps: keys
+                .iter()
+                .enumerate()
+                .map(|(i, k)| StepRecord {
+                    name: format!("s{i}"),
+                    key: Some(k.to_string()),
+                    status: StepStatus::Reused,
+                    duration_ms: 0,
+                    counts: StepCounts::default(),
+                    error: None,
+                    reused_from: None,
+                    outputs: BTreeMap::new(),
+                })
+                .collect(),
+            pid: None,
+        })?;
+        Ok(())
+    }
+
+    fn keys(store: &Store) -> Result<Vec<String>, Box<dyn std::error::Error>> {
+        let mut k: Vec<String> = store.cache_entries()?.into_iter().map(|e| e.key).collect();
+        k.sort();
+        Ok(k)
+    }
+
+    const MIB: usize = 1 << 20;
+
+    #[test]
+    fn default_gc_keeps_what_the_latest_run_uses_and_keep_last_keeps_more() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let store = Store::open(dir.path(), OpenOptions::default())?;
+        let day = Duration::from_secs(86_400);
+        let a = entry(&store, "s0", 1, 100, 10, day * 3)?;
+        let b = entry(&store, "s0", 2, 100, 10, day * 2)?;
+        let c = entry(&store, "s0", 3, 100, 10, day)?;
+        run_using(&store, "old", 1, &[&a])?;
+        run_using(&store, "new", 2, &[&c])?;
+        let dry = store.gc(&GcOptions {
+            keep_last: Some(2),
+            dry_run: true,
+            ..GcOptions::default()
+        })?;
+        assert_eq!(dry.entries.iter().map(|e| &e.key).collect::<Vec<_>>(), [&a]);
+        assert_eq!(keys(&store)?.len(), 3, "a dry run removes nothing");
+        // --older-than: only entries older than 2.5 days are candidates (a), but a is used
+        // by no latest run, so it goes; b (2 days) stays.
+        let r = store.gc(&GcOptions {
+            older_than: Some(day * 5 / 2),
+            ..GcOptions::default()
+        })?;
+        assert_eq!(r.entries.len(), 1);
+        assert_eq!(keys(&store)?, [b.clone(), c.clone()]);
+        assert_eq!(r.objects, 1);
+        assert!(r.bytes > 0);
+        // The default keeps only what the latest run of the pipeline used.
+        let r = store.gc(&GcOptions::default())?;
+        assert_eq!(r.entries.iter().map(|e| &e.key).collect::<Vec<_>>(), [&b]);
+        assert_eq!(keys(&store)?, [c]);
+        assert!(!store.entries_dir().join(format!("{b}.json")).exists());
+        Ok(())
+    }
+
+    #[test]
+    fn max_size_evicts_the_cheapest_recompute_per_byte_first() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let store = Store::open(dir.path(), OpenOptions::default())?;
+        let day = Duration::from_secs(86_400);
+        let slow = entry(&store, "slow", 1, MIB, 100_000, day)?;
+        let fast = entry(&store, "fast", 2, MIB, 1_000, day)?;
+        let medium = entry(&store, "medium", 3, MIB, 50_000, day)?;
+        let total = store.usage()?.total;
+        // Room for the store minus one and a half entries: two must go.
+        let max = total - (MIB as u64 * 3 / 2);
+        let r = store.gc(&GcOptions {
+            max_size: Some(max),
+            ..GcOptions::default()
+        })?;
+        let gone: Vec<&str> = r.entries.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(gone, [fast.as_str(), medium.as_str()]);
+        assert_eq!(keys(&store)?, [slow]);
+        assert!(!r.over_max_size);
+        assert!(store.usage()?.total <= max);
+        // Two objects, and their entries' JSON copies.
+        assert!(
+            (2 * MIB as u64..2 * MIB as u64 + 65536).contains(&r.bytes),
+            "{r:?}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_dry_run_reports_what_the_real_gc_frees() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let store = Store::open(dir.path(), OpenOptions::default())?;
+        entry(&store, "a", 1, MIB, 1, Duration::ZERO)?;
+        entry(&store, "b", 2, 3000, 1, Duration::ZERO)?;
+        let dry = store.gc(&GcOptions {
+            dry_run: true,
+            ..GcOptions::default()
+        })?;
+        let real = store.gc(&GcOptions::default())?;
+        assert_eq!(dry.bytes, real.bytes);
+        assert_eq!(dry.entries.len(), 2);
+        assert_eq!(real.objects, 2);
+        assert!(store.cache_entries()?.is_empty());
+        Ok(())
+    }
+}
