@@ -11,7 +11,7 @@ use stepgraph_engine::{
 };
 use stepgraph_steps::FnStep;
 
-use crate::common::{ev, jobs, Counter, Workspace};
+use crate::common::{ev, jobs, produce_consume_steps, Counter, Workspace};
 
 type TestResult = Result<(), Box<dyn Error>>;
 
@@ -52,24 +52,8 @@ fn store_opens_again_after_the_holder_is_dropped() -> TestResult {
     Ok(())
 }
 
-/// `produce` writes `good.txt`; `consume` writes its upper-case copy (different bytes, so the
-/// two steps share no object).
 fn produce_consume(produced: &Counter, consumed: &Counter) -> Result<Pipeline, Box<dyn Error>> {
-    let (p, c) = (produced.clone(), consumed.clone());
-    let produce = FnStep::new("produce", "v1", move |ctx| {
-        p.hit();
-        std::fs::write(ctx.output("out")?.join("good.txt"), "the good content\n")?;
-        Ok(())
-    })
-    .output("out", PipelineData::new("made"));
-    let consume = FnStep::new("consume", "v1", move |ctx| {
-        c.hit();
-        let text = std::fs::read_to_string(ctx.input("made")?.join("good.txt"))?;
-        std::fs::write(ctx.output("out")?.join("upper.txt"), text.to_uppercase())?;
-        Ok(())
-    })
-    .input("made", PipelineData::new("made"))
-    .output("out", PipelineData::new("upper"));
+    let (produce, consume) = produce_consume_steps(produced, consumed);
     Ok(Pipeline::builder("damage")
         .step(produce)
         .step(consume)

@@ -15,7 +15,7 @@ use stepgraph_engine::{
 };
 use stepgraph_steps::{CommandStep, FnStep};
 
-use crate::common::{ev, jobs, Counter, Workspace};
+use crate::common::{ev, jobs, produce_consume_steps, Counter, Workspace};
 
 type TestResult = Result<(), Box<dyn Error>>;
 
@@ -278,26 +278,6 @@ fn outputs_with_non_utf8_names_round_trip_through_the_store() -> TestResult {
 }
 
 // ----- item 3: damaged bytes are never laundered through early cutoff -----
-
-/// `produce` writes `good.txt`; `consume` upper-cases it.
-fn produce_consume_steps(produced: &Counter, consumed: &Counter) -> (FnStep, FnStep) {
-    let (p, c) = (produced.clone(), consumed.clone());
-    let produce = FnStep::new("produce", "v1", move |ctx| {
-        p.hit();
-        std::fs::write(ctx.output("out")?.join("good.txt"), "the good content\n")?;
-        Ok(())
-    })
-    .output("out", PipelineData::new("made"));
-    let consume = FnStep::new("consume", "v1", move |ctx| {
-        c.hit();
-        let text = std::fs::read_to_string(ctx.input("made")?.join("good.txt"))?;
-        std::fs::write(ctx.output("out")?.join("upper.txt"), text.to_uppercase())?;
-        Ok(())
-    })
-    .input("made", PipelineData::new("made"))
-    .output("out", PipelineData::new("upper"));
-    (produce, consume)
-}
 
 fn produce_consume(produced: &Counter, consumed: &Counter) -> Result<Pipeline, Box<dyn Error>> {
     let (produce, consume) = produce_consume_steps(produced, consumed);

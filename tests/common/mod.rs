@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use stepgraph_engine::{OpenOptions, RunOptions, Store};
+use stepgraph_engine::{OpenOptions, PipelineData, RunOptions, Store};
+use stepgraph_steps::FnStep;
 
 /// Write `contents` to `dir/rel`, creating folders.
 pub fn write(dir: &Path, rel: &str, contents: &str) -> PathBuf {
@@ -104,4 +105,26 @@ impl Default for Workspace {
 /// `(kind, step)` pairs as owned strings, for comparing with `CollectSink::step_events()`.
 pub fn ev(pairs: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
     pairs.iter().map(|(k, s)| (*k, s.to_string())).collect()
+}
+
+/// Two steps over store objects: `produce` writes `good.txt` ("the good content\n") into its
+/// output `out` (data `made`); `consume` writes its upper-case copy as `upper.txt` (data
+/// `upper`), so the two share no object. Each counts its executions.
+pub fn produce_consume_steps(produced: &Counter, consumed: &Counter) -> (FnStep, FnStep) {
+    let (p, c) = (produced.clone(), consumed.clone());
+    let produce = FnStep::new("produce", "v1", move |ctx| {
+        p.hit();
+        std::fs::write(ctx.output("out")?.join("good.txt"), "the good content\n")?;
+        Ok(())
+    })
+    .output("out", PipelineData::new("made"));
+    let consume = FnStep::new("consume", "v1", move |ctx| {
+        c.hit();
+        let text = std::fs::read_to_string(ctx.input("made")?.join("good.txt"))?;
+        std::fs::write(ctx.output("out")?.join("upper.txt"), text.to_uppercase())?;
+        Ok(())
+    })
+    .input("made", PipelineData::new("made"))
+    .output("out", PipelineData::new("upper"));
+    (produce, consume)
 }
