@@ -485,3 +485,155 @@ fn stores_inside_a_dataset_or_source_folder_are_never_inputs() -> TestResult {
     assert_eq!(runs.get(), 1);
     Ok(())
 }
+
+#[test]
+fn a_step_that_changes_its_input_in_place_fails_and_its_sibling_reads_clean_bytes() -> TestResult {
+    let ws = Workspace::new();
+    let upstream = FnStep::new("upstream", "v1", |ctx| {
+        std::fs::write(ctx.output("u")?.join("data.txt"), "clean\n")?;
+        Ok(())
+    })
+    .output("u", PipelineData::new("u"));
+    let careless = FnStep::new("aaa-careless", "v1", |ctx| {
+        let f = ctx.input("i")?.join("data.txt");
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644))?;
+        let mut text = std::fs::read_to_string(&f)?;
+        text.push_str("APPENDED\n");
+        std::fs::write(&f, &text)?;
+        std::fs::write(ctx.output("a")?.join("a"), text)?;
+        Ok(())
+    })
+    .input("i", PipelineData::new("u"))
+    .output("a", PipelineData::new("a"));
+    let reader = FnStep::new("bbb-reader", "v1", |ctx| {
+        let text = std::fs::read_to_string(ctx.input("i")?.join("data.txt"))?;
+        std::fs::write(ctx.output("b")?.join("b"), text)?;
+        Ok(())
+    })
+    .input("i", PipelineData::new("u"))
+    .output("b", PipelineData::new("b"));
+    let p = Pipeline::builder("poison")
+        .step(upstream)
+        .step(careless)
+        .step(reader)
+        .build()?;
+    let store = ws.store();
+    let s = run(&p, &store, &jobs(1), &CollectSink::default())?;
+    let careless = s.step("aaa-careless").ok_or("no record")?;
+    assert_eq!(careless.status, StepStatus::Failed);
+    assert!(
+        careless
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("changed its inputs in place"),
+        "{:?}",
+        careless.error
+    );
+    assert_eq!(
+        s.step("bbb-reader").map(|r| r.status),
+        Some(StepStatus::Ran)
+    );
+    assert_eq!(
+        std::fs::read_to_string(s.output_dir("bbb-reader", "b").join("b"))?,
+        "clean\n"
+    );
+    // Nothing computed from the changed bytes is cached; what is cached verifies.
+    let entries = store.cache_entries()?;
+    assert!(entries.iter().all(|e| e.step != "aaa-careless"));
+    for e in entries {
+        for m in e.outputs.values() {
+            for o in m.files.values() {
+                store.verify_object(o)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn symbolic_links_in_an_output_fail_the_step_by_name() -> TestResult {
+    let ws = Workspace::new();
+    let step = FnStep::new("linker", "v1", |ctx| {
+        let out = ctx.output("m")?;
+        std::fs::write(out.join("model-v3.bin"), "weights")?;
+        std::os::unix::fs::symlink("model-v3.bin", out.join("latest.bin"))?;
+        Ok(())
+    })
+    .output("m", PipelineData::new("m"));
+    let p = Pipeline::builder("links").step(step).build()?;
+    let store = ws.store();
+    let s = run(&p, &store, &jobs(1), &CollectSink::default())?;
+    let rec = s.step("linker").ok_or("no record")?;
+    assert_eq!(rec.status, StepStatus::Failed);
+    let err = rec.error.as_deref().unwrap_or("");
+    assert!(
+        err.contains("latest.bin") && err.contains("symbolic link"),
+        "{err}"
+    );
+    assert!(store.cache_entries()?.is_empty());
+    Ok(())
+}
+
+#[test]
+fn code_reached_through_a_symbolic_link_in_the_source_folder_is_hashed() -> TestResult {
+    let ws = Workspace::new();
+    ws.write("lib/helper.py", "VALUE = 1\n");
+    ws.write(
+        "scripts/main.py",
+        "import sys, helper\nopen(sys.argv[1] + '/out.txt', 'w').write(str(helper.VALUE))\n",
+    );
+    std::os::unix::fs::symlink("../lib/helper.py", ws.path().join("scripts/helper.py"))?;
+    let step = CommandStep::new("cmd", ["python3", "main.py", "{outputs.res}"])
+        .source_directory(ws.path().join("scripts"))
+        .output("res", PipelineData::new("res"));
+    let p = Pipeline::builder("symsrc").step(step).build()?;
+    let store = ws.store();
+    let out = |s: &stepgraph_engine::RunSummary| {
+        std::fs::read_to_string(s.output_dir("cmd", "res").join("out.txt"))
+    };
+    let s = run(&p, &store, &jobs(1), &CollectSink::default())?;
+    assert_eq!(out(&s)?, "1");
+    ws.write("lib/helper.py", "VALUE = 2\n");
+    let s = run(&p, &store, &jobs(1), &CollectSink::default())?;
+    assert_eq!(s.step("cmd").map(|r| r.status), Some(StepStatus::Ran));
+    assert_eq!(out(&s)?, "2");
+    Ok(())
+}
+
+#[test]
+fn a_dataset_that_is_a_store_is_refused_by_name() -> TestResult {
+    let ws = Workspace::new();
+    let store = ws.store();
+    let step = FnStep::new("read", "v1", |_| Ok(()))
+        .input("all", FileDataset::from_files("all", ws.store_path()))
+        .output("out", PipelineData::new("out"));
+    let p = Pipeline::builder("self").step(step).build()?;
+    let s = run(&p, &store, &jobs(1), &CollectSink::default())?;
+    let rec = s.step("read").ok_or("no record")?;
+    assert_eq!(rec.status, StepStatus::Failed);
+    assert!(
+        rec.error
+            .as_deref()
+            .unwrap_or("")
+            .contains("is a stepgraph store"),
+        "{:?}",
+        rec.error
+    );
+    Ok(())
+}
+
+#[test]
+fn a_huge_jobs_value_runs_with_as_many_threads_as_there_are_steps() -> TestResult {
+    let ws = Workspace::new();
+    let store = ws.store();
+    let step = FnStep::new("one", "v1", |ctx| {
+        std::fs::write(ctx.output("out")?.join("x"), "x")?;
+        Ok(())
+    })
+    .output("out", PipelineData::new("out"));
+    let p = Pipeline::builder("wide").step(step).build()?;
+    let s = run(&p, &store, &jobs(1_000_000), &CollectSink::default())?;
+    assert_eq!(s.step("one").map(|r| r.status), Some(StepStatus::Ran));
+    Ok(())
+}

@@ -185,6 +185,12 @@ pub(crate) fn list_files(
     // Absolute, so steps that run elsewhere (workers in their own folder) can open them.
     let root = &std::path::absolute(root).map_err(|e| format!("{}: {e}", root.display()))?;
     let meta = std::fs::metadata(root).map_err(|e| format!("{}: {e}", root.display()))?;
+    if meta.is_dir() && is_store_dir(root) {
+        return Err(format!(
+            "{} is a stepgraph store, not data: its files change with every run",
+            root.display()
+        ));
+    }
     if meta.is_file() {
         let name = root
             .file_name()

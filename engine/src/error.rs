@@ -206,6 +206,14 @@ pub enum StoreError {
         /// The hash looked for.
         hash: String,
     },
+    /// A step output that cannot be stored as it is (a symbolic link, a fifo).
+    #[error("output {}: {message}", path.display())]
+    UnsupportedOutput {
+        /// The offending file.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        message: String,
+    },
     /// A path that would leave the folder it belongs in (a manifest entry with `..`, an output
     /// folder that is a symbolic link): refused, never followed.
     #[error("refusing to write outside {}: {message}", dest.display())]
@@ -279,6 +287,12 @@ pub enum EngineError {
         name: String,
         /// The declared names.
         known: String,
+    },
+    /// The system refused every thread the run asked for.
+    #[error("cannot start a thread to run steps: {source}")]
+    Threads {
+        /// Why the system refused.
+        source: std::io::Error,
     },
     /// A `--force` names a step the pipeline does not have.
     #[error("unknown step {name:?}")]

@@ -232,7 +232,9 @@ pub(crate) fn snapshot_source_dir(
         return Err(format!("{} is not a folder", dir.display()));
     }
     let store_root = store.root().to_path_buf();
+    // Links are followed, as the copy a step runs in follows them: what runs is what is hashed.
     let walker = ignore::WalkBuilder::new(dir)
+        .follow_links(true)
         .hidden(false)
         .git_ignore(true)
         .git_global(false)

@@ -2,7 +2,7 @@
 //! by `jobs`), cache hits materialised instead of run, a failed step's descendants skipped
 //! while unrelated branches finish.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -103,6 +103,9 @@ fn run_start_ms() -> u64 {
         .unwrap_or(now);
     now.max(prev + 1)
 }
+
+/// The most steps that execute at once, whatever `jobs` asks for.
+pub const MAX_JOBS: usize = 256;
 
 /// How often the run record is rewritten while a run is going.
 const RECORD_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
@@ -214,7 +217,12 @@ pub fn run(
     let mut rerun_for_damage: BTreeSet<NodeIndex> = BTreeSet::new();
     let mut rerun_queue: BTreeSet<(usize, NodeIndex)> = BTreeSet::new();
     let mut rerun_waiters: HashMap<NodeIndex, BTreeSet<NodeIndex>> = HashMap::new();
-    let jobs = opts.jobs.max(1);
+    // No more threads than steps (nor than MAX_JOBS): `--jobs 100000` is a wish, not a reason
+    // to exhaust the process's threads.
+    let mut jobs = opts
+        .jobs
+        .clamp(1, MAX_JOBS)
+        .min(pipeline.topological_order().len().max(1));
 
     let (job_tx, job_rx) = unbounded::<Job>();
     let (res_tx, res_rx) = unbounded::<JobResult>();
@@ -225,22 +233,35 @@ pub fn run(
         opts,
         events,
         run_id: &run_id,
-        verified: Mutex::new(HashSet::new()),
+        verified: Mutex::new(HashMap::new()),
     };
+    let mut spawn_error: Option<std::io::Error> = None;
     std::thread::scope(|scope| {
+        let mut started = 0;
         for _ in 0..jobs {
             let job_rx = job_rx.clone();
             let res_tx = res_tx.clone();
             let ctx = &ctx;
-            scope.spawn(move || {
-                for job in job_rx.iter() {
-                    let res = ctx.execute(job);
-                    if res_tx.send(res).is_err() {
-                        break;
+            let spawned = std::thread::Builder::new()
+                .name("stepgraph-step".into())
+                .spawn_scoped(scope, move || {
+                    for job in job_rx.iter() {
+                        let res = ctx.execute(job);
+                        if res_tx.send(res).is_err() {
+                            break;
+                        }
                     }
+                });
+            match spawned {
+                Ok(_) => started += 1,
+                // The system gives no more threads: go on with those there are.
+                Err(e) => {
+                    spawn_error = Some(e);
+                    break;
                 }
-            });
+            }
         }
+        jobs = started;
         drop(job_rx);
         drop(res_tx);
         let mut in_flight = 0usize;
@@ -428,6 +449,11 @@ pub fn run(
             .collect(),
         duration_ms,
     });
+    if jobs == 0 {
+        if let Some(source) = spawn_error {
+            return Err(EngineError::Threads { source });
+        }
+    }
     Ok(RunSummary {
         run_dir: store.run_dir(&run_id),
         run_id,
@@ -445,8 +471,11 @@ struct ExecShared<'a> {
     events: &'a dyn EventSink,
     run_id: &'a str,
     /// Objects whose bytes were checked against their name in this run (rehashed before a
-    /// step read them, or hashed while being stored): each is read once per run at most.
-    verified: Mutex<HashSet<String>>,
+    /// Objects whose bytes were checked against their name in this run (rehashed before a
+    /// step read them, or hashed while being stored), with the inode's stat at that moment.
+    /// A later check that finds the same stat (ctime included: no write or chmod can keep it)
+    /// trusts the bytes; any change means a full rehash.
+    verified: Mutex<HashMap<String, ObjectStat>>,
 }
 
 impl ExecShared<'_> {
@@ -612,13 +641,37 @@ impl ExecShared<'_> {
         if self.opts.cancel.is_cancelled() {
             return fail(record, "run cancelled".into(), t0);
         }
+        // A step that changed its inputs in place computed from bytes that are not the
+        // inputs' (and spoilt them for the other readers): never cache it. The changed object
+        // is removed, so its producer reruns before anyone reads it again.
+        let changed = self.verify_upstream(&job.upstream);
+        if !changed.is_empty() {
+            let what: Vec<String> = changed
+                .iter()
+                .map(|(up, r)| format!("{} {r}", self.pipeline.node(*up).name))
+                .collect();
+            return fail(
+                record,
+                format!(
+                    "the step changed its inputs in place (inputs are read-only: write into \
+                     the step's outputs instead); the producers rerun next time: {}",
+                    what.join("; ")
+                ),
+                t0,
+            );
+        }
         let mut manifests: BTreeMap<String, OutputManifest> = BTreeMap::new();
         for (port, dir) in &out_dirs {
             match self.store.ingest_dir(dir) {
                 Ok(m) => {
                     // Hashed from the step's own bytes just now: known good for this run.
                     let mut v = self.verified.lock().unwrap_or_else(|p| p.into_inner());
-                    v.extend(m.files.values().map(|o| o.hash.clone()));
+                    for o in m.files.values() {
+                        if let Some(st) = ObjectStat::of(&self.store.object_path(&o.hash)) {
+                            v.insert(o.hash.clone(), st);
+                        }
+                    }
+                    drop(v);
                     manifests.insert(port.clone(), m);
                 }
                 Err(e) => return fail(record, format!("output {port:?}: {e}"), t0),
@@ -716,39 +769,48 @@ impl ExecShared<'_> {
         Ok(Some((entry, outs)))
     }
 
-    /// Rehash (in parallel) every stored object in `upstream` not yet checked in this run.
-    /// Returns the producers whose objects are damaged or missing, with what is wrong; a
-    /// damaged object is removed, so no cache entry can serve it again.
+    /// Check every stored object in `upstream`: one whose stat is unchanged since it was last
+    /// verified in this run is trusted, the others are rehashed in parallel. Returns the
+    /// producers whose objects are damaged or missing, with what is wrong; a damaged object
+    /// is removed, so no cache entry can serve it again.
     fn verify_upstream(&self, upstream: &OutputsMap) -> Vec<(NodeIndex, String)> {
         let mut todo: Vec<(NodeIndex, &str, &ObjectRef)> = Vec::new();
         {
             let verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
             for ((node, _), out) in upstream {
                 for (rel, obj) in &out.manifest.files {
-                    if !verified.contains(&obj.hash) {
+                    let now = ObjectStat::of(&self.store.object_path(&obj.hash));
+                    if now.is_none() || verified.get(&obj.hash) != now.as_ref() {
                         todo.push((*node, rel.as_str(), obj));
                     }
                 }
             }
         }
-        let results: Vec<(NodeIndex, &str, &ObjectRef, Result<(), StoreError>)> = todo
+        let results: Vec<Checked<'_>> = todo
             .into_par_iter()
-            .map(|(node, rel, obj)| (node, rel, obj, self.store.verify_object(obj)))
+            .map(|(node, rel, obj)| {
+                let path = self.store.object_path(&obj.hash);
+                let before = ObjectStat::of(&path);
+                let res = self.store.verify_object(obj);
+                (node, rel, obj, before, res)
+            })
             .collect();
         let mut damaged: BTreeMap<NodeIndex, String> = BTreeMap::new();
-        for (node, rel, obj, res) in results {
+        for (node, rel, obj, before, res) in results {
             match res {
                 Ok(()) => {
-                    let mut v = self.verified.lock().unwrap_or_else(|p| p.into_inner());
-                    v.insert(obj.hash.clone());
+                    if let Some(st) = before {
+                        let mut v = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+                        v.insert(obj.hash.clone(), st);
+                    }
                 }
                 Err(e) => {
                     if matches!(e, StoreError::DamagedObject { .. }) {
                         let _ = std::fs::remove_file(self.store.object_path(&obj.hash));
                     }
-                    damaged.entry(node).or_insert_with(|| {
-                        format!("output file {rel}: {e} (found before a consumer read it)")
-                    });
+                    damaged
+                        .entry(node)
+                        .or_insert_with(|| format!("output file {rel}: {e}"));
                 }
             }
         }
@@ -761,6 +823,39 @@ impl ExecShared<'_> {
             key: key.to_string(),
             reason,
         });
+    }
+}
+
+/// One object rehashed by `verify_upstream`: producer, relative path, object, its stat before
+/// hashing, and the verdict.
+type Checked<'a> = (
+    NodeIndex,
+    &'a str,
+    &'a ObjectRef,
+    Option<ObjectStat>,
+    Result<(), StoreError>,
+);
+
+/// What identifies the state of an object's inode: any write, truncation, chmod or new link
+/// changes its ctime, which no user call can set back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ObjectStat {
+    size: u64,
+    ino: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl ObjectStat {
+    fn of(path: &std::path::Path) -> Option<ObjectStat> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).ok()?;
+        Some(ObjectStat {
+            size: m.size(),
+            ino: m.ino(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        })
     }
 }
 

@@ -65,8 +65,24 @@ impl Store {
         if dir.exists() {
             for entry in walkdir::WalkDir::new(dir).sort_by_file_name() {
                 let entry = entry.map_err(|e| StoreError::io(dir, e.into()))?;
-                if !entry.file_type().is_file() {
+                let kind = entry.file_type();
+                if kind.is_dir() {
                     continue;
+                }
+                if !kind.is_file() {
+                    // A link (or fifo, socket) would be seen by consumers in this run but not
+                    // stored: a later reuse would differ. Refuse it by name.
+                    let what = if kind.is_symlink() {
+                        "a symbolic link"
+                    } else {
+                        "not a regular file"
+                    };
+                    return Err(StoreError::UnsupportedOutput {
+                        path: entry.path().to_path_buf(),
+                        message: format!(
+                            "{what}: outputs must be regular files (write a copy instead)"
+                        ),
+                    });
                 }
                 let rel = relative_slash(dir, entry.path());
                 let obj = self.put_object(entry.path(), &mut touched_dirs)?;
@@ -96,7 +112,10 @@ impl Store {
         let dest = self.object_path(&obj.hash);
         if dest.exists() {
             match self.verify_object(&obj) {
-                Ok(()) => return Ok(obj),
+                Ok(()) => {
+                    link_back(&dest, src, &meta);
+                    return Ok(obj);
+                }
                 // A damaged object is replaced by the good bytes we have now.
                 Err(_) => {
                     let _ = fs::remove_file(&dest);
@@ -134,6 +153,7 @@ impl Store {
         fs::set_permissions(&tmp, perms).map_err(|e| StoreError::io(&tmp, e))?;
         fs::rename(&tmp, &dest).map_err(|e| StoreError::io(&dest, e))?;
         touched.insert(parent);
+        link_back(&dest, src, &meta);
         Ok(obj)
     }
 
@@ -205,6 +225,24 @@ impl Store {
         }
         out.sort();
         Ok(out)
+    }
+}
+
+/// Replace the output file `src` by a hard link to its object `dest` (atomically: a link beside
+/// `src`, renamed over it), so that what consumers read in the run folder is the stored,
+/// verified object itself, not a second copy that could change unseen. Best effort: across
+/// devices `src` stays as it is.
+fn link_back(dest: &Path, src: &Path, src_meta: &fs::Metadata) {
+    if fs::metadata(dest).is_ok_and(|d| d.ino() == src_meta.ino() && d.dev() == src_meta.dev()) {
+        return;
+    }
+    let Some(name) = src.file_name() else { return };
+    let mut tmp_name = std::ffi::OsString::from(".stepgraph-link-");
+    tmp_name.push(name);
+    let tmp = src.with_file_name(tmp_name);
+    let _ = fs::remove_file(&tmp);
+    if fs::hard_link(dest, &tmp).is_ok() && fs::rename(&tmp, src).is_err() {
+        let _ = fs::remove_file(&tmp);
     }
 }
 
