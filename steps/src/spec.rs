@@ -941,7 +941,12 @@ mod tests {
             let mut s = GOOD.to_string();
             let at = s.char_indices().map(|(i, _)| i).nth(cut % GOOD.chars().count()).unwrap_or(0);
             s.insert_str(at, &insert);
-            let _ = parse_spec(&s, "fuzz.json", Path::new("/nonexistent"));
+            if let Err(e) = parse_spec(&s, "fuzz.json", Path::new("/nonexistent")) {
+                for m in &e.messages {
+                    proptest::prop_assert!(m.starts_with("fuzz.json: "), "{}", m);
+                    proptest::prop_assert!(!m.contains("did not match any variant"), "{}", m);
+                }
+            }
         }
     }
 }

@@ -1,6 +1,12 @@
 //! The JSON layer of the spec parser: text to [`Value`], and serde's errors turned into
 //! sentences that name the file, the step (or dataset, or parameter) and the field, and say
 //! what was expected and what was found.
+//!
+//! To check one field more closely (a name rule, say), give it a type whose `Deserialize`
+//! refuses bad values with `de::Error::custom(message)` or `invalid_value` (as
+//! [`MiniBatchSize`] does): serde_path_to_error records where it failed, and [`typed`] turns
+//! it into `file: step "x": field "outputs[1]": message`. For a check after parsing,
+//! [`located`] words a message for any path into the spec.
 
 use std::borrow::Cow;
 use std::fmt;
