@@ -195,6 +195,7 @@ pub fn parse_spec(text: &str, file: &str, base: &Path) -> Result<Pipeline, SpecE
     // Names of datasets and outputs whose definition has an error already reported: a reference
     // to them is not reported again.
     let mut broken: BTreeSet<String> = BTreeSet::new();
+    let mut outputs_unknown = false;
     for (name, raw) in &spec.datasets {
         match dataset_spec(file, raw_root, name, raw) {
             Err(e) => {
@@ -266,7 +267,8 @@ pub fn parse_spec(text: &str, file: &str, base: &Path) -> Result<Pipeline, SpecE
                         Value::Array(os) => {
                             broken.extend(os.iter().filter_map(Value::as_str).map(str::to_string))
                         }
-                        _ => {}
+                        // Its outputs cannot be told: any name may be one of them.
+                        _ => outputs_unknown = true,
                     }
                 }
             }
@@ -290,7 +292,7 @@ pub fn parse_spec(text: &str, file: &str, base: &Path) -> Result<Pipeline, SpecE
     let lookup = |step: &str, field: &str, data: &str| -> Result<DataSource, String> {
         if let Some(d) = datasets.get(data) {
             Ok(d.clone())
-        } else if outputs.contains_key(data) || broken.contains(data) {
+        } else if outputs.contains_key(data) || broken.contains(data) || outputs_unknown {
             Ok(PipelineData::new(data).into())
         } else {
             Err(format!(
@@ -891,6 +893,148 @@ mod tests {
             assert_ne!(text, GOOD, "the case must change the spec: {want}");
             assert_eq!(err_of(&text), want);
         }
+    }
+
+    /// A spec that sets every field of every struct of the spec (two parallel_run steps, as
+    /// entry_script and entry_command exclude each other).
+    const ALL_FIELDS: &str = r#"{"name": "all-fields",
+     "parameters": {"n": 3},
+     "datasets": {
+       "files": {"type": "file", "path": "data", "pattern": "*.txt"},
+       "rows": {"type": "tabular", "path": ["data/a.csv"], "format": "csv"},
+       "model": {"type": "reference", "path": "data"}},
+     "steps": [
+      {"name": "by-batch", "type": "parallel_run", "inputs": ["files"], "side_inputs": ["model"],
+       "output": "out1", "arguments": ["--n", "{params.n}"], "allow_reuse": true, "run_after": [],
+       "parallel_run_config": {"source_directory": "scripts", "entry_script": "score.py",
+         "mini_batch_size": "5", "error_threshold": 0, "allowed_failed_count": 1,
+         "allowed_failed_percent": 10.0, "output_action": "append_row",
+         "environment_variables": {"A": "1"}, "append_row_file_name": "rows.txt",
+         "append_row_format": "csv", "process_count_per_node": 1, "node_count": 1,
+         "run_invocation_timeout": 5, "run_max_try": 1, "environment": "python3",
+         "logging_level": "INFO", "description": "d"}},
+      {"name": "by-key", "type": "parallel_run", "inputs": ["rows"], "output": "out2",
+       "parallel_run_config": {"entry_command": ["python3", "w.py"], "partition_keys": ["k"],
+         "error_threshold": -1}},
+      {"name": "cmd", "type": "command", "command": ["true", "{inputs.a}", "{outputs.o}"],
+       "source_directory": "scripts", "inputs": {"a": "out1"}, "outputs": ["o"],
+       "environment_variables": {"B": "2"}, "allow_reuse": false, "run_after": ["by-key"]}
+     ]}"#;
+
+    /// Every object of `ALL_FIELDS` with the kind of struct it is, its owner and its path.
+    fn all_field_objects(root: &Value) -> Vec<(String, String, String)> {
+        // (struct kind, who, path prefix of its fields)
+        let mut out = vec![("top".to_string(), String::new(), String::new())];
+        for (name, d) in root["datasets"].as_object().expect("datasets") {
+            let kind = d["type"].as_str().expect("type");
+            out.push((
+                format!("dataset {kind}"),
+                format!("dataset {name:?}"),
+                format!("datasets.{name}"),
+            ));
+        }
+        for (i, st) in root["steps"].as_array().expect("steps").iter().enumerate() {
+            let who = format!("step {:?}", st["name"].as_str().expect("name"));
+            let kind = st["type"].as_str().expect("type");
+            out.push((format!("step {kind}"), who.clone(), format!("steps.{i}")));
+            if kind == "parallel_run" {
+                out.push((
+                    "parallel_run_config".into(),
+                    who,
+                    format!("steps.{i}.parallel_run_config"),
+                ));
+            }
+        }
+        out
+    }
+
+    fn object_at<'a>(root: &'a mut Value, path: &str) -> &'a mut serde_json::Map<String, Value> {
+        let mut v = root;
+        for seg in path.split('.').filter(|s| !s.is_empty()) {
+            v = match seg.parse::<usize>() {
+                Ok(i) => &mut v[i],
+                Err(_) => &mut v[seg],
+            };
+        }
+        v.as_object_mut().expect("an object")
+    }
+
+    /// Every field of every step type, dataset type and the top level, given a value of the
+    /// wrong type, gives one sentence: file, owner, field path, what was expected, what came.
+    #[test]
+    fn every_field_names_itself_when_its_type_is_wrong() {
+        assert_eq!(err_of(ALL_FIELDS), "ok");
+        let root: Value = serde_json::from_str(ALL_FIELDS).expect("json");
+        let mut fields_by_kind: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut checked = 0;
+        for (kind, who, prefix) in all_field_objects(&root) {
+            let keys: Vec<String> = {
+                let mut r = root.clone();
+                object_at(&mut r, &prefix).keys().cloned().collect()
+            };
+            for key in keys.iter().filter(|k| *k != "type") {
+                fields_by_kind
+                    .entry(kind.clone())
+                    .or_default()
+                    .insert(key.clone());
+                let mut r = root.clone();
+                let obj = object_at(&mut r, &prefix);
+                let (bad, got) = if obj[key].is_object() {
+                    (serde_json::json!([]), "an empty list")
+                } else {
+                    (serde_json::json!({}), "an object")
+                };
+                obj.insert(key.clone(), bad);
+                let e = err_of(&r.to_string());
+                // The field path inside its owner: "parallel_run_config.X" within a step.
+                let field = if kind == "parallel_run_config" {
+                    format!("parallel_run_config.{key}")
+                } else {
+                    key.clone()
+                };
+                let who = if key == "name" && kind.starts_with("step") {
+                    let i: usize = prefix["steps.".len()..].parse().expect("index");
+                    format!("step #{}", i + 1)
+                } else {
+                    who.clone()
+                };
+                let head = if who.is_empty() {
+                    format!("pipeline.json: field {field:?}: expected ")
+                } else {
+                    format!("pipeline.json: {who}: field {field:?}: expected ")
+                };
+                assert!(
+                    e.starts_with(&head)
+                        && e.ends_with(&format!(", got {got}"))
+                        && e.lines().count() == 1,
+                    "{kind} field {key:?}: {e}"
+                );
+                checked += 1;
+            }
+        }
+        // ALL_FIELDS really sets every field: compare with the lists of known fields that an
+        // unknown field brings.
+        for (kind, _, prefix) in all_field_objects(&root) {
+            let mut r = root.clone();
+            object_at(&mut r, &prefix).insert("zzz".into(), Value::Null);
+            let e = err_of(&r.to_string());
+            let listed: BTreeSet<String> = e
+                .split_once("(expected ")
+                .map(|(_, l)| l)
+                .unwrap_or("")
+                .split('"')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_string)
+                .collect();
+            assert!(!listed.is_empty(), "{kind}: {e}");
+            assert_eq!(
+                fields_by_kind.get(&kind),
+                Some(&listed),
+                "{kind}: ALL_FIELDS must set every field"
+            );
+        }
+        assert!(checked > 40, "{checked}");
     }
 
     #[test]
