@@ -1,6 +1,7 @@
 //! End-to-end tests, built as one binary (faster to link, one place to look).
 
 mod common;
+mod crash_loop;
 mod engine_command;
 mod engine_e2e;
 mod engine_plan;

@@ -407,12 +407,12 @@ fn bad_specs_exit_2_naming_file_step_and_field() {
     assert_bad(
         &p,
         &good.replace("\"error_threshold\": 0", "\"error_threshold\": \"none\""),
-        &["bad.json: step \"score-docs\"", "invalid type"],
+        &["bad.json: step \"score-docs\": field \"parallel_run_config.error_threshold\": expected a whole number, got the string \"none\""],
     );
     assert_bad(
         &p,
         &good.replace("\"error_threshold\": 0, ", ""),
-        &["bad.json: step \"score-docs\": field \"error_threshold\": is required"],
+        &["bad.json: step \"score-docs\": field \"parallel_run_config.error_threshold\": is required"],
     );
     assert_bad(
         &p,
@@ -435,7 +435,7 @@ fn bad_specs_exit_2_naming_file_step_and_field() {
             "\"mini_batch_size\": \"4\"",
             "\"mini_batch_size\": \"4 MB\"",
         ),
-        &["bad.json: step \"score-docs\": field \"mini_batch_size\""],
+        &["bad.json: step \"score-docs\": field \"parallel_run_config.mini_batch_size\""],
     );
     let cycle = r#"{"name": "p", "steps": [
       {"name": "aaa", "type": "command", "command": ["true"], "inputs": {"x": "c"}, "outputs": ["a"]},
@@ -467,6 +467,31 @@ fn bad_specs_exit_2_naming_file_step_and_field() {
         "{}",
         force.stderr()
     );
+}
+
+/// Type errors in a spec are one sentence naming file, step, field and what was expected.
+#[test]
+fn spec_type_errors_are_one_sentence_naming_the_field() {
+    let p = Project::new();
+    let good = Project::spec("");
+    let field = "bad.json: step \"score-docs\": field \"parallel_run_config.";
+    for (from, to, want) in [
+        (
+            "\"mini_batch_size\": \"4\"",
+            "\"mini_batch_size\": 5.5",
+            format!("{field}mini_batch_size\": expected a whole number of files or a size like \"10MB\", got 5.5"),
+        ),
+        (
+            "\"error_threshold\": 0",
+            "\"error_threshold\": 1e309",
+            format!("{field}error_threshold\": expected a number that fits in 64 bits, got 1e309 (line 8, column 51), which is out of range"),
+        ),
+    ] {
+        p.write("bad.json", &good.replace(from, to));
+        let out = p.run(&["validate", "bad.json"]);
+        assert_eq!(out.code(), 2, "{}", out.stderr());
+        assert_eq!(out.stderr().trim_end(), format!("error: {want}"));
+    }
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! The JSON pipeline spec (DESIGN.md section 8): parsed with serde into a [`Pipeline`].
 //! Every error names the file, the step and the field.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -11,9 +11,14 @@ use stepgraph_engine::{
     TabularDataset, TabularFormat,
 };
 
+use stepgraph_engine::name::check_data_name;
+
 use crate::parallel_run::{AppendRowFormat, OutputAction, ParallelRunConfig, ParallelRunStep};
 use crate::placeholders;
 use crate::CommandStep;
+
+mod json;
+use json::{MiniBatchSize, OneOrMany, Seg};
 
 /// A spec that cannot be turned into a pipeline. The message names the file, step and field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -42,73 +47,76 @@ struct SpecFile {
     steps: Vec<Value>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(tag = "type", deny_unknown_fields)]
+/// A dataset, by its `"type"` (read first, so errors inside name their field).
+#[derive(Debug)]
 enum DatasetSpec {
-    #[serde(rename = "file")]
-    File {
-        path: String,
-        pattern: Option<String>,
-    },
-    #[serde(rename = "tabular")]
-    Tabular {
-        path: OneOrMany,
-        format: Option<String>,
-    },
-    #[serde(rename = "reference")]
-    Reference { path: String },
+    File(FileDatasetSpec),
+    Tabular(TabularDatasetSpec),
+    Reference(ReferenceDatasetSpec),
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum OneOrMany {
-    One(String),
-    Many(Vec<String>),
+#[serde(deny_unknown_fields)]
+struct FileDatasetSpec {
+    path: String,
+    pattern: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum StringOrInt {
-    S(String),
-    I(u64),
+#[serde(deny_unknown_fields)]
+struct TabularDatasetSpec {
+    path: OneOrMany,
+    format: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(tag = "type", deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
+struct ReferenceDatasetSpec {
+    path: String,
+}
+
+/// A step, by its `"type"` (read first, so errors inside name their field).
+#[derive(Debug)]
 enum StepSpec {
-    #[serde(rename = "parallel_run")]
-    ParallelRun {
-        name: String,
-        inputs: Vec<String>,
-        #[serde(default)]
-        side_inputs: Vec<String>,
-        output: Option<String>,
-        #[serde(default)]
-        arguments: Vec<String>,
-        #[serde(default = "yes")]
-        allow_reuse: bool,
-        #[serde(default)]
-        run_after: Vec<String>,
-        parallel_run_config: Box<PrcSpec>,
-    },
-    #[serde(rename = "command")]
-    Command {
-        name: String,
-        command: Vec<String>,
-        source_directory: Option<String>,
-        #[serde(default)]
-        inputs: BTreeMap<String, String>,
-        #[serde(default)]
-        outputs: Vec<String>,
-        #[serde(default)]
-        environment_variables: BTreeMap<String, String>,
-        #[serde(default)]
-        env_passthrough: Vec<String>,
-        #[serde(default = "yes")]
-        allow_reuse: bool,
-        #[serde(default)]
-        run_after: Vec<String>,
-    },
+    ParallelRun(ParallelRunSpec),
+    Command(CommandSpec),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ParallelRunSpec {
+    name: String,
+    inputs: Vec<String>,
+    #[serde(default)]
+    side_inputs: Vec<String>,
+    output: Option<String>,
+    #[serde(default)]
+    arguments: Vec<String>,
+    #[serde(default = "yes")]
+    allow_reuse: bool,
+    #[serde(default)]
+    run_after: Vec<String>,
+    parallel_run_config: Box<PrcSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommandSpec {
+    name: String,
+    command: Vec<String>,
+    source_directory: Option<String>,
+    #[serde(default)]
+    inputs: BTreeMap<String, String>,
+    #[serde(default)]
+    outputs: Vec<String>,
+    #[serde(default)]
+    environment_variables: BTreeMap<String, String>,
+    #[serde(default)]
+    env_passthrough: Vec<String>,
+    #[serde(default = "yes")]
+    allow_reuse: bool,
+    #[serde(default)]
+    run_after: Vec<String>,
 }
 
 fn yes() -> bool {
@@ -121,7 +129,7 @@ struct PrcSpec {
     source_directory: Option<String>,
     entry_script: Option<String>,
     entry_command: Option<Vec<String>>,
-    mini_batch_size: Option<StringOrInt>,
+    mini_batch_size: Option<MiniBatchSize>,
     error_threshold: Option<i64>,
     allowed_failed_count: Option<i64>,
     allowed_failed_percent: Option<f64>,
@@ -148,8 +156,28 @@ struct PrcSpec {
 /// [`SpecError`] naming the file (and step and field) for unreadable files, bad JSON,
 /// unknown or missing fields, dangling references, invalid configuration and cycles.
 pub fn load_spec(path: &Path) -> Result<Pipeline, SpecError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| SpecError::one(format!("{}: cannot read: {e}", path.display())))?;
+    use std::io::Read;
+    let cannot =
+        |e: std::io::Error| SpecError::one(format!("{}: cannot read: {e}", path.display()));
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .map_err(cannot)?
+        .take(MAX_SPEC_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    if bytes.len() as u64 > MAX_SPEC_BYTES {
+        return Err(SpecError::one(format!(
+            "{}: the spec is larger than {MAX_SPEC_BYTES} bytes; a pipeline spec is a small JSON file",
+            path.display()
+        )));
+    }
+    let text = String::from_utf8(bytes).map_err(|e| {
+        SpecError::one(format!(
+            "{}: the spec is not UTF-8 text (byte {} is not)",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        ))
+    })?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let base = if base.as_os_str().is_empty() {
         PathBuf::from(".")
@@ -160,20 +188,23 @@ pub fn load_spec(path: &Path) -> Result<Pipeline, SpecError> {
     parse_spec(&text, &path.display().to_string(), &base)
 }
 
+/// The largest spec file read (16 MiB): specs are small, and `/dev/zero` is not one.
+pub const MAX_SPEC_BYTES: u64 = 16 << 20;
+
 /// Parse spec `text` (named `file` in messages), resolving relative paths against `base`.
 ///
 /// # Errors
 /// As [`load_spec`].
 pub fn parse_spec(text: &str, file: &str, base: &Path) -> Result<Pipeline, SpecError> {
-    let raw: Value = serde_json::from_str(text)
-        .map_err(|e| SpecError::one(format!("{file}: invalid JSON: {}", serde_msg(&e))))?;
+    let raw: Value = json::parse_json(text, file).map_err(|messages| SpecError { messages })?;
     if !raw.is_object() {
         return Err(SpecError::one(format!(
-            "{file}: the spec must be a JSON object with \"name\" and \"steps\""
+            "{file}: the spec must be a JSON object with \"name\" and \"steps\", got {}",
+            json::describe(&raw)
         )));
     }
-    let spec: SpecFile = serde_json::from_value(raw)
-        .map_err(|e| SpecError::one(format!("{file}: {}", serde_msg(&e))))?;
+    let spec: SpecFile = json::typed(file, &raw, &[], &raw).map_err(SpecError::one)?;
+    let raw_root = &raw;
     let mut errors = Vec::new();
     let resolve = |p: &str| -> PathBuf {
         let p = Path::new(p);
@@ -190,17 +221,32 @@ pub fn parse_spec(text: &str, file: &str, base: &Path) -> Result<Pipeline, SpecE
         .collect();
 
     let mut datasets: BTreeMap<String, DataSource> = BTreeMap::new();
+    // Names of datasets and outputs whose definition has an error already reported: a reference
+    // to them is not reported again.
+    let mut broken: BTreeSet<String> = BTreeSet::new();
+    let mut outputs_unknown = false;
     for (name, raw) in &spec.datasets {
-        match serde_json::from_value::<DatasetSpec>(raw.clone()) {
-            Err(e) => errors.push(format!("{file}: dataset {name:?}: {}", serde_msg(&e))),
-            Ok(DatasetSpec::File { path, pattern }) => {
+        // The name becomes a port and a folder name: it must be one safe path component.
+        if let Some(reason) = check_data_name(name) {
+            errors.push(format!(
+                "{file}: dataset {name:?}: the name is not valid: {reason}"
+            ));
+            broken.insert(name.clone());
+            continue;
+        }
+        match dataset_spec(file, raw_root, name, raw) {
+            Err(e) => {
+                errors.push(e);
+                broken.insert(name.clone());
+            }
+            Ok(DatasetSpec::File(FileDatasetSpec { path, pattern })) => {
                 let mut ds = FileDataset::from_files(name.clone(), resolve(&path));
                 if let Some(p) = pattern {
                     ds = ds.with_pattern(p);
                 }
                 datasets.insert(name.clone(), ds.into());
             }
-            Ok(DatasetSpec::Tabular { path, format }) => {
+            Ok(DatasetSpec::Tabular(TabularDatasetSpec { path, format })) => {
                 let paths: Vec<PathBuf> = match path {
                     OneOrMany::One(p) => vec![resolve(&p)],
                     OneOrMany::Many(ps) => ps.iter().map(|p| resolve(p)).collect(),
@@ -218,8 +264,9 @@ pub fn parse_spec(text: &str, file: &str, base: &Path) -> Result<Pipeline, SpecE
                     None => TabularFormat::Csv,
                     Some(other) => {
                         errors.push(format!(
-                            "{file}: dataset {name:?}: field \"format\" must be \"csv\" or \"jsonl\", not {other:?}"
+                            "{file}: dataset {name:?}: field \"format\": expected \"csv\" or \"jsonl\", got the string {other:?}"
                         ));
+                        broken.insert(name.clone());
                         continue;
                     }
                 };
@@ -233,7 +280,7 @@ pub fn parse_spec(text: &str, file: &str, base: &Path) -> Result<Pipeline, SpecE
                     .into(),
                 );
             }
-            Ok(DatasetSpec::Reference { path }) => {
+            Ok(DatasetSpec::Reference(ReferenceDatasetSpec { path })) => {
                 datasets.insert(
                     name.clone(),
                     DataReference::new(name.clone(), resolve(&path)).into(),
@@ -246,18 +293,53 @@ pub fn parse_spec(text: &str, file: &str, base: &Path) -> Result<Pipeline, SpecE
     let mut parsed = Vec::new();
     let mut outputs: BTreeMap<String, String> = BTreeMap::new();
     for (i, raw) in spec.steps.iter().enumerate() {
-        let label = raw
-            .get("name")
-            .and_then(Value::as_str)
-            .map(|n| format!("step {n:?}"))
-            .unwrap_or_else(|| format!("step #{}", i + 1));
-        match serde_json::from_value::<StepSpec>(raw.clone()) {
-            Err(e) => errors.push(format!("{file}: {label}: {}", serde_msg(&e))),
+        match step_spec(file, raw_root, i, raw) {
+            Err(e) => {
+                errors.push(e);
+                for v in ["output", "outputs"].iter().filter_map(|k| raw.get(k)) {
+                    match v {
+                        Value::String(o) => {
+                            broken.insert(o.clone());
+                        }
+                        Value::Array(os) => {
+                            broken.extend(os.iter().filter_map(Value::as_str).map(str::to_string))
+                        }
+                        // Its outputs cannot be told: any name may be one of them.
+                        _ => outputs_unknown = true,
+                    }
+                }
+            }
             Ok(s) => {
                 let (name, outs): (&String, Vec<&String>) = match &s {
-                    StepSpec::ParallelRun { name, output, .. } => (name, output.iter().collect()),
-                    StepSpec::Command { name, outputs, .. } => (name, outputs.iter().collect()),
+                    StepSpec::ParallelRun(p) => (&p.name, p.output.iter().collect()),
+                    StepSpec::Command(c) => (&c.name, c.outputs.iter().collect()),
                 };
+                // Names that become paths (output folders, ports): one safe component each.
+                let named: Vec<(String, &String)> = match &s {
+                    StepSpec::ParallelRun(p) => {
+                        p.output.iter().map(|o| ("output".to_string(), o)).collect()
+                    }
+                    StepSpec::Command(c) => c
+                        .outputs
+                        .iter()
+                        .enumerate()
+                        .map(|(i, o)| (format!("outputs[{i}]"), o))
+                        .chain(c.inputs.keys().map(|k| ("inputs".to_string(), k)))
+                        .collect(),
+                };
+                let mut bad_name = false;
+                for (field, n) in named {
+                    if let Some(reason) = check_data_name(n) {
+                        errors.push(format!(
+                            "{file}: step {name:?}: field {field:?}: {n:?} is not a valid name: {reason}"
+                        ));
+                        broken.insert(n.clone());
+                        bad_name = true;
+                    }
+                }
+                if bad_name {
+                    continue;
+                }
                 for o in outs {
                     if datasets.contains_key(o) {
                         errors.push(format!(
@@ -273,7 +355,7 @@ pub fn parse_spec(text: &str, file: &str, base: &Path) -> Result<Pipeline, SpecE
     let lookup = |step: &str, field: &str, data: &str| -> Result<DataSource, String> {
         if let Some(d) = datasets.get(data) {
             Ok(d.clone())
-        } else if outputs.contains_key(data) {
+        } else if outputs.contains_key(data) || broken.contains(data) || outputs_unknown {
             Ok(PipelineData::new(data).into())
         } else {
             Err(format!(
@@ -288,7 +370,7 @@ pub fn parse_spec(text: &str, file: &str, base: &Path) -> Result<Pipeline, SpecE
     }
     for s in parsed {
         match s {
-            StepSpec::ParallelRun {
+            StepSpec::ParallelRun(ParallelRunSpec {
                 name,
                 inputs,
                 side_inputs,
@@ -297,7 +379,7 @@ pub fn parse_spec(text: &str, file: &str, base: &Path) -> Result<Pipeline, SpecE
                 allow_reuse,
                 run_after,
                 parallel_run_config,
-            } => {
+            }) => {
                 let mut ins = Vec::new();
                 for d in &inputs {
                     match lookup(&name, "inputs", d) {
@@ -324,6 +406,7 @@ pub fn parse_spec(text: &str, file: &str, base: &Path) -> Result<Pipeline, SpecE
                 let cfg = match prc_config(*parallel_run_config, &resolve) {
                     Ok(c) => c,
                     Err((field, msg)) => {
+                        let field = format!("parallel_run_config.{field}");
                         errors.push(format!("{file}: step {name:?}: field {field:?}: {msg}"));
                         continue;
                     }
@@ -342,7 +425,7 @@ pub fn parse_spec(text: &str, file: &str, base: &Path) -> Result<Pipeline, SpecE
                 }
                 builder = builder.step(step);
             }
-            StepSpec::Command {
+            StepSpec::Command(CommandSpec {
                 name,
                 command,
                 source_directory,
@@ -352,7 +435,7 @@ pub fn parse_spec(text: &str, file: &str, base: &Path) -> Result<Pipeline, SpecE
                 env_passthrough,
                 allow_reuse,
                 run_after,
-            } => {
+            }) => {
                 let mut step =
                     CommandStep::new(name.clone(), command.clone()).allow_reuse(allow_reuse);
                 if let Some(d) = source_directory {
@@ -450,10 +533,7 @@ fn prc_config(
         b = b.source_directory(resolve(&d));
     }
     if let Some(m) = s.mini_batch_size {
-        b = b.mini_batch_size(match m {
-            StringOrInt::S(s) => s,
-            StringOrInt::I(i) => i.to_string(),
-        });
+        b = b.mini_batch_size(m.0);
     }
     if let Some(v) = s.error_threshold {
         b = b.error_threshold(v);
@@ -504,10 +584,95 @@ fn prc_config(
     b.build().map_err(|e| (e.field, e.message))
 }
 
-/// serde's message with backticks turned into quotes: `unknown field "x", expected ...`.
-fn serde_msg(e: &serde_json::Error) -> String {
-    // serde_json appends " at line L column C" for syntax errors; it is kept, it helps.
-    e.to_string().replace('`', "\"")
+/// The object at `base` without its `"type"` member, and that type, which must be one of
+/// `kinds`.
+fn tagged(
+    file: &str,
+    root: &Value,
+    base: &[Seg],
+    raw: &Value,
+    kinds: &[&str],
+    example: &str,
+) -> Result<(usize, Value), String> {
+    let expected = match kinds {
+        [a, b] => format!("{a:?} or {b:?}"),
+        [rest @ .., last] => {
+            let rest: Vec<String> = rest.iter().map(|k| format!("{k:?}")).collect();
+            format!("{} or {last:?}", rest.join(", "))
+        }
+        [] => String::new(),
+    };
+    let Some(obj) = raw.as_object() else {
+        return Err(json::located(
+            file,
+            root,
+            base,
+            &format!(
+                "expected an object like {example}, got {}",
+                json::describe(raw)
+            ),
+        ));
+    };
+    let mut at = base.to_vec();
+    at.push(Seg::Key("type".into()));
+    let kind = match obj.get("type") {
+        None => {
+            return Err(json::located(
+                file,
+                root,
+                base,
+                &format!("missing field \"type\" (expected {expected})"),
+            ))
+        }
+        Some(Value::String(k)) if kinds.contains(&k.as_str()) => k,
+        Some(other) => {
+            return Err(json::located(
+                file,
+                root,
+                &at,
+                &format!("expected {expected}, got {}", json::describe(other)),
+            ))
+        }
+    };
+    let index = kinds.iter().position(|k| k == kind).unwrap_or(0);
+    let mut rest = obj.clone();
+    rest.remove("type");
+    Ok((index, Value::Object(rest)))
+}
+
+/// Dataset `name` of the spec `root`.
+fn dataset_spec(file: &str, root: &Value, name: &str, raw: &Value) -> Result<DatasetSpec, String> {
+    let base = [Seg::Key("datasets".into()), Seg::Key(name.into())];
+    let (kind, rest) = tagged(
+        file,
+        root,
+        &base,
+        raw,
+        &["file", "tabular", "reference"],
+        r#"{"type": "file", "path": "data"}"#,
+    )?;
+    match kind {
+        0 => json::typed(file, root, &base, &rest).map(DatasetSpec::File),
+        1 => json::typed(file, root, &base, &rest).map(DatasetSpec::Tabular),
+        _ => json::typed(file, root, &base, &rest).map(DatasetSpec::Reference),
+    }
+}
+
+/// Step number `index` (0-based) of the spec `root`.
+fn step_spec(file: &str, root: &Value, index: usize, raw: &Value) -> Result<StepSpec, String> {
+    let base = [Seg::Key("steps".into()), Seg::Index(index)];
+    let (kind, rest) = tagged(
+        file,
+        root,
+        &base,
+        raw,
+        &["parallel_run", "command"],
+        r#"{"name": "my-step", "type": "command", "command": ["true"]}"#,
+    )?;
+    match kind {
+        0 => json::typed(file, root, &base, &rest).map(StepSpec::ParallelRun),
+        _ => json::typed(file, root, &base, &rest).map(StepSpec::Command),
+    }
 }
 
 #[cfg(test)]
@@ -551,6 +716,43 @@ mod tests {
     }
 
     #[test]
+    fn an_endless_spec_file_is_refused_without_reading_it_all() {
+        let err = match load_spec(Path::new("/dev/zero")) {
+            Ok(_) => "ok".to_string(),
+            Err(e) => e.to_string(),
+        };
+        assert_eq!(
+            err,
+            "/dev/zero: the spec is larger than 16777216 bytes; a pipeline spec is a small JSON file"
+        );
+    }
+
+    #[test]
+    fn names_that_would_be_paths_are_refused_naming_the_field() {
+        let spec = r#"{"name": "attack",
+          "datasets": {"../d": {"type": "file", "path": "data"}},
+          "steps": [
+            {"name": "copy", "type": "command", "command": ["true"],
+             "inputs": {"a/b": "../d"}, "outputs": ["copied", "/home/someone/victim", "../x"]},
+            {"name": "score", "type": "parallel_run", "inputs": ["../d"], "output": "..",
+             "parallel_run_config": {"source_directory": "scripts", "entry_script": "score.py",
+               "error_threshold": 0}}]}"#;
+        let err = err_of(spec);
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "pipeline.json: dataset \"../d\": the name is not valid: may contain only lowercase letters, digits, underscores and dashes (no path separators or dots)",
+                "pipeline.json: step \"copy\": field \"outputs[1]\": \"/home/someone/victim\" is not a valid name: may contain only lowercase letters, digits, underscores and dashes (no path separators or dots)",
+                "pipeline.json: step \"copy\": field \"outputs[2]\": \"../x\" is not a valid name: may contain only lowercase letters, digits, underscores and dashes (no path separators or dots)",
+                "pipeline.json: step \"copy\": field \"inputs\": \"a/b\" is not a valid name: may contain only lowercase letters, digits, underscores and dashes (no path separators or dots)",
+                "pipeline.json: step \"score\": field \"output\": \"..\" is not a valid name: may contain only lowercase letters, digits, underscores and dashes (no path separators or dots)",
+            ],
+            "{err}"
+        );
+    }
+
+    #[test]
     fn the_design_example_parses() {
         assert_eq!(err_of(GOOD), "ok");
     }
@@ -560,7 +762,7 @@ mod tests {
         let bad = GOOD.replace("\"mini_batch_size\"", "\"mini_batchsize\"");
         let e = err_of(&bad);
         assert!(
-            e.starts_with("pipeline.json: step \"score-images\": unknown field \"mini_batchsize\""),
+            e.starts_with("pipeline.json: step \"score-images\": unknown field \"mini_batchsize\" in \"parallel_run_config\" (expected one of \"source_directory\", "),
             "{e}"
         );
     }
@@ -578,7 +780,7 @@ mod tests {
             ),
             (
                 GOOD.replace("\"error_threshold\": 10", "\"error_threshold\": \"ten\""),
-                "invalid type",
+                "expected a whole number, got the string \"ten\"",
             ),
             (
                 GOOD.replace("{params.threshold}", "{params.thresh}"),
@@ -591,7 +793,7 @@ mod tests {
             ),
             (
                 GOOD.replace("\"type\": \"command\"", "\"type\": \"shell\""),
-                "unknown variant \"shell\"",
+                "field \"type\": expected \"parallel_run\" or \"command\", got the string \"shell\"",
             ),
             (
                 GOOD.replace("{inputs.scores}", "{inputs.score}"),
@@ -605,6 +807,360 @@ mod tests {
             assert!(e.contains(want), "want {want:?} in {e:?}");
             assert!(e == "ok" || e.starts_with("pipeline.json: "), "{e}");
         }
+    }
+
+    /// Each bad spec gives exactly one sentence naming the file, the step (or dataset, or
+    /// parameter) and the field, what was expected and what was found.
+    #[test]
+    fn type_errors_name_file_step_field_and_expectation() {
+        let prc = "pipeline.json: step \"score-images\": field \"parallel_run_config.";
+        let cases: Vec<(String, String)> = vec![
+            (
+                GOOD.replace("\"mini_batch_size\": \"5\"", "\"mini_batch_size\": 5.5"),
+                format!("{prc}mini_batch_size\": expected a whole number of files or a size like \"10MB\", got 5.5"),
+            ),
+            (
+                GOOD.replace("\"mini_batch_size\": \"5\"", "\"mini_batch_size\": -5"),
+                format!("{prc}mini_batch_size\": expected a whole number of files or a size like \"10MB\", got -5"),
+            ),
+            (
+                GOOD.replace("\"mini_batch_size\": \"5\"", "\"mini_batch_size\": true"),
+                format!("{prc}mini_batch_size\": expected a whole number of files or a size like \"10MB\", got true"),
+            ),
+            (
+                GOOD.replace("\"mini_batch_size\": \"5\"", "\"mini_batch_size\": 0"),
+                format!("{prc}mini_batch_size\": must be greater than 0"),
+            ),
+            (
+                GOOD.replace("\"error_threshold\": 10", "\"error_threshold\": \"10\""),
+                format!("{prc}error_threshold\": expected a whole number, got the string \"10\""),
+            ),
+            (
+                GOOD.replace("\"error_threshold\": 10", "\"error_threshold\": 10.5"),
+                format!("{prc}error_threshold\": expected a whole number, got 10.5"),
+            ),
+            (
+                GOOD.replace("\"error_threshold\": 10", "\"error_threshold\": null"),
+                format!("{prc}error_threshold\": is required (-1 for no limit)"),
+            ),
+            (
+                GOOD.replace("\"error_threshold\": 10", "\"error_threshold\": 1e309"),
+                format!("{prc}error_threshold\": expected a number that fits in 64 bits, got 1e309 (line 9, column 55), which is out of range"),
+            ),
+            (
+                GOOD.replace("\"error_threshold\": 10", "\"error_threshold\": 1e999999999999"),
+                format!("{prc}error_threshold\": expected a number that fits in 64 bits, got 1e999999999999 (line 9, column 55), which is out of range"),
+            ),
+            (
+                GOOD.replace("\"run_max_try\": 3", "\"run_max_try\": 99999999999999999999"),
+                format!("{prc}run_max_try\": expected a whole number, got 1e+20, which is too large"),
+            ),
+            (
+                GOOD.replace("\"process_count_per_node\": 2", "\"process_count_per_node\": -2"),
+                format!("{prc}process_count_per_node\": expected a whole number from 0 to 4294967295, got -2"),
+            ),
+            (
+                GOOD.replace("\"node_count\": 1", "\"node_count\": [1]"),
+                format!("{prc}node_count\": expected a whole number from 0 to 4294967295, got a list"),
+            ),
+            (
+                GOOD.replace("\"error_threshold\": 10,", "\"allowed_failed_percent\": \"5%\", \"error_threshold\": 10,"),
+                format!("{prc}allowed_failed_percent\": expected a number, got the string \"5%\""),
+            ),
+            (
+                GOOD.replace("\"output_action\": \"append_row\"", "\"output_action\": 1"),
+                format!("{prc}output_action\": expected a string, got 1"),
+            ),
+            (
+                GOOD.replace("\"entry_script\": \"score.py\"", "\"entry_command\": \"score.py\""),
+                format!("{prc}entry_command\": expected a list, got the string \"score.py\""),
+            ),
+            (
+                GOOD.replace("\"entry_script\": \"score.py\"", "\"entry_command\": [\"python3\", 3]"),
+                format!("{prc}entry_command[1]\": expected a string, got 3"),
+            ),
+            (
+                GOOD.replace("\"error_threshold\": 10,", "\"environment_variables\": {\"A\": 1}, \"error_threshold\": 10,"),
+                format!("{prc}environment_variables.A\": expected a string, got 1"),
+            ),
+            (
+                GOOD.replace("\"parallel_run_config\": {", "\"parallel_run_config\": 5, \"x\": {"),
+                "pipeline.json: step \"score-images\": field \"parallel_run_config\": expected an object, got 5".into(),
+            ),
+            (
+                GOOD.replace("\"inputs\": [\"images\"]", "\"inputs\": \"images\""),
+                "pipeline.json: step \"score-images\": field \"inputs\": expected a list, got the string \"images\"".into(),
+            ),
+            (
+                GOOD.replace("\"output\": \"scores\"", "\"output\": [\"scores\"]"),
+                "pipeline.json: step \"score-images\": field \"output\": expected a string, got a list".into(),
+            ),
+            (
+                GOOD.replace("\"inputs\": [\"images\"],", "\"inputs\": [\"images\"], \"allow_reuse\": \"yes\","),
+                "pipeline.json: step \"score-images\": field \"allow_reuse\": expected true or false, got the string \"yes\"".into(),
+            ),
+            (
+                GOOD.replace("\"--threshold\", ", "\"--threshold\", 0.5, "),
+                "pipeline.json: step \"score-images\": field \"arguments[1]\": expected a string, got 0.5".into(),
+            ),
+            (
+                GOOD.replace("\"inputs\": {\"scores\": \"scores\"}", "\"inputs\": {\"scores\": 1}"),
+                "pipeline.json: step \"summarize\": field \"inputs.scores\": expected a string, got 1".into(),
+            ),
+            (
+                GOOD.replace("\"outputs\": [\"report\"]", "\"outputs\": [\"report\", 3]"),
+                "pipeline.json: step \"summarize\": field \"outputs[1]\": expected a string, got 3".into(),
+            ),
+            (
+                GOOD.replace("\"command\": [\"python3\"", "\"command\": [false"),
+                "pipeline.json: step \"summarize\": field \"command[0]\": expected a string, got false".into(),
+            ),
+            (
+                GOOD.replace("\"name\": \"summarize\", ", ""),
+                "pipeline.json: step #2: missing field \"name\"".into(),
+            ),
+            (
+                GOOD.replace("\"name\": \"summarize\"", "\"name\": 2"),
+                "pipeline.json: step #2: field \"name\": expected a string, got 2".into(),
+            ),
+            (
+                GOOD.replace("\"type\": \"command\",", ""),
+                "pipeline.json: step \"summarize\": missing field \"type\" (expected \"parallel_run\" or \"command\")".into(),
+            ),
+            (
+                GOOD.replace("\"steps\": [", "\"steps\": [\"x\", "),
+                "pipeline.json: step #1: expected an object like {\"name\": \"my-step\", \"type\": \"command\", \"command\": [\"true\"]}, got the string \"x\"".into(),
+            ),
+            (
+                GOOD.replace("\"pattern\"", "\"patern\""),
+                "pipeline.json: dataset \"images\": unknown field \"patern\" (expected \"path\" or \"pattern\")".into(),
+            ),
+            (
+                GOOD.replace("\"path\": \"data\"", "\"path\": 7"),
+                "pipeline.json: dataset \"images\": field \"path\": expected a string, got 7".into(),
+            ),
+            (
+                GOOD.replace("\"type\": \"file\"", "\"type\": \"files\""),
+                "pipeline.json: dataset \"images\": field \"type\": expected \"file\", \"tabular\" or \"reference\", got the string \"files\"".into(),
+            ),
+            (
+                GOOD.replace("\"type\": \"file\", \"path\": \"data\", \"pattern\": \"**/*.txt\"", "\"type\": \"tabular\", \"path\": [\"a.csv\", 2]"),
+                "pipeline.json: dataset \"images\": field \"path[1]\": expected a string, got 2".into(),
+            ),
+            (
+                GOOD.replace("\"type\": \"file\", \"path\": \"data\", \"pattern\": \"**/*.txt\"", "\"type\": \"tabular\", \"path\": {}"),
+                "pipeline.json: dataset \"images\": field \"path\": expected a path or a list of paths, got an object".into(),
+            ),
+            (
+                GOOD.replace("\"type\": \"file\", \"path\": \"data\", \"pattern\": \"**/*.txt\"", "\"type\": \"tabular\", \"path\": \"a.csv\", \"format\": \"xls\""),
+                "pipeline.json: dataset \"images\": field \"format\": expected \"csv\" or \"jsonl\", got the string \"xls\"".into(),
+            ),
+            (
+                GOOD.replace("\"datasets\": {", "\"datasets\": {\"other\": 5, "),
+                "pipeline.json: dataset \"other\": expected an object like {\"type\": \"file\", \"path\": \"data\"}, got 5".into(),
+            ),
+            (
+                GOOD.replace("\"threshold\": 0.5", "\"threshold\": -1e400"),
+                "pipeline.json: parameter \"threshold\": expected a number that fits in 64 bits, got -1e400 (line 3, column 35), which is out of range".into(),
+            ),
+            (
+                GOOD.replace("\"name\": \"batch-scoring\"", "\"name\": 5"),
+                "pipeline.json: field \"name\": expected a string, got 5".into(),
+            ),
+            (
+                GOOD.replace("\"name\": \"batch-scoring\",", ""),
+                "pipeline.json: missing field \"name\"".into(),
+            ),
+            (
+                GOOD.replace("\"parameters\": {\"threshold\": 0.5}", "\"parameters\": [0.5]"),
+                "pipeline.json: field \"parameters\": expected an object, got a list".into(),
+            ),
+            (
+                GOOD.replace("\"datasets\"", "\"dataset\""),
+                "pipeline.json: unknown field \"dataset\" (expected one of \"name\", \"parameters\", \"datasets\", \"steps\")".into(),
+            ),
+            (
+                GOOD.replace("\"steps\": [", "\"steps\": {\"x\": [").replace("]\n    }", "]}\n    }"),
+                "pipeline.json: field \"steps\": expected a list, got an object".into(),
+            ),
+            (
+                GOOD.replace("\"error_threshold\": 10,", "\"error_threshold\": 10 10,"),
+                "pipeline.json: invalid JSON (inside \"steps[0].parallel_run_config\"): expected \",\" or \"}\" at line 9 column 58".into(),
+            ),
+            (
+                "\"spec\"".into(),
+                "pipeline.json: the spec must be a JSON object with \"name\" and \"steps\", got the string \"spec\"".into(),
+            ),
+        ];
+        for (text, want) in cases {
+            assert_ne!(text, GOOD, "the case must change the spec: {want}");
+            assert_eq!(err_of(&text), want);
+        }
+    }
+
+    /// A spec that sets every field of every struct of the spec (two parallel_run steps, as
+    /// entry_script and entry_command exclude each other).
+    const ALL_FIELDS: &str = r#"{"name": "all-fields",
+     "parameters": {"n": 3},
+     "datasets": {
+       "files": {"type": "file", "path": "data", "pattern": "*.txt"},
+       "rows": {"type": "tabular", "path": ["data/a.csv"], "format": "csv"},
+       "model": {"type": "reference", "path": "data"}},
+     "steps": [
+      {"name": "by-batch", "type": "parallel_run", "inputs": ["files"], "side_inputs": ["model"],
+       "output": "out1", "arguments": ["--n", "{params.n}"], "allow_reuse": true, "run_after": [],
+       "parallel_run_config": {"source_directory": "scripts", "entry_script": "score.py",
+         "mini_batch_size": "5", "error_threshold": 0, "allowed_failed_count": 1,
+         "allowed_failed_percent": 10.0, "output_action": "append_row",
+         "environment_variables": {"A": "1"}, "env_passthrough": ["HOME"],
+         "append_row_file_name": "rows.txt",
+         "append_row_format": "csv", "process_count_per_node": 1, "node_count": 1,
+         "run_invocation_timeout": 5, "run_max_try": 1, "environment": "python3",
+         "logging_level": "INFO", "description": "d"}},
+      {"name": "by-key", "type": "parallel_run", "inputs": ["rows"], "output": "out2",
+       "parallel_run_config": {"entry_command": ["python3", "w.py"], "partition_keys": ["k"],
+         "error_threshold": -1}},
+      {"name": "cmd", "type": "command", "command": ["true", "{inputs.a}", "{outputs.o}"],
+       "source_directory": "scripts", "inputs": {"a": "out1"}, "outputs": ["o"],
+       "environment_variables": {"B": "2"}, "env_passthrough": ["USER"], "allow_reuse": false,
+       "run_after": ["by-key"]}
+     ]}"#;
+
+    /// Every object of `ALL_FIELDS` with the kind of struct it is, its owner and its path.
+    fn all_field_objects(root: &Value) -> Vec<(String, String, String)> {
+        // (struct kind, who, path prefix of its fields)
+        let mut out = vec![("top".to_string(), String::new(), String::new())];
+        for (name, d) in root["datasets"].as_object().expect("datasets") {
+            let kind = d["type"].as_str().expect("type");
+            out.push((
+                format!("dataset {kind}"),
+                format!("dataset {name:?}"),
+                format!("datasets.{name}"),
+            ));
+        }
+        for (i, st) in root["steps"].as_array().expect("steps").iter().enumerate() {
+            let who = format!("step {:?}", st["name"].as_str().expect("name"));
+            let kind = st["type"].as_str().expect("type");
+            out.push((format!("step {kind}"), who.clone(), format!("steps.{i}")));
+            if kind == "parallel_run" {
+                out.push((
+                    "parallel_run_config".into(),
+                    who,
+                    format!("steps.{i}.parallel_run_config"),
+                ));
+            }
+        }
+        out
+    }
+
+    fn object_at<'a>(root: &'a mut Value, path: &str) -> &'a mut serde_json::Map<String, Value> {
+        let mut v = root;
+        for seg in path.split('.').filter(|s| !s.is_empty()) {
+            v = match seg.parse::<usize>() {
+                Ok(i) => &mut v[i],
+                Err(_) => &mut v[seg],
+            };
+        }
+        v.as_object_mut().expect("an object")
+    }
+
+    /// Every field of every step type, dataset type and the top level, given a value of the
+    /// wrong type, gives one sentence: file, owner, field path, what was expected, what came.
+    #[test]
+    fn every_field_names_itself_when_its_type_is_wrong() {
+        assert_eq!(err_of(ALL_FIELDS), "ok");
+        let root: Value = serde_json::from_str(ALL_FIELDS).expect("json");
+        let mut fields_by_kind: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut checked = 0;
+        for (kind, who, prefix) in all_field_objects(&root) {
+            let keys: Vec<String> = {
+                let mut r = root.clone();
+                object_at(&mut r, &prefix).keys().cloned().collect()
+            };
+            for key in keys.iter().filter(|k| *k != "type") {
+                fields_by_kind
+                    .entry(kind.clone())
+                    .or_default()
+                    .insert(key.clone());
+                let mut r = root.clone();
+                let obj = object_at(&mut r, &prefix);
+                let (bad, got) = if obj[key].is_object() {
+                    (serde_json::json!([]), "an empty list")
+                } else {
+                    (serde_json::json!({}), "an object")
+                };
+                obj.insert(key.clone(), bad);
+                let e = err_of(&r.to_string());
+                // The field path inside its owner: "parallel_run_config.X" within a step.
+                let field = if kind == "parallel_run_config" {
+                    format!("parallel_run_config.{key}")
+                } else {
+                    key.clone()
+                };
+                let who = if key == "name" && kind.starts_with("step") {
+                    let i: usize = prefix["steps.".len()..].parse().expect("index");
+                    format!("step #{}", i + 1)
+                } else {
+                    who.clone()
+                };
+                let head = if who.is_empty() {
+                    format!("pipeline.json: field {field:?}: expected ")
+                } else {
+                    format!("pipeline.json: {who}: field {field:?}: expected ")
+                };
+                assert!(
+                    e.starts_with(&head)
+                        && e.ends_with(&format!(", got {got}"))
+                        && e.lines().count() == 1,
+                    "{kind} field {key:?}: {e}"
+                );
+                checked += 1;
+            }
+        }
+        // ALL_FIELDS really sets every field: compare with the lists of known fields that an
+        // unknown field brings.
+        for (kind, _, prefix) in all_field_objects(&root) {
+            let mut r = root.clone();
+            object_at(&mut r, &prefix).insert("zzz".into(), Value::Null);
+            let e = err_of(&r.to_string());
+            let listed: BTreeSet<String> = e
+                .split_once("(expected ")
+                .map(|(_, l)| l)
+                .unwrap_or("")
+                .split('"')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_string)
+                .collect();
+            assert!(!listed.is_empty(), "{kind}: {e}");
+            assert_eq!(
+                fields_by_kind.get(&kind),
+                Some(&listed),
+                "{kind}: ALL_FIELDS must set every field"
+            );
+        }
+        assert!(checked > 40, "{checked}");
+    }
+
+    #[test]
+    fn every_out_of_range_number_is_reported_where_it_is() {
+        let text = "{\"name\": \"p\", \"steps\": [\n {\"name\": \"aaa\", \"type\": \"parallel_run\", \"inputs\": [],\n  \"parallel_run_config\": {\"entry_script\": \"a.py\", \"error_threshold\": 1e309, \"run_max_try\": 123456789012345678901234567890e300}}]}";
+        assert_eq!(
+            err_of(text),
+            "pipeline.json: step \"aaa\": field \"parallel_run_config.error_threshold\": expected a number that fits in 64 bits, got 1e309 (line 3, column 70), which is out of range\n\
+             pipeline.json: step \"aaa\": field \"parallel_run_config.run_max_try\": expected a number that fits in 64 bits, got 123456789012345678901234567890e300 (line 3, column 92), which is out of range"
+        );
+    }
+
+    #[test]
+    fn a_broken_step_does_not_make_its_readers_fail_too() {
+        let bad = GOOD.replace("\"mini_batch_size\": \"5\"", "\"mini_batch_size\": 5.5");
+        let e = err_of(&bad);
+        assert!(!e.contains("unknown data"), "{e}");
+        assert_eq!(e.lines().count(), 1, "{e}");
+        let bad = GOOD.replace("\"path\": \"data\"", "\"path\": 7");
+        let e = err_of(&bad);
+        assert_eq!(e.lines().count(), 1, "{e}");
     }
 
     #[test]
@@ -634,7 +1190,12 @@ mod tests {
             let mut s = GOOD.to_string();
             let at = s.char_indices().map(|(i, _)| i).nth(cut % GOOD.chars().count()).unwrap_or(0);
             s.insert_str(at, &insert);
-            let _ = parse_spec(&s, "fuzz.json", Path::new("/nonexistent"));
+            if let Err(e) = parse_spec(&s, "fuzz.json", Path::new("/nonexistent")) {
+                for m in &e.messages {
+                    proptest::prop_assert!(m.starts_with("fuzz.json: "), "{}", m);
+                    proptest::prop_assert!(!m.contains("did not match any variant"), "{}", m);
+                }
+            }
         }
     }
 }
