@@ -31,7 +31,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub use filehash::hash_file_uncached;
 pub use marker::{is_store_dir, STORE_MARKER};
 pub use progress::{ProgressLog, ProgressRecord};
-use records::{CacheEntry, LatestRecord, RunRecord, RunStatus, SCHEMA_VERSION};
+use records::{CacheEntry, LatestRecord, RunRecord, RunStatus, StepStatus, SCHEMA_VERSION};
 pub use retention::{EntryUsage, GcOptions, GcReport, RemovedEntry, RunsReport, StoreUsage};
 
 use crate::error::{is_disk_full, StoreError};
@@ -284,8 +284,21 @@ impl Store {
     pub fn cache_put(&self, entry: &CacheEntry) -> Result<(), StoreError> {
         // The JSON copy first: an index entry always has its copy for a rebuild.
         mirror::write_json_atomic(&self.entries_dir(), &format!("{}.json", entry.key), entry)?;
+        self.check_sled_room()?;
         put_json(&self.cache, entry.key.as_bytes(), entry).map_err(|e| self.map_db(e))?;
         self.flush()
+    }
+
+    /// sled damages its log when a write fails half-way on a full disk: with less than
+    /// [`SLED_ROOM`] free, refuse before handing it a write (the JSON copy is written, so a
+    /// rebuild still finds the record).
+    fn check_sled_room(&self) -> Result<(), StoreError> {
+        match free_bytes(&self.root) {
+            Some(free) if free < SLED_ROOM as u64 => Err(StoreError::DiskFull {
+                path: self.root.clone(),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Remove the cache entry `key`; returns whether there was one.
@@ -335,12 +348,17 @@ impl Store {
         let new_dir = !dir.exists();
         let write = || {
             mirror::write_json_atomic(&dir, "run.json", run)?;
+            self.check_sled_room()?;
             put_json(&self.runs, run.id.as_bytes(), run).map_err(|e| self.map_db(e))?;
             self.flush()
         };
         let written = if run.status == RunStatus::Running {
             write()
         } else {
+            // A step that failed by filling the disk must not leave its partial output there.
+            for step in run.steps.iter().filter(|s| s.status == StepStatus::Failed) {
+                self.free_after_failure(&run.id, &step.name);
+            }
             // The final record says how the run ended, even when it filled the disk.
             self.write_room(write)
         };
@@ -807,6 +825,31 @@ mod tests {
             s.latest_get("p", "s")?.map(|r| r.key),
             Some("k".to_string())
         );
+        Ok(())
+    }
+
+    #[test]
+    fn a_failed_step_dir_loses_outputs_and_work_but_keeps_logs(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let s = Store::open(dir.path(), OpenOptions::default())?;
+        let step = s.run_dir("r1").join("big");
+        for sub in ["outputs/o", "work", "logs"] {
+            std::fs::create_dir_all(step.join(sub))?;
+            std::fs::write(step.join(sub).join("f"), vec![1u8; 10_000])?;
+        }
+        assert!(s.discard_failed_step_dir("r1", "big") >= 20_000);
+        assert!(!step.join("outputs").exists() && !step.join("work").exists());
+        assert!(step.join("logs/f").is_file());
+        // Never outside the run folder.
+        assert_eq!(s.discard_failed_step_dir("../x", "big"), 0);
+        assert_eq!(s.discard_failed_step_dir("r1", ".."), 0);
+        // With room on the disk, a failed step's folders are kept for a look.
+        std::fs::create_dir_all(step.join("outputs"))?;
+        if free_bytes(dir.path()).is_some_and(|f| f > RUN_MARGIN as u64 * 2) {
+            assert_eq!(s.free_after_failure("r1", "big"), 0);
+            assert!(step.join("outputs").exists());
+        }
         Ok(())
     }
 
