@@ -161,7 +161,7 @@ fn cmd_run(pipeline: &Pipeline, store: &Store, args: &RunArgs) -> Result<i32> {
         } else {
             print_plan(&p)?;
         }
-        return Ok(exit::OK);
+        return Ok(plan_code(&p));
     }
     let cancel = CancelFlag::new();
     {
@@ -322,7 +322,7 @@ fn cmd_status(pipeline: &Pipeline, store: &Store, params: &[String]) -> Result<i
     if all {
         outln!("pipeline {:?} is up to date", p.pipeline)?;
     }
-    Ok(exit::OK)
+    Ok(plan_code(&p))
 }
 
 fn cmd_explain(
@@ -363,7 +363,20 @@ fn cmd_explain(
             Decision::Invalid { error } => outln!("{}: cannot plan: {error}", s.name)?,
         }
     }
-    Ok(exit::OK)
+    Ok(plan_code(&p))
+}
+
+/// Exit code of a command that shows a plan: bad input when a step cannot be planned (an
+/// unreadable dataset, a missing file).
+fn plan_code(p: &stepgraph_engine::Plan) -> i32 {
+    if p.steps
+        .iter()
+        .any(|s| matches!(s.decision, Decision::Invalid { .. }))
+    {
+        exit::BAD_INPUT
+    } else {
+        exit::OK
+    }
 }
 
 fn print_run_graph(store: &Store, run: &str, format: GraphFormat) -> Result<i32> {
@@ -530,9 +543,9 @@ fn cmd_logs(store: &Store, run: &str, step: &str, worker: Option<usize>) -> Resu
     let logs = store.run_dir(run).join(step).join("logs");
     if let Some(w) = worker {
         let p = logs.join("user").join(format!("worker-{w}.txt"));
-        let text = std::fs::read_to_string(&p)
+        let bytes = std::fs::read(&p)
             .with_context(|| format!("no log for worker {w} ({})", p.display()))?;
-        out!("{text}")?;
+        crate::out::stdout_bytes(&bytes)?;
         return Ok(exit::OK);
     }
     if !logs.exists() {
@@ -554,11 +567,16 @@ fn cmd_logs(store: &Store, run: &str, step: &str, worker: Option<usize>) -> Resu
         )
     });
     for f in files {
-        let text = std::fs::read_to_string(&f).unwrap_or_default();
         outln!("==> {} <==", f.strip_prefix(&logs).unwrap_or(&f).display())?;
-        out!("{text}")?;
-        if !text.ends_with('\n') && !text.is_empty() {
-            outln!()?;
+        // The bytes as they are: a log is not always UTF-8.
+        match std::fs::read(&f) {
+            Ok(bytes) => {
+                crate::out::stdout_bytes(&bytes)?;
+                if !bytes.ends_with(b"\n") && !bytes.is_empty() {
+                    outln!()?;
+                }
+            }
+            Err(e) => outln!("(cannot read {}: {e})", f.display())?,
         }
     }
     Ok(exit::OK)
@@ -723,6 +741,27 @@ fn print_gc_report(r: &GcReport, max_size: Option<u64>) -> Result<()> {
         r.progress,
         render::bytes(r.bytes)
     )?;
+    if r.aside_dbs > 0 || r.orphan_runs > 0 {
+        outln!(
+            "{verb} {} damaged databases moved aside earlier and {} run folders without a record",
+            r.aside_dbs,
+            r.orphan_runs
+        )?;
+    }
+    if !r.foreign.is_empty() {
+        let shown: Vec<String> = r
+            .foreign
+            .iter()
+            .take(5)
+            .map(|p| p.display().to_string())
+            .collect();
+        outln!(
+            "left alone {} files the store did not write: {}{}",
+            r.foreign.len(),
+            shown.join(", "),
+            if r.foreign.len() > 5 { ", ..." } else { "" }
+        )?;
+    }
     if r.still_linked > 0 {
         outln!(
             "{} of those objects ({}) are still linked from runs/ folders: their space is freed \

@@ -72,7 +72,7 @@ pub(crate) fn run_cli(cli: Cli, source: Source) -> i32 {
         Ok(code) => code,
         Err(e) if out::is_broken_pipe(&e) => exit::OK,
         Err(e) => {
-            out::errln!("error: {e:#}");
+            out::errln!("error: {}", out::error_line(&e));
             exit::BAD_INPUT
         }
     }

@@ -13,6 +13,29 @@ pub(crate) fn stdout(s: &str) -> io::Result<()> {
     io::stdout().lock().write_all(s.as_bytes())
 }
 
+/// Write raw bytes to stdout (logs are shown as they are, UTF-8 or not).
+pub(crate) fn stdout_bytes(b: &[u8]) -> io::Result<()> {
+    io::stdout().lock().write_all(b)
+}
+
+/// An error and its causes as one line: each cause is added only when the text so far does
+/// not already say it (errors that print their source, e.g. `path: No such file`, would
+/// otherwise say it twice).
+pub(crate) fn error_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
 /// Write `s` to stderr, ignoring failures.
 pub(crate) fn stderr(s: &str) {
     let _ = io::stderr().lock().write_all(s.as_bytes());

@@ -388,11 +388,16 @@ fn a_full_disk_still_lets_runs_be_listed_pruned_and_gc_free_space() {
     p.store = disk.path().join("store");
     p.run(&["run", "p.json"]).ok();
     p.run(&["run", "p.json", "--force", "make"]).ok();
-    // A run that fills the disk half-way fails...
+    // A run with less than the margin free is refused before it starts (no record, no
+    // folder left behind)...
     disk.fill("filler", 3 << 19);
     let failed = p.run(&["run", "p.json", "--force", "make"]);
-    assert_ne!(failed.code(), 0, "{}", failed.stdout());
+    assert_eq!(failed.code(), 2, "{}", failed.stdout());
     assert_clean(&failed.stderr());
+    let folders = std::fs::read_dir(p.store.join("runs"))
+        .expect("runs/")
+        .count();
+    assert_eq!(folders, 2, "a refused run leaves no folder");
     disk.fill("filler-2", 0);
     // ...and a run on the full disk is refused before it starts, and says why in words.
     let failed = p.run(&["run", "p.json", "--force", "make"]);
@@ -405,7 +410,7 @@ fn a_full_disk_still_lets_runs_be_listed_pruned_and_gc_free_space() {
     assert_clean(&failed.stderr());
     // Reading and freeing still work.
     let ids = run_ids(&p);
-    assert_eq!(ids.len(), 3, "{ids:?}");
+    assert_eq!(ids.len(), 2, "{ids:?}");
     for args in [
         vec!["runs"],
         vec!["runs", "show", &ids[0]],
@@ -437,4 +442,251 @@ fn a_full_disk_still_lets_runs_be_listed_pruned_and_gc_free_space() {
         out.stderr()
     );
     assert_clean(&out.stderr());
+}
+
+/// Every regular file under `dir` with its bytes.
+fn files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).expect("read_dir").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.push((p.clone(), std::fs::read(&p).expect("read")));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_folder_that_is_not_a_store_is_never_adopted_and_gc_leaves_foreign_files_alone() {
+    // A user's folder with the store's folder names in it is refused, untouched.
+    let mut p = Project::new(100);
+    let user = p.path("u");
+    for (rel, text) in [
+        ("entries/notes.json", "{\"my\":\"data\"}"),
+        ("objects/ab/cdef", "precious"),
+        ("objects/tmp/important", "x"),
+        ("progress/model.bin", "p"),
+    ] {
+        let f = user.join(rel);
+        std::fs::create_dir_all(f.parent().expect("parent")).expect("mkdir");
+        std::fs::write(f, text).expect("write");
+    }
+    let before = files(&user);
+    p.store = user.clone();
+    for args in [vec!["runs"], vec!["cache", "gc"], vec!["run", "p.json"]] {
+        let out = p.run(&args);
+        assert_eq!(out.code(), 2, "{args:?}: {}", out.stdout());
+        assert!(
+            out.stderr().contains("is not a stepgraph store"),
+            "{}",
+            out.stderr()
+        );
+        assert_clean(&out.stderr());
+    }
+    assert_eq!(files(&user), before, "nothing written or removed");
+    // In a real store, gc removes only names the store writes.
+    p.store = p.path(".stepgraph");
+    p.run(&["run", "p.json"]).ok();
+    let foreign = [
+        "entries/notes.json",
+        "objects/ab/cdef",
+        "objects/tmp/important",
+        "progress/model.bin",
+    ];
+    for rel in foreign {
+        let f = p.store.join(rel);
+        std::fs::create_dir_all(f.parent().expect("parent")).expect("mkdir");
+        std::fs::write(f, "mine").expect("write");
+    }
+    let gc = p.run(&["cache", "gc"]).ok();
+    assert!(
+        gc.stdout().contains("left alone 4 files"),
+        "{}",
+        gc.stdout()
+    );
+    for rel in foreign {
+        assert!(p.store.join(rel).exists(), "{rel} removed by gc");
+    }
+    // An empty folder is fine, and becomes a store.
+    p.store = p.path("empty");
+    std::fs::create_dir(&p.store).expect("mkdir");
+    p.run(&["runs"]).ok();
+}
+
+#[test]
+fn a_missing_db_is_rebuilt_and_record_less_run_folders_can_be_removed() {
+    let p = Project::new(1000);
+    p.run(&["run", "p.json"]).ok();
+    p.run(&["run", "p.json"]).ok();
+    let ids = run_ids(&p);
+    assert_eq!(ids.len(), 2);
+    std::fs::remove_dir_all(p.store.join("db")).expect("rm db");
+    let runs = p.run(&["runs"]).ok();
+    assert!(runs.stderr().contains("is missing"), "{}", runs.stderr());
+    assert_clean(&runs.stderr());
+    assert_eq!(run_ids(&p).len(), 2);
+    let again = p.run(&["run", "p.json"]).ok();
+    assert!(again.stdout().contains("1 reused"), "{}", again.stdout());
+    p.run(&["cache", "gc"]).ok();
+    assert_eq!(
+        std::fs::read_dir(p.store.join("entries"))
+            .expect("entries")
+            .count(),
+        1,
+        "the entry's JSON copy stays"
+    );
+    // Run folders without a record: `runs rm` takes them, gc and prune remove them.
+    let runs_dir = p.store.join("runs");
+    for id in ["20200101-000000-aaaa", "20200101-000000-bbbb"] {
+        std::fs::create_dir_all(runs_dir.join(id).join("make/outputs")).expect("mkdir");
+        std::fs::write(runs_dir.join(id).join("make/outputs/x"), vec![1u8; 9000]).expect("w");
+    }
+    p.run(&["runs", "rm", "20200101-000000-aaaa"]).ok();
+    assert!(!runs_dir.join("20200101-000000-aaaa").exists());
+    let gc = p.run(&["cache", "gc"]).ok();
+    assert!(
+        gc.stdout().contains("1 run folders without a record"),
+        "{}",
+        gc.stdout()
+    );
+    assert!(!runs_dir.join("20200101-000000-bbbb").exists());
+    assert_eq!(run_ids(&p).len(), 3);
+}
+
+#[test]
+fn logs_are_printed_as_bytes_even_when_not_utf8() {
+    let p = Project::new(10);
+    p.write(
+        "lg.json",
+        r#"{"name":"lg","steps":[{"name":"cmd","type":"command",
+            "command":["sh","-c","echo important; printf 'caf\\351\\n'; exit 3"]}]}"#,
+    );
+    let run = p.run(&["run", "lg.json"]);
+    assert_eq!(run.code(), 1, "{}", run.stderr());
+    let id = run_ids(&p).remove(0);
+    let logs = p.run(&["logs", &id, "cmd"]).ok();
+    let out = &logs.0.stdout;
+    let has = |needle: &[u8]| out.windows(needle.len()).any(|w| w == needle);
+    assert!(has(b"important\n"), "{}", logs.stdout());
+    assert!(has(b"caf\xe9\n"), "{}", logs.stdout());
+}
+
+#[test]
+fn store_errors_are_one_clean_sentence() {
+    let p = Project::new(10);
+    p.run(&["runs"]).ok();
+    // The lock file is a folder.
+    std::fs::remove_file(p.store.join("lock")).expect("rm lock");
+    std::fs::create_dir(p.store.join("lock")).expect("mkdir lock");
+    let out = p.run(&["runs"]);
+    assert_eq!(out.code(), 2);
+    assert_eq!(
+        out.stderr().matches("Is a directory").count(),
+        1,
+        "{}",
+        out.stderr()
+    );
+    std::fs::remove_dir(p.store.join("lock")).expect("rmdir lock");
+    // A store folder that is a file.
+    std::fs::remove_dir_all(p.store.join("progress")).expect("rm progress");
+    std::fs::write(p.store.join("progress"), "x").expect("write");
+    let out = p.run(&["runs"]);
+    assert_eq!(out.code(), 2);
+    assert_eq!(
+        out.stderr().matches("File exists").count(),
+        1,
+        "{}",
+        out.stderr()
+    );
+    std::fs::remove_file(p.store.join("progress")).expect("rm");
+    // A damaged database is described in words.
+    p.run(&["run", "p.json"]).ok();
+    for e in std::fs::read_dir(p.store.join("db")).expect("db").flatten() {
+        if e.path().is_file() && e.file_name() != "conf" {
+            std::fs::write(e.path(), vec![0x5a; 4096]).expect("scribble");
+        }
+    }
+    let out = p.run(&["runs"]).ok();
+    assert!(
+        out.stderr().contains("could not be used"),
+        "{}",
+        out.stderr()
+    );
+    for bad in ["backtrace", "offset None", "os error"] {
+        assert!(!out.stderr().contains(bad), "{}", out.stderr());
+    }
+}
+
+#[test]
+fn a_plan_that_cannot_be_made_is_bad_input() {
+    let p = Project::new(10);
+    p.write(
+        "ds.json",
+        r#"{"name":"ds","datasets":{"docs":{"type":"file","path":"missing","pattern":"*.txt"}},
+            "steps":[{"name":"cat","type":"command","command":["cat","{inputs.docs}"],
+            "inputs":{"docs":"docs"}}]}"#,
+    );
+    for args in [
+        vec!["run", "ds.json", "--dry-run"],
+        vec!["explain", "ds.json"],
+        vec!["status", "ds.json"],
+    ] {
+        let out = p.run(&args);
+        assert_eq!(out.code(), 2, "{args:?}: {}{}", out.stdout(), out.stderr());
+    }
+}
+
+#[test]
+fn a_step_that_fills_the_disk_leaves_a_store_that_recovers() {
+    let Some(disk) = Tmpfs::mount("20M") else {
+        return;
+    };
+    let mut p = Project::new(10);
+    p.store = disk.path().join("st");
+    p.write(
+        "big.json",
+        r#"{"name":"full","steps":[{"name":"big","type":"command","command":["sh","-c",
+            "head -c 6000000 /dev/urandom > $0/b","{outputs.o}"],"outputs":["o"],
+            "allow_reuse":false}]}"#,
+    );
+    p.write(
+        "fill.json",
+        r#"{"name":"full2","steps":[{"name":"fill","type":"command","command":["sh","-c",
+            "head -c 30000000 /dev/zero > $0/b","{outputs.o}"],"outputs":["o"]}]}"#,
+    );
+    p.run(&["run", "big.json"]).ok();
+    let fill = p.run(&["run", "fill.json"]);
+    assert_eq!(fill.code(), 1, "a failed step: {}", fill.stderr());
+    assert_clean(&fill.stderr());
+    // The run ended normally: its record says failed, not interrupted.
+    let runs = p.run(&["runs"]).ok();
+    let line = runs
+        .stdout()
+        .lines()
+        .find(|l| l.contains("full2"))
+        .map(str::to_string)
+        .unwrap_or_default();
+    assert!(line.contains("failed"), "{}", runs.stdout());
+    // Listing and freeing work; a run waits for room.
+    for args in [vec!["runs"], vec!["cache", "ls"], vec!["cache", "gc"]] {
+        let out = p.run(&args).ok();
+        assert_clean(&out.stderr());
+    }
+    let prune = p.run(&["runs", "prune", "--keep", "0"]).ok();
+    assert_clean(&prune.stderr());
+    p.run(&["cache", "gc"]).ok();
+    p.run(&["run", "big.json"]).ok();
+    p.run(&["cache", "gc"]).ok();
+    let asides = std::fs::read_dir(&p.store)
+        .expect("store")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("db.corrupt-"))
+        .count();
+    assert_eq!(asides, 0, "gc removes databases moved aside");
 }

@@ -156,6 +156,21 @@ pub enum StoreError {
         /// The store, or the path in it that could not be written.
         path: PathBuf,
     },
+    /// The store folder exists, holds files and is not a stepgraph store (no
+    /// `.stepgraph-store` marker, not the layout of an older store): it is never adopted, so
+    /// nothing in it is ever overwritten or removed by `cache gc`.
+    #[error(
+        "{} is not a stepgraph store: it already holds other files (for example {}); use an \
+         empty or new folder for --store / STEPGRAPH_STORE",
+        path.display(),
+        example
+    )]
+    NotAStore {
+        /// The folder given as the store.
+        path: PathBuf,
+        /// One of the names found in it.
+        example: String,
+    },
     /// A run id that is not in the store.
     #[error("unknown run {id:?} (see `stepgraph runs`)")]
     UnknownRun {
@@ -240,6 +255,15 @@ impl StoreError {
     /// Whether this error means the disk is full.
     pub fn is_disk_full(&self) -> bool {
         matches!(self, StoreError::DiskFull { .. })
+    }
+}
+
+/// An I/O error in words, without Rust's `(os error N)` suffix.
+pub(crate) fn io_message(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" (os error ") {
+        Some(i) if text.ends_with(')') => text[..i].to_string(),
+        _ => text,
     }
 }
 

@@ -494,6 +494,9 @@ impl ExecShared<'_> {
         };
         let t0 = Instant::now();
         let fail = |mut record: StepRecord, message: String, t0: Instant| {
+            // On a (nearly) full disk, a failed step's partial outputs must not keep the store
+            // from working: they go now (its logs stay).
+            self.store.free_after_failure(self.run_id, &record.name);
             let duration_ms = t0.elapsed().as_millis() as u64;
             self.events.emit(&Event::StepFailed {
                 step: record.name.clone(),

@@ -45,6 +45,21 @@ pub(crate) fn is_temp(name: &str) -> bool {
     name.starts_with('.') && name.contains(".tmp-")
 }
 
+/// Whether the store at `root` has JSON copies to rebuild an index from: an entry copy or a
+/// run record copy.
+pub(crate) fn has_copies(root: &Path) -> bool {
+    let any = |dir: &Path, ok: &dyn Fn(&fs::DirEntry) -> bool| {
+        fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| ok(&e))
+    };
+    any(&root.join("entries"), &|e| {
+        super::retention::is_entry_copy_name(&e.file_name().to_string_lossy())
+    }) || any(&root.join("runs"), &|e| e.path().join("run.json").is_file())
+}
+
 /// What a rebuild recovered.
 #[derive(Debug, Default)]
 pub(crate) struct Rebuilt {

@@ -31,7 +31,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub use filehash::hash_file_uncached;
 pub use marker::{is_store_dir, STORE_MARKER};
 pub use progress::{ProgressLog, ProgressRecord};
-use records::{CacheEntry, LatestRecord, RunRecord, RunStatus, SCHEMA_VERSION};
+use records::{CacheEntry, LatestRecord, RunRecord, RunStatus, StepStatus, SCHEMA_VERSION};
 pub use retention::{EntryUsage, GcOptions, GcReport, RemovedEntry, RunsReport, StoreUsage};
 
 use crate::error::{is_disk_full, StoreError};
@@ -73,6 +73,13 @@ const RESERVE_BYTES: usize = 2 << 20;
 /// Free space sled needs to open: a log segment (512 KiB) and a snapshot, with margin.
 const SLED_ROOM: usize = 1 << 20;
 
+/// Free space a run needs to start: below it the run is refused before it starts, so that it
+/// cannot fill the disk and leave the store with nothing (`runs prune`, `cache gc` still work).
+pub const RUN_MARGIN: usize = 4 << 20;
+
+/// A damaged database is kept aside only when at least this much stays free.
+const KEEP_ASIDE_MARGIN: u64 = 64 << 20;
+
 impl Store {
     /// Open (creating if needed) the store at `root`.
     ///
@@ -99,10 +106,12 @@ impl Store {
                 e
             }
         };
+        refuse_foreign_folder(&root)?;
         std::fs::create_dir_all(&root).map_err(|e| full(&root, StoreError::io(&root, e)))?;
         let root = root.canonicalize().map_err(|e| StoreError::io(&root, e))?;
-        let lock = lock::StoreLock::acquire(&root, options.wait).map_err(|e| full(&root, e))?;
+        // The marker first: a store interrupted right after it was created is still a store.
         marker::ensure_marker(&root);
+        let lock = lock::StoreLock::acquire(&root, options.wait).map_err(|e| full(&root, e))?;
         for dir in ["objects", "objects/tmp", "runs", "progress"] {
             let p = root.join(dir);
             std::fs::create_dir_all(&p).map_err(|e| full(&root, StoreError::io(&p, e)))?;
@@ -112,11 +121,26 @@ impl Store {
         // when that fails half-way: never let it start on a full disk. Make room from the
         // reserve when allowed, else stop here with a clear error.
         let mut reserve_used = false;
-        if !ensure_reserve(&root) && !has_room(&root) {
-            if options.use_reserve && release_reserve(&root) {
+        if !options.use_reserve && !has_room(&root, RUN_MARGIN) {
+            // A run would fill the disk and leave nothing for the commands that free space.
+            return Err(StoreError::DiskFull { path: root });
+        }
+        if !ensure_reserve(&root) && !has_room(&root, SLED_ROOM) {
+            // Garbage that needs no database to be found goes first.
+            let freed = free_without_db(&root);
+            if freed > 0 {
+                warnings.push(format!(
+                    "the disk holding {} is full: removed {} of the store's leftovers (damaged \
+                     databases moved aside, temp files) to open it",
+                    root.display(),
+                    human_bytes(freed)
+                ));
+            }
+            let room = freed > 0 && has_room(&root, SLED_ROOM);
+            if !room && options.use_reserve && release_reserve(&root) {
                 reserve_used = true;
                 warnings.push(reserve_warning(&root));
-            } else if !options.use_reserve {
+            } else if !room && !options.use_reserve {
                 return Err(StoreError::DiskFull { path: root });
             }
         }
@@ -152,12 +176,27 @@ impl Store {
         };
         if let Some(reason) = rebuilt {
             let r = store.rebuild_from_mirrors()?;
-            let aside = reason.aside.display();
+            let what = match &reason.aside {
+                Aside::Missing => format!(
+                    "store database {} is missing",
+                    store.root.join("db").display()
+                ),
+                Aside::Kept(aside) => format!(
+                    "store database {} could not be used ({}); moved it to {}",
+                    store.root.join("db").display(),
+                    reason.why,
+                    aside.display()
+                ),
+                Aside::Deleted => format!(
+                    "store database {} could not be used ({}); deleted it (the disk is nearly \
+                     full, so no copy was kept)",
+                    store.root.join("db").display(),
+                    reason.why
+                ),
+            };
             store.warnings.push(format!(
-                "store database {} could not be used ({}); moved it to {aside} and rebuilt the \
-                 index from the store's files: {} cache entries{}, {} runs (objects are kept)",
-                store.root.join("db").display(),
-                reason.why,
+                "{what}; rebuilt the index from the store's files: {} cache entries{}, {} runs \
+                 (objects are kept)",
                 r.entries,
                 if r.entries_dropped > 0 {
                     format!(" ({} dropped: objects missing)", r.entries_dropped)
@@ -245,8 +284,21 @@ impl Store {
     pub fn cache_put(&self, entry: &CacheEntry) -> Result<(), StoreError> {
         // The JSON copy first: an index entry always has its copy for a rebuild.
         mirror::write_json_atomic(&self.entries_dir(), &format!("{}.json", entry.key), entry)?;
+        self.check_sled_room()?;
         put_json(&self.cache, entry.key.as_bytes(), entry).map_err(|e| self.map_db(e))?;
         self.flush()
+    }
+
+    /// sled damages its log when a write fails half-way on a full disk: with less than
+    /// [`SLED_ROOM`] free, refuse before handing it a write (the JSON copy is written, so a
+    /// rebuild still finds the record).
+    fn check_sled_room(&self) -> Result<(), StoreError> {
+        match free_bytes(&self.root) {
+            Some(free) if free < SLED_ROOM as u64 => Err(StoreError::DiskFull {
+                path: self.root.clone(),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Remove the cache entry `key`; returns whether there was one.
@@ -292,9 +344,71 @@ impl Store {
                 message: "a run id is letters, digits, `-` and `_` only".into(),
             });
         }
-        mirror::write_json_atomic(&self.run_dir(&run.id), "run.json", run)?;
-        put_json(&self.runs, run.id.as_bytes(), run).map_err(|e| self.map_db(e))?;
-        self.flush()
+        let dir = self.run_dir(&run.id);
+        let new_dir = !dir.exists();
+        let write = || {
+            mirror::write_json_atomic(&dir, "run.json", run)?;
+            self.check_sled_room()?;
+            put_json(&self.runs, run.id.as_bytes(), run).map_err(|e| self.map_db(e))?;
+            self.flush()
+        };
+        let written = if run.status == RunStatus::Running {
+            write()
+        } else {
+            // A step that failed by filling the disk must not leave its partial output there.
+            for step in run.steps.iter().filter(|s| s.status == StepStatus::Failed) {
+                self.free_after_failure(&run.id, &step.name);
+            }
+            // The final record says how the run ended, even when it filled the disk.
+            self.write_room(write)
+        };
+        if written.is_err() && new_dir {
+            // A run refused before its first record leaves no folder behind.
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        written
+    }
+
+    /// Run `write`; when the disk is full, give up the reserve ballast and try once more (a
+    /// run's final record must say how it ended). The reserve is made again at the next open
+    /// with room.
+    fn write_room(&self, write: impl Fn() -> Result<(), StoreError>) -> Result<(), StoreError> {
+        match write() {
+            Err(e) if e.is_disk_full() && release_reserve(&self.root) => write(),
+            r => r,
+        }
+    }
+
+    /// When the disk holding the store is (nearly) full, remove the `outputs/` and `work/`
+    /// folders of a step that failed in run `run_id` (its logs are kept): a step that failed
+    /// by filling the disk must not leave its partial output eating it. Returns the bytes
+    /// freed (0 when the disk has room: the folders are then kept for a look).
+    ///
+    /// The engine calls it for every failed step; nothing in those folders is cached.
+    pub fn free_after_failure(&self, run_id: &str, step: &str) -> u64 {
+        let nearly_full = free_bytes(&self.root).is_none_or(|free| free < RUN_MARGIN as u64)
+            || !has_room(&self.root, SLED_ROOM);
+        if !nearly_full || !retention::valid_run_id(run_id) || step.contains('/') {
+            return 0;
+        }
+        self.discard_failed_step_dir(run_id, step)
+    }
+
+    /// Remove the `outputs/` and `work/` folders of step `step` of run `run_id` (keeping its
+    /// `logs/`); returns the bytes freed. For a step that failed: nothing there is cached.
+    pub fn discard_failed_step_dir(&self, run_id: &str, step: &str) -> u64 {
+        if !retention::valid_run_id(run_id)
+            || step.is_empty()
+            || step.contains('/')
+            || step.starts_with('.')
+        {
+            return 0;
+        }
+        let dir = self.run_dir(run_id).join(step);
+        ["outputs", "work"]
+            .iter()
+            .map(|d| retention::remove_counting(&dir.join(d)))
+            .sum()
     }
 
     /// The run record `id`.
@@ -414,15 +528,25 @@ fn sled_err(root: &Path, e: sled::Error) -> StoreError {
         },
         e => StoreError::Db {
             path: root.join("db"),
-            message: e.to_string(),
+            message: sled_message(&e),
         },
     }
 }
 
-/// Why the database was moved aside.
+/// Why the database was rebuilt.
 struct MovedAside {
     why: String,
-    aside: PathBuf,
+    aside: Aside,
+}
+
+/// What became of the database that could not be used.
+enum Aside {
+    /// There was none (with JSON copies to rebuild from).
+    Missing,
+    /// Moved to this path (`db.corrupt-<ms>`), removed by the next `cache gc`.
+    Kept(PathBuf),
+    /// Deleted: the disk had no room to keep it.
+    Deleted,
 }
 
 enum OpenDbError {
@@ -432,6 +556,17 @@ enum OpenDbError {
     Full,
     /// Anything else that is not damage (permissions).
     Other(StoreError),
+}
+
+/// sled's error in words (its corruption error prints Rust debug output).
+pub(crate) fn sled_message(e: &sled::Error) -> String {
+    match e {
+        sled::Error::Corruption { .. } => "its files are damaged".to_string(),
+        sled::Error::Unsupported(m) => format!("unsupported: {m}"),
+        sled::Error::ReportableBug(m) => format!("internal error of the database: {m}"),
+        sled::Error::CollectionNotFound(_) => "a tree of the database is missing".to_string(),
+        sled::Error::Io(io) => crate::error::io_message(io),
+    }
 }
 
 fn classify(e: sled::Error, path: &Path) -> Result<String, OpenDbError> {
@@ -445,7 +580,7 @@ fn classify(e: sled::Error, path: &Path) -> Result<String, OpenDbError> {
             Err(OpenDbError::Other(StoreError::io(path, io)))
         }
         // Corruption, an unsupported (garbage) config, a bug report, any other I/O error.
-        e => Ok(e.to_string()),
+        e => Ok(sled_message(&e)),
     }
 }
 
@@ -461,6 +596,23 @@ fn open_db(path: &Path) -> Result<(sled::Db, Option<MovedAside>), OpenDbError> {
         }),
         Err(e) => e,
     };
+    if !path.exists() && mirror::has_copies(&root) {
+        // Deleted by hand: rebuild from the JSON copies as for a damaged one.
+        let db = sled::open(path).map_err(|e| match e {
+            sled::Error::Io(io) if is_disk_full(&io) => OpenDbError::Full,
+            e => OpenDbError::Other(sled_err(&root, e)),
+        })?;
+        db.insert(SCHEMA_KEY, SCHEMA_VERSION.to_string().as_bytes())
+            .and_then(|_| db.flush())
+            .map_err(|e| OpenDbError::Other(sled_err(&root, e)))?;
+        return Ok((
+            db,
+            Some(MovedAside {
+                why: "missing".into(),
+                aside: Aside::Missing,
+            }),
+        ));
+    }
     let why = match sled::open(path) {
         Ok(db) => match db.get(SCHEMA_KEY) {
             Ok(None) => {
@@ -482,6 +634,13 @@ fn open_db(path: &Path) -> Result<(sled::Db, Option<MovedAside>), OpenDbError> {
     };
     let aside = path.with_file_name(format!("db.corrupt-{}", now_unix_ms()));
     std::fs::rename(path, &aside).map_err(|e| OpenDbError::Other(StoreError::io(path, e)))?;
+    // Keep the damaged copy (for a bug report) only when the disk has room for it to spare.
+    let aside = if free_bytes(&root).is_some_and(|free| free >= KEEP_ASIDE_MARGIN) {
+        Aside::Kept(aside)
+    } else {
+        let _ = std::fs::remove_dir_all(&aside);
+        Aside::Deleted
+    };
     let db = sled::open(path).map_err(|e| match e {
         sled::Error::Io(io) if is_disk_full(&io) => OpenDbError::Full,
         e => OpenDbError::Other(sled_err(&root, e)),
@@ -527,12 +686,91 @@ fn ensure_reserve(root: &Path) -> bool {
     false
 }
 
-/// Whether the disk has room for sled to start: a probe file of that size can be written.
-fn has_room(root: &Path) -> bool {
+/// Whether `len` bytes can be written on the store's disk: a probe file of that size can be
+/// written (free-space figures lie under quotas; a write does not).
+fn has_room(root: &Path, len: usize) -> bool {
     let probe = root.join("space-probe");
-    let ok = write_zeros(&probe, SLED_ROOM);
+    let ok = write_zeros(&probe, len);
     let _ = std::fs::remove_file(&probe);
     ok
+}
+
+/// Bytes free for this user on the disk holding `path`, when the OS says.
+pub(crate) fn free_bytes(path: &Path) -> Option<u64> {
+    let s = nix::sys::statvfs::statvfs(path).ok()?;
+    #[allow(clippy::useless_conversion)]
+    let (blocks, size) = (
+        u64::from(s.blocks_available()),
+        u64::from(s.fragment_size()),
+    );
+    Some(blocks.saturating_mul(size))
+}
+
+/// Refuse a folder that holds files and is not a store: adopting it would let `cache gc`
+/// remove the user's files.
+fn refuse_foreign_folder(root: &Path) -> Result<(), StoreError> {
+    let entries = match std::fs::read_dir(root) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        // A file where the folder should be: create_dir_all says so.
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => return Ok(()),
+        Err(e) => return Err(StoreError::io(root, e)),
+    };
+    if is_store_dir(root) {
+        return Ok(());
+    }
+    // Files the store writes before its marker (a store interrupted at its first open).
+    const EARLY: [&str; 4] = ["lock", "reserve", "reserve.tmp", "space-probe"];
+    for e in entries.flatten() {
+        let name = e.file_name();
+        if !EARLY.iter().any(|n| name == *n) {
+            return Err(StoreError::NotAStore {
+                path: root.to_path_buf(),
+                example: name.to_string_lossy().into_owned(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Whether `name` is a database moved aside by [`open_db`] (`db.corrupt-<ms>`).
+pub(crate) fn is_aside_db(name: &str) -> bool {
+    name.strip_prefix("db.corrupt-")
+        .is_some_and(|ms| !ms.is_empty() && ms.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// On a full disk, before the database is open: remove what is garbage by its name alone
+/// (databases moved aside, temp files of interrupted writes: we hold the lock, so nobody
+/// writes them). Returns the bytes freed.
+fn free_without_db(root: &Path) -> u64 {
+    let mut freed = 0;
+    let mut candidates = Vec::new();
+    for e in std::fs::read_dir(root).into_iter().flatten().flatten() {
+        if is_aside_db(&e.file_name().to_string_lossy()) {
+            candidates.push(e.path());
+        }
+    }
+    for e in std::fs::read_dir(root.join("objects/tmp"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if objects::is_temp_name(&e.file_name().to_string_lossy()) {
+            candidates.push(e.path());
+        }
+    }
+    for p in candidates {
+        freed += retention::remove_counting(&p);
+    }
+    freed
+}
+
+fn human_bytes(n: u64) -> String {
+    if n >= 1 << 20 {
+        format!("{:.1} MiB", n as f64 / f64::from(1u32 << 20))
+    } else {
+        format!("{:.1} KiB", n as f64 / 1024.0)
+    }
 }
 
 /// Delete the ballast; whether there was one.
@@ -587,6 +825,31 @@ mod tests {
             s.latest_get("p", "s")?.map(|r| r.key),
             Some("k".to_string())
         );
+        Ok(())
+    }
+
+    #[test]
+    fn a_failed_step_dir_loses_outputs_and_work_but_keeps_logs(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let s = Store::open(dir.path(), OpenOptions::default())?;
+        let step = s.run_dir("r1").join("big");
+        for sub in ["outputs/o", "work", "logs"] {
+            std::fs::create_dir_all(step.join(sub))?;
+            std::fs::write(step.join(sub).join("f"), vec![1u8; 10_000])?;
+        }
+        assert!(s.discard_failed_step_dir("r1", "big") >= 20_000);
+        assert!(!step.join("outputs").exists() && !step.join("work").exists());
+        assert!(step.join("logs/f").is_file());
+        // Never outside the run folder.
+        assert_eq!(s.discard_failed_step_dir("../x", "big"), 0);
+        assert_eq!(s.discard_failed_step_dir("r1", ".."), 0);
+        // With room on the disk, a failed step's folders are kept for a look.
+        std::fs::create_dir_all(step.join("outputs"))?;
+        if free_bytes(dir.path()).is_some_and(|f| f > RUN_MARGIN as u64 * 2) {
+            assert_eq!(s.free_after_failure("r1", "big"), 0);
+            assert!(step.join("outputs").exists());
+        }
         Ok(())
     }
 

@@ -214,13 +214,18 @@ impl Store {
         for shard in fs::read_dir(&root).map_err(|e| StoreError::io(&root, e))? {
             let shard = shard.map_err(|e| StoreError::io(&root, e))?;
             let name = shard.file_name().to_string_lossy().into_owned();
-            if name.len() != 2 || !shard.path().is_dir() {
+            // Only names the store writes (`<2 hex>/<62 hex>`): anything else is not ours.
+            if !is_hex(&name, 2) || !shard.path().is_dir() {
                 continue;
             }
             for obj in fs::read_dir(shard.path()).map_err(|e| StoreError::io(shard.path(), e))? {
                 let obj = obj.map_err(|e| StoreError::io(shard.path(), e))?;
+                let rest = obj.file_name().to_string_lossy().into_owned();
+                if !is_hex(&rest, 62) {
+                    continue;
+                }
                 let size = obj.metadata().map(|m| m.len()).unwrap_or(0);
-                out.push((format!("{name}{}", obj.file_name().to_string_lossy()), size));
+                out.push((format!("{name}{rest}"), size));
             }
         }
         out.sort();
@@ -244,6 +249,20 @@ fn link_back(dest: &Path, src: &Path, src_meta: &fs::Metadata) {
     if fs::hard_link(dest, &tmp).is_ok() && fs::rename(&tmp, src).is_err() {
         let _ = fs::remove_file(&tmp);
     }
+}
+
+/// Whether `s` is `len` lowercase hex digits.
+pub(crate) fn is_hex(s: &str, len: usize) -> bool {
+    s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Whether `name` is a temp file name that `put_object` makes in `objects/tmp`:
+/// `<pid>-<n>-<64 hex hash>`.
+pub(crate) fn is_temp_name(name: &str) -> bool {
+    let mut parts = name.splitn(3, '-');
+    let digits =
+        |s: Option<&str>| s.is_some_and(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()));
+    digits(parts.next()) && digits(parts.next()) && parts.next().is_some_and(|h| is_hex(h, 64))
 }
 
 /// `path` relative to `base`, `/`-separated, in the exact encoding of [`crate::relpath`].

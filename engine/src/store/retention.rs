@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::records::{CacheEntry, RunRecord, RunStatus};
-use super::{mirror, now_unix_ms, Store};
+use super::{now_unix_ms, Store};
 use crate::error::StoreError;
 
 /// Which cache entries `gc` may remove. How the options combine:
@@ -85,6 +85,14 @@ pub struct GcReport {
     pub size_before: u64,
     /// With `max_size`: the store is still bigger than it after removing every candidate.
     pub over_max_size: bool,
+    /// Databases moved aside as damaged (`db.corrupt-*`) removed.
+    pub aside_dbs: u64,
+    /// Run folders that had no run record (a run refused or killed before its first record,
+    /// or a database lost) removed.
+    pub orphan_runs: u64,
+    /// Files and folders in the store's folders whose names the store never writes: left
+    /// alone (they are not the store's to remove).
+    pub foreign: Vec<std::path::PathBuf>,
 }
 
 /// What `runs rm` / `runs prune` removed (or would remove).
@@ -140,6 +148,49 @@ pub(crate) fn valid_run_id(id: &str) -> bool {
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Whether `name` is the JSON copy of a cache entry: `<64 hex key>.json`.
+pub(crate) fn is_entry_copy_name(name: &str) -> bool {
+    name.strip_suffix(".json")
+        .is_some_and(|k| super::objects::is_hex(k, 64))
+}
+
+/// Whether `name` is a temp file of [`mirror::write_json_atomic`] for the copy `copy`:
+/// `.<copy>.tmp-<pid>-<n>`.
+fn is_copy_temp_name(name: &str, copy: impl Fn(&str) -> bool) -> bool {
+    let Some(rest) = name.strip_prefix('.') else {
+        return false;
+    };
+    let Some((copy_name, tail)) = rest.rsplit_once(".tmp-") else {
+        return false;
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    copy(copy_name)
+        && tail
+            .split_once('-')
+            .is_some_and(|(a, b)| digits(a) && digits(b))
+}
+
+/// Whether `name` is a progress file of a ParallelRunStep: `<64 hex key>.<step>.bin` or
+/// `<64 hex key>.<step>.d`; returns `<key>.<step>`.
+fn progress_id(name: &str) -> Option<&str> {
+    let id = name
+        .strip_suffix(".bin")
+        .or_else(|| name.strip_suffix(".d"))?;
+    let (key, step) = id.split_once('.')?;
+    let step_ok = !step.is_empty()
+        && step
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    (super::objects::is_hex(key, 64) && step_ok).then_some(id)
+}
+
+/// Remove a file or folder (best effort), returning the disk space really freed.
+pub(crate) fn remove_counting(path: &Path) -> u64 {
+    let mut freed = Freed::default();
+    let _ = freed.tree(path, false);
+    freed.total()
 }
 
 fn disk(meta: &fs::Metadata) -> u64 {
@@ -480,34 +531,73 @@ impl Store {
             let p = self.object_path(hash);
             freed.file(&p, dry).map_err(|e| StoreError::io(&p, e))?;
         }
+        // Names the store never writes are left alone, and listed.
+        let objects_dir = self.root.join("objects");
+        for shard in fs::read_dir(&objects_dir).into_iter().flatten().flatten() {
+            let name = shard.file_name().to_string_lossy().into_owned();
+            if name == "tmp" {
+                continue;
+            }
+            if !super::objects::is_hex(&name, 2) || !shard.path().is_dir() {
+                report.foreign.push(shard.path());
+                continue;
+            }
+            for f in fs::read_dir(shard.path()).into_iter().flatten().flatten() {
+                if !super::objects::is_hex(&f.file_name().to_string_lossy(), 62) {
+                    report.foreign.push(f.path());
+                }
+            }
+        }
         // 3. Temp files of interrupted writes, and JSON copies the index does not know.
         let tmp = self.root.join("objects/tmp");
         for f in fs::read_dir(&tmp).into_iter().flatten().flatten() {
+            if !super::objects::is_temp_name(&f.file_name().to_string_lossy()) {
+                report.foreign.push(f.path());
+                continue;
+            }
             freed
                 .tree(&f.path(), dry)
                 .map_err(|e| StoreError::io(f.path(), e))?;
         }
         for f in fs::read_dir(&entries_dir).into_iter().flatten().flatten() {
             let name = f.file_name().to_string_lossy().into_owned();
+            let temp = is_copy_temp_name(&name, is_entry_copy_name);
+            if !temp && !is_entry_copy_name(&name) {
+                report.foreign.push(f.path());
+                continue;
+            }
             let key = name.strip_suffix(".json").unwrap_or(&name);
             if removed_keys.contains(key) {
                 continue;
             }
-            if mirror::is_temp(&name) || !remaining_keys.contains(key) {
+            if temp || !remaining_keys.contains(key) {
                 freed
                     .tree(&f.path(), dry)
                     .map_err(|e| StoreError::io(f.path(), e))?;
             }
+        }
+        // Databases moved aside as damaged: kept for a look until now.
+        for f in fs::read_dir(&self.root).into_iter().flatten().flatten() {
+            if super::is_aside_db(&f.file_name().to_string_lossy()) {
+                report.aside_dbs += 1;
+                freed
+                    .tree(&f.path(), dry)
+                    .map_err(|e| StoreError::io(f.path(), e))?;
+            }
+        }
+        // Run folders without a record: nothing lists or reuses them.
+        for id in self.orphan_run_dirs(&runs) {
+            let dir = self.run_dir(&id);
+            report.orphan_runs += 1;
+            freed.tree(&dir, dry).map_err(|e| StoreError::io(&dir, e))?;
         }
         // 4. Progress nobody can resume from: no committed records, or already cached.
         let progress_dir = self.root.join("progress");
         let mut cleared: HashSet<String> = HashSet::new();
         for f in fs::read_dir(&progress_dir).into_iter().flatten().flatten() {
             let name = f.file_name().to_string_lossy().into_owned();
-            let Some(id) = name
-                .strip_suffix(".bin")
-                .or_else(|| name.strip_suffix(".d"))
-            else {
+            let Some(id) = progress_id(&name) else {
+                report.foreign.push(f.path());
                 continue;
             };
             let key = id.split('.').next().unwrap_or(id);
@@ -555,6 +645,12 @@ impl Store {
                 None
             };
             match rec {
+                // A folder without a record (its record was lost): removable all the same.
+                None if valid_run_id(id) && self.run_dir(id).is_dir() => {
+                    if !chosen.contains(id) {
+                        chosen.push(id.clone());
+                    }
+                }
                 None => return Err(StoreError::UnknownRun { id: id.clone() }),
                 Some(r) if r.status == RunStatus::Running => {
                     return Err(StoreError::RunInProgress { id: id.clone() })
@@ -598,9 +694,27 @@ impl Store {
                 chosen.push(r.id);
             }
         }
+        // Folders without a record go too (a lost database, a run refused before its record).
+        chosen.extend(self.orphan_run_dirs(&self.runs()?));
         report.bytes = self.remove_runs(&chosen, dry_run)?;
         report.removed = chosen;
         Ok(report)
+    }
+
+    /// Run folders with no record, by id. The store's lock is ours, so no other process is
+    /// writing one; call it only when this process runs nothing on the store.
+    fn orphan_run_dirs(&self, runs: &[RunRecord]) -> Vec<String> {
+        let known: HashSet<&str> = runs.iter().map(|r| r.id.as_str()).collect();
+        let mut out: Vec<String> = fs::read_dir(self.root.join("runs"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter_map(|e| e.file_name().to_str().map(str::to_string))
+            .filter(|id| valid_run_id(id) && !known.contains(id.as_str()))
+            .collect();
+        out.sort();
+        out
     }
 
     /// Folders first (they hold the space), then the records, then one flush.
