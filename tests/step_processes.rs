@@ -1,6 +1,6 @@
 //! Step processes end to end: bounded stray output, exact non-UTF-8 paths through the worker
 //! protocol and command placeholders, long CSV fields, orphans killed when a step ends, and
-//! the summary_only shared-file warning.
+//! the summary_only shared-file warning, control characters escaped in errors.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -66,6 +66,63 @@ fn a_long_non_json_line_from_a_worker_fails_the_try_with_a_bounded_excerpt() {
         result.len()
     );
     assert!(result.contains("bytes omitted"));
+}
+
+// ----- terminal escape sequences from steps are escaped in errors -----
+
+#[test]
+fn terminal_escapes_from_a_worker_or_a_command_are_escaped_in_errors() {
+    let ws = Workspace::new();
+    let data = docs(ws.path(), 1);
+    script(
+        ws.path(),
+        "escapes.py",
+        &raw_worker(r#""\x1b]0;PWNED\x07\x1b[31mRED\r\n""#),
+    );
+    let cfg = ParallelRunConfig::builder()
+        .source_directory(ws.path().join("scripts"))
+        .entry_command(["python3", "escapes.py"])
+        .error_threshold(0)
+        .run_max_try(1)
+        .process_count_per_node(1);
+    let (run, _) = run_one(
+        &ws.store(),
+        step(cfg, FileDataset::from_files("docs", data), &[]),
+    );
+    let error = rec(&run).error.clone().unwrap_or_default();
+    assert!(
+        error.contains(r"not a JSON line: \x1b]0;PWNED\x07\x1b[31mRED"),
+        "{error:?}"
+    );
+    let result = job_result(&run);
+    for text in [&error, &result] {
+        assert!(
+            !text
+                .chars()
+                .any(|c| c.is_control() && c != '\n' && c != '\t'),
+            "{text:?}"
+        );
+    }
+
+    let step = CommandStep::new(
+        "shout",
+        [
+            "sh",
+            "-c",
+            r"printf '\033]0;PWNED\007\033[31mRED' >&2; exit 3",
+        ],
+    );
+    let pipeline = Pipeline::builder("escapes")
+        .step(step)
+        .build()
+        .expect("build");
+    let (run, _) = run_pipeline(&ws.store(), &pipeline);
+    let error = run
+        .step("shout")
+        .and_then(|r| r.error.clone())
+        .unwrap_or_default();
+    assert!(error.ends_with(r"\x1b]0;PWNED\x07\x1b[31mRED"), "{error:?}");
+    assert!(!error.contains('\x1b'), "{error:?}");
 }
 
 // ----- item 2: non-UTF-8 names keep their exact bytes -----

@@ -52,10 +52,12 @@ const KEEP_WHOLE: usize = 2 * EXCERPT_BYTES + 256;
 
 /// A bounded excerpt of `bytes` as text: all of it when it is short (about 2 ×
 /// [`EXCERPT_BYTES`]), else the first and last [`EXCERPT_BYTES`] with `… N bytes omitted …`
-/// between them. Invalid UTF-8 is replaced, never an error.
+/// between them. Invalid UTF-8 is replaced, never an error. Control characters other than
+/// newline and tab are escaped (`\x1b`, `\r`, `\u{9b}`), so a worker's terminal escape
+/// sequences never reach the user's terminal through an error, an event or job_result.txt.
 pub fn excerpt(bytes: &[u8]) -> String {
     if bytes.len() <= KEEP_WHOLE {
-        return String::from_utf8_lossy(bytes).into_owned();
+        return escape_controls(&String::from_utf8_lossy(bytes));
     }
     let head = &bytes[..EXCERPT_BYTES];
     let tail = &bytes[bytes.len() - EXCERPT_BYTES..];
@@ -97,9 +99,34 @@ fn join_excerpt(head: &[u8], omitted: u64, tail: &[u8]) -> String {
     let omitted = omitted + (head.len() - head_end) as u64 + tail_start as u64;
     format!(
         "{}\n… {omitted} bytes omitted …\n{}",
-        String::from_utf8_lossy(&head[..head_end]),
-        String::from_utf8_lossy(&tail[tail_start..])
+        escape_controls(&String::from_utf8_lossy(&head[..head_end])),
+        escape_controls(&String::from_utf8_lossy(&tail[tail_start..]))
     )
+}
+
+/// `text` with every control character but newline and tab escaped: `\r`, `\x1b` for the
+/// other C0 controls and DEL, `\u{9b}` for the C1 controls (a lone C1 byte is a terminal
+/// command too). Escaping is idempotent: its output holds no control character.
+fn escape_controls(text: &str) -> String {
+    if !text
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        match c {
+            '\n' | '\t' => out.push(c),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() && (c as u32) < 0x80 => {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 // ----- the defined environment -----
@@ -381,6 +408,27 @@ mod tests {
             excerpt(format!("prefix: {e}").as_bytes()),
             format!("prefix: {e}")
         );
+    }
+
+    #[test]
+    fn excerpts_escape_terminal_control_characters() {
+        let raw = b"\x1b]0;PWNED\x07\x1b[31mRED\r\n\tok \xc2\x9b2J \x7f";
+        let e = excerpt(raw);
+        assert_eq!(e, "\\x1b]0;PWNED\\x07\\x1b[31mRED\\r\n\tok \\u{9b}2J \\x7f");
+        assert_eq!(excerpt(e.as_bytes()), e, "escaping twice changes nothing");
+        let mut long = b"\x1b[2J".to_vec();
+        long.extend(vec![b'.'; 20_000]);
+        long.extend(b"\x1b]0;T\x07");
+        let e = excerpt(&long);
+        assert!(
+            e.starts_with("\\x1b[2J") && e.ends_with("\\x1b]0;T\\x07"),
+            "{e:.20}"
+        );
+        assert!(!e.chars().any(|c| c.is_control() && c != '\n'));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("stderr.txt");
+        std::fs::write(&p, b"\x1b[31mboom").expect("write");
+        assert_eq!(file_excerpt(&p), "\\x1b[31mboom");
     }
 
     #[test]
