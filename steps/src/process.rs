@@ -7,6 +7,8 @@
 //! - Every step process carries its step's token (`STEPGRAPH_STEP_TOKEN`) and the engine is a
 //!   child subreaper, so what a step leaves behind (even in a session of its own) is found and
 //!   killed when the step ends ([`ProcessTree`]), the way Jenkins' ProcessTreeKiller works.
+//! - Every step process dies with the engine, even on SIGKILL: the parent-death signal
+//!   kills it, and a watchdog process kills its process group ([`spawn`]).
 //! - Anything a step prints that ends up in an error, a log summary or the store is a bounded
 //!   [`excerpt`].
 
@@ -15,6 +17,7 @@ use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -171,19 +174,30 @@ static LIVE_TOKENS: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
 
 static SUBREAPER: OnceLock<bool> = OnceLock::new();
 
-/// Spawn a step process: makes this process a child subreaper first (once), so descendants
-/// orphaned by a step are re-parented here instead of to init, and records the pid.
+/// Spawn a step process in a process group of its own: makes this process a child subreaper
+/// first (once), so descendants orphaned by a step are re-parented here instead of to init,
+/// and records the pid.
+///
+/// The process dies with the engine, even when the engine is killed with SIGKILL: it gets
+/// `PR_SET_PDEATHSIG(SIGKILL)` ([`die_with_parent`]), and its process group is registered
+/// with the [`watchdog`], which kills the group when the engine is gone. The parent-death
+/// signal fires when the *thread* that spawned the child exits, so callers spawn from a
+/// thread that waits for the child: the engine's job thread for commands, the worker's pool
+/// thread (which stops its worker before it ends) for ParallelRunStep workers.
 ///
 /// # Errors
 /// The spawn error.
 pub(crate) fn spawn(cmd: &mut Command) -> std::io::Result<Child> {
     SUBREAPER.get_or_init(|| nix::sys::prctl::set_child_subreaper(true).is_ok());
+    cmd.process_group(0);
+    die_with_parent(cmd);
     // Held across the spawn: a leftover scan in another thread must never see the new child
     // before it is recorded.
     let mut spawned = SPAWNED.lock().unwrap_or_else(|e| e.into_inner());
     let child = cmd.spawn()?;
     if let Ok(pid) = i32::try_from(child.id()) {
         spawned.insert(pid);
+        watchdog(&format!("+ {pid}"));
     }
     Ok(child)
 }
@@ -195,6 +209,87 @@ pub(crate) fn reaped(child: &Child) {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&pid);
+        watchdog(&format!("- {pid}"));
+    }
+}
+
+/// Make the child get SIGKILL when the thread that spawned it exits (the engine dying
+/// included), and refuse to start when the engine died between the fork and this call.
+#[allow(unsafe_code)]
+fn die_with_parent(cmd: &mut Command) {
+    let engine = nix::unistd::getpid();
+    // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
+    // functions may be called. It calls prctl(PR_SET_PDEATHSIG) and getppid, both plain
+    // system calls (async-signal-safe), allocates nothing and takes no lock; the error it
+    // may return is built from a static string without allocating (`io::Error::from_raw_os_error`).
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+                .map_err(|e| std::io::Error::from_raw_os_error(e as i32))?;
+            // The engine died before the death signal was set: it will never come.
+            if nix::unistd::getppid() != engine {
+                return Err(std::io::Error::from_raw_os_error(nix::libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+}
+
+/// A `/bin/sh` process, started once, that outlives the engine by design: the engine tells
+/// it on its stdin which process groups of step processes are alive (`+ PGID`, `- PGID`), and
+/// when its stdin ends (the engine exited, however it died) it kills the groups still
+/// registered. `PR_SET_PDEATHSIG` kills only the direct child; this kills what it started in
+/// its group (a shell's `sleep`). It stays in the engine's process group (so the leftover
+/// scan, which only kills orphans of other groups, never takes it for one) and ignores the
+/// terminal's signals.
+const WATCHDOG_SCRIPT: &str = r#"trap '' INT TERM HUP QUIT PIPE
+groups=' '
+while read -r op pg; do
+  case $op in
+    +) groups="$groups$pg " ;;
+    -) case $groups in *" $pg "*) groups="${groups%% $pg *} ${groups#* $pg }" ;; esac ;;
+  esac
+done
+for pg in $groups; do kill -s KILL -- "-$pg" 2>/dev/null; done
+"#;
+
+static WATCHDOG: Mutex<Option<(Child, std::process::ChildStdin)>> = Mutex::new(None);
+
+/// Send one line to the watchdog, starting it (again) when needed. Best effort: without a
+/// watchdog, step processes still get the parent-death signal.
+fn watchdog(line: &str) {
+    use std::io::Write;
+    let mut guard = WATCHDOG.lock().unwrap_or_else(|e| e.into_inner());
+    for _ in 0..2 {
+        if guard.is_none() {
+            let started = Command::new("/bin/sh")
+                .arg("-c")
+                .arg(WATCHDOG_SCRIPT)
+                .env_clear()
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn();
+            let Ok(mut child) = started else { return };
+            let Some(stdin) = child.stdin.take() else {
+                let _ = child.kill();
+                let _ = child.wait();
+                return;
+            };
+            *guard = Some((child, stdin));
+        }
+        if let Some((child, stdin)) = guard.as_mut() {
+            if writeln!(stdin, "{line}")
+                .and_then(|()| stdin.flush())
+                .is_ok()
+            {
+                return;
+            }
+            // It died (killed by hand): reap it and start another.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        *guard = None;
     }
 }
 
