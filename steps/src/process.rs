@@ -110,7 +110,7 @@ fn join_excerpt(head: &[u8], omitted: u64, tail: &[u8]) -> String {
 /// `text` with every control character but newline and tab escaped: `\r`, `\x1b` for the
 /// other C0 controls and DEL, `\u{9b}` for the C1 controls (a lone C1 byte is a terminal
 /// command too). Escaping is idempotent: its output holds no control character.
-fn escape_controls(text: &str) -> String {
+pub(crate) fn escape_controls(text: &str) -> String {
     if !text
         .chars()
         .any(|c| c.is_control() && c != '\n' && c != '\t')

@@ -69,7 +69,7 @@ pub(crate) fn describe_items(spec: &MiniBatchSpec) -> String {
                 .take(5)
                 .map(|f| {
                     f.file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
+                        .map(|n| crate::process::escape_controls(&n.to_string_lossy()))
                         .unwrap_or_default()
                 })
                 .collect();
@@ -90,7 +90,7 @@ pub(crate) fn describe_items(spec: &MiniBatchSpec) -> String {
                 .map(|s| {
                     s.path
                         .file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
+                        .map(|n| crate::process::escape_controls(&n.to_string_lossy()))
                         .unwrap_or_default()
                 })
                 .collect();

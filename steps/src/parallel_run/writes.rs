@@ -201,7 +201,13 @@ impl WriteWatch {
         files.dedup();
         for file in files {
             let writers = by_file.get(file).cloned().unwrap_or_default();
-            let rel = file.strip_prefix(&self.dir).unwrap_or(file).display();
+            // The name is the entry's choice: shown with its control characters escaped.
+            let rel = crate::process::escape_controls(
+                &file
+                    .strip_prefix(&self.dir)
+                    .unwrap_or(file)
+                    .to_string_lossy(),
+            );
             let pair = writers.iter().find_map(|x| {
                 writers.iter().find_map(|y| {
                     (x.index != y.index && disjoint(x, y)).then_some((x.index, y.index))
@@ -436,5 +442,25 @@ mod tests {
         assert!(!saved.exists());
         attempt(&third, 2);
         assert_eq!(third.warnings(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn file_names_in_warnings_have_their_control_characters_escaped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("out");
+        std::fs::create_dir(&out).expect("mkdir");
+        let w = WriteWatch::new(&out, &dir.path().join("listing"), false);
+        for i in 0..2 {
+            let b = w.before();
+            append(&out.join("a\x1b]0;PWNED\x07.txt"), "row\n");
+            w.after(i, b, true);
+        }
+        let warnings = w.warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains(r"output file a\x1b]0;PWNED\x07.txt was written"),
+            "{}",
+            warnings[0]
+        );
     }
 }
