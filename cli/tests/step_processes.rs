@@ -278,13 +278,16 @@ fn step_processes_do_not_outlive_stepgraph_run_on_term_hup_or_kill() {
     for (i, signal) in ["TERM", "HUP", "KILL"].iter().enumerate() {
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path();
-        // A unique argv: `sleep` started by the shell, a grandchild of stepgraph in the
-        // command's process group.
+        // Unique argvs: a `sleep` started by the shell (a grandchild of stepgraph in the
+        // command's process group), and one in a session of its own.
         let seconds = format!("{}.{}", 3100 + i, std::process::id());
+        let daemon = format!("{}.{}", 3200 + i, std::process::id());
         let spec = serde_json::json!({
             "name": "k",
             "steps": [{"name": "slow", "type": "command",
-                "command": ["sh", "-c", format!("sleep {seconds}; echo hi > \"$0\"/f"), "{outputs.o}"],
+                "command": ["sh", "-c",
+                    format!("setsid sleep {daemon} & sleep {seconds}; echo hi > \"$0\"/f"),
+                    "{outputs.o}"],
                 "outputs": ["o"]}]
         });
         write(d, "p.json", &spec.to_string());
@@ -297,8 +300,10 @@ fn step_processes_do_not_outlive_stepgraph_run_on_term_hup_or_kill() {
             .spawn()
             .expect("start stepgraph");
         let cmdline = format!("sleep\0{seconds}\0");
+        let daemon_cmdline = format!("sleep\0{daemon}\0");
         let started = wait_until(std::time::Duration::from_secs(60), || {
             !processes_with_cmdline(cmdline.as_bytes()).is_empty()
+                && !processes_with_cmdline(daemon_cmdline.as_bytes()).is_empty()
         });
         assert!(started, "the step never started");
         let killed = Command::new("kill")
@@ -309,10 +314,15 @@ fn step_processes_do_not_outlive_stepgraph_run_on_term_hup_or_kill() {
         let status = run.wait().expect("wait");
         assert!(!status.success(), "SIG{signal}: {status:?}");
         // After SIGKILL the kernel and the watchdog kill the step's processes asynchronously.
+        let survivors = || {
+            let mut pids = processes_with_cmdline(cmdline.as_bytes());
+            pids.extend(processes_with_cmdline(daemon_cmdline.as_bytes()));
+            pids
+        };
         let gone = wait_until(std::time::Duration::from_secs(10), || {
-            processes_with_cmdline(cmdline.as_bytes()).is_empty()
+            survivors().is_empty()
         });
-        let survivors = processes_with_cmdline(cmdline.as_bytes());
+        let survivors = survivors();
         for pid in &survivors {
             let _ = Command::new("kill")
                 .args(["-KILL", &pid.to_string()])

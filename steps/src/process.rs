@@ -8,7 +8,8 @@
 //!   child subreaper, so what a step leaves behind (even in a session of its own) is found and
 //!   killed when the step ends ([`ProcessTree`]), the way Jenkins' ProcessTreeKiller works.
 //! - Every step process dies with the engine, even on SIGKILL: the parent-death signal
-//!   kills it, and a watchdog process kills its process group ([`spawn`]).
+//!   kills it, and a watchdog process kills its process group and what carries its token
+//!   ([`spawn`]).
 //! - Anything a step prints that ends up in an error, a log summary or the store is a bounded
 //!   [`excerpt`].
 
@@ -236,21 +237,34 @@ fn die_with_parent(cmd: &mut Command) {
 }
 
 /// A `/bin/sh` process, started once, that outlives the engine by design: the engine tells
-/// it on its stdin which process groups of step processes are alive (`+ PGID`, `- PGID`), and
-/// when its stdin ends (the engine exited, however it died) it kills the groups still
-/// registered. `PR_SET_PDEATHSIG` kills only the direct child; this kills what it started in
-/// its group (a shell's `sleep`). It stays in the engine's process group (so the leftover
-/// scan, which only kills orphans of other groups, never takes it for one) and ignores the
-/// terminal's signals.
+/// it on its stdin which process groups of step processes are alive (`+ PGID`, `- PGID`)
+/// and which step tokens are in use (`t TOKEN`, `u TOKEN`). When its stdin ends (the engine
+/// exited, however it died) it kills the groups still registered, then every process whose
+/// environment carries a registered token (a daemon in a session of its own).
+/// `PR_SET_PDEATHSIG` kills only the direct child; this kills what it started. It stays in
+/// the engine's process group (so the leftover scan, which only kills orphans of other
+/// groups, never takes it for one) and ignores the terminal's signals.
 const WATCHDOG_SCRIPT: &str = r#"trap '' INT TERM HUP QUIT PIPE
 groups=' '
-while read -r op pg; do
+tokens=' '
+while read -r op arg; do
   case $op in
-    +) groups="$groups$pg " ;;
-    -) case $groups in *" $pg "*) groups="${groups%% $pg *} ${groups#* $pg }" ;; esac ;;
+    +) groups="$groups$arg " ;;
+    -) case $groups in *" $arg "*) groups="${groups%% $arg *} ${groups#* $arg }" ;; esac ;;
+    t) tokens="$tokens$arg " ;;
+    u) case $tokens in *" $arg "*) tokens="${tokens%% $arg *} ${tokens#* $arg }" ;; esac ;;
   esac
 done
 for pg in $groups; do kill -s KILL -- "-$pg" 2>/dev/null; done
+for pass in 1 2 3; do
+  for t in $tokens; do
+    for e in /proc/[0-9]*/environ; do
+      if grep -qzx "STEPGRAPH_STEP_TOKEN=$t" "$e" 2>/dev/null; then
+        p=${e#/proc/}; kill -s KILL "${p%/environ}" 2>/dev/null
+      fi
+    done
+  done
+done
 "#;
 
 static WATCHDOG: Mutex<Option<(Child, std::process::ChildStdin)>> = Mutex::new(None);
@@ -266,6 +280,7 @@ fn watchdog(line: &str) {
                 .arg("-c")
                 .arg(WATCHDOG_SCRIPT)
                 .env_clear()
+                .env("PATH", "/usr/bin:/bin")
                 .stdin(std::process::Stdio::piped())
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
@@ -318,6 +333,7 @@ impl ProcessTree {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(token.clone());
+        watchdog(&format!("t {token}"));
         ProcessTree { token }
     }
 
@@ -386,6 +402,7 @@ impl Drop for ProcessTree {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&self.token);
+        watchdog(&format!("u {}", self.token));
     }
 }
 
