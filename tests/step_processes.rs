@@ -1,6 +1,6 @@
 //! Step processes end to end: bounded stray output, exact non-UTF-8 paths through the worker
 //! protocol and command placeholders, long CSV fields, orphans killed when a step ends, and
-//! the summary_only shared-file warning.
+//! the summary_only shared-file warning, control characters escaped in errors.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -11,7 +11,8 @@ use stepgraph_steps::{CommandStep, OutputAction, ParallelRunConfig, ParallelRunS
 
 use crate::common::Workspace;
 use crate::parallel_run_support::{
-    docs, job_result, output, python, rec, run_one, run_pipeline, script, step, TestResult,
+    docs, job_result, output, output_file, python, rec, run_one, run_pipeline, script, step,
+    TestResult,
 };
 
 /// A worker speaking the protocol that answers each run with `LINE` (Python expression).
@@ -66,6 +67,63 @@ fn a_long_non_json_line_from_a_worker_fails_the_try_with_a_bounded_excerpt() {
         result.len()
     );
     assert!(result.contains("bytes omitted"));
+}
+
+// ----- terminal escape sequences from steps are escaped in errors -----
+
+#[test]
+fn terminal_escapes_from_a_worker_or_a_command_are_escaped_in_errors() {
+    let ws = Workspace::new();
+    let data = docs(ws.path(), 1);
+    script(
+        ws.path(),
+        "escapes.py",
+        &raw_worker(r#""\x1b]0;PWNED\x07\x1b[31mRED\r\n""#),
+    );
+    let cfg = ParallelRunConfig::builder()
+        .source_directory(ws.path().join("scripts"))
+        .entry_command(["python3", "escapes.py"])
+        .error_threshold(0)
+        .run_max_try(1)
+        .process_count_per_node(1);
+    let (run, _) = run_one(
+        &ws.store(),
+        step(cfg, FileDataset::from_files("docs", data), &[]),
+    );
+    let error = rec(&run).error.clone().unwrap_or_default();
+    assert!(
+        error.contains(r"not a JSON line: \x1b]0;PWNED\x07\x1b[31mRED"),
+        "{error:?}"
+    );
+    let result = job_result(&run);
+    for text in [&error, &result] {
+        assert!(
+            !text
+                .chars()
+                .any(|c| c.is_control() && c != '\n' && c != '\t'),
+            "{text:?}"
+        );
+    }
+
+    let step = CommandStep::new(
+        "shout",
+        [
+            "sh",
+            "-c",
+            r"printf '\033]0;PWNED\007\033[31mRED' >&2; exit 3",
+        ],
+    );
+    let pipeline = Pipeline::builder("escapes")
+        .step(step)
+        .build()
+        .expect("build");
+    let (run, _) = run_pipeline(&ws.store(), &pipeline);
+    let error = run
+        .step("shout")
+        .and_then(|r| r.error.clone())
+        .unwrap_or_default();
+    assert!(error.ends_with(r"\x1b]0;PWNED\x07\x1b[31mRED"), "{error:?}");
+    assert!(!error.contains('\x1b'), "{error:?}");
 }
 
 // ----- item 2: non-UTF-8 names keep their exact bytes -----
@@ -351,4 +409,96 @@ def run(mini_batch, context):
     );
     let text = job_result(&run);
     assert!(!text.contains("warning"), "{text}");
+}
+
+/// A summary_only step over `n` docs in mini-batches of 2, with one worker, whose `run`
+/// appends its file names to the shared `all.txt`, then raises once (removing the marker)
+/// when the file `fail-once` exists and names one of its files.
+fn appending_run(ws: &Workspace, n: usize, run_max_try: i64) -> stepgraph_engine::RunSummary {
+    let data = docs(ws.path(), n);
+    script(
+        ws.path(),
+        "append.py",
+        &format!(
+            r#"import os
+from azureml_user.parallel_run import EntryScript
+MARKER = {:?}
+
+def run(mini_batch):
+    out = EntryScript().output_dir
+    with open(os.path.join(out, "all.txt"), "a") as f:
+        for p in mini_batch:
+            f.write(os.path.basename(p) + "\n")
+    if os.path.exists(MARKER) and any(open(MARKER).read() in os.path.basename(p) for p in mini_batch):
+        os.remove(MARKER)
+        raise RuntimeError("fails once after appending")
+    return mini_batch
+"#,
+            ws.path().join("fail-once").display().to_string()
+        ),
+    );
+    let cfg = python(ws.path(), "append.py")
+        .error_threshold(0)
+        .mini_batch_size("2")
+        .run_max_try(run_max_try)
+        .process_count_per_node(1)
+        .output_action(OutputAction::SummaryOnly);
+    let step = ParallelRunStep::new(
+        "score",
+        cfg.build().expect("config"),
+        vec![FileDataset::from_files("docs", data).into()],
+        Some(PipelineData::new("scores")),
+        vec![],
+        vec![],
+        true,
+    );
+    run_one(&ws.store(), step).0
+}
+
+#[test]
+fn summary_only_a_retry_appending_again_is_reported_in_job_result() {
+    let ws = Workspace::new();
+    // One mini-batch (doc-01, doc-02): its first try appends, then fails.
+    std::fs::write(ws.path().join("fail-once"), "doc-01").expect("marker");
+    let run = appending_run(&ws, 2, 3);
+    assert_eq!(rec(&run).status, StepStatus::Ran, "{:?}", rec(&run).error);
+    assert_eq!(
+        output_file(&run, "all.txt"),
+        "doc-01.txt\ndoc-02.txt\ndoc-01.txt\ndoc-02.txt\n"
+    );
+    let text = job_result(&run);
+    assert!(
+        text.contains(
+            "warning: output file all.txt was written by a failed attempt of mini-batch 0 and \
+             appended to again by its retry"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn summary_only_a_redo_after_an_interrupted_run_appending_again_is_reported() {
+    let ws = Workspace::new();
+    // The first run commits mini-batch 0, then mini-batch 1 appends and fails: the step stops
+    // with mini-batch 0 committed and mini-batch 1's rows already in all.txt (what a crash
+    // after the append leaves, too).
+    std::fs::write(ws.path().join("fail-once"), "doc-03").expect("marker");
+    let first = appending_run(&ws, 4, 1);
+    assert_eq!(rec(&first).status, StepStatus::Failed);
+    // The second run resumes and redoes mini-batch 1, which appends its rows again.
+    let run = appending_run(&ws, 4, 1);
+    assert_eq!(rec(&run).status, StepStatus::Ran, "{:?}", rec(&run).error);
+    assert_eq!(
+        output_file(&run, "all.txt"),
+        "doc-01.txt\ndoc-02.txt\ndoc-03.txt\ndoc-04.txt\ndoc-03.txt\ndoc-04.txt\n"
+    );
+    let text = job_result(&run);
+    assert!(text.contains("1 resumed from an earlier run"), "{text}");
+    assert!(
+        text.contains(
+            "warning: output file all.txt was written by an attempt of an earlier run that \
+             never committed"
+        ),
+        "{text}"
+    );
 }

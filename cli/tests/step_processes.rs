@@ -1,5 +1,6 @@
 //! The `stepgraph` binary and the processes of its steps: the defined step environment
-//! (`env_passthrough`), and bounded memory and errors when a worker floods its stdout.
+//! (`env_passthrough`), bounded memory and errors when a worker floods its stdout, and step
+//! processes that die with `stepgraph run` on SIGTERM, SIGHUP and SIGKILL.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -232,4 +233,104 @@ fn a_worker_flooding_stdout_fails_its_step_with_bounded_errors_logs_db_and_memor
         .unwrap_or_else(|| panic!("VmHWM line: {probe}"));
     eprintln!("engine peak RSS: {kib} KiB");
     assert!(kib < 200 * 1024, "engine peak RSS {kib} KiB");
+}
+
+// ----- step processes die with `stepgraph run`, however it is stopped -----
+
+/// Live (not zombie) processes whose command line is exactly `cmdline` (NUL-separated).
+fn processes_with_cmdline(cmdline: &[u8]) -> Vec<i32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let alive = std::fs::read_to_string(e.path().join("stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit(')')
+                    .next()?
+                    .split_whitespace()
+                    .next()
+                    .map(str::to_string)
+            })
+            .is_some_and(|state| state != "Z");
+        if alive && std::fs::read(e.path().join("cmdline")).unwrap_or_default() == cmdline {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Poll `f` until it returns true or `limit` passes (a wait, not a timing assertion).
+fn wait_until(limit: std::time::Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    f()
+}
+
+#[test]
+fn step_processes_do_not_outlive_stepgraph_run_on_term_hup_or_kill() {
+    for (i, signal) in ["TERM", "HUP", "KILL"].iter().enumerate() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        // Unique argvs: a `sleep` started by the shell (a grandchild of stepgraph in the
+        // command's process group), and one in a session of its own.
+        let seconds = format!("{}.{}", 3100 + i, std::process::id());
+        let daemon = format!("{}.{}", 3200 + i, std::process::id());
+        let spec = serde_json::json!({
+            "name": "k",
+            "steps": [{"name": "slow", "type": "command",
+                "command": ["sh", "-c",
+                    format!("setsid sleep {daemon} & sleep {seconds}; echo hi > \"$0\"/f"),
+                    "{outputs.o}"],
+                "outputs": ["o"]}]
+        });
+        write(d, "p.json", &spec.to_string());
+        let mut run = Command::new(BIN)
+            .current_dir(d)
+            .args(["run", "p.json"])
+            .env_remove("STEPGRAPH_STORE")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start stepgraph");
+        let cmdline = format!("sleep\0{seconds}\0");
+        let daemon_cmdline = format!("sleep\0{daemon}\0");
+        let started = wait_until(std::time::Duration::from_secs(60), || {
+            !processes_with_cmdline(cmdline.as_bytes()).is_empty()
+                && !processes_with_cmdline(daemon_cmdline.as_bytes()).is_empty()
+        });
+        assert!(started, "the step never started");
+        let killed = Command::new("kill")
+            .args([format!("-{signal}"), run.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(killed.success());
+        let status = run.wait().expect("wait");
+        assert!(!status.success(), "SIG{signal}: {status:?}");
+        // After SIGKILL the kernel and the watchdog kill the step's processes asynchronously.
+        let survivors = || {
+            let mut pids = processes_with_cmdline(cmdline.as_bytes());
+            pids.extend(processes_with_cmdline(daemon_cmdline.as_bytes()));
+            pids
+        };
+        let gone = wait_until(std::time::Duration::from_secs(10), || {
+            survivors().is_empty()
+        });
+        let survivors = survivors();
+        for pid in &survivors {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+        assert!(
+            gone,
+            "SIG{signal}: step processes {survivors:?} outlived stepgraph run"
+        );
+    }
 }

@@ -7,6 +7,9 @@
 //! - Every step process carries its step's token (`STEPGRAPH_STEP_TOKEN`) and the engine is a
 //!   child subreaper, so what a step leaves behind (even in a session of its own) is found and
 //!   killed when the step ends ([`ProcessTree`]), the way Jenkins' ProcessTreeKiller works.
+//! - Every step process dies with the engine, even on SIGKILL: the parent-death signal
+//!   kills it, and a watchdog process kills its process group and what carries its token
+//!   ([`spawn`]).
 //! - Anything a step prints that ends up in an error, a log summary or the store is a bounded
 //!   [`excerpt`].
 
@@ -15,6 +18,7 @@ use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -52,10 +56,12 @@ const KEEP_WHOLE: usize = 2 * EXCERPT_BYTES + 256;
 
 /// A bounded excerpt of `bytes` as text: all of it when it is short (about 2 ×
 /// [`EXCERPT_BYTES`]), else the first and last [`EXCERPT_BYTES`] with `… N bytes omitted …`
-/// between them. Invalid UTF-8 is replaced, never an error.
+/// between them. Invalid UTF-8 is replaced, never an error. Control characters other than
+/// newline and tab are escaped (`\x1b`, `\r`, `\u{9b}`), so a worker's terminal escape
+/// sequences never reach the user's terminal through an error, an event or job_result.txt.
 pub fn excerpt(bytes: &[u8]) -> String {
     if bytes.len() <= KEEP_WHOLE {
-        return String::from_utf8_lossy(bytes).into_owned();
+        return escape_controls(&String::from_utf8_lossy(bytes));
     }
     let head = &bytes[..EXCERPT_BYTES];
     let tail = &bytes[bytes.len() - EXCERPT_BYTES..];
@@ -97,9 +103,34 @@ fn join_excerpt(head: &[u8], omitted: u64, tail: &[u8]) -> String {
     let omitted = omitted + (head.len() - head_end) as u64 + tail_start as u64;
     format!(
         "{}\n… {omitted} bytes omitted …\n{}",
-        String::from_utf8_lossy(&head[..head_end]),
-        String::from_utf8_lossy(&tail[tail_start..])
+        escape_controls(&String::from_utf8_lossy(&head[..head_end])),
+        escape_controls(&String::from_utf8_lossy(&tail[tail_start..]))
     )
+}
+
+/// `text` with every control character but newline and tab escaped: `\r`, `\x1b` for the
+/// other C0 controls and DEL, `\u{9b}` for the C1 controls (a lone C1 byte is a terminal
+/// command too). Escaping is idempotent: its output holds no control character.
+pub(crate) fn escape_controls(text: &str) -> String {
+    if !text
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        match c {
+            '\n' | '\t' => out.push(c),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() && (c as u32) < 0x80 => {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 // ----- the defined environment -----
@@ -144,19 +175,30 @@ static LIVE_TOKENS: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
 
 static SUBREAPER: OnceLock<bool> = OnceLock::new();
 
-/// Spawn a step process: makes this process a child subreaper first (once), so descendants
-/// orphaned by a step are re-parented here instead of to init, and records the pid.
+/// Spawn a step process in a process group of its own: makes this process a child subreaper
+/// first (once), so descendants orphaned by a step are re-parented here instead of to init,
+/// and records the pid.
+///
+/// The process dies with the engine, even when the engine is killed with SIGKILL: it gets
+/// `PR_SET_PDEATHSIG(SIGKILL)` ([`die_with_parent`]), and its process group is registered
+/// with the [`watchdog`], which kills the group when the engine is gone. The parent-death
+/// signal fires when the *thread* that spawned the child exits, so callers spawn from a
+/// thread that waits for the child: the engine's job thread for commands, the worker's pool
+/// thread (which stops its worker before it ends) for ParallelRunStep workers.
 ///
 /// # Errors
 /// The spawn error.
 pub(crate) fn spawn(cmd: &mut Command) -> std::io::Result<Child> {
     SUBREAPER.get_or_init(|| nix::sys::prctl::set_child_subreaper(true).is_ok());
+    cmd.process_group(0);
+    die_with_parent(cmd);
     // Held across the spawn: a leftover scan in another thread must never see the new child
     // before it is recorded.
     let mut spawned = SPAWNED.lock().unwrap_or_else(|e| e.into_inner());
     let child = cmd.spawn()?;
     if let Ok(pid) = i32::try_from(child.id()) {
         spawned.insert(pid);
+        watchdog(&format!("+ {pid}"));
     }
     Ok(child)
 }
@@ -168,6 +210,101 @@ pub(crate) fn reaped(child: &Child) {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&pid);
+        watchdog(&format!("- {pid}"));
+    }
+}
+
+/// Make the child get SIGKILL when the thread that spawned it exits (the engine dying
+/// included), and refuse to start when the engine died between the fork and this call.
+#[allow(unsafe_code)]
+fn die_with_parent(cmd: &mut Command) {
+    let engine = nix::unistd::getpid();
+    // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
+    // functions may be called. It calls prctl(PR_SET_PDEATHSIG) and getppid, both plain
+    // system calls (async-signal-safe), allocates nothing and takes no lock; the error it
+    // may return is built from a static string without allocating (`io::Error::from_raw_os_error`).
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+                .map_err(|e| std::io::Error::from_raw_os_error(e as i32))?;
+            // The engine died before the death signal was set: it will never come.
+            if nix::unistd::getppid() != engine {
+                return Err(std::io::Error::from_raw_os_error(nix::libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+}
+
+/// A `/bin/sh` process, started once, that outlives the engine by design: the engine tells
+/// it on its stdin which process groups of step processes are alive (`+ PGID`, `- PGID`)
+/// and which step tokens are in use (`t TOKEN`, `u TOKEN`). When its stdin ends (the engine
+/// exited, however it died) it kills the groups still registered, then every process whose
+/// environment carries a registered token (a daemon in a session of its own).
+/// `PR_SET_PDEATHSIG` kills only the direct child; this kills what it started. It stays in
+/// the engine's process group (so the leftover scan, which only kills orphans of other
+/// groups, never takes it for one) and ignores the terminal's signals.
+const WATCHDOG_SCRIPT: &str = r#"trap '' INT TERM HUP QUIT PIPE
+groups=' '
+tokens=' '
+while read -r op arg; do
+  case $op in
+    +) groups="$groups$arg " ;;
+    -) case $groups in *" $arg "*) groups="${groups%% $arg *} ${groups#* $arg }" ;; esac ;;
+    t) tokens="$tokens$arg " ;;
+    u) case $tokens in *" $arg "*) tokens="${tokens%% $arg *} ${tokens#* $arg }" ;; esac ;;
+  esac
+done
+for pg in $groups; do kill -s KILL -- "-$pg" 2>/dev/null; done
+for pass in 1 2 3; do
+  for t in $tokens; do
+    for e in /proc/[0-9]*/environ; do
+      if grep -qzx "STEPGRAPH_STEP_TOKEN=$t" "$e" 2>/dev/null; then
+        p=${e#/proc/}; kill -s KILL "${p%/environ}" 2>/dev/null
+      fi
+    done
+  done
+done
+"#;
+
+static WATCHDOG: Mutex<Option<(Child, std::process::ChildStdin)>> = Mutex::new(None);
+
+/// Send one line to the watchdog, starting it (again) when needed. Best effort: without a
+/// watchdog, step processes still get the parent-death signal.
+fn watchdog(line: &str) {
+    use std::io::Write;
+    let mut guard = WATCHDOG.lock().unwrap_or_else(|e| e.into_inner());
+    for _ in 0..2 {
+        if guard.is_none() {
+            let started = Command::new("/bin/sh")
+                .arg("-c")
+                .arg(WATCHDOG_SCRIPT)
+                .env_clear()
+                .env("PATH", "/usr/bin:/bin")
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn();
+            let Ok(mut child) = started else { return };
+            let Some(stdin) = child.stdin.take() else {
+                let _ = child.kill();
+                let _ = child.wait();
+                return;
+            };
+            *guard = Some((child, stdin));
+        }
+        if let Some((child, stdin)) = guard.as_mut() {
+            if writeln!(stdin, "{line}")
+                .and_then(|()| stdin.flush())
+                .is_ok()
+            {
+                return;
+            }
+            // It died (killed by hand): reap it and start another.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        *guard = None;
     }
 }
 
@@ -196,6 +333,7 @@ impl ProcessTree {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(token.clone());
+        watchdog(&format!("t {token}"));
         ProcessTree { token }
     }
 
@@ -264,6 +402,7 @@ impl Drop for ProcessTree {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&self.token);
+        watchdog(&format!("u {}", self.token));
     }
 }
 
@@ -381,6 +520,27 @@ mod tests {
             excerpt(format!("prefix: {e}").as_bytes()),
             format!("prefix: {e}")
         );
+    }
+
+    #[test]
+    fn excerpts_escape_terminal_control_characters() {
+        let raw = b"\x1b]0;PWNED\x07\x1b[31mRED\r\n\tok \xc2\x9b2J \x7f";
+        let e = excerpt(raw);
+        assert_eq!(e, "\\x1b]0;PWNED\\x07\\x1b[31mRED\\r\n\tok \\u{9b}2J \\x7f");
+        assert_eq!(excerpt(e.as_bytes()), e, "escaping twice changes nothing");
+        let mut long = b"\x1b[2J".to_vec();
+        long.extend(vec![b'.'; 20_000]);
+        long.extend(b"\x1b]0;T\x07");
+        let e = excerpt(&long);
+        assert!(
+            e.starts_with("\\x1b[2J") && e.ends_with("\\x1b]0;T\\x07"),
+            "{e:.20}"
+        );
+        assert!(!e.chars().any(|c| c.is_control() && c != '\n'));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("stderr.txt");
+        std::fs::write(&p, b"\x1b[31mboom").expect("write");
+        assert_eq!(file_excerpt(&p), "\\x1b[31mboom");
     }
 
     #[test]

@@ -69,7 +69,7 @@ pub(crate) fn describe_items(spec: &MiniBatchSpec) -> String {
                 .take(5)
                 .map(|f| {
                     f.file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
+                        .map(|n| crate::process::escape_controls(&n.to_string_lossy()))
                         .unwrap_or_default()
                 })
                 .collect();
@@ -90,7 +90,7 @@ pub(crate) fn describe_items(spec: &MiniBatchSpec) -> String {
                 .map(|s| {
                     s.path
                         .file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
+                        .map(|n| crate::process::escape_controls(&n.to_string_lossy()))
                         .unwrap_or_default()
                 })
                 .collect();
@@ -137,6 +137,17 @@ impl Limits {
         }
         None
     }
+}
+
+/// Make the finished mini-batches durable; a summary_only step's write watch saves the
+/// listing of its output folder that goes with the commit.
+fn commit(log: &mut ProgressLog<'_>, watch: Option<&WriteWatch>) -> Result<(), String> {
+    let listing = watch.and_then(WriteWatch::committing);
+    log.commit().map_err(|e| e.to_string())?;
+    if let Some(w) = watch {
+        w.save(listing);
+    }
+    Ok(())
 }
 
 /// Run every pending mini-batch on `workers`; committed results go to `log`.
@@ -216,7 +227,7 @@ pub(crate) fn dispatch(
                     } else if let Some(w) = watch {
                         let before = w.before();
                         let outcome = worker.run(index, spec);
-                        w.after(index, before);
+                        w.after(index, before, matches!(outcome, TryOutcome::Ok { .. }));
                         outcome
                     } else {
                         worker.run(index, spec)
@@ -263,7 +274,7 @@ pub(crate) fn dispatch(
                         kill.iter().for_each(KillHandle::kill);
                     }
                     if log.pending() > 0 && last_commit.elapsed() >= COMMIT_INTERVAL {
-                        log.commit().map_err(|e| e.to_string())?;
+                        commit(log, watch)?;
                         last_commit = Instant::now();
                     }
                     continue;
@@ -350,7 +361,7 @@ pub(crate) fn dispatch(
                         kill.iter().for_each(KillHandle::kill);
             }
             if log.pending() > 0 && last_commit.elapsed() >= COMMIT_INTERVAL {
-                log.commit().map_err(|e| e.to_string())?;
+                commit(log, watch)?;
                 last_commit = Instant::now();
             }
             if last_progress.elapsed() >= PROGRESS_INTERVAL {
@@ -363,7 +374,7 @@ pub(crate) fn dispatch(
         step_result
     });
     // Whatever finished is kept, even when the step fails: a rerun resumes from it.
-    log.commit().map_err(|e| e.to_string())?;
+    commit(log, watch)?;
     emit_progress(&counts, done);
     result?;
     Ok(Outcome {

@@ -383,8 +383,13 @@ fn execute(step: &ParallelRunStep, ctx: &StepContext<'_>) -> Result<StepCounts, 
         gatherer = Some(g);
     }
     // summary_only: notice files that several mini-batches write (rows duplicated on a redo).
-    let watch = (cfg.output_action == OutputAction::SummaryOnly)
-        .then(|| writes::WriteWatch::new(&output_dir));
+    let watch = (cfg.output_action == OutputAction::SummaryOnly).then(|| {
+        writes::WriteWatch::new(
+            &output_dir,
+            &staging.join("output-listing.bin"),
+            !resumed.is_empty(),
+        )
+    });
     // Marks every process of this execution; dropping it kills whatever they left behind.
     let tree = crate::process::ProcessTree::new();
     let (workers, kill) = make_workers(step, ctx, &tree, &output_dir, &user_dir, &side_inputs)?;
