@@ -1,9 +1,10 @@
 //! Tests of the `stepgraph` binary on temporary folders.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
-const BIN: &str = env!("CARGO_BIN_EXE_stepgraph");
+mod common;
+use common::{Out, BIN};
 
 struct Project {
     dir: tempfile::TempDir,
@@ -73,30 +74,6 @@ impl Project {
 
     fn run(&self, args: &[&str]) -> Out {
         Out(self.cmd(args).output().expect("run stepgraph"))
-    }
-}
-
-struct Out(Output);
-
-impl Out {
-    fn code(&self) -> i32 {
-        self.0.status.code().unwrap_or(-1)
-    }
-    fn stdout(&self) -> String {
-        String::from_utf8_lossy(&self.0.stdout).into_owned()
-    }
-    fn stderr(&self) -> String {
-        String::from_utf8_lossy(&self.0.stderr).into_owned()
-    }
-    fn ok(self) -> Out {
-        assert_eq!(
-            self.code(),
-            0,
-            "stdout:\n{}\nstderr:\n{}",
-            self.stdout(),
-            self.stderr()
-        );
-        self
     }
 }
 

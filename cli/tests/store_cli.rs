@@ -2,9 +2,10 @@
 //! interrupted runs, and a reader that closes the pipe early.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
-const BIN: &str = env!("CARGO_BIN_EXE_stepgraph");
+mod common;
+use common::{Out, BIN};
 
 /// A folder with `p.json`: one command step writing `size` bytes that differ on every run.
 struct Project {
@@ -54,31 +55,6 @@ impl Project {
 
     fn run(&self, args: &[&str]) -> Out {
         Out(self.cmd(args).output().expect("run stepgraph"))
-    }
-}
-
-struct Out(Output);
-
-impl Out {
-    fn code(&self) -> i32 {
-        self.0.status.code().unwrap_or(-1)
-    }
-    fn stdout(&self) -> String {
-        String::from_utf8_lossy(&self.0.stdout).into_owned()
-    }
-    fn stderr(&self) -> String {
-        String::from_utf8_lossy(&self.0.stderr).into_owned()
-    }
-    #[track_caller]
-    fn ok(self) -> Self {
-        assert_eq!(
-            self.code(),
-            0,
-            "stdout:\n{}\nstderr:\n{}",
-            self.stdout(),
-            self.stderr()
-        );
-        self
     }
 }
 
@@ -237,9 +213,9 @@ fn garbage_in_db_conf_is_repaired_once_and_the_cache_still_serves() {
     assert_eq!(again.stdout().lines().count(), 3, "{}", again.stdout());
 }
 
-#[test]
-fn a_killed_run_is_shown_as_interrupted() {
-    let p = Project::new(10);
+/// Start `stepgraph run` of a one-step pipeline whose step sleeps 5 s, and return once the step
+/// runs (so the run's record is written).
+fn start_slow_run(p: &Project) -> std::process::Child {
     p.write(
         "slow.py",
         "import sys, time\nopen(sys.argv[1], 'w').write('started')\ntime.sleep(5)\n",
@@ -253,13 +229,12 @@ fn a_killed_run_is_shown_as_interrupted() {
               "allow_reuse": false}}]}}"#
         ),
     );
-    let mut child = p
+    let child = p
         .cmd(&["run", "slow.json"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn");
-    // Wait until the step runs (so the run's record is written).
     for _ in 0..400 {
         if marker.exists() {
             break;
@@ -267,6 +242,13 @@ fn a_killed_run_is_shown_as_interrupted() {
         std::thread::sleep(std::time::Duration::from_millis(25));
     }
     assert!(marker.exists(), "the step never started");
+    child
+}
+
+#[test]
+fn a_killed_run_is_shown_as_interrupted() {
+    let p = Project::new(10);
+    let mut child = start_slow_run(&p);
     child.kill().expect("kill");
     child.wait().expect("wait");
     let runs = p.run(&["runs"]).ok().stdout();
@@ -280,32 +262,7 @@ fn a_killed_run_is_shown_as_interrupted() {
 #[test]
 fn a_deleted_lock_file_gives_a_clear_error_while_the_store_is_in_use() {
     let p = Project::new(10);
-    p.write(
-        "slow.py",
-        "import sys, time\nopen(sys.argv[1], 'w').write('started')\ntime.sleep(5)\n",
-    );
-    let marker = p.path("started.txt");
-    p.write(
-        "slow.json",
-        &format!(
-            r#"{{"name": "slow", "steps": [{{"name": "sleep-a-while", "type": "command",
-              "command": ["python3", "slow.py", {marker:?}], "source_directory": ".",
-              "allow_reuse": false}}]}}"#
-        ),
-    );
-    let mut child = p
-        .cmd(&["run", "slow.json"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    for _ in 0..400 {
-        if marker.exists() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(25));
-    }
-    assert!(marker.exists(), "the step never started");
+    let mut child = start_slow_run(&p);
     std::fs::remove_file(p.store.join("lock")).expect("delete the lock file");
     let out = p.run(&["runs"]);
     let _ = child.kill();
