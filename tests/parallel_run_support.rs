@@ -11,13 +11,13 @@ use stepgraph_engine::{
 use stepgraph_steps::parallel_run::ParallelRunConfigBuilder;
 use stepgraph_steps::{FnStep, ParallelRunStep};
 
-pub type TestResult = Result<(), Box<dyn std::error::Error>>;
+pub(crate) type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 /// Name of the ParallelRunStep in every fixture pipeline.
-pub const STEP: &str = "score";
+pub(crate) const STEP: &str = "score";
 
 /// Write `data/doc-01.txt` .. `data/doc-NN.txt` ("doc i\n") and return the folder.
-pub fn docs(root: &Path, n: usize) -> PathBuf {
+pub(crate) fn docs(root: &Path, n: usize) -> PathBuf {
     let dir = root.join("data");
     std::fs::create_dir_all(&dir).expect("create data folder");
     for i in 1..=n {
@@ -27,12 +27,12 @@ pub fn docs(root: &Path, n: usize) -> PathBuf {
 }
 
 /// `doc-07.txt` for 7.
-pub fn doc_name(i: usize) -> String {
+pub(crate) fn doc_name(i: usize) -> String {
     format!("doc-{i:02}.txt")
 }
 
 /// Write `scripts/<name>` and return the scripts folder.
-pub fn script(root: &Path, name: &str, text: &str) -> PathBuf {
+pub(crate) fn script(root: &Path, name: &str, text: &str) -> PathBuf {
     let dir = root.join("scripts");
     std::fs::create_dir_all(&dir).expect("create scripts folder");
     std::fs::write(dir.join(name), text).expect("write script");
@@ -40,14 +40,14 @@ pub fn script(root: &Path, name: &str, text: &str) -> PathBuf {
 }
 
 /// A config builder for a Python entry `scripts/<name>` under `root`.
-pub fn python(root: &Path, name: &str) -> ParallelRunConfigBuilder {
+pub(crate) fn python(root: &Path, name: &str) -> ParallelRunConfigBuilder {
     stepgraph_steps::ParallelRunConfig::builder()
         .source_directory(root.join("scripts"))
         .entry_script(name)
 }
 
 /// The ParallelRunStep `score` reading `input`, writing `scores`.
-pub fn step(
+pub(crate) fn step(
     cfg: ParallelRunConfigBuilder,
     input: impl Into<DataSource>,
     args: &[&str],
@@ -64,7 +64,7 @@ pub fn step(
 }
 
 /// A downstream FnStep `report` copying every file of `scores` into its output `report`.
-pub fn report_step() -> FnStep {
+pub(crate) fn report_step() -> FnStep {
     FnStep::new("report", "v1", |ctx| {
         let out = ctx.output("report")?;
         for f in ctx.input_files("scores")? {
@@ -78,7 +78,7 @@ pub fn report_step() -> FnStep {
 }
 
 /// Build a pipeline of `step` alone and run it.
-pub fn run_one(store: &Store, step: ParallelRunStep) -> (RunSummary, CollectSink) {
+pub(crate) fn run_one(store: &Store, step: ParallelRunStep) -> (RunSummary, CollectSink) {
     let pipeline = Pipeline::builder("prs-e2e")
         .step(step)
         .build()
@@ -87,7 +87,7 @@ pub fn run_one(store: &Store, step: ParallelRunStep) -> (RunSummary, CollectSink
 }
 
 /// Build a pipeline of `step` followed by [`report_step`] and run it.
-pub fn run_with_report(store: &Store, step: ParallelRunStep) -> (RunSummary, CollectSink) {
+pub(crate) fn run_with_report(store: &Store, step: ParallelRunStep) -> (RunSummary, CollectSink) {
     let pipeline = Pipeline::builder("prs-e2e")
         .step(step)
         .step(report_step())
@@ -97,7 +97,7 @@ pub fn run_with_report(store: &Store, step: ParallelRunStep) -> (RunSummary, Col
 }
 
 /// Run `pipeline`, collecting events.
-pub fn run_pipeline(store: &Store, pipeline: &Pipeline) -> (RunSummary, CollectSink) {
+pub(crate) fn run_pipeline(store: &Store, pipeline: &Pipeline) -> (RunSummary, CollectSink) {
     let sink = CollectSink::default();
     let summary =
         stepgraph_engine::run(pipeline, store, &RunOptions::default(), &sink).expect("run starts");
@@ -105,39 +105,39 @@ pub fn run_pipeline(store: &Store, pipeline: &Pipeline) -> (RunSummary, CollectS
 }
 
 /// The record of the ParallelRunStep.
-pub fn rec(run: &RunSummary) -> &StepRecord {
+pub(crate) fn rec(run: &RunSummary) -> &StepRecord {
     run.step(STEP).expect("step record")
 }
 
 /// The gathered append_row file (default name).
-pub fn output(run: &RunSummary) -> String {
+pub(crate) fn output(run: &RunSummary) -> String {
     output_file(run, "parallel_run_step.txt")
 }
 
 /// A file of the step's output folder.
-pub fn output_file(run: &RunSummary, name: &str) -> String {
+pub(crate) fn output_file(run: &RunSummary, name: &str) -> String {
     let p = run.output_dir(STEP, "output").join(name);
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
 /// `logs/sys/events.txt` of the step.
-pub fn sys_log(run: &RunSummary) -> String {
+pub(crate) fn sys_log(run: &RunSummary) -> String {
     log_file(run, "sys/events.txt")
 }
 
 /// `logs/job_result.txt` of the step.
-pub fn job_result(run: &RunSummary) -> String {
+pub(crate) fn job_result(run: &RunSummary) -> String {
     log_file(run, "job_result.txt")
 }
 
 /// A file below the step's `logs/` folder.
-pub fn log_file(run: &RunSummary, rel: &str) -> String {
+pub(crate) fn log_file(run: &RunSummary, rel: &str) -> String {
     let p = run.run_dir.join(STEP).join("logs").join(rel);
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
 /// Every worker's user log (`logs/user/worker-*.txt`), concatenated.
-pub fn user_logs(run: &RunSummary) -> String {
+pub(crate) fn user_logs(run: &RunSummary) -> String {
     let dir = run.run_dir.join(STEP).join("logs").join("user");
     let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)
         .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
@@ -150,7 +150,7 @@ pub fn user_logs(run: &RunSummary) -> String {
 }
 
 /// The step's `Event::Message` texts.
-pub fn messages(sink: &CollectSink) -> Vec<String> {
+pub(crate) fn messages(sink: &CollectSink) -> Vec<String> {
     sink.events()
         .into_iter()
         .filter_map(|e| match e {
@@ -161,14 +161,14 @@ pub fn messages(sink: &CollectSink) -> Vec<String> {
 }
 
 /// Lines of a calls log written by an entry script (empty when it does not exist).
-pub fn lines(path: &Path) -> Vec<String> {
+pub(crate) fn lines(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)
         .map(|t| t.lines().map(str::to_string).collect())
         .unwrap_or_default()
 }
 
 /// True when the system python3 can import pandas (CI installs it; dev machines may not).
-pub fn has_pandas() -> bool {
+pub(crate) fn has_pandas() -> bool {
     std::process::Command::new("python3")
         .args(["-c", "import pandas"])
         .stdout(std::process::Stdio::null())
@@ -179,7 +179,7 @@ pub fn has_pandas() -> bool {
 
 /// Python helper turning a tabular mini-batch (DataFrame or list of dicts) into a list of
 /// dicts; entry scripts include it so they work with and without pandas.
-pub const PY_ROWS: &str = r#"
+pub(crate) const PY_ROWS: &str = r#"
 def rows_of(mini_batch):
     if hasattr(mini_batch, "to_dict"):
         return mini_batch.to_dict("records")

@@ -10,7 +10,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use stepgraph_engine::{Event, EventSink};
 
 /// JSON lines on stdout, one per event.
-pub struct JsonSink;
+pub(crate) struct JsonSink;
 
 impl EventSink for JsonSink {
     fn emit(&self, event: &Event) {
@@ -57,7 +57,7 @@ fn step_line(event: &Event) -> Option<String> {
 
 /// Plain lines on stderr (progress at most every 2 s per step).
 #[derive(Default)]
-pub struct PlainSink {
+pub(crate) struct PlainSink {
     last: Mutex<HashMap<String, Instant>>,
 }
 
@@ -93,14 +93,14 @@ impl EventSink for PlainSink {
 }
 
 /// Live bars: one per running step.
-pub struct BarSink {
+pub(crate) struct BarSink {
     multi: MultiProgress,
     bars: Mutex<HashMap<String, (ProgressBar, Instant)>>,
 }
 
 impl BarSink {
     /// Bars drawn on stderr.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         BarSink {
             multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
             bars: Mutex::new(HashMap::new()),

@@ -8,7 +8,7 @@ use stepgraph_engine::store::records::GraphSnapshot;
 use stepgraph_engine::{Decision, Plan};
 
 /// Milliseconds as `850ms`, `2.1s`, `3m05s`.
-pub fn duration(ms: u64) -> String {
+pub(crate) fn duration(ms: u64) -> String {
     if ms < 1000 {
         format!("{ms}ms")
     } else if ms < 60_000 {
@@ -19,7 +19,7 @@ pub fn duration(ms: u64) -> String {
 }
 
 /// Bytes as `512 B`, `1.5 KiB`, `3.2 MiB`.
-pub fn bytes(n: u64) -> String {
+pub(crate) fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;
     let mut u = 0;
@@ -35,12 +35,12 @@ pub fn bytes(n: u64) -> String {
 }
 
 /// Whether stdout gets colours.
-pub fn colours() -> bool {
+pub(crate) fn colours() -> bool {
     std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stdout().is_terminal()
 }
 
 /// `word` in a colour chosen by its meaning, when colours are on.
-pub fn status_word(word: &str) -> String {
+pub(crate) fn status_word(word: &str) -> String {
     if !colours() {
         return word.to_string();
     }
@@ -54,7 +54,7 @@ pub fn status_word(word: &str) -> String {
 }
 
 /// A table with left-aligned columns separated by two spaces.
-pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for r in rows {
         for (i, c) in r.iter().enumerate() {
@@ -97,7 +97,7 @@ fn visible_len(s: &str) -> usize {
 }
 
 /// A step's cache status word for the graph, from a plan.
-pub fn decision_word(d: &Decision) -> String {
+pub(crate) fn decision_word(d: &Decision) -> String {
     match d {
         Decision::Reuse { .. } => "would reuse".into(),
         Decision::Run { reason, .. } => format!("would run ({reason})"),
@@ -109,10 +109,10 @@ pub fn decision_word(d: &Decision) -> String {
 }
 
 /// Per-step status words: from a plan (specs) or a run record (runs).
-pub type Statuses = BTreeMap<String, String>;
+pub(crate) type Statuses = BTreeMap<String, String>;
 
 /// Statuses from a plan.
-pub fn plan_statuses(plan: &Plan) -> Statuses {
+pub(crate) fn plan_statuses(plan: &Plan) -> Statuses {
     plan.steps
         .iter()
         .map(|s| (s.name.clone(), decision_word(&s.decision)))
@@ -120,7 +120,7 @@ pub fn plan_statuses(plan: &Plan) -> Statuses {
 }
 
 /// The text form: steps in topological order with ports, edges and status.
-pub fn graph_text(g: &GraphSnapshot, statuses: &Statuses) -> String {
+pub(crate) fn graph_text(g: &GraphSnapshot, statuses: &Statuses) -> String {
     let mut out = format!("pipeline {}\n", g.pipeline);
     if !g.parameters.is_empty() {
         let ps: Vec<String> = g
@@ -192,7 +192,7 @@ fn dot_escape(s: &str) -> String {
 }
 
 /// Graphviz `dot`.
-pub fn graph_dot(g: &GraphSnapshot, statuses: &Statuses) -> String {
+pub(crate) fn graph_dot(g: &GraphSnapshot, statuses: &Statuses) -> String {
     let mut out = format!(
         "digraph \"{}\" {{\n  rankdir=LR;\n  node [shape=box, style=rounded];\n",
         dot_escape(&g.pipeline)
@@ -259,7 +259,7 @@ fn mermaid_text(s: &str) -> String {
 }
 
 /// Mermaid flowchart.
-pub fn graph_mermaid(g: &GraphSnapshot, statuses: &Statuses) -> String {
+pub(crate) fn graph_mermaid(g: &GraphSnapshot, statuses: &Statuses) -> String {
     let mut out = String::from("flowchart LR\n");
     for (i, n) in g.nodes.iter().enumerate() {
         let status = statuses

@@ -105,7 +105,7 @@ fn run_start_ms() -> u64 {
 }
 
 /// The most steps that execute at once, whatever `jobs` asks for.
-pub const MAX_JOBS: usize = 256;
+pub(crate) const MAX_JOBS: usize = 256;
 
 /// How often the run record is rewritten while a run is going.
 const RECORD_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);

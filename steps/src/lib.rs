@@ -27,6 +27,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![deny(missing_docs)]
+// A library never prints: it returns errors and emits events; the CLI decides what to show.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 
 mod command_step;
 mod fn_step;

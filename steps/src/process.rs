@@ -30,15 +30,15 @@ use nix::unistd::Pid;
 
 /// The variable carrying a step's token into each of its processes (and, unless they clear
 /// their environment, into everything they start).
-pub const STEP_TOKEN_VAR: &str = "STEPGRAPH_STEP_TOKEN";
+pub(crate) const STEP_TOKEN_VAR: &str = "STEPGRAPH_STEP_TOKEN";
 
 /// The caller's variables every step process gets, when they are set (besides every `LC_*`).
 /// They are machine-local (where programs and the home folder are, the user's locale), so
 /// they are not part of fingerprints.
-pub const DEFAULT_ENV: &[&str] = &["PATH", "HOME", "USER", "LANG", "TZ", "TMPDIR"];
+pub(crate) const DEFAULT_ENV: &[&str] = &["PATH", "HOME", "USER", "LANG", "TZ", "TMPDIR"];
 
 /// Bytes kept from each end of a long text by [`excerpt`].
-pub const EXCERPT_BYTES: usize = 4096;
+pub(crate) const EXCERPT_BYTES: usize = 4096;
 
 /// Kill a child and everything it started (it must have been spawned with `process_group(0)`).
 pub(crate) fn kill_tree(child: &mut Child) {
@@ -59,7 +59,7 @@ const KEEP_WHOLE: usize = 2 * EXCERPT_BYTES + 256;
 /// between them. Invalid UTF-8 is replaced, never an error. Control characters other than
 /// newline and tab are escaped (`\x1b`, `\r`, `\u{9b}`), so a worker's terminal escape
 /// sequences never reach the user's terminal through an error, an event or job_result.txt.
-pub fn excerpt(bytes: &[u8]) -> String {
+pub(crate) fn excerpt(bytes: &[u8]) -> String {
     if bytes.len() <= KEEP_WHOLE {
         return escape_controls(&String::from_utf8_lossy(bytes));
     }
@@ -69,7 +69,7 @@ pub fn excerpt(bytes: &[u8]) -> String {
 }
 
 /// [`excerpt`] of a file's contents, reading only its two ends (empty when unreadable).
-pub fn file_excerpt(path: &Path) -> String {
+pub(crate) fn file_excerpt(path: &Path) -> String {
     let Ok(mut f) = File::open(path) else {
         return String::new();
     };

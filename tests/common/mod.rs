@@ -9,7 +9,7 @@ use stepgraph_engine::{OpenOptions, PipelineData, RunOptions, Store};
 use stepgraph_steps::FnStep;
 
 /// Write `contents` to `dir/rel`, creating folders.
-pub fn write(dir: &Path, rel: &str, contents: &str) -> PathBuf {
+pub(crate) fn write(dir: &Path, rel: &str, contents: &str) -> PathBuf {
     let p = dir.join(rel);
     if let Some(parent) = p.parent() {
         std::fs::create_dir_all(parent).expect("create test folder");
@@ -20,27 +20,27 @@ pub fn write(dir: &Path, rel: &str, contents: &str) -> PathBuf {
 
 /// A shared execution counter, to be captured by step closures.
 #[derive(Debug, Clone, Default)]
-pub struct Counter(Arc<AtomicUsize>);
+pub(crate) struct Counter(Arc<AtomicUsize>);
 
 impl Counter {
     /// A counter at zero.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Count one execution.
-    pub fn hit(&self) {
+    pub(crate) fn hit(&self) {
         self.0.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Executions so far.
-    pub fn get(&self) -> usize {
+    pub(crate) fn get(&self) -> usize {
         self.0.load(Ordering::SeqCst)
     }
 }
 
 /// Run options with `jobs` workers (1 gives a deterministic event order).
-pub fn jobs(n: usize) -> RunOptions {
+pub(crate) fn jobs(n: usize) -> RunOptions {
     RunOptions {
         jobs: n,
         ..RunOptions::default()
@@ -48,14 +48,14 @@ pub fn jobs(n: usize) -> RunOptions {
 }
 
 /// A temporary folder holding a store at `store/` and room for data beside it.
-pub struct Workspace {
+pub(crate) struct Workspace {
     /// The temporary folder (removed on drop).
     pub dir: tempfile::TempDir,
 }
 
 impl Workspace {
     /// A fresh, empty workspace.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Workspace {
             dir: tempfile::tempdir().expect("create temp dir"),
         }
@@ -63,7 +63,7 @@ impl Workspace {
 
     /// A fresh workspace in memory (`/dev/shm`) when the system has one, where fsync is
     /// free: for tests that run hundreds of steps.
-    pub fn in_memory() -> Self {
+    pub(crate) fn in_memory() -> Self {
         let shm = Path::new("/dev/shm");
         let dir = if shm.is_dir() {
             tempfile::tempdir_in(shm).or_else(|_| tempfile::tempdir())
@@ -76,22 +76,22 @@ impl Workspace {
     }
 
     /// The workspace root.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.dir.path()
     }
 
     /// The store folder.
-    pub fn store_path(&self) -> PathBuf {
+    pub(crate) fn store_path(&self) -> PathBuf {
         self.dir.path().join("store")
     }
 
     /// Open the workspace's store.
-    pub fn store(&self) -> Store {
+    pub(crate) fn store(&self) -> Store {
         Store::open(self.store_path(), OpenOptions::default()).expect("open store")
     }
 
     /// Write `contents` to `rel` inside the workspace.
-    pub fn write(&self, rel: &str, contents: &str) -> PathBuf {
+    pub(crate) fn write(&self, rel: &str, contents: &str) -> PathBuf {
         write(self.path(), rel, contents)
     }
 }
@@ -103,14 +103,14 @@ impl Default for Workspace {
 }
 
 /// `(kind, step)` pairs as owned strings, for comparing with `CollectSink::step_events()`.
-pub fn ev(pairs: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
+pub(crate) fn ev(pairs: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
     pairs.iter().map(|(k, s)| (*k, s.to_string())).collect()
 }
 
 /// Two steps over store objects: `produce` writes `good.txt` ("the good content\n") into its
 /// output `out` (data `made`); `consume` writes its upper-case copy as `upper.txt` (data
 /// `upper`), so the two share no object. Each counts its executions.
-pub fn produce_consume_steps(produced: &Counter, consumed: &Counter) -> (FnStep, FnStep) {
+pub(crate) fn produce_consume_steps(produced: &Counter, consumed: &Counter) -> (FnStep, FnStep) {
     let (p, c) = (produced.clone(), consumed.clone());
     let produce = FnStep::new("produce", "v1", move |ctx| {
         p.hit();

@@ -4,30 +4,30 @@
 use std::process::Output;
 
 /// The `stepgraph` binary under test.
-pub const BIN: &str = env!("CARGO_BIN_EXE_stepgraph");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_stepgraph");
 
 /// What one `stepgraph` invocation gave.
-pub struct Out(pub Output);
+pub(crate) struct Out(pub Output);
 
 impl Out {
     /// The exit code (-1 when killed by a signal).
-    pub fn code(&self) -> i32 {
+    pub(crate) fn code(&self) -> i32 {
         self.0.status.code().unwrap_or(-1)
     }
 
     /// Standard output, lossily as text.
-    pub fn stdout(&self) -> String {
+    pub(crate) fn stdout(&self) -> String {
         String::from_utf8_lossy(&self.0.stdout).into_owned()
     }
 
     /// Standard error, lossily as text.
-    pub fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         String::from_utf8_lossy(&self.0.stderr).into_owned()
     }
 
     /// Assert exit code 0 (printing both streams otherwise).
     #[track_caller]
-    pub fn ok(self) -> Self {
+    pub(crate) fn ok(self) -> Self {
         assert_eq!(
             self.code(),
             0,
