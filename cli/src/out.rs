@@ -33,6 +33,15 @@ pub(crate) fn error_line(e: &anyhow::Error) -> String {
         }
         line.push_str(&text);
     }
+    // What the user can do about a busy store is a CLI matter: say it here.
+    if e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<stepgraph_engine::StoreError>(),
+            Some(stepgraph_engine::StoreError::Locked { .. })
+        )
+    }) {
+        line.push_str(" (use --wait to wait for it)");
+    }
     line
 }
 

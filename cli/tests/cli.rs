@@ -515,7 +515,8 @@ fn a_second_run_on_a_busy_store_is_refused_or_waits() {
     let second = p.run(&["run", "slow.json"]);
     assert_eq!(second.code(), 2, "{}", second.stderr());
     assert!(
-        second.stderr().contains("is in use by run pid"),
+        second.stderr().contains("is in use by run pid")
+            && second.stderr().contains("(use --wait to wait for it)"),
         "{}",
         second.stderr()
     );

@@ -111,12 +111,13 @@ pub enum BuildError {
 #[error("{}", render_errors(.0))]
 pub struct BuildErrors(pub Vec<BuildError>);
 
+/// One problem per line, as spec errors are.
 fn render_errors(errors: &[BuildError]) -> String {
     errors
         .iter()
         .map(ToString::to_string)
         .collect::<Vec<_>>()
-        .join("; ")
+        .join("\n")
 }
 
 /// A problem with the store: its lock, database or objects.
@@ -124,7 +125,7 @@ fn render_errors(errors: &[BuildError]) -> String {
 #[non_exhaustive]
 pub enum StoreError {
     /// Another process holds the store's lock.
-    #[error("store {path} is in use by run pid {pid} since {since} (use --wait to wait for it)")]
+    #[error("store {path} is in use by run pid {pid} since {since}")]
     Locked {
         /// The store directory.
         path: PathBuf,
@@ -361,5 +362,26 @@ impl From<StoreError> for StepError {
 impl From<std::io::Error> for StepError {
     fn from(e: std::io::Error) -> Self {
         StepError::new(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_errors_display_one_problem_per_line() {
+        let e = BuildErrors(vec![
+            BuildError::DuplicateStepName { step: "a".into() },
+            BuildError::UnknownStep {
+                step: "b".into(),
+                field: "run_after".into(),
+                name: "c".into(),
+            },
+        ]);
+        assert_eq!(
+            e.to_string(),
+            "step \"a\": duplicate step name\nstep \"b\": run_after names unknown step \"c\""
+        );
     }
 }
