@@ -271,12 +271,7 @@ fn partition_inputs(
         match &input.kind {
             InputKind::Files(fs) => files.extend(fs.iter().map(|f| f.path.clone())),
             InputKind::Tabular { format, files: fs } => {
-                let format = match format {
-                    stepgraph_engine::TabularFormat::Csv => partition::TabularFormat::Csv,
-                    stepgraph_engine::TabularFormat::JsonLines => {
-                        partition::TabularFormat::JsonLines
-                    }
-                };
+                let format = *format;
                 sources.extend(
                     fs.iter()
                         .map(|f| TabularSource::new(f.path.clone(), format)),

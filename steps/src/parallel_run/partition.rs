@@ -170,15 +170,10 @@ fn invalid_size(value: &str, reason: impl Into<String>) -> PartitionError {
     }
 }
 
-/// Format of a tabular input file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TabularFormat {
-    /// Comma-separated values with a header record (RFC 4180 quoting; LF, CRLF
-    /// or CR line terminators).
-    Csv,
-    /// JSON Lines: one JSON object per non-blank line.
-    JsonLines,
-}
+/// Format of a tabular input file: the engine's one [`TabularFormat`]. CSV has a header record
+/// (RFC 4180 quoting; LF, CRLF or CR line terminators); JSON Lines is one JSON object per
+/// non-blank line.
+pub use stepgraph_engine::TabularFormat;
 
 /// One tabular input file.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -16,7 +16,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use serde_json::{json, Value};
 
 use super::entry::{load, EntryContext, EntryFactory, EntryScript};
-use super::partition::{MiniBatchSpec, TabularFormat};
+use super::partition::MiniBatchSpec;
 use super::MAX_PROTOCOL_LINE;
 use crate::process::{excerpt, file_excerpt, kill_tree};
 use stepgraph_engine::CancelFlag;
@@ -388,7 +388,7 @@ pub(crate) fn run_message(index: u64, spec: &MiniBatchSpec) -> Value {
             "type": "run", "index": index, "kind": "tabular",
             "segments": segments.iter().map(|s| json!({
                 "path": path_value(&s.path),
-                "format": match s.format { TabularFormat::Csv => "csv", TabularFormat::JsonLines => "jsonl" },
+                "format": s.format.as_str(),
                 "header_end": s.header_end,
                 "ranges": s.ranges,
             })).collect::<Vec<_>>(),
