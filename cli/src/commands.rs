@@ -669,32 +669,20 @@ fn cmd_cache(store: &Store, action: CacheAction) -> Result<i32> {
             print_gc_report(&r, args.max_size)?;
         }
         CacheAction::Verify => {
-            let mut bad = 0;
-            let entries = store.cache_entries()?;
-            for e in &entries {
-                let damaged: Vec<String> = e
-                    .outputs
-                    .values()
-                    .flat_map(|m| m.files.iter())
-                    .filter_map(|(rel, o)| {
-                        store
-                            .verify_object(o)
-                            .err()
-                            .map(|err| format!("{rel}: {err}"))
-                    })
-                    .collect();
-                if !damaged.is_empty() {
-                    bad += 1;
-                    store.cache_remove(&e.key)?;
-                    outln!(
-                        "dropped {} (step {}): {}",
-                        e.key.get(..12).unwrap_or(&e.key),
-                        e.step,
-                        damaged.join("; ")
-                    )?;
-                }
+            let report = store.verify_cache()?;
+            for d in &report.dropped {
+                outln!(
+                    "dropped {} (step {}): {}",
+                    d.key.get(..12).unwrap_or(&d.key),
+                    d.step,
+                    d.problems.join("; ")
+                )?;
             }
-            outln!("verified {} entries: {} dropped", entries.len(), bad)?;
+            outln!(
+                "verified {} entries: {} dropped",
+                report.checked,
+                report.dropped.len()
+            )?;
         }
         CacheAction::Rm { target } => {
             let entries = store.cache_entries()?;

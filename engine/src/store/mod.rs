@@ -23,6 +23,7 @@ pub(crate) use objects::relative_slash;
 mod progress;
 pub mod records;
 mod retention;
+mod verify;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -33,6 +34,7 @@ pub use marker::{is_store_dir, STORE_MARKER};
 pub use progress::{ProgressLog, ProgressRecord};
 use records::{CacheEntry, LatestRecord, RunRecord, RunStatus, StepStatus, SCHEMA_VERSION};
 pub use retention::{EntryUsage, GcOptions, GcReport, RemovedEntry, RunsReport, StoreUsage};
+pub use verify::{DroppedEntry, VerifyReport};
 
 use crate::error::{is_disk_full, StoreError};
 
