@@ -63,7 +63,7 @@ pub use data::{
 pub use error::{BuildError, BuildErrors, EngineError, StepError, StoreError};
 pub use events::{CollectSink, Event, EventSink, NullSink};
 pub use fingerprint::{diff, Component, ComponentChange, Fingerprint, NodeKey, Preimage};
-pub use module_def::{create_module_def, Argument, CodeIdentity, ModuleDef};
+pub use module_def::{create_module_def, Argument, CodeIdentity, ModuleDef, SourceRules};
 pub use name::StepName;
 pub use pipeline::{Edge, GraphBuilder, Node, Pipeline, PipelineBuilder};
 pub use plan::{plan, Decision, Plan, PlanOptions, PlannedStep, RunReason};

@@ -37,12 +37,28 @@ impl From<PipelineParameter> for Argument {
     }
 }
 
+/// Which files of a source folder are not code. The step that owns the folder says: the engine
+/// knows no language's conventions (a Python step skips `__pycache__`, an Azure step honours
+/// `.amlignore`). Stores inside the folder are always skipped.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SourceRules {
+    /// Names of gitignore-style files honoured in every folder (`.gitignore`, `.amlignore`).
+    pub ignore_files: Vec<String>,
+    /// Globs on a file or folder *name* (`__pycache__`, `*.pyc`) that are never code.
+    pub skip: Vec<String>,
+}
+
 /// What identifies a step's code in its fingerprint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CodeIdentity {
-    /// A folder whose snapshot (sorted relative paths and contents, honouring `.gitignore` and
-    /// `.amlignore`, never `__pycache__`) is hashed.
-    SourceDirectory(PathBuf),
+    /// A folder whose snapshot (sorted relative paths and contents, less what `rules` leave
+    /// out) is hashed.
+    SourceDirectory {
+        /// The folder.
+        dir: PathBuf,
+        /// What in it is not code.
+        rules: SourceRules,
+    },
     /// A declared version string (Rust closures and in-process entries).
     Version(String),
 }

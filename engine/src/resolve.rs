@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::data::{list_files, DataSource, DatasetFile, InputRole};
 use crate::error::EngineError;
 use crate::fingerprint::{Component, Fingerprint, NodeKey};
-use crate::module_def::{Argument, CodeIdentity};
+use crate::module_def::{Argument, CodeIdentity, SourceRules};
 use crate::pipeline::Pipeline;
 use crate::step::{InputKind, ResolvedInput};
 use crate::store::records::OutputManifest;
@@ -64,8 +64,8 @@ pub(crate) fn prepare(
         fp.insert("version", Component::value(Value::String(v.clone())));
     }
     match &def.code {
-        Some(CodeIdentity::SourceDirectory(dir)) => {
-            let manifest = snapshot_source_dir(dir, store, verify).map_err(|message| {
+        Some(CodeIdentity::SourceDirectory { dir, rules }) => {
+            let manifest = snapshot_source_dir(dir, rules, store, verify).map_err(|message| {
                 EngineError::InvalidInput {
                     step: node.name.clone(),
                     port: "source_directory".into(),
@@ -220,11 +220,11 @@ fn hash_all(
         .collect()
 }
 
-/// The source folder's snapshot: relative path -> content hash, honouring `.gitignore` and
-/// `.amlignore`, never `.git`, `__pycache__` or `*.pyc` (Python writes those while running),
-/// nor any store's folder.
+/// The source folder's snapshot: relative path -> content hash, less what the step's `rules`
+/// leave out, and never any store's folder.
 pub(crate) fn snapshot_source_dir(
     dir: &Path,
+    rules: &SourceRules,
     store: &Store,
     verify: bool,
 ) -> Result<BTreeMap<String, String>, String> {
@@ -232,19 +232,32 @@ pub(crate) fn snapshot_source_dir(
         return Err(format!("{} is not a folder", dir.display()));
     }
     let store_root = store.root().to_path_buf();
+    let mut skip = globset::GlobSetBuilder::new();
+    for pattern in &rules.skip {
+        skip.add(globset::Glob::new(pattern).map_err(|e| format!("source rule {pattern:?}: {e}"))?);
+    }
+    let skip = skip.build().map_err(|e| e.to_string())?;
     // Links are followed, as the copy a step runs in follows them: what runs is what is hashed.
-    let walker = ignore::WalkBuilder::new(dir)
+    let mut builder = ignore::WalkBuilder::new(dir);
+    builder
         .follow_links(true)
         .hidden(false)
-        .git_ignore(true)
+        .git_ignore(rules.ignore_files.iter().any(|f| f == ".gitignore"))
         .git_global(false)
         .git_exclude(false)
+        .ignore(rules.ignore_files.iter().any(|f| f == ".ignore"))
         .require_git(false)
-        .parents(false)
-        .add_custom_ignore_filename(".amlignore")
+        .parents(false);
+    for f in rules
+        .ignore_files
+        .iter()
+        .filter(|f| *f != ".gitignore" && *f != ".ignore")
+    {
+        builder.add_custom_ignore_filename(f);
+    }
+    let walker = builder
         .filter_entry(move |e| {
-            let name = e.file_name().to_string_lossy();
-            if name == ".git" || name == "__pycache__" || name.ends_with(".pyc") {
+            if skip.is_match(e.file_name()) {
                 return false;
             }
             // A store (this one, or any other) may sit in the source folder
@@ -266,4 +279,53 @@ pub(crate) fn snapshot_source_dir(
         }
     }
     hash_all(&files, store, verify)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::OpenOptions;
+
+    #[test]
+    fn the_step_s_rules_decide_what_in_a_source_folder_is_code(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let store = Store::open(dir.path().join("store"), OpenOptions::default())?;
+        let src = dir.path().join("src");
+        for (rel, text) in [
+            ("main.py", "code"),
+            ("__pycache__/main.pyc", "compiled"),
+            ("data.bin", "big"),
+            ("notes.tmp", "scratch"),
+            (".amlignore", "*.bin\n"),
+            (".gitignore", "*.tmp\n"),
+        ] {
+            let p = src.join(rel);
+            std::fs::create_dir_all(p.parent().ok_or("no parent")?)?;
+            std::fs::write(p, text)?;
+        }
+        let names = |rules: &SourceRules| -> Result<Vec<String>, String> {
+            Ok(snapshot_source_dir(&src, rules, &store, false)?
+                .into_keys()
+                .collect())
+        };
+        // No rules: everything but the store is code.
+        assert_eq!(
+            names(&SourceRules::default())?,
+            [
+                ".amlignore",
+                ".gitignore",
+                "__pycache__/main.pyc",
+                "data.bin",
+                "main.py",
+                "notes.tmp"
+            ]
+        );
+        let python = SourceRules {
+            ignore_files: vec![".gitignore".into(), ".amlignore".into()],
+            skip: vec!["__pycache__".into(), "*.pyc".into()],
+        };
+        assert_eq!(names(&python)?, [".amlignore", ".gitignore", "main.py"]);
+        Ok(())
+    }
 }

@@ -199,7 +199,10 @@ impl Step for CommandStep {
             code: self
                 .source_directory
                 .clone()
-                .map(CodeIdentity::SourceDirectory),
+                .map(|dir| CodeIdentity::SourceDirectory {
+                    dir,
+                    rules: crate::process::source_rules(),
+                }),
             environment_variables: self.environment_variables.clone(),
             env_passthrough: self.env_passthrough.clone(),
             run_after: self.run_after.clone(),

@@ -464,6 +464,18 @@ fn scan_proc() -> Vec<ProcInfo> {
 
 // ----- source folders -----
 
+/// What in a Python / command step's source folder is not code, as Azure ML snapshots it:
+/// `.gitignore`, `.amlignore` (and `.ignore`) are honoured; `.git`, `__pycache__` and `*.pyc`
+/// (Python writes those while running) are never part of it.
+pub(crate) fn source_rules() -> stepgraph_engine::SourceRules {
+    stepgraph_engine::SourceRules {
+        ignore_files: [".gitignore", ".amlignore", ".ignore"]
+            .map(String::from)
+            .to_vec(),
+        skip: [".git", "__pycache__", "*.pyc"].map(String::from).to_vec(),
+    }
+}
+
 /// Copy a source folder (without `.git` and `__pycache__`) to `to`: steps run in a copy, the
 /// way Azure runs a snapshot, so nothing they write lands in the user's folder or in the
 /// snapshot that is hashed into their fingerprint. `skip` (the store, which may sit inside

@@ -226,7 +226,10 @@ impl Step for ParallelRunStep {
             .collect();
         let code = match (&source_directory, &cfg.entry) {
             (_, Entry::Rust { version, .. }) => Some(CodeIdentity::Version(version.clone())),
-            (Some(d), _) => Some(CodeIdentity::SourceDirectory(d.clone())),
+            (Some(d), _) => Some(CodeIdentity::SourceDirectory {
+                dir: d.clone(),
+                rules: crate::process::source_rules(),
+            }),
             (None, _) => None,
         };
         let mut config = cfg.fingerprint_config();
