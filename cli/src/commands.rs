@@ -540,7 +540,7 @@ fn cmd_logs(store: &Store, run: &str, step: &str, worker: Option<usize>) -> Resu
                 .join(", ")
         );
     }
-    let logs = store.run_dir(run).join(step).join("logs");
+    let logs = store.run_layout(run).log_dir(step);
     if let Some(w) = worker {
         let p = logs.join("user").join(format!("worker-{w}.txt"));
         let bytes = std::fs::read(&p)

@@ -25,7 +25,7 @@ use crate::store::records::{
     CacheEntry, LatestRecord, ObjectRef, OutputManifest, RunRecord, RunStatus, StepCounts,
     StepRecord, StepStatus, SCHEMA_VERSION,
 };
-use crate::store::{now_unix_ms, Store};
+use crate::store::{now_unix_ms, RunLayout, Store};
 
 /// Options of a run.
 #[derive(Debug, Clone)]
@@ -73,7 +73,7 @@ impl RunSummary {
 
     /// The materialised folder of output `port` of step `name`.
     pub fn output_dir(&self, step: &str, port: &str) -> PathBuf {
-        self.run_dir.join(step).join("outputs").join(port)
+        RunLayout::new(&self.run_dir).output_dir(step, port)
     }
 }
 
@@ -531,11 +531,11 @@ impl ExecShared<'_> {
         let key = prepared.key.0.clone();
         record.key = Some(key.clone());
         let def = &node.module_def;
-        let step_dir = self.store.run_dir(self.run_id).join(&name);
+        let layout = self.store.run_layout(self.run_id);
         let out_dirs: BTreeMap<String, PathBuf> = def
             .outputs
             .iter()
-            .map(|o| (o.name.clone(), step_dir.join("outputs").join(&o.name)))
+            .map(|o| (o.name.clone(), layout.output_dir(&name, &o.name)))
             .collect();
         let latest = LatestRecord {
             key: key.clone(),
@@ -588,8 +588,8 @@ impl ExecShared<'_> {
             step: name.clone(),
             key: key.clone(),
         });
-        let work_dir = step_dir.join("work");
-        let log_dir = step_dir.join("logs");
+        let work_dir = layout.work_dir(&name);
+        let log_dir = layout.log_dir(&name);
         for d in out_dirs.values().chain([&work_dir, &log_dir]) {
             // A step rerun in this run starts from empty folders, not from its first result.
             if job.rerun_damaged && d.exists() {

@@ -15,6 +15,7 @@
 //!   still be opened to free space (as CockroachDB's emergency ballast).
 
 mod filehash;
+mod layout;
 mod lock;
 mod marker;
 mod mirror;
@@ -30,6 +31,7 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use filehash::hash_file_uncached;
+pub use layout::RunLayout;
 pub use marker::{is_store_dir, STORE_MARKER};
 pub use progress::{ProgressLog, ProgressRecord};
 use records::{CacheEntry, LatestRecord, RunRecord, RunStatus, StepStatus, SCHEMA_VERSION};
@@ -257,6 +259,11 @@ impl Store {
         self.root.join("runs").join(run_id)
     }
 
+    /// The layout of the folder of run `run_id`.
+    pub fn run_layout(&self, run_id: &str) -> RunLayout {
+        RunLayout::new(self.run_dir(run_id))
+    }
+
     /// Make every write so far durable.
     ///
     /// # Errors
@@ -406,10 +413,11 @@ impl Store {
         {
             return 0;
         }
-        let dir = self.run_dir(run_id).join(step);
-        ["outputs", "work"]
+        let layout = self.run_layout(run_id);
+        let outputs = layout.step_dir(step).join("outputs");
+        [outputs, layout.work_dir(step)]
             .iter()
-            .map(|d| retention::remove_counting(&dir.join(d)))
+            .map(|d| retention::remove_counting(d))
             .sum()
     }
 

@@ -1,0 +1,58 @@
+//! Where a run's files are: `runs/<run-id>/<step>/{outputs/<port>, work, logs}`. Every path into
+//! a run folder is built here, so the layout has one definition.
+
+use std::path::{Path, PathBuf};
+
+/// The folder of one run and the paths inside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunLayout {
+    dir: PathBuf,
+}
+
+impl RunLayout {
+    /// The layout of the run folder `dir` (`<store>/runs/<run-id>`).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        RunLayout { dir: dir.into() }
+    }
+
+    /// The run's folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The folder of `step` in this run.
+    pub fn step_dir(&self, step: &str) -> PathBuf {
+        self.dir.join(step)
+    }
+
+    /// The materialised folder of output `port` of `step`.
+    pub fn output_dir(&self, step: &str, port: &str) -> PathBuf {
+        self.step_dir(step).join("outputs").join(port)
+    }
+
+    /// The scratch folder `step` runs in.
+    pub fn work_dir(&self, step: &str) -> PathBuf {
+        self.step_dir(step).join("work")
+    }
+
+    /// The log folder of `step` (`user/`, `sys/`, `job_result.txt`).
+    pub fn log_dir(&self, step: &str) -> PathBuf {
+        self.step_dir(step).join("logs")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_follow_the_documented_layout() {
+        let l = RunLayout::new("/s/runs/r1");
+        assert_eq!(
+            l.output_dir("a", "out"),
+            Path::new("/s/runs/r1/a/outputs/out")
+        );
+        assert_eq!(l.work_dir("a"), Path::new("/s/runs/r1/a/work"));
+        assert_eq!(l.log_dir("a"), Path::new("/s/runs/r1/a/logs"));
+    }
+}
