@@ -393,7 +393,7 @@ fn print_run_graph(store: &Store, run: &str, format: GraphFormat) -> Result<i32>
 }
 
 fn print_graph(
-    g: &stepgraph_engine::store::records::GraphSnapshot,
+    g: &stepgraph_engine::GraphSnapshot,
     statuses: &render::Statuses,
     format: GraphFormat,
     plan: Option<&stepgraph_engine::Plan>,

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 
-use stepgraph_engine::store::records::GraphSnapshot;
+use stepgraph_engine::GraphSnapshot;
 use stepgraph_engine::{Decision, Plan};
 
 /// Milliseconds as `850ms`, `2.1s`, `3m05s`.

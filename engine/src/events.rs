@@ -4,7 +4,7 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
-use crate::store::records::{StepCounts, StepStatus};
+use crate::model::{StepCounts, StepStatus};
 
 /// Something that happened during a run.
 #[derive(Debug, Clone, PartialEq, Serialize)]

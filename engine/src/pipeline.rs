@@ -11,12 +11,10 @@ use serde_json::Value;
 
 use crate::data::{DataSource, InputRole, PipelineParameter};
 use crate::error::{BuildError, BuildErrors};
+use crate::model::{GraphSnapshot, SnapshotDataEdge, SnapshotEdge, SnapshotNode, SnapshotPort};
 use crate::module_def::{Argument, ModuleDef};
 use crate::name::{check_data_name, StepName};
 use crate::step::{BuildContext, Datastore, Step};
-use crate::store::records::{
-    GraphSnapshot, SnapshotDataEdge, SnapshotEdge, SnapshotNode, SnapshotPort,
-};
 
 /// A node: one step with its declaration.
 #[derive(Clone)]

@@ -16,14 +16,15 @@ use serde_json::Value;
 
 use crate::error::{EngineError, StepError, StoreError};
 use crate::events::{Event, EventSink};
+use crate::model::{StepCounts, StepStatus};
 use crate::module_def::Argument;
 use crate::pipeline::{Edge, Pipeline};
 use crate::plan::{check_entry, PlanOptions};
 use crate::resolve::{prepare, value_to_arg, OutputsMap, UpstreamOutput};
 use crate::step::{CancelFlag, StepContext};
 use crate::store::records::{
-    CacheEntry, LatestRecord, ObjectRef, OutputManifest, RunRecord, RunStatus, StepCounts,
-    StepRecord, StepStatus, SCHEMA_VERSION,
+    CacheEntry, LatestRecord, ObjectRef, OutputManifest, RunRecord, RunStatus, StepRecord,
+    SCHEMA_VERSION,
 };
 use crate::store::{now_unix_ms, RunLayout, Store};
 

@@ -10,9 +10,9 @@ use serde_json::Value;
 use crate::data::{DatasetFile, InputRole, TabularFormat};
 use crate::error::{BuildError, StepError};
 use crate::events::{Event, EventSink};
+use crate::model::StepCounts;
 use crate::module_def::ModuleDef;
 use crate::pipeline::GraphBuilder;
-use crate::store::records::StepCounts;
 use crate::store::Store;
 
 /// What a step builder knows about the pipeline it is added to.

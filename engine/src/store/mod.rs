@@ -30,11 +30,12 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::model::StepStatus;
 pub use filehash::hash_file_uncached;
 pub use layout::RunLayout;
 pub use marker::{is_store_dir, STORE_MARKER};
 pub use progress::{ProgressLog, ProgressRecord};
-use records::{CacheEntry, LatestRecord, RunRecord, RunStatus, StepStatus, SCHEMA_VERSION};
+use records::{CacheEntry, LatestRecord, RunRecord, RunStatus, SCHEMA_VERSION};
 pub use retention::{EntryUsage, GcOptions, GcReport, RemovedEntry, RunsReport, StoreUsage};
 pub use verify::{DroppedEntry, VerifyReport};
 

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::fingerprint::Fingerprint;
+use crate::model::{GraphSnapshot, StepCounts, StepStatus};
 
 /// Version of every record layout below; a db with another version is rebuilt.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -26,21 +27,6 @@ pub struct OutputManifest {
     pub hash: String,
     /// Relative path (`/`-separated) -> object.
     pub files: BTreeMap<String, ObjectRef>,
-}
-
-/// Counters a step reports (ParallelRunStep fills all of them; simple steps leave zeros).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StepCounts {
-    /// Items processed (files or rows).
-    pub items: u64,
-    /// Items that failed.
-    pub failed_items: u64,
-    /// Mini-batches in the step.
-    pub mini_batches: u64,
-    /// Mini-batches that failed after all tries.
-    pub failed_mini_batches: u64,
-    /// Mini-batches taken from an interrupted earlier run instead of being run again.
-    pub resumed_mini_batches: u64,
 }
 
 /// A cache entry: what a step with this key produced.
@@ -66,38 +52,6 @@ pub struct CacheEntry {
     pub duration_ms: u64,
     /// When it was written (Unix ms).
     pub created_unix_ms: u64,
-}
-
-/// What happened to a step in a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StepStatus {
-    /// Not started yet.
-    Pending,
-    /// Output taken from the cache.
-    Reused,
-    /// Executed successfully.
-    Ran,
-    /// Executed and failed.
-    Failed,
-    /// Not run because an upstream step failed.
-    Skipped,
-    /// Stopped by cancellation.
-    Cancelled,
-}
-
-impl StepStatus {
-    /// Lowercase word for tables.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StepStatus::Pending => "pending",
-            StepStatus::Reused => "reused",
-            StepStatus::Ran => "ran",
-            StepStatus::Failed => "failed",
-            StepStatus::Skipped => "skipped",
-            StepStatus::Cancelled => "cancelled",
-        }
-    }
 }
 
 /// One step's line in a run record.
@@ -148,69 +102,6 @@ impl RunStatus {
             RunStatus::Interrupted => "interrupted",
         }
     }
-}
-
-/// A node of a graph snapshot.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SnapshotNode {
-    /// Step name.
-    pub name: String,
-    /// Step type.
-    pub execution_type: String,
-    /// Input port -> (source kind, source name).
-    pub inputs: Vec<SnapshotPort>,
-    /// Output port -> data name.
-    pub outputs: Vec<SnapshotPort>,
-    /// Whether reuse is allowed.
-    pub allow_reuse: bool,
-}
-
-/// A port in a snapshot.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SnapshotPort {
-    /// Port name.
-    pub port: String,
-    /// Data or dataset name.
-    pub data: String,
-    /// `pipeline_data`, `file`, `tabular`, `reference`, or `output`.
-    pub kind: String,
-    /// `main` or `side` for inputs.
-    pub role: String,
-}
-
-/// An edge of a graph snapshot.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SnapshotEdge {
-    /// Producer step.
-    pub from: String,
-    /// Consumer step.
-    pub to: String,
-    /// For data edges, `from_port -> to_port` via data; `None` for `run_after`.
-    pub data: Option<SnapshotDataEdge>,
-}
-
-/// The data part of a snapshot edge.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SnapshotDataEdge {
-    /// Output port of the producer.
-    pub from_port: String,
-    /// Input port of the consumer.
-    pub to_port: String,
-    /// The data name.
-    pub data: String,
-}
-
-/// A pipeline's graph as stored with a run (steps in topological order).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-pub struct GraphSnapshot {
-    /// Pipeline name.
-    pub pipeline: String,
-    /// Steps in topological order.
-    pub nodes: Vec<SnapshotNode>,
-    /// Data and sequencing edges.
-    pub edges: Vec<SnapshotEdge>,
-    /// Pipeline parameters and defaults.
-    pub parameters: BTreeMap<String, Value>,
 }
 
 /// A run's record in the `runs` tree.

@@ -758,11 +758,10 @@ mod tests {
     use std::collections::BTreeMap;
     use std::time::Duration;
 
-    use super::super::records::{
-        CacheEntry, RunRecord, RunStatus, StepCounts, StepRecord, StepStatus, SCHEMA_VERSION,
-    };
+    use super::super::records::{CacheEntry, RunRecord, RunStatus, StepRecord, SCHEMA_VERSION};
     use super::super::{now_unix_ms, OpenOptions, Store};
     use super::GcOptions;
+    use crate::model::{StepCounts, StepStatus};
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
 
