@@ -637,3 +637,145 @@ fn a_huge_jobs_value_runs_with_as_many_threads_as_there_are_steps() -> TestResul
     assert_eq!(s.step("one").map(|r| r.status), Some(StepStatus::Ran));
     Ok(())
 }
+
+#[test]
+fn a_step_sees_only_the_parameters_in_its_key() -> TestResult {
+    let ws = Workspace::new();
+    let step = CommandStep::new(
+        "ccc",
+        [
+            "sh",
+            "-c",
+            "echo \"[$AML_PARAMETER_mode]\" > \"$0/r.txt\"",
+            "{outputs.out}",
+        ],
+    )
+    .output("out", PipelineData::new("out"));
+    let p = Pipeline::builder("par")
+        .parameter(stepgraph_engine::PipelineParameter::new("mode", "a"))
+        .step(step)
+        .build()?;
+    let store = ws.store();
+    let s = run(&p, &store, &jobs(1), &CollectSink::default())?;
+    assert_eq!(
+        std::fs::read_to_string(s.output_dir("ccc", "out").join("r.txt"))?,
+        "[]\n"
+    );
+    let mut opts = jobs(1);
+    opts.plan.params = [("mode".to_string(), serde_json::json!("b"))].into();
+    let s = run(&p, &store, &opts, &CollectSink::default())?;
+    assert_eq!(s.step("ccc").map(|r| r.status), Some(StepStatus::Reused));
+    assert_eq!(
+        std::fs::read_to_string(s.output_dir("ccc", "out").join("r.txt"))?,
+        "[]\n"
+    );
+    Ok(())
+}
+
+#[test]
+fn every_file_of_a_tabular_dataset_counts_in_its_key_in_order() -> TestResult {
+    let ws = Workspace::new();
+    let x = ws.write("x/d.csv", "v\n1\n2\n");
+    let y = ws.write("y/d.csv", "v\n3\n4\n");
+    let store = ws.store();
+    let key_of = |paths: Vec<PathBuf>| -> Result<String, Box<dyn Error>> {
+        let ds = stepgraph_engine::TabularDataset::from_delimited_files("t", paths);
+        let step = FnStep::new("read", "v1", |_| Ok(()))
+            .input("t", ds)
+            .output("out", PipelineData::new("out"));
+        let p = Pipeline::builder("tab").step(step).build()?;
+        let plan = stepgraph_engine::plan(&p, &store, &Default::default())?;
+        let fp = plan.steps[0].fingerprint.clone().ok_or("no fingerprint")?;
+        Ok(fp.key().0)
+    };
+    let both = key_of(vec![x.clone(), y.clone()])?;
+    assert_ne!(both, key_of(vec![y.clone(), x.clone()])?, "order is data");
+    assert_ne!(
+        key_of(vec![x.clone()])?,
+        key_of(vec![x.clone(), x.clone()])?,
+        "repeats are data"
+    );
+    ws.write("x/d.csv", "v\n9\n9\n");
+    assert_ne!(both, key_of(vec![x, y])?, "a namesake's edit is seen");
+    Ok(())
+}
+
+#[test]
+fn an_input_changed_while_the_step_runs_is_never_cached_under_the_old_key() -> TestResult {
+    let ws = Workspace::new();
+    let data = ws.write("data/a.txt", "original\n");
+    let first = Counter::new();
+    let f = first.clone();
+    let step = FnStep::new("reader", "v1", move |ctx| {
+        let file = ctx.input("d")?.join("a.txt");
+        let text = std::fs::read_to_string(&file)?;
+        // Someone edits the dataset while the step runs (only during the first run).
+        if f.get() == 0 {
+            std::fs::write(&file, "CHANGED\n")?;
+        }
+        f.hit();
+        std::fs::write(ctx.output("out")?.join("r.txt"), text)?;
+        Ok(())
+    })
+    .input(
+        "d",
+        FileDataset::from_files("d", data.parent().ok_or("no parent")?),
+    )
+    .output("out", PipelineData::new("out"));
+    let p = Pipeline::builder("race").step(step).build()?;
+    let store = ws.store();
+    let s = run(&p, &store, &jobs(1), &CollectSink::default())?;
+    let rec = s.step("reader").ok_or("no record")?;
+    assert_eq!(rec.status, StepStatus::Failed);
+    let err = rec.error.as_deref().unwrap_or("");
+    assert!(
+        err.contains("inputs changed while the step ran") && err.contains("a.txt"),
+        "{err}"
+    );
+    assert!(store.cache_entries()?.is_empty());
+    // Put the original bytes back: nothing computed from the other content can be served.
+    std::fs::write(&data, "original\n")?;
+    let s = run(&p, &store, &jobs(1), &CollectSink::default())?;
+    assert_eq!(s.step("reader").map(|r| r.status), Some(StepStatus::Ran));
+    assert_eq!(
+        std::fs::read_to_string(s.output_dir("reader", "out").join("r.txt"))?,
+        "original\n"
+    );
+    Ok(())
+}
+
+#[test]
+fn empty_folders_in_an_output_are_gone_for_consumers_in_the_same_run_too() -> TestResult {
+    let ws = Workspace::new();
+    let up = FnStep::new("up1", "v1", |ctx| {
+        let out = ctx.output("out")?;
+        std::fs::create_dir_all(out.join("emptydir/deeper"))?;
+        std::fs::write(out.join("f"), "hi")?;
+        Ok(())
+    })
+    .output("out", PipelineData::new("out"));
+    let down = FnStep::new("down", "v1", |ctx| {
+        let names: Vec<String> = walkdir::WalkDir::new(ctx.input("x")?)
+            .min_depth(1)
+            .sort_by_file_name()
+            .into_iter()
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        std::fs::write(ctx.output("r")?.join("l.txt"), names.join(","))?;
+        Ok(())
+    })
+    .input("x", PipelineData::new("out"))
+    .output("r", PipelineData::new("r"));
+    let p = Pipeline::builder("emp").step(up).step(down).build()?;
+    let store = ws.store();
+    let s = run(&p, &store, &jobs(1), &CollectSink::default())?;
+    let fresh = std::fs::read_to_string(s.output_dir("down", "r").join("l.txt"))?;
+    let mut opts = jobs(1);
+    opts.plan.force = ["down".to_string()].into();
+    let s = run(&p, &store, &opts, &CollectSink::default())?;
+    let reused_up = std::fs::read_to_string(s.output_dir("down", "r").join("l.txt"))?;
+    assert_eq!(fresh, "f");
+    assert_eq!(reused_up, fresh);
+    Ok(())
+}

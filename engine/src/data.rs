@@ -144,18 +144,25 @@ impl TabularDataset {
     /// A message when a path is missing or unreadable.
     pub fn list(&self) -> Result<Vec<DatasetFile>, String> {
         let mut out = Vec::new();
-        for p in &self.paths {
+        for (i, p) in self.paths.iter().enumerate() {
+            let mut files = list_files(p, None)?;
             if p.is_dir() {
                 let base = p.file_name().map(|n| crate::relpath::encode(Path::new(n)));
-                for mut f in list_files(p, None)? {
-                    if let Some(b) = &base {
+                if let Some(b) = &base {
+                    for f in &mut files {
                         f.relative = format!("{b}/{}", f.relative);
                     }
-                    out.push(f);
                 }
-            } else {
-                out.extend(list_files(p, None)?);
             }
+            // Rows are read in the order of `paths`, and two paths may share a name
+            // (`x/d.csv`, `y/d.csv`) or repeat: with several paths, each file's name carries its
+            // position, so order, repeats and namesakes are all in the fingerprint.
+            if self.paths.len() > 1 {
+                for f in &mut files {
+                    f.relative = format!("{i:04}/{}", f.relative);
+                }
+            }
+            out.extend(files);
         }
         Ok(out)
     }

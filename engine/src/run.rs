@@ -621,6 +621,16 @@ impl ExecShared<'_> {
                     .unwrap_or_default(),
             })
             .collect();
+        // A step sees exactly the parameters in its fingerprint (`params.<name>`): a value it
+        // could read but that is not in its key would make reuse wrong.
+        let step_params: BTreeMap<String, Value> = def
+            .parameters()
+            .into_iter()
+            .map(|p| {
+                let v = self.params.get(&p.name).unwrap_or(&p.default_value);
+                (p.name.clone(), v.clone())
+            })
+            .collect();
         let ctx = StepContext {
             step: &name,
             pipeline: self.pipeline.name(),
@@ -628,7 +638,7 @@ impl ExecShared<'_> {
             run_id: self.run_id,
             inputs: &prepared.inputs,
             outputs: &out_dirs,
-            params: self.params,
+            params: &step_params,
             arguments: &arguments,
             environment_variables: &def.environment_variables,
             work_dir: &work_dir,
@@ -663,6 +673,41 @@ impl ExecShared<'_> {
                 ),
                 t0,
             );
+        }
+        // Inputs (datasets, source files) that changed while the step ran: its output may be
+        // computed from bytes that are not those in its key. Refuse to cache it ("file
+        // modified during build"); the next run computes from the new bytes.
+        match prepare(
+            self.pipeline,
+            job.idx,
+            &job.upstream,
+            self.params,
+            self.store,
+            false,
+        ) {
+            Ok(after) if after.key == prepared.key => {}
+            Ok(after) => {
+                let changed: Vec<String> =
+                    crate::fingerprint::diff(&prepared.fingerprint, &after.fingerprint)
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect();
+                return fail(
+                    record,
+                    format!(
+                        "inputs changed while the step ran, so its output is not cached (run again): {}",
+                        changed.join("; ")
+                    ),
+                    t0,
+                );
+            }
+            Err(e) => {
+                return fail(
+                    record,
+                    format!("inputs changed while the step ran: {e}"),
+                    t0,
+                )
+            }
         }
         let mut manifests: BTreeMap<String, OutputManifest> = BTreeMap::new();
         for (port, dir) in &out_dirs {

@@ -135,7 +135,8 @@ pub struct StepContext<'a> {
     pub inputs: &'a BTreeMap<String, ResolvedInput>,
     /// Output port -> empty folder to write into.
     pub outputs: &'a BTreeMap<String, PathBuf>,
-    /// Every pipeline parameter's value for this run.
+    /// The values, for this run, of the pipeline parameters the step declares or uses in its
+    /// arguments: exactly those in its fingerprint (`params.<name>`).
     pub params: &'a BTreeMap<String, Value>,
     /// Resolved command-line arguments.
     pub arguments: &'a [String],

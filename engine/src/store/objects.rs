@@ -89,6 +89,20 @@ impl Store {
                 files.insert(rel, obj);
             }
         }
+        // Empty folders are not part of an output (a manifest lists files): remove them, so that
+        // a consumer in this run sees exactly what a later reuse materialises.
+        if dir.is_dir() {
+            for entry in walkdir::WalkDir::new(dir)
+                .min_depth(1)
+                .contents_first(true)
+                .into_iter()
+                .flatten()
+            {
+                if entry.file_type().is_dir() {
+                    let _ = fs::remove_dir(entry.path());
+                }
+            }
+        }
         for d in touched_dirs {
             File::open(&d)
                 .and_then(|f| f.sync_all())
