@@ -15,4 +15,5 @@ mod parallel_run_smoke;
 mod parallel_run_support;
 mod parallel_run_tabular;
 mod step_processes;
+mod step_snapshot;
 mod trust;

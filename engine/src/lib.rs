@@ -69,7 +69,7 @@ pub use module_def::{create_module_def, Argument, CodeIdentity, ModuleDef, Sourc
 pub use name::StepName;
 pub use pipeline::{Edge, GraphBuilder, Node, Pipeline, PipelineBuilder};
 pub use plan::{plan, Decision, Plan, PlanOptions, PlannedStep, RunReason};
-pub use resolve::value_to_arg;
+pub use resolve::{source_files, value_to_arg};
 pub use run::{new_run_id, run, RunOptions, RunSummary};
 pub use step::{BuildContext, CancelFlag, Datastore, InputKind, ResolvedInput, Step, StepContext};
 pub use store::records::{CacheEntry, RunRecord, RunStatus, StepRecord};

@@ -220,18 +220,33 @@ fn hash_all(
         .collect()
 }
 
-/// The source folder's snapshot: relative path -> content hash, less what the step's `rules`
-/// leave out, and never any store's folder.
+/// The source folder's snapshot: relative path -> content hash of each of its
+/// [`source_files`].
 pub(crate) fn snapshot_source_dir(
     dir: &Path,
     rules: &SourceRules,
     store: &Store,
     verify: bool,
 ) -> Result<BTreeMap<String, String>, String> {
+    let files = source_files(dir, rules, store.root())?;
+    hash_all(&files, store, verify)
+}
+
+/// The files of a source folder's snapshot, exactly those hashed into a step's fingerprint:
+/// the regular files under `dir` (links followed), less what the step's `rules` leave out
+/// (ignore files, skipped names) and never any store's folder (`store_root`, or any folder
+/// holding a store marker). A step runs in a copy of exactly these files.
+pub fn source_files(
+    dir: &Path,
+    rules: &SourceRules,
+    store_root: &Path,
+) -> Result<Vec<DatasetFile>, String> {
     if !dir.is_dir() {
         return Err(format!("{} is not a folder", dir.display()));
     }
-    let store_root = store.root().to_path_buf();
+    let store_root = store_root
+        .canonicalize()
+        .unwrap_or_else(|_| store_root.to_path_buf());
     let mut skip = globset::GlobSetBuilder::new();
     for pattern in &rules.skip {
         skip.add(globset::Glob::new(pattern).map_err(|e| format!("source rule {pattern:?}: {e}"))?);
@@ -278,7 +293,7 @@ pub(crate) fn snapshot_source_dir(
             });
         }
     }
-    hash_all(&files, store, verify)
+    Ok(files)
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs::File;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -210,16 +210,14 @@ impl Step for CommandStep {
     }
 
     fn execute(&self, ctx: &StepContext<'_>) -> Result<StepCounts, StepError> {
+        let input_paths = self.input_paths(ctx)?;
         // Paths are passed as their exact bytes, never converted lossily.
         let argv: Vec<OsString> = self
             .command
             .iter()
             .map(|a| {
                 substitute_os(a, |ns, name| match ns {
-                    "inputs" => ctx
-                        .inputs
-                        .get(name)
-                        .map(|i| i.path.clone().into_os_string()),
+                    "inputs" => input_paths.get(name).map(|p| p.clone().into_os_string()),
                     "outputs" => ctx.outputs.get(name).map(|p| p.clone().into_os_string()),
                     _ => ctx.params.get(name).map(|v| value_to_arg(v).into()),
                 })
@@ -303,6 +301,65 @@ impl Step for CommandStep {
         }
         Ok(StepCounts::default())
     }
+}
+
+impl CommandStep {
+    /// The path each `{inputs.NAME}` stands for. A file (or tabular) dataset whose path is a
+    /// folder becomes a folder in the step's work folder holding exactly the dataset's listed
+    /// files (symbolic links to them, relative layout and exact byte names kept): what the
+    /// command sees is what is hashed into its key, never the files a `pattern` (or a store
+    /// inside the folder) leaves out. Upstream data (already exactly its output) and data
+    /// references are passed as they are.
+    fn input_paths(&self, ctx: &StepContext<'_>) -> Result<BTreeMap<String, PathBuf>, StepError> {
+        let mut paths = BTreeMap::new();
+        for (name, input) in ctx.inputs {
+            let is_dataset = self.inputs.iter().any(|b| {
+                b.name == *name && matches!(b.source, DataSource::Files(_) | DataSource::Tabular(_))
+            });
+            if !is_dataset || !input.path.is_dir() {
+                paths.insert(name.clone(), input.path.clone());
+                continue;
+            }
+            let view = ctx.work_dir.join("inputs").join(name);
+            link_listed_files(&input.path, input.files(), &view).map_err(|e| {
+                StepError::new(format!(
+                    "preparing input {name} ({}): {e}",
+                    input.path.display()
+                ))
+            })?;
+            paths.insert(name.clone(), view);
+        }
+        Ok(paths)
+    }
+}
+
+/// Fill `view` (made afresh) with a symbolic link to each of `files`, listed under `root`, at
+/// its relative path.
+fn link_listed_files(
+    root: &Path,
+    files: &[stepgraph_engine::DatasetFile],
+    view: &Path,
+) -> Result<(), String> {
+    if view.symlink_metadata().is_ok() {
+        std::fs::remove_dir_all(view).map_err(|e| format!("clearing {}: {e}", view.display()))?;
+    }
+    std::fs::create_dir_all(view).map_err(|e| format!("creating {}: {e}", view.display()))?;
+    for f in files {
+        let relative = match f.path.strip_prefix(root) {
+            Ok(r) if !r.as_os_str().is_empty() => r.to_path_buf(),
+            _ => stepgraph_engine::relpath::decode(&f.relative).map_err(|e| e.to_string())?,
+        };
+        let target = std::path::absolute(&f.path)
+            .map_err(|e| format!("locating {}: {e}", f.path.display()))?;
+        let link = view.join(&relative);
+        if let Some(parent) = link.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("creating {}: {e}", parent.display()))?;
+        }
+        std::os::unix::fs::symlink(&target, &link)
+            .map_err(|e| format!("linking {}: {e}", link.display()))?;
+    }
+    Ok(())
 }
 
 /// [`placeholders::substitute`] producing an `OsString`, so replacement values (paths) keep

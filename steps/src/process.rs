@@ -476,19 +476,49 @@ pub(crate) fn source_rules() -> stepgraph_engine::SourceRules {
     }
 }
 
-/// Copy a source folder (without `.git` and `__pycache__`) to `to`: steps run in a copy, the
-/// way Azure runs a snapshot, so nothing they write lands in the user's folder or in the
-/// snapshot that is hashed into their fingerprint. `skip` (the store, which may sit inside
-/// the source folder) is never copied.
-pub(crate) fn copy_source(from: &Path, to: &Path, skip: &Path) -> std::io::Result<()> {
-    copy_tree(from, to, &|path: &Path| {
-        let name = path.file_name().unwrap_or_default();
-        name != ".git"
-            && name != "__pycache__"
-            && !(path.is_dir()
-                && (stepgraph_engine::store::is_store_dir(path)
-                    || path.canonicalize().is_ok_and(|p| p == skip)))
-    })
+/// Copy exactly the snapshot of a source folder (its
+/// [`source_files`](stepgraph_engine::source_files) under [`source_rules`], the files hashed
+/// into the step's fingerprint) to `to`, keeping their relative layout: steps run in a copy
+/// of their snapshot, the way Azure uploads and runs one, so a step sees exactly what is
+/// hashed, and nothing it writes lands in the user's folder. Only regular files are copied;
+/// a special file (a fifo, a device) is never opened. `store_root` (the store, which may sit
+/// inside the source folder) is never copied.
+pub(crate) fn copy_source(from: &Path, to: &Path, store_root: &Path) -> Result<(), String> {
+    let files = stepgraph_engine::source_files(from, &source_rules(), store_root)?;
+    std::fs::create_dir_all(to).map_err(|e| format!("creating {}: {e}", to.display()))?;
+    for f in files {
+        let relative = match f.path.strip_prefix(from) {
+            Ok(r) => r.to_path_buf(),
+            Err(_) => stepgraph_engine::relpath::decode(&f.relative).map_err(|e| e.to_string())?,
+        };
+        let dest = to.join(&relative);
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("creating {}: {e}", parent.display()))?;
+        }
+        copy_regular_file(&f.path, &dest)
+            .map_err(|e| format!("copying {}: {e}", f.path.display()))?;
+    }
+    Ok(())
+}
+
+/// Copy one regular file (links followed) with its permissions. The source is opened without
+/// blocking and checked to be a regular file before it is read, so a file replaced by a fifo
+/// after it was listed can never hang the copy.
+fn copy_regular_file(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut src = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(from)?;
+    let meta = src.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut dest = File::create(to)?;
+    std::io::copy(&mut src, &mut dest)?;
+    dest.set_permissions(meta.permissions())?;
+    Ok(())
 }
 
 /// Copy a file, or a folder recursively, keeping only the entries `keep` accepts.

@@ -497,11 +497,22 @@ fn make_workers(
     let n = cfg.workers();
     let mut workers: Vec<Box<dyn Worker>> = Vec::with_capacity(n);
     let mut kill = Vec::new();
-    let source_dir = cfg
-        .source_directory
-        .clone()
-        .map(|d| d.canonicalize().unwrap_or(d))
-        .unwrap_or_else(|| ctx.work_dir.to_path_buf());
+    // Workers run in a copy of exactly the source folder's snapshot (the files hashed into the
+    // fingerprint), as Azure runs an uploaded snapshot: the entry script, `sys.path`, the
+    // working folder and relative programs all point into the copy.
+    let source_dir = match (&cfg.source_directory, &cfg.entry) {
+        (Some(dir), Entry::Python { .. } | Entry::Command { .. }) => {
+            let copy = ctx.work_dir.join("source");
+            if copy.exists() {
+                fs::remove_dir_all(&copy)?;
+            }
+            crate::process::copy_source(dir, &copy, ctx.store.root()).map_err(|e| {
+                StepError::new(format!("copying source_directory {}: {e}", dir.display()))
+            })?;
+            copy.canonicalize().unwrap_or(copy)
+        }
+        _ => ctx.work_dir.to_path_buf(),
+    };
     let (argv, entry_script) = match &cfg.entry {
         Entry::Rust { factory, .. } => {
             for w in 0..n {
@@ -539,8 +550,8 @@ fn make_workers(
             if relative || (!program.contains('/') && local.is_file()) {
                 argv[0] = local.into_os_string();
             }
-            // Workers run in the step's scratch folder, so a script handed to an interpreter
-            // (`["python3", "worker.py"]`) is found in the source folder, too.
+            // A script handed to an interpreter (`["python3", "worker.py"]`) is found in the
+            // copy of the source folder, too.
             for (arg, given) in argv.iter_mut().zip(entry_command).skip(1) {
                 let local = source_dir.join(given);
                 if !given.starts_with('-') && Path::new(given).is_relative() && local.is_file() {
@@ -579,7 +590,7 @@ fn make_workers(
             "source_directory": worker::path_value(&source_dir),
             "arguments": ctx.arguments,
             "output_dir": worker::path_value(output_dir),
-            "working_dir": worker::path_value(ctx.work_dir),
+            "working_dir": worker::path_value(&source_dir),
             "log_dir": worker::path_value(user_dir),
             "agent_name": agent,
             "side_inputs": side_inputs.iter().map(|(k, v)| (k.clone(), worker::path_value(v))).collect::<BTreeMap<_, _>>(),
@@ -590,7 +601,7 @@ fn make_workers(
         let worker = ProcessWorker::new(
             ProcessSpec {
                 argv: argv.clone(),
-                cwd: ctx.work_dir.to_path_buf(),
+                cwd: source_dir.clone(),
                 env,
                 log_path: user_dir.join(format!("{agent}.txt")),
                 init,

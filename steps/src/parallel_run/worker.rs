@@ -274,6 +274,13 @@ impl ProcessWorker {
         }
     }
 
+    /// A reply that breaks the protocol fails the try: the worker is stopped (it cannot be
+    /// trusted with the next mini-batch) and `what` names the mini-batch and the field.
+    fn protocol_violation(&mut self, what: String) -> TryOutcome {
+        self.stop_process();
+        TryOutcome::Died(format!("protocol error: {what}"))
+    }
+
     fn stop_process(&mut self) {
         self.stdin = None;
         self.lines = None;
@@ -420,13 +427,37 @@ impl Worker for ProcessWorker {
                     let same = m.get("index").and_then(Value::as_u64) == Some(index);
                     match kind {
                         "result" if same => {
+                            let collect_rows = self
+                                .spec
+                                .init
+                                .get("collect_rows")
+                                .and_then(Value::as_bool)
+                                .unwrap_or(false);
+                            // run() may return more elements than it was given (a frame
+                            // that grew), so any count from 0 up is one.
+                            let count = match m.get("count").and_then(Value::as_u64) {
+                                Some(c) => c,
+                                None => {
+                                    let given = m
+                                        .get("count")
+                                        .map_or_else(|| "none".to_string(), Value::to_string);
+                                    return self.protocol_violation(format!(
+                                        "the result of mini-batch {index} has \"count\" {}, \
+                                         not a number of items from 0 to {}",
+                                        excerpt(given.as_bytes()),
+                                        u64::MAX
+                                    ));
+                                }
+                            };
+                            let listed = m.get("rows").and_then(Value::as_array);
+                            if collect_rows && listed.is_none() {
+                                return self.protocol_violation(format!(
+                                    "the result of mini-batch {index} has no \"rows\" list \
+                                     (output_action append_row)"
+                                ));
+                            }
                             let mut rows = Vec::new();
-                            for v in m
-                                .get("rows")
-                                .and_then(Value::as_array)
-                                .into_iter()
-                                .flatten()
-                            {
+                            for v in listed.into_iter().flatten() {
                                 match v.as_str() {
                                     Some(s) => rows.extend_from_slice(s.as_bytes()),
                                     None => rows.extend_from_slice(v.to_string().as_bytes()),
@@ -442,7 +473,6 @@ impl Worker for ProcessWorker {
                                     })
                                     .collect()
                             });
-                            let count = m.get("count").and_then(Value::as_u64).unwrap_or(0);
                             return TryOutcome::Ok {
                                 count,
                                 rows,
