@@ -609,13 +609,7 @@ fn open_db(path: &Path) -> Result<(sled::Db, Option<MovedAside>), OpenDbError> {
     };
     if !path.exists() && mirror::has_copies(&root) {
         // Deleted by hand: rebuild from the JSON copies as for a damaged one.
-        let db = sled::open(path).map_err(|e| match e {
-            sled::Error::Io(io) if is_disk_full(&io) => OpenDbError::Full,
-            e => OpenDbError::Other(sled_err(&root, e)),
-        })?;
-        db.insert(SCHEMA_KEY, SCHEMA_VERSION.to_string().as_bytes())
-            .and_then(|_| db.flush())
-            .map_err(|e| OpenDbError::Other(sled_err(&root, e)))?;
+        let db = fresh_db(&root, path)?;
         return Ok((
             db,
             Some(MovedAside {
@@ -652,14 +646,20 @@ fn open_db(path: &Path) -> Result<(sled::Db, Option<MovedAside>), OpenDbError> {
         let _ = std::fs::remove_dir_all(&aside);
         Aside::Deleted
     };
+    let db = fresh_db(&root, path)?;
+    Ok((db, Some(MovedAside { why, aside })))
+}
+
+/// A new, empty db at `path` holding only the schema version (the index is then rebuilt).
+fn fresh_db(root: &Path, path: &Path) -> Result<sled::Db, OpenDbError> {
     let db = sled::open(path).map_err(|e| match e {
         sled::Error::Io(io) if is_disk_full(&io) => OpenDbError::Full,
-        e => OpenDbError::Other(sled_err(&root, e)),
+        e => OpenDbError::Other(sled_err(root, e)),
     })?;
     db.insert(SCHEMA_KEY, SCHEMA_VERSION.to_string().as_bytes())
         .and_then(|_| db.flush())
-        .map_err(|e| OpenDbError::Other(sled_err(&root, e)))?;
-    Ok((db, Some(MovedAside { why, aside })))
+        .map_err(|e| OpenDbError::Other(sled_err(root, e)))?;
+    Ok(db)
 }
 
 fn reserve_warning(root: &Path) -> String {
