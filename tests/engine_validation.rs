@@ -282,3 +282,46 @@ fn empty_pipeline_builds() -> TestResult {
     assert!(p.step_names().is_empty());
     Ok(())
 }
+
+/// A step that declares itself without Azure's sequencing ports.
+struct NoPorts;
+
+impl stepgraph_engine::Step for NoPorts {
+    fn name(&self) -> &str {
+        "no-ports"
+    }
+    fn create_module_def(
+        &self,
+        _: &stepgraph_engine::BuildContext,
+    ) -> Result<stepgraph_engine::ModuleDef, BuildError> {
+        Ok(stepgraph_engine::create_module_def(
+            "test/1",
+            vec![],
+            vec![],
+            vec![],
+            false,
+            true,
+            Some("v1".into()),
+            vec![],
+        ))
+    }
+    fn execute(
+        &self,
+        _: &stepgraph_engine::StepContext<'_>,
+    ) -> Result<stepgraph_engine::StepCounts, stepgraph_engine::StepError> {
+        Ok(Default::default())
+    }
+}
+
+#[test]
+fn run_after_a_step_without_sequencing_ports_is_refused() {
+    let after = FnStep::new("after", "v1", |_| Ok(())).run_after("no-ports");
+    let err = match Pipeline::builder("seq").step(NoPorts).step(after).build() {
+        Ok(_) => panic!("a run_after on a step without sequencing ports was accepted"),
+        Err(e) => e,
+    };
+    assert_eq!(
+        err.to_string(),
+        "step \"after\": run_after \"no-ports\" needs sequencing ports, but step \"no-ports\" was declared without them"
+    );
+}

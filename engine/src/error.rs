@@ -62,6 +62,17 @@ pub enum BuildError {
         /// The unknown name.
         name: String,
     },
+    /// A `run_after` between steps one of which declared no sequencing ports
+    /// (`create_sequencing_ports: false`).
+    #[error("step {step:?}: run_after {after:?} needs sequencing ports, but step {without:?} was declared without them")]
+    NoSequencingPorts {
+        /// The step ordered after another.
+        step: String,
+        /// The step it is ordered after.
+        after: String,
+        /// The one of the two without sequencing ports.
+        without: String,
+    },
     /// A reference to something that is not defined (a parameter, a port).
     #[error("step {step:?}: {field} refers to unknown {what} {name:?}")]
     UnknownReference {

@@ -262,7 +262,18 @@ impl PipelineBuilder {
                 }
             }
             for after in &node.module_def.run_after {
+                // Azure's sequencing ports: a step without them can be neither ordered after
+                // another step nor have one ordered after it.
+                let no_ports = |n: &Node| !n.module_def.create_sequencing_ports;
                 match by_name.get(after) {
+                    Some(from) if no_ports(node) || no_ports(&graph[*from]) => {
+                        let without = if no_ports(node) { &node.name } else { after };
+                        errors.push(BuildError::NoSequencingPorts {
+                            step: node.name.clone(),
+                            after: after.clone(),
+                            without: without.clone(),
+                        });
+                    }
                     Some(from) => new_edges.push((*from, idx, Edge::Sequence)),
                     None => errors.push(BuildError::UnknownStep {
                         step: node.name.clone(),
