@@ -41,7 +41,18 @@ impl EntryScript for CountWords {
     }
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> std::process::ExitCode {
+    match pipeline() {
+        Ok(p) => stepgraph::cli::main_with(p),
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+/// The three-step word-count pipeline over the batch-scoring example's reviews.
+fn pipeline() -> Result<Pipeline, Box<dyn std::error::Error>> {
     let data = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("examples/pipelines/batch-scoring/data/reviews");
     let min_count = PipelineParameter::new("min_count", 2);
@@ -109,10 +120,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     .param(min_count)
     .output("report", PipelineData::new("report"));
 
-    let pipeline = Pipeline::builder("word-count")
+    Ok(Pipeline::builder("word-count")
         .step(normalise)
         .step(count)
         .step(report)
-        .build()?;
-    stepgraph::cli::main_with(pipeline)
+        .build()?)
 }

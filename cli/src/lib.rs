@@ -2,18 +2,20 @@
 //! program that builds its pipeline in code the same subcommands for that pipeline.
 //!
 //! ```no_run
+//! use std::process::ExitCode;
 //! use stepgraph_engine::{Pipeline, PipelineData};
 //! use stepgraph_steps::FnStep;
 //!
-//! let hello = FnStep::new("hello", "v1", |ctx| {
-//!     std::fs::write(ctx.output("out")?.join("hello.txt"), "hello")?;
-//!     Ok(())
-//! })
-//! .output("out", PipelineData::new("greeting"));
-//! let pipeline = Pipeline::builder("demo").step(hello).build()?;
-//! // `my-program run`, `my-program graph --format dot`, `my-program explain`, ...
-//! stepgraph_cli::main_with(pipeline);
-//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! fn main() -> ExitCode {
+//!     let hello = FnStep::new("hello", "v1", |ctx| {
+//!         std::fs::write(ctx.output("out")?.join("hello.txt"), "hello")?;
+//!         Ok(())
+//!     })
+//!     .output("out", PipelineData::new("greeting"));
+//!     // `my-program run`, `my-program graph --format dot`, `my-program explain`, ...
+//!     // A build error is printed one problem per line, with exit code 2.
+//!     stepgraph_cli::main_with(Pipeline::builder("demo").step(hello).build())
+//! }
 //! ```
 #![deny(missing_docs)]
 
@@ -24,7 +26,7 @@ mod progress;
 mod render;
 
 use clap::Parser;
-use stepgraph_engine::Pipeline;
+use stepgraph_engine::{BuildErrors, Pipeline};
 
 pub use args::Cli;
 
@@ -52,11 +54,49 @@ pub fn main() -> ! {
     std::process::exit(code)
 }
 
+/// What [`main_with`] accepts: a built [`Pipeline`], or what `PipelineBuilder::build` returned
+/// (so build errors get the CLI's treatment: one problem per line, exit code 2).
+pub trait IntoPipeline {
+    /// The pipeline, or every problem found building it.
+    ///
+    /// # Errors
+    /// The build errors, when there are any.
+    fn into_pipeline(self) -> Result<Pipeline, BuildErrors>;
+}
+
+impl IntoPipeline for Pipeline {
+    fn into_pipeline(self) -> Result<Pipeline, BuildErrors> {
+        Ok(self)
+    }
+}
+
+impl IntoPipeline for Result<Pipeline, BuildErrors> {
+    fn into_pipeline(self) -> Result<Pipeline, BuildErrors> {
+        self
+    }
+}
+
 /// Give `pipeline` the stepgraph subcommands (run, graph, status, explain, runs, logs, cache,
-/// validate) with the same flags as the binary, parse the process arguments, run, and exit.
-pub fn main_with(pipeline: Pipeline) -> ! {
-    let code = run_cli(Cli::parse(), Source::Built(Box::new(pipeline)));
-    std::process::exit(code)
+/// validate) with the same flags as the binary, parse the process arguments and run. Returns
+/// the exit code for `main` to return: 0 ok, 1 a step failed, 2 bad input (build errors
+/// included, printed one per line).
+pub fn main_with(pipeline: impl IntoPipeline) -> std::process::ExitCode {
+    let code = run_built(pipeline, Cli::parse);
+    std::process::ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+/// `main_with` without the process: build errors are printed and give 2 before any argument
+/// is parsed.
+fn run_built(pipeline: impl IntoPipeline, cli: impl FnOnce() -> Cli) -> i32 {
+    match pipeline.into_pipeline() {
+        Ok(p) => run_cli(cli(), Source::Built(Box::new(p))),
+        Err(errors) => {
+            for e in &errors.0 {
+                out::errln!("error: {e}");
+            }
+            exit::BAD_INPUT
+        }
+    }
 }
 
 /// Run `cli` and return the exit code (errors are printed as one line each on stderr).
@@ -102,4 +142,20 @@ where
         None => Source::Spec,
     };
     run_cli(cli, source)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_errors_given_to_main_with_exit_2_without_parsing_arguments() {
+        let errors = BuildErrors(vec![stepgraph_engine::BuildError::DuplicateStepName {
+            step: "a".into(),
+        }]);
+        let code = run_built(Err::<Pipeline, _>(errors), || {
+            panic!("arguments must not be parsed when the pipeline did not build")
+        });
+        assert_eq!(code, exit::BAD_INPUT);
+    }
 }
