@@ -294,3 +294,19 @@ fn topological_order_breaks_ties_by_name() -> TestResult {
     }
     Ok(())
 }
+
+#[test]
+fn a_closure_s_version_is_hashed_once_as_its_code() -> Result<(), Box<dyn std::error::Error>> {
+    let ws = crate::common::Workspace::new();
+    let store = ws.store();
+    let step = stepgraph_steps::FnStep::new("hello", "v1", |_| Ok(()))
+        .output("out", stepgraph_engine::PipelineData::new("out"));
+    let p = stepgraph_engine::Pipeline::builder("v")
+        .step(step)
+        .build()?;
+    let plan = stepgraph_engine::plan(&p, &store, &Default::default())?;
+    let fp = plan.steps[0].fingerprint.clone().ok_or("no fingerprint")?;
+    let names: Vec<&str> = fp.components.keys().map(String::as_str).collect();
+    assert_eq!(names, ["code", "config", "kind"]);
+    Ok(())
+}

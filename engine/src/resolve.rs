@@ -60,8 +60,12 @@ pub(crate) fn prepare(
         Component::value(Value::String(def.execution_type.clone())),
     );
     fp.insert("config", Component::value(def.config.clone()));
-    if let Some(v) = &def.version {
-        fp.insert("version", Component::value(Value::String(v.clone())));
+    // The declared version is one thing, hashed once: as the code's identity when the code is
+    // that version (Rust closures), as its own component otherwise (a versioned script).
+    match (&def.version, &def.code) {
+        (Some(v), Some(CodeIdentity::Version(c))) if v == c => {}
+        (Some(v), _) => fp.insert("version", Component::value(Value::String(v.clone()))),
+        (None, _) => {}
     }
     match &def.code {
         Some(CodeIdentity::SourceDirectory { dir, rules }) => {
