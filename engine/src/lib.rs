@@ -65,7 +65,9 @@ pub use error::{BuildError, BuildErrors, EngineError, StepError, StoreError};
 pub use events::{CollectSink, Event, EventSink, NullSink};
 pub use fingerprint::{diff, Component, ComponentChange, Fingerprint, NodeKey, Preimage};
 pub use model::{GraphSnapshot, StepCounts, StepStatus};
-pub use module_def::{create_module_def, Argument, CodeIdentity, ModuleDef, SourceRules};
+pub use module_def::{
+    create_module_def, Argument, CodeIdentity, ModuleDef, ModuleDefBuilder, SourceRules,
+};
 pub use name::StepName;
 pub use pipeline::{Edge, GraphBuilder, Node, Pipeline, PipelineBuilder};
 pub use plan::{plan, Decision, Plan, PlanOptions, PlannedStep, RunReason};

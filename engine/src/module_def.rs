@@ -98,8 +98,9 @@ pub struct ModuleDef {
 }
 
 /// Azure's `create_module_def(execution_type, input_bindings, output_bindings, param_defs,
-/// create_sequencing_ports, allow_reuse, version, arguments)`: a `ModuleDef` with an empty
-/// config, no code identity beyond `version`, and no environment variables.
+/// create_sequencing_ports, allow_reuse, version, arguments)`, kept with Azure's positional
+/// shape for steps ported from it: a `ModuleDef` with an empty config, no code identity beyond
+/// `version`, and no environment variables. [`ModuleDef::builder`] is the Rust form.
 #[allow(clippy::too_many_arguments)]
 pub fn create_module_def(
     execution_type: impl Into<String>,
@@ -111,20 +112,126 @@ pub fn create_module_def(
     version: Option<String>,
     arguments: Vec<Argument>,
 ) -> ModuleDef {
-    ModuleDef {
-        execution_type: execution_type.into(),
-        inputs: input_bindings,
-        outputs: output_bindings,
-        param_defs,
-        create_sequencing_ports,
-        allow_reuse,
-        code: version.clone().map(CodeIdentity::Version),
-        version,
-        arguments,
-        config: Value::Object(Default::default()),
-        environment_variables: BTreeMap::new(),
-        env_passthrough: Vec::new(),
-        run_after: Vec::new(),
+    let mut b = ModuleDef::builder(execution_type)
+        .inputs(input_bindings)
+        .outputs(output_bindings)
+        .param_defs(param_defs)
+        .sequencing_ports(create_sequencing_ports)
+        .allow_reuse(allow_reuse)
+        .arguments(arguments);
+    if let Some(v) = version {
+        b = b.version(v);
+    }
+    b.build()
+}
+
+impl ModuleDef {
+    /// A builder for a step of type `execution_type` (e.g. `parallel_run/1`): no ports, reuse
+    /// allowed, sequencing ports on, an empty config, no code identity.
+    pub fn builder(execution_type: impl Into<String>) -> ModuleDefBuilder {
+        ModuleDefBuilder(ModuleDef {
+            execution_type: execution_type.into(),
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            param_defs: Vec::new(),
+            create_sequencing_ports: true,
+            allow_reuse: true,
+            version: None,
+            arguments: Vec::new(),
+            config: Value::Object(Default::default()),
+            code: None,
+            environment_variables: BTreeMap::new(),
+            env_passthrough: Vec::new(),
+            run_after: Vec::new(),
+        })
+    }
+}
+
+/// Builds a [`ModuleDef`] field by field ([`ModuleDef::builder`]).
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct ModuleDefBuilder(ModuleDef);
+
+impl ModuleDefBuilder {
+    /// The input port bindings.
+    pub fn inputs(mut self, inputs: Vec<InputPortBinding>) -> Self {
+        self.0.inputs = inputs;
+        self
+    }
+
+    /// The output port bindings.
+    pub fn outputs(mut self, outputs: Vec<OutputPortBinding>) -> Self {
+        self.0.outputs = outputs;
+        self
+    }
+
+    /// Pipeline parameters the step reads besides those in its arguments.
+    pub fn param_defs(mut self, params: Vec<PipelineParameter>) -> Self {
+        self.0.param_defs = params;
+        self
+    }
+
+    /// Whether the step has Azure's sequencing ports (may take part in `run_after`).
+    pub fn sequencing_ports(mut self, on: bool) -> Self {
+        self.0.create_sequencing_ports = on;
+        self
+    }
+
+    /// Whether a cached output may be reused.
+    pub fn allow_reuse(mut self, allow: bool) -> Self {
+        self.0.allow_reuse = allow;
+        self
+    }
+
+    /// A declared version; without other code identity it is the code's identity.
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        let v = version.into();
+        if self.0.code.is_none() {
+            self.0.code = Some(CodeIdentity::Version(v.clone()));
+        }
+        self.0.version = Some(v);
+        self
+    }
+
+    /// The command-line arguments.
+    pub fn arguments(mut self, arguments: Vec<Argument>) -> Self {
+        self.0.arguments = arguments;
+        self
+    }
+
+    /// Settings that can change results (resource knobs left out).
+    pub fn config(mut self, config: Value) -> Self {
+        self.0.config = config;
+        self
+    }
+
+    /// What identifies the step's code.
+    pub fn code(mut self, code: Option<CodeIdentity>) -> Self {
+        self.0.code = code;
+        self
+    }
+
+    /// Environment variables of the step's processes.
+    pub fn environment_variables(mut self, vars: BTreeMap<String, String>) -> Self {
+        self.0.environment_variables = vars;
+        self
+    }
+
+    /// Names of the caller's variables passed through to the step's processes.
+    pub fn env_passthrough(mut self, names: Vec<String>) -> Self {
+        self.0.env_passthrough = names;
+        self
+    }
+
+    /// Steps that must finish first.
+    pub fn run_after(mut self, steps: Vec<String>) -> Self {
+        self.0.run_after = steps;
+        self
+    }
+
+    /// The finished declaration.
+    pub fn build(self) -> ModuleDef {
+        self.0
     }
 }
 
@@ -161,6 +268,31 @@ impl ModuleDef {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_azure_positional_form_is_the_builder_s_shorthand() {
+        let positional = create_module_def(
+            "x/1",
+            vec![],
+            vec![],
+            vec![],
+            false,
+            false,
+            Some("v2".into()),
+            vec![],
+        );
+        let built = ModuleDef::builder("x/1")
+            .sequencing_ports(false)
+            .allow_reuse(false)
+            .version("v2")
+            .build();
+        assert_eq!(positional, built);
+        assert_eq!(built.code, Some(CodeIdentity::Version("v2".into())));
+        let defaults = ModuleDef::builder("x/1").build();
+        assert!(
+            defaults.allow_reuse && defaults.create_sequencing_ports && defaults.code.is_none()
+        );
+    }
 
     #[test]
     fn passthrough_digest_hashes_the_value_and_never_shows_it() {

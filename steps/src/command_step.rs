@@ -186,27 +186,24 @@ impl Step for CommandStep {
                 params.push(p);
             }
         }
-        Ok(ModuleDef {
-            execution_type: "command/1".into(),
-            inputs: self.inputs.clone(),
-            outputs: self.outputs.clone(),
-            param_defs: params,
-            create_sequencing_ports: true,
-            allow_reuse: self.allow_reuse,
-            version: None,
-            arguments: Vec::new(),
-            config: json!({ "command": self.command }),
-            code: self
-                .source_directory
-                .clone()
-                .map(|dir| CodeIdentity::SourceDirectory {
-                    dir,
-                    rules: crate::process::source_rules(),
-                }),
-            environment_variables: self.environment_variables.clone(),
-            env_passthrough: self.env_passthrough.clone(),
-            run_after: self.run_after.clone(),
-        })
+        Ok(ModuleDef::builder("command/1")
+            .inputs(self.inputs.clone())
+            .outputs(self.outputs.clone())
+            .param_defs(params)
+            .allow_reuse(self.allow_reuse)
+            .config(json!({ "command": self.command }))
+            .code(
+                self.source_directory
+                    .clone()
+                    .map(|dir| CodeIdentity::SourceDirectory {
+                        dir,
+                        rules: crate::process::source_rules(),
+                    }),
+            )
+            .environment_variables(self.environment_variables.clone())
+            .env_passthrough(self.env_passthrough.clone())
+            .run_after(self.run_after.clone())
+            .build())
     }
 
     fn execute(&self, ctx: &StepContext<'_>) -> Result<StepCounts, StepError> {

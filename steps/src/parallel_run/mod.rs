@@ -236,21 +236,17 @@ impl Step for ParallelRunStep {
         if let Value::Object(m) = &mut config {
             m.insert("format_version".into(), json!(FORMAT_VERSION));
         }
-        Ok(ModuleDef {
-            execution_type: "parallel_run/1".into(),
-            inputs,
-            outputs,
-            param_defs: Vec::new(),
-            create_sequencing_ports: true,
-            allow_reuse: self.allow_reuse,
-            version: None,
-            arguments: self.arguments.clone(),
-            config,
-            code,
-            environment_variables: cfg.environment_variables.clone(),
-            env_passthrough: cfg.env_passthrough.clone(),
-            run_after: self.run_after.clone(),
-        })
+        Ok(ModuleDef::builder("parallel_run/1")
+            .inputs(inputs)
+            .outputs(outputs)
+            .allow_reuse(self.allow_reuse)
+            .arguments(self.arguments.clone())
+            .config(config)
+            .code(code)
+            .environment_variables(cfg.environment_variables.clone())
+            .env_passthrough(cfg.env_passthrough.clone())
+            .run_after(self.run_after.clone())
+            .build())
     }
 
     fn execute(&self, ctx: &StepContext<'_>) -> Result<StepCounts, StepError> {
