@@ -170,16 +170,7 @@ pub fn run(
         steps: pipeline
             .topological_order()
             .iter()
-            .map(|i| StepRecord {
-                name: pipeline.node(*i).name.clone(),
-                key: None,
-                status: StepStatus::Pending,
-                duration_ms: 0,
-                counts: StepCounts::default(),
-                error: None,
-                reused_from: None,
-                outputs: BTreeMap::new(),
-            })
+            .map(|i| StepRecord::new(pipeline.node(*i).name.clone(), StepStatus::Pending))
             .collect(),
         pid: Some(std::process::id()),
     };
@@ -483,16 +474,7 @@ impl ExecShared<'_> {
     fn execute(&self, job: Job) -> JobResult {
         let node = self.pipeline.node(job.idx);
         let name = node.name.clone();
-        let mut record = StepRecord {
-            name: name.clone(),
-            key: None,
-            status: StepStatus::Failed,
-            duration_ms: 0,
-            counts: StepCounts::default(),
-            error: None,
-            reused_from: None,
-            outputs: BTreeMap::new(),
-        };
+        let mut record = StepRecord::new(name.clone(), StepStatus::Failed);
         let t0 = Instant::now();
         let fail = |mut record: StepRecord, message: String, t0: Instant| {
             // On a (nearly) full disk, a failed step's partial outputs must not keep the store

@@ -75,6 +75,22 @@ pub struct StepRecord {
     pub outputs: BTreeMap<String, String>,
 }
 
+impl StepRecord {
+    /// A record of step `name` with `status` and nothing else known yet.
+    pub fn new(name: impl Into<String>, status: StepStatus) -> Self {
+        StepRecord {
+            name: name.into(),
+            key: None,
+            status,
+            duration_ms: 0,
+            counts: StepCounts::default(),
+            error: None,
+            reused_from: None,
+            outputs: BTreeMap::new(),
+        }
+    }
+}
+
 /// Status of a whole run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -807,14 +807,8 @@ mod tests {
                 .iter()
                 .enumerate()
                 .map(|(i, k)| StepRecord {
-                    name: format!("s{i}"),
                     key: Some(k.to_string()),
-                    status: StepStatus::Reused,
-                    duration_ms: 0,
-                    counts: StepCounts::default(),
-                    error: None,
-                    reused_from: None,
-                    outputs: BTreeMap::new(),
+                    ..StepRecord::new(format!("s{i}"), StepStatus::Reused)
                 })
                 .collect(),
             pid: None,
