@@ -350,15 +350,7 @@ fn summary_only_run(ws: &Workspace, body: &str) -> stepgraph_engine::RunSummary 
         .run_max_try(3)
         .process_count_per_node(1)
         .output_action(OutputAction::SummaryOnly);
-    let step = ParallelRunStep::new(
-        "score",
-        cfg.build().expect("config"),
-        vec![FileDataset::from_files("docs", data).into()],
-        Some(PipelineData::new("scores")),
-        vec![],
-        vec![],
-        true,
-    );
+    let step = score_docs(cfg, data);
     let (run, _) = run_one(&ws.store(), step);
     assert_eq!(rec(&run).status, StepStatus::Ran, "{:?}", rec(&run).error);
     run
@@ -443,15 +435,7 @@ def run(mini_batch):
         .run_max_try(run_max_try)
         .process_count_per_node(1)
         .output_action(OutputAction::SummaryOnly);
-    let step = ParallelRunStep::new(
-        "score",
-        cfg.build().expect("config"),
-        vec![FileDataset::from_files("docs", data).into()],
-        Some(PipelineData::new("scores")),
-        vec![],
-        vec![],
-        true,
-    );
+    let step = score_docs(cfg, data);
     run_one(&ws.store(), step).0
 }
 
@@ -501,4 +485,20 @@ fn summary_only_a_redo_after_an_interrupted_run_appending_again_is_reported() {
         ),
         "{text}"
     );
+}
+
+/// The step `score` over the file dataset `docs` at `data`, writing `scores`.
+fn score_docs(
+    cfg: stepgraph_steps::parallel_run::config::ParallelRunConfigBuilder,
+    data: std::path::PathBuf,
+) -> ParallelRunStep {
+    ParallelRunStep::new(
+        "score",
+        cfg.build().expect("config"),
+        vec![FileDataset::from_files("docs", data).into()],
+        Some(PipelineData::new("scores")),
+        vec![],
+        vec![],
+        true,
+    )
 }

@@ -20,7 +20,7 @@ use crate::model::{StepCounts, StepStatus};
 use crate::module_def::Argument;
 use crate::pipeline::{Edge, Pipeline};
 use crate::plan::{check_entry, PlanOptions};
-use crate::resolve::{prepare, value_to_arg, OutputsMap, UpstreamOutput};
+use crate::resolve::{prepare, value_to_arg, OutputsMap, Prepared, UpstreamOutput};
 use crate::step::{CancelFlag, StepContext};
 use crate::store::records::{
     CacheEntry, LatestRecord, ObjectRef, OutputManifest, RunRecord, RunStatus, StepRecord,
@@ -637,59 +637,8 @@ impl ExecShared<'_> {
         if self.opts.cancel.is_cancelled() {
             return fail(record, "run cancelled".into(), t0);
         }
-        // A step that changed its inputs in place computed from bytes that are not the
-        // inputs' (and spoilt them for the other readers): never cache it. The changed object
-        // is removed, so its producer reruns before anyone reads it again.
-        let changed = self.verify_upstream(&job.upstream);
-        if !changed.is_empty() {
-            let what: Vec<String> = changed
-                .iter()
-                .map(|(up, r)| format!("{} {r}", self.pipeline.node(*up).name))
-                .collect();
-            return fail(
-                record,
-                format!(
-                    "the step changed its inputs in place (inputs are read-only: write into \
-                     the step's outputs instead); the producers rerun next time: {}",
-                    what.join("; ")
-                ),
-                t0,
-            );
-        }
-        // Inputs (datasets, source files) that changed while the step ran: its output may be
-        // computed from bytes that are not those in its key. Refuse to cache it ("file
-        // modified during build"); the next run computes from the new bytes.
-        match prepare(
-            self.pipeline,
-            job.idx,
-            &job.upstream,
-            self.params,
-            self.store,
-            false,
-        ) {
-            Ok(after) if after.key == prepared.key => {}
-            Ok(after) => {
-                let changed: Vec<String> =
-                    crate::fingerprint::diff(&prepared.fingerprint, &after.fingerprint)
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect();
-                return fail(
-                    record,
-                    format!(
-                        "inputs changed while the step ran, so its output is not cached (run again): {}",
-                        changed.join("; ")
-                    ),
-                    t0,
-                );
-            }
-            Err(e) => {
-                return fail(
-                    record,
-                    format!("inputs changed while the step ran: {e}"),
-                    t0,
-                )
-            }
+        if let Some(why) = self.inputs_changed_while_running(&job, &prepared) {
+            return fail(record, why, t0);
         }
         let mut manifests: BTreeMap<String, OutputManifest> = BTreeMap::new();
         for (port, dir) in &out_dirs {
@@ -798,6 +747,48 @@ impl ExecShared<'_> {
             early_cutoff: upstream_ran,
         });
         Ok(Some((entry, outs)))
+    }
+
+    /// After a step ran: why its output must not be cached, if its inputs are no longer what
+    /// its key was computed from. Either the step changed upstream objects in place (they are
+    /// removed, so the producers rerun before anyone reads them again), or a dataset or source
+    /// file changed while it ran ("file modified during build": the next run computes from
+    /// the new bytes). Both checks are stat-cheap: objects by inode stat, files by the memo.
+    fn inputs_changed_while_running(&self, job: &Job, prepared: &Prepared) -> Option<String> {
+        let changed = self.verify_upstream(&job.upstream);
+        if !changed.is_empty() {
+            let what: Vec<String> = changed
+                .iter()
+                .map(|(up, r)| format!("{} {r}", self.pipeline.node(*up).name))
+                .collect();
+            return Some(format!(
+                "the step changed its inputs in place (inputs are read-only: write into the \
+                 step's outputs instead); the producers rerun next time: {}",
+                what.join("; ")
+            ));
+        }
+        match prepare(
+            self.pipeline,
+            job.idx,
+            &job.upstream,
+            self.params,
+            self.store,
+            false,
+        ) {
+            Ok(after) if after.key == prepared.key => None,
+            Ok(after) => {
+                let changed: Vec<String> =
+                    crate::fingerprint::diff(&prepared.fingerprint, &after.fingerprint)
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect();
+                Some(format!(
+                    "inputs changed while the step ran, so its output is not cached (run again): {}",
+                    changed.join("; ")
+                ))
+            }
+            Err(e) => Some(format!("inputs changed while the step ran: {e}")),
+        }
     }
 
     /// Check every stored object in `upstream`: one whose stat is unchanged since it was last
