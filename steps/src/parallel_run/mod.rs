@@ -388,19 +388,20 @@ fn execute(step: &ParallelRunStep, ctx: &StepContext<'_>) -> Result<StepCounts, 
     // Marks every process of this execution; dropping it kills whatever they left behind.
     let tree = crate::process::ProcessTree::new();
     let (workers, kill) = make_workers(step, ctx, &tree, &output_dir, &user_dir, &side_inputs)?;
-    let outcome = dispatch::dispatch(
+    let outcome = dispatch::Dispatch {
         ctx,
-        cfg,
-        &specs,
+        config: cfg,
+        specs: &specs,
         pending,
-        &resumed,
+        resumed: &resumed,
         workers,
         kill,
-        &mut log,
-        gatherer.as_mut(),
-        watch.as_ref(),
-        &mut sys_log,
-    );
+        log: &mut log,
+        gatherer: gatherer.as_mut(),
+        watch: watch.as_ref(),
+        sys_log: &mut sys_log,
+    }
+    .run();
     // The workers have stopped (normally, on error or on abort): kill what they left behind.
     drop(tree);
     let outcome = outcome.map_err(StepError::new)?;
