@@ -43,6 +43,10 @@ Details the engine can rely on:
 * "columns" is only sent with append_row_format "csv".
 * User code sees stdin as /dev/null and fd 1 as a copy of stderr.
 
+The harness ships ``azureml_user`` (Azure's ``EntryScript``) and ``azureml``,
+a shim with ``azureml.core.Model.get_model_path`` and ``Run.get_context()``
+that refuses every other ``azureml`` import (see ``azureml/_shim.py``).
+
 Only the standard library is required.  pandas is used when importable (tabular
 mini-batches become DataFrames); set ``STEPGRAPH_NO_PANDAS=1`` to force the
 list-of-dicts path even when pandas is installed.
@@ -621,6 +625,10 @@ class Worker(object):
         # cannot shadow them.
         from azureml_user import parallel_run
         import entry_script  # noqa: F401
+        import azureml.core
+        import azureml.core.model  # noqa: F401
+        import azureml.core.run
+        import azureml.exceptions  # noqa: F401
 
         sys.argv = [entry] + [str(a) for a in (message.get("arguments") or [])]
         # Resulting order: source_directory, the script's own folder (if
@@ -654,6 +662,13 @@ class Worker(object):
             log_dir=message.get("log_dir"),
             agent_name=message.get("agent_name"),
             config=config,
+        )
+
+        # Run.get_context().input_datasets: the side inputs by name (and the
+        # named inputs stepgraph lists in STEPGRAPH_INPUT_DATASETS).
+        azureml.core.run.configure(
+            side_inputs=message.get("side_inputs"),
+            agent_name=message.get("agent_name"),
         )
 
         module = import_entry_script(entry)
