@@ -10,7 +10,7 @@ use stepgraph_engine::{FileDataset, Pipeline, PipelineData, StepStatus, TabularD
 use stepgraph_steps::{CommandStep, OutputAction, ParallelRunConfig, ParallelRunStep};
 
 use crate::common::Workspace;
-use crate::parallel_run_support::{
+use crate::parallel_run::support::{
     docs, job_result, output, output_file, python, rec, run_one, run_pipeline, script, step,
     TestResult,
 };

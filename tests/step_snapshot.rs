@@ -11,7 +11,7 @@ use stepgraph_engine::{run, CollectSink, FileDataset, Pipeline, PipelineData, St
 use stepgraph_steps::{CommandStep, OutputAction, ParallelRunConfig};
 
 use crate::common::{ev, jobs, Workspace};
-use crate::parallel_run_support::{docs, job_result, output, rec, run_one, script, step, STEP};
+use crate::parallel_run::support::{docs, job_result, output, rec, run_one, script, step, STEP};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 type Events = Vec<(&'static str, String)>;

@@ -10,7 +10,7 @@ use stepgraph_steps::parallel_run::EntryError;
 use stepgraph_steps::{EntryContext, EntryScript, MiniBatch, MiniBatchData, ParallelRunConfig};
 
 use crate::common::Workspace;
-use crate::parallel_run_support::{messages, output, rec, run_one, step, sys_log};
+use crate::parallel_run::support::{messages, output, rec, run_one, step, sys_log};
 
 /// What the entries of one run share with the test.
 #[derive(Default)]
@@ -260,7 +260,7 @@ fn rust_entry_returning_fewer_rows_counts_failed_items() {
 #[test]
 fn rust_entry_over_files_gets_the_paths() {
     let ws = Workspace::new();
-    let data = crate::parallel_run_support::docs(ws.path(), 3);
+    let data = crate::parallel_run::support::docs(ws.path(), 3);
     struct Names;
     impl EntryScript for Names {
         fn run(&mut self, mini_batch: &MiniBatch) -> Result<Vec<String>, EntryError> {

@@ -5,7 +5,7 @@
 use stepgraph_engine::{StepStatus, TabularDataset};
 
 use crate::common::Workspace;
-use crate::parallel_run_support::{
+use crate::parallel_run::support::{
     has_pandas, lines, output, python, rec, run_one, script, step, PY_ROWS,
 };
 
@@ -26,7 +26,7 @@ fn expected_batches(row_sizes: &[usize], max: usize) -> usize {
 
 #[test]
 fn csv_rows_are_cut_by_bytes_processed_once_each_and_gathered_in_row_order(
-) -> crate::parallel_run_support::TestResult {
+) -> crate::parallel_run::support::TestResult {
     let ws = Workspace::new();
     // Two files: mini-batches may span both; rows keep file order.
     let row = |i: usize| format!("{i},name-{i},{}\n", i * 3);
@@ -98,7 +98,7 @@ def run(mini_batch):
 }
 
 #[test]
-fn json_lines_rows_are_gathered_in_row_order() -> crate::parallel_run_support::TestResult {
+fn json_lines_rows_are_gathered_in_row_order() -> crate::parallel_run::support::TestResult {
     let ws = Workspace::new();
     let text: String = (0..20)
         .map(|i| format!("{{\"id\": {i}, \"word\": \"w{i}\"}}\n"))
@@ -143,7 +143,7 @@ def run(mini_batch):
 
 #[test]
 fn partition_keys_give_one_mini_batch_per_key_with_its_value_in_the_context(
-) -> crate::parallel_run_support::TestResult {
+) -> crate::parallel_run::support::TestResult {
     let ws = Workspace::new();
     let regions = [
         "north", "south", "north", "east", "south", "north", "east", "east", "south", "north",
@@ -219,7 +219,7 @@ def run(mini_batch, mini_batch_context):
 
 #[test]
 fn csv_quoted_fields_crlf_and_a_missing_final_newline_stay_whole_rows(
-) -> crate::parallel_run_support::TestResult {
+) -> crate::parallel_run::support::TestResult {
     let ws = Workspace::new();
     // a.csv ends without a newline; b.csv uses CRLF; fields hold commas, quotes, newlines.
     let a = ws.write(
@@ -266,7 +266,7 @@ def run(mini_batch):
 
 #[test]
 fn dataframe_results_are_written_like_azure_and_as_csv_with_one_header(
-) -> crate::parallel_run_support::TestResult {
+) -> crate::parallel_run::support::TestResult {
     if !has_pandas() {
         println!("pandas is not importable by python3: DataFrame assertions skipped");
         return Ok(());

@@ -26,6 +26,15 @@ pub(crate) fn docs(root: &Path, n: usize) -> PathBuf {
     dir
 }
 
+/// The rows `doc-NN.txt ok` for 1..=n but `except`, as an entry returning `<name> ok` gathers
+/// them.
+pub(crate) fn all_ok_rows(n: usize, except: &[usize]) -> String {
+    (1..=n)
+        .filter(|i| !except.contains(i))
+        .map(|i| format!("{} ok\n", doc_name(i)))
+        .collect()
+}
+
 /// `doc-07.txt` for 7.
 pub(crate) fn doc_name(i: usize) -> String {
     format!("doc-{i:02}.txt")

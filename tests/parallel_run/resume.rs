@@ -10,7 +10,7 @@ use stepgraph_engine::{
     FileDataset, NullSink, OpenOptions, Pipeline, RunOptions, StepStatus, Store,
 };
 
-use crate::parallel_run_support::{
+use crate::parallel_run::support::{
     docs, lines, output, python, rec, run_pipeline, script, step, TestResult,
 };
 
@@ -151,9 +151,9 @@ fn killed_run_resumes_from_committed_mini_batches() -> TestResult {
         "resuming: {resumed} of {MINI_BATCHES} mini-batches were committed by an earlier run"
     );
     assert!(
-        crate::parallel_run_support::messages(&sink).contains(&resuming),
+        crate::parallel_run::support::messages(&sink).contains(&resuming),
         "{:?}",
-        crate::parallel_run_support::messages(&sink)
+        crate::parallel_run::support::messages(&sink)
     );
 
     // The same bytes as an uninterrupted run in another store.
@@ -165,7 +165,7 @@ fn killed_run_resumes_from_committed_mini_batches() -> TestResult {
         MINI_BATCHES
     );
     let expected: String = (1..=FILES)
-        .map(|i| format!("{} doc {i}\n", crate::parallel_run_support::doc_name(i)))
+        .map(|i| format!("{} doc {i}\n", crate::parallel_run::support::doc_name(i)))
         .collect();
     assert_eq!(reference_output, expected);
     assert_eq!(output(&run), reference_output);

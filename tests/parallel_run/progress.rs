@@ -1,0 +1,47 @@
+//! Progress events of a ParallelRunStep.
+
+use stepgraph_engine::{Event, FileDataset, StepStatus};
+
+use crate::common::Workspace;
+use crate::parallel_run::support::{docs, python, rec, run_one, script, step, STEP};
+
+#[test]
+fn progress_events_end_with_every_mini_batch_done() {
+    let ws = Workspace::new();
+    let data = docs(ws.path(), 9);
+    script(
+        ws.path(),
+        "ok.py",
+        "import os\n\ndef run(mini_batch):\n    return [os.path.basename(p) for p in mini_batch]\n",
+    );
+    let cfg = python(ws.path(), "ok.py")
+        .mini_batch_size("2")
+        .error_threshold(0)
+        .process_count_per_node(2);
+    let store = ws.store();
+    let (run, sink) = run_one(
+        &store,
+        step(cfg, FileDataset::from_files("docs", data), &[]),
+    );
+    assert_eq!(rec(&run).status, StepStatus::Ran, "{:?}", rec(&run).error);
+    let progress: Vec<(u64, u64, u64)> = sink
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Progress {
+                step,
+                done,
+                total,
+                items,
+                ..
+            } if step == STEP => Some((done, total, items)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(progress.first(), Some(&(0, 5, 0)));
+    assert_eq!(progress.last(), Some(&(5, 5, 9)));
+    assert!(
+        progress.windows(2).all(|w| w[0].0 <= w[1].0),
+        "done never goes down: {progress:?}"
+    );
+}
