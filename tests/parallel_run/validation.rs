@@ -1,16 +1,18 @@
-//! Build-time validation of a ParallelRunStep: each bad configuration is refused naming its field.
-
-use std::path::Path;
+//! Build-time validation of a ParallelRunStep: each bad configuration is refused naming its
+//! field, and the valid ones build. One table, one row a case.
 
 use stepgraph_engine::{
-    Argument, BuildError, BuildErrors, FileDataset, Pipeline, PipelineData, TabularDataset,
+    Argument, BuildError, BuildErrors, DataSource, FileDataset, Pipeline, PipelineData,
+    TabularDataset,
 };
-use stepgraph_steps::{OutputAction, ParallelRunConfig, ParallelRunStep};
+use stepgraph_steps::parallel_run::ParallelRunConfigBuilder;
+use stepgraph_steps::{OutputAction, ParallelRunStep};
 
 use crate::common::Workspace;
 use crate::parallel_run::support::{python, script, STEP};
 
-/// The fields named by the `InvalidConfig` errors of building a pipeline of `step` alone.
+/// The fields named by the `InvalidConfig` errors of building a pipeline of `step` alone
+/// (`step.field`; any other error as `other: <error>`).
 fn invalid_fields(step: ParallelRunStep) -> Vec<String> {
     match Pipeline::builder("validation").step(step).build() {
         Ok(_) => Vec::new(),
@@ -24,186 +26,156 @@ fn invalid_fields(step: ParallelRunStep) -> Vec<String> {
     }
 }
 
-fn ok_config(root: &Path) -> ParallelRunConfig {
-    script(
-        root,
-        "ok.py",
-        "def run(mini_batch):\n    return mini_batch\n",
-    );
-    python(root, "ok.py")
-        .error_threshold(0)
-        .build()
-        .expect("valid config")
+/// The main inputs of a case.
+#[derive(Debug, Clone, Copy)]
+enum Inputs {
+    /// No input at all.
+    None,
+    /// The file dataset `docs` (`data/`).
+    Files,
+    /// `docs` and the tabular dataset `table` (`table.csv`) together.
+    FilesAndTable,
 }
 
-fn prs(
-    cfg: ParallelRunConfig,
-    inputs: Vec<stepgraph_engine::DataSource>,
-    output: Option<PipelineData>,
-    args: &[&str],
-) -> ParallelRunStep {
-    ParallelRunStep::new(
-        STEP,
-        cfg,
-        inputs,
-        output,
-        vec![],
-        args.iter().map(|a| Argument::from(*a)).collect(),
-        true,
-    )
+/// One case: a step `score` over `inputs` running `entry` (the workspace holds only `ok.py`),
+/// configured with error_threshold 0 and `config`, and the `step.field`s its build must name.
+struct Case {
+    name: &'static str,
+    entry: &'static str,
+    config: fn(ParallelRunConfigBuilder) -> ParallelRunConfigBuilder,
+    inputs: Inputs,
+    output: bool,
+    args: &'static [&'static str],
+    expected: &'static [&'static str],
 }
 
-#[test]
-fn valid_step_builds_without_errors() {
-    let ws = Workspace::new();
-    let files = FileDataset::from_files("docs", ws.path().join("data"));
-    let cfg = ok_config(ws.path());
-    let out = Some(PipelineData::new("scores"));
-    assert_eq!(
-        invalid_fields(prs(cfg, vec![files.into()], out, &["--x", "1"])),
-        Vec::<String>::new()
-    );
-}
-
-#[test]
-fn step_without_inputs_is_refused_naming_inputs() {
-    let ws = Workspace::new();
-    let cfg = ok_config(ws.path());
-    let out = Some(PipelineData::new("scores"));
-    assert_eq!(invalid_fields(prs(cfg, vec![], out, &[])), ["score.inputs"]);
-}
-
-#[test]
-fn file_and_tabular_inputs_together_are_refused_naming_inputs() {
-    let ws = Workspace::new();
-    let cfg = ok_config(ws.path());
-    let files = FileDataset::from_files("docs", ws.path().join("data"));
-    let table = TabularDataset::from_delimited_files("table", vec![ws.path().join("table.csv")]);
-    let out = Some(PipelineData::new("scores"));
-    assert_eq!(
-        invalid_fields(prs(cfg, vec![files.into(), table.into()], out, &[])),
-        ["score.inputs"]
-    );
-}
-
-#[test]
-fn append_row_without_output_is_refused_naming_output() {
-    let ws = Workspace::new();
-    let cfg = ok_config(ws.path());
-    let files = FileDataset::from_files("docs", ws.path().join("data"));
-    assert_eq!(
-        invalid_fields(prs(cfg, vec![files.into()], None, &[])),
-        ["score.output"]
-    );
-}
-
-#[test]
-fn summary_only_without_output_builds() {
-    let ws = Workspace::new();
-    script(
-        ws.path(),
-        "ok.py",
-        "def run(mini_batch):\n    return mini_batch\n",
-    );
-    let cfg = python(ws.path(), "ok.py")
-        .error_threshold(0)
-        .output_action(OutputAction::SummaryOnly)
-        .build()
-        .expect("valid config");
-    let files = FileDataset::from_files("docs", ws.path().join("data"));
-    assert_eq!(
-        invalid_fields(prs(cfg, vec![files.into()], None, &[])),
-        Vec::<String>::new()
-    );
-}
-
-#[test]
-fn mini_batch_size_with_a_unit_on_a_file_dataset_is_refused_naming_mini_batch_size() {
-    let ws = Workspace::new();
-    script(
-        ws.path(),
-        "ok.py",
-        "def run(mini_batch):\n    return mini_batch\n",
-    );
-    let cfg = python(ws.path(), "ok.py")
-        .error_threshold(0)
-        .mini_batch_size("5KB")
-        .build()
-        .expect("the unit is valid for tabular inputs");
-    let files = FileDataset::from_files("docs", ws.path().join("data"));
-    let out = Some(PipelineData::new("scores"));
-    assert_eq!(
-        invalid_fields(prs(cfg, vec![files.into()], out, &[])),
-        ["score.mini_batch_size"]
-    );
-}
-
-#[test]
-fn partition_keys_on_a_file_dataset_are_refused_naming_partition_keys() {
-    let ws = Workspace::new();
-    script(
-        ws.path(),
-        "ok.py",
-        "def run(mini_batch):\n    return mini_batch\n",
-    );
-    let cfg = python(ws.path(), "ok.py")
-        .error_threshold(0)
-        .partition_keys(["region"])
-        .build()
-        .expect("valid for tabular inputs");
-    let files = FileDataset::from_files("docs", ws.path().join("data"));
-    let out = Some(PipelineData::new("scores"));
-    assert_eq!(
-        invalid_fields(prs(cfg, vec![files.into()], out, &[])),
-        ["score.partition_keys"]
-    );
-}
+const CASES: &[Case] = &[
+    Case {
+        name: "a valid step builds without errors",
+        entry: "ok.py",
+        config: |c| c,
+        inputs: Inputs::Files,
+        output: true,
+        args: &["--x", "1"],
+        expected: &[],
+    },
+    Case {
+        name: "a step without inputs is refused naming inputs",
+        entry: "ok.py",
+        config: |c| c,
+        inputs: Inputs::None,
+        output: true,
+        args: &[],
+        expected: &["score.inputs"],
+    },
+    Case {
+        name: "file and tabular inputs together are refused naming inputs",
+        entry: "ok.py",
+        config: |c| c,
+        inputs: Inputs::FilesAndTable,
+        output: true,
+        args: &[],
+        expected: &["score.inputs"],
+    },
+    Case {
+        name: "append_row without an output is refused naming output",
+        entry: "ok.py",
+        config: |c| c,
+        inputs: Inputs::Files,
+        output: false,
+        args: &[],
+        expected: &["score.output"],
+    },
+    Case {
+        name: "summary_only without an output builds",
+        entry: "ok.py",
+        config: |c| c.output_action(OutputAction::SummaryOnly),
+        inputs: Inputs::Files,
+        output: false,
+        args: &[],
+        expected: &[],
+    },
+    Case {
+        // The unit is valid for tabular inputs, so the config itself builds.
+        name: "mini_batch_size with a unit on a file dataset is refused naming mini_batch_size",
+        entry: "ok.py",
+        config: |c| c.mini_batch_size("5KB"),
+        inputs: Inputs::Files,
+        output: true,
+        args: &[],
+        expected: &["score.mini_batch_size"],
+    },
+    Case {
+        // Valid for tabular inputs, so the config itself builds.
+        name: "partition_keys on a file dataset are refused naming partition_keys",
+        entry: "ok.py",
+        config: |c| c.partition_keys(["region"]),
+        inputs: Inputs::Files,
+        output: true,
+        args: &[],
+        expected: &["score.partition_keys"],
+    },
+    Case {
+        name: "a positional first argument is refused naming arguments",
+        entry: "ok.py",
+        config: |c| c,
+        inputs: Inputs::Files,
+        output: true,
+        args: &["0.5", "--x"],
+        expected: &["score.arguments"],
+    },
+    Case {
+        name: "the reserved --output argument is refused naming arguments",
+        entry: "ok.py",
+        config: |c| c,
+        inputs: Inputs::Files,
+        output: true,
+        args: &["--x", "1", "--output", "o"],
+        expected: &["score.arguments"],
+    },
+    Case {
+        // Its existence is checked when the step is built, not by the config.
+        name: "a missing entry script is refused naming entry_script",
+        entry: "missing.py",
+        config: |c| c,
+        inputs: Inputs::Files,
+        output: true,
+        args: &[],
+        expected: &["score.entry_script"],
+    },
+];
 
 #[test]
-fn positional_first_argument_is_refused_naming_arguments() {
-    let ws = Workspace::new();
-    let cfg = ok_config(ws.path());
-    let files = FileDataset::from_files("docs", ws.path().join("data"));
-    let out = Some(PipelineData::new("scores"));
-    assert_eq!(
-        invalid_fields(prs(cfg, vec![files.into()], out, &["0.5", "--x"])),
-        ["score.arguments"]
-    );
-}
-
-#[test]
-fn reserved_output_argument_is_refused_naming_arguments() {
-    let ws = Workspace::new();
-    let cfg = ok_config(ws.path());
-    let files = FileDataset::from_files("docs", ws.path().join("data"));
-    let out = Some(PipelineData::new("scores"));
-    assert_eq!(
-        invalid_fields(prs(
+fn each_invalid_configuration_is_refused_naming_its_field_and_valid_ones_build() {
+    for case in CASES {
+        let ws = Workspace::new();
+        let root = ws.path();
+        script(
+            root,
+            "ok.py",
+            "def run(mini_batch):\n    return mini_batch\n",
+        );
+        let cfg = (case.config)(python(root, case.entry).error_threshold(0))
+            .build()
+            .unwrap_or_else(|e| panic!("case {:?}: the config builds: {e}", case.name));
+        let files = || DataSource::from(FileDataset::from_files("docs", root.join("data")));
+        let inputs = match case.inputs {
+            Inputs::None => vec![],
+            Inputs::Files => vec![files()],
+            Inputs::FilesAndTable => vec![
+                files(),
+                TabularDataset::from_delimited_files("table", vec![root.join("table.csv")]).into(),
+            ],
+        };
+        let step = ParallelRunStep::new(
+            STEP,
             cfg,
-            vec![files.into()],
-            out,
-            &["--x", "1", "--output", "o"]
-        )),
-        ["score.arguments"]
-    );
-}
-
-#[test]
-fn missing_entry_script_is_refused_naming_entry_script() {
-    let ws = Workspace::new();
-    script(
-        ws.path(),
-        "ok.py",
-        "def run(mini_batch):\n    return mini_batch\n",
-    );
-    let cfg = python(ws.path(), "missing.py")
-        .error_threshold(0)
-        .build()
-        .expect("existence is checked when the step is built");
-    let files = FileDataset::from_files("docs", ws.path().join("data"));
-    let out = Some(PipelineData::new("scores"));
-    assert_eq!(
-        invalid_fields(prs(cfg, vec![files.into()], out, &[])),
-        ["score.entry_script"]
-    );
+            inputs,
+            case.output.then(|| PipelineData::new("scores")),
+            vec![],
+            case.args.iter().map(|a| Argument::from(*a)).collect(),
+            true,
+        );
+        assert_eq!(invalid_fields(step), case.expected, "case {:?}", case.name);
+    }
 }
