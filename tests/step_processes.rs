@@ -11,8 +11,8 @@ use stepgraph_steps::{CommandStep, OutputAction, ParallelRunConfig, ParallelRunS
 
 use crate::common::Workspace;
 use crate::parallel_run::support::{
-    docs, job_result, output, output_file, python, rec, run_one, run_pipeline, script, step,
-    TestResult,
+    docs, job_result, output, output_file, python, python_entry, ran, rec, run_one, run_pipeline,
+    script, step, TestResult,
 };
 
 /// A worker speaking the protocol that answers each run with `LINE` (Python expression).
@@ -147,15 +147,14 @@ fn non_utf8_files(dir: &Path) -> Vec<PathBuf> {
 fn python_entries_open_files_whose_names_are_not_utf8() {
     let ws = Workspace::new();
     non_utf8_files(&ws.path().join("data"));
-    script(
+    let cfg = python_entry(
         ws.path(),
         "read.py",
         "def run(mini_batch):\n    return sorted(open(p).read() for p in mini_batch)\n",
-    );
-    let cfg = python(ws.path(), "read.py")
-        .error_threshold(0)
-        .mini_batch_size("10")
-        .process_count_per_node(1);
+    )
+    .error_threshold(0)
+    .mini_batch_size("10")
+    .process_count_per_node(1);
     let (run, _) = run_one(
         &ws.store(),
         step(
@@ -164,8 +163,7 @@ fn python_entries_open_files_whose_names_are_not_utf8() {
             &[],
         ),
     );
-    let r = rec(&run);
-    assert_eq!(r.status, StepStatus::Ran, "{:?}", r.error);
+    let _r = ran(&run);
     assert_eq!(output(&run), "content of fe\ncontent of ff\n");
 }
 
@@ -275,7 +273,7 @@ fn processes_a_worker_starts_in_their_own_session_do_not_survive_the_step() -> T
     // Unique to this test process, so nothing else matches.
     let mark = format!("STEPGRAPH_TEST_ORPHAN={}", std::process::id());
     let seconds = format!("3001.{}", std::process::id());
-    script(
+    let cfg = python_entry(
         ws.path(),
         "orphans.py",
         &format!(
@@ -297,17 +295,15 @@ def run(mini_batch):
     return mini_batch
 "#
         ),
-    );
-    let cfg = python(ws.path(), "orphans.py")
-        .error_threshold(0)
-        .mini_batch_size("1")
-        .process_count_per_node(1);
+    )
+    .error_threshold(0)
+    .mini_batch_size("1")
+    .process_count_per_node(1);
     let (run, _) = run_one(
         &ws.store(),
         step(cfg, FileDataset::from_files("docs", data), &[]),
     );
-    let r = rec(&run);
-    assert_eq!(r.status, StepStatus::Ran, "{:?}", r.error);
+    let _r = ran(&run);
     let survivors = processes_with_env(&mark);
     assert_eq!(
         survivors,
@@ -352,7 +348,7 @@ fn summary_only_run(ws: &Workspace, body: &str) -> stepgraph_engine::RunSummary 
         .output_action(OutputAction::SummaryOnly);
     let step = score_docs(cfg, data);
     let (run, _) = run_one(&ws.store(), step);
-    assert_eq!(rec(&run).status, StepStatus::Ran, "{:?}", rec(&run).error);
+    ran(&run);
     run
 }
 
@@ -445,7 +441,7 @@ fn summary_only_a_retry_appending_again_is_reported_in_job_result() {
     // One mini-batch (doc-01, doc-02): its first try appends, then fails.
     std::fs::write(ws.path().join("fail-once"), "doc-01").expect("marker");
     let run = appending_run(&ws, 2, 3);
-    assert_eq!(rec(&run).status, StepStatus::Ran, "{:?}", rec(&run).error);
+    ran(&run);
     assert_eq!(
         output_file(&run, "all.txt"),
         "doc-01.txt\ndoc-02.txt\ndoc-01.txt\ndoc-02.txt\n"
@@ -471,7 +467,7 @@ fn summary_only_a_redo_after_an_interrupted_run_appending_again_is_reported() {
     assert_eq!(rec(&first).status, StepStatus::Failed);
     // The second run resumes and redoes mini-batch 1, which appends its rows again.
     let run = appending_run(&ws, 4, 1);
-    assert_eq!(rec(&run).status, StepStatus::Ran, "{:?}", rec(&run).error);
+    ran(&run);
     assert_eq!(
         output_file(&run, "all.txt"),
         "doc-01.txt\ndoc-02.txt\ndoc-03.txt\ndoc-04.txt\ndoc-03.txt\ndoc-04.txt\n"

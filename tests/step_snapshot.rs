@@ -11,7 +11,9 @@ use stepgraph_engine::{run, CollectSink, FileDataset, Pipeline, PipelineData, St
 use stepgraph_steps::{CommandStep, OutputAction, ParallelRunConfig};
 
 use crate::common::{ev, jobs, Workspace};
-use crate::parallel_run::support::{docs, job_result, output, rec, run_one, script, step, STEP};
+use crate::parallel_run::support::{
+    docs, job_result, output, ran, rec, run_docs, run_one, script, step, STEP,
+};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 type Events = Vec<(&'static str, String)>;
@@ -182,8 +184,7 @@ def run(mini_batch):
         &store,
         step(cfg, FileDataset::from_files("docs", data), &[]),
     );
-    let r = rec(&run);
-    assert_eq!(r.status, StepStatus::Ran, "{:?}", r.error);
+    let _r = ran(&run);
     let out = output(&run);
     let scripts = scripts.canonicalize()?;
     for line in out.lines() {
@@ -228,11 +229,7 @@ fn hostile(reply: &str) -> Result<(String, String), Box<dyn std::error::Error>> 
         .mini_batch_size("2")
         .run_max_try(1)
         .error_threshold(0);
-    let store = ws.store();
-    let (run, _) = run_one(
-        &store,
-        step(cfg, FileDataset::from_files("docs", data), &[]),
-    );
+    let (run, _) = run_docs(&ws, cfg, data);
     let r = rec(&run);
     assert_eq!(r.status, StepStatus::Failed, "the step succeeded ({STEP})");
     Ok((r.error.clone().unwrap_or_default(), job_result(&run)))

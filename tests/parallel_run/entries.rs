@@ -1,12 +1,12 @@
 //! What an entry sees: side inputs, pipeline parameters, the user logger; and entry_command
 //! workers speaking the protocol directly.
 
-use stepgraph_engine::{Argument, DataReference, FileDataset, Pipeline, PipelineData, StepStatus};
+use stepgraph_engine::{Argument, DataReference, FileDataset, Pipeline, PipelineData};
 use stepgraph_steps::{ParallelRunConfig, ParallelRunStep};
 
 use crate::common::Workspace;
 use crate::parallel_run::support::{
-    doc_name, docs, output, python, rec, run_one, script, step, TestResult, STEP,
+    doc_name, docs, output, python, python_entry, ran, run_docs, run_in, script, TestResult, STEP,
 };
 
 #[test]
@@ -17,7 +17,7 @@ fn side_inputs_reach_the_script_and_are_never_partitioned() -> TestResult {
     ws.write("labels/a.lbl", "");
     ws.write("labels/b.lbl", "");
     let calls = ws.path().join("calls.txt");
-    script(
+    let cfg = python_entry(
         ws.path(),
         "side.py",
         r#"import os
@@ -37,13 +37,12 @@ def run(mini_batch):
         f.write(" ".join(os.path.basename(p) for p in mini_batch) + "\n")
     return ["%s %s %s" % (lookup, os.path.basename(p), labels) for p in mini_batch]
 "#,
-    );
-    let cfg = python(ws.path(), "side.py")
-        .mini_batch_size("2")
-        .error_threshold(0)
-        .process_count_per_node(2)
-        .environment_variable("CALLS_LOG", calls.display().to_string())
-        .build()?;
+    )
+    .mini_batch_size("2")
+    .error_threshold(0)
+    .process_count_per_node(2)
+    .environment_variable("CALLS_LOG", calls.display().to_string())
+    .build()?;
     let prs = ParallelRunStep::new(
         STEP,
         cfg,
@@ -56,10 +55,8 @@ def run(mini_batch):
         vec![],
         true,
     );
-    let store = ws.store();
-    let (run, _) = run_one(&store, prs);
-    let r = rec(&run);
-    assert_eq!(r.status, StepStatus::Ran, "{:?}", r.error);
+    let (run, _) = run_in(&ws, prs);
+    let r = ran(&run);
     let expected: String = (1..=4)
         .map(|i| format!("prefix-X {} a.lbl,b.lbl\n", doc_name(i)))
         .collect();
@@ -104,13 +101,8 @@ fn check_entry_command(argv: &[&str]) {
         .mini_batch_size("2")
         .error_threshold(0)
         .process_count_per_node(2);
-    let store = ws.store();
-    let (run, _) = run_one(
-        &store,
-        step(cfg, FileDataset::from_files("docs", data), &[]),
-    );
-    let r = rec(&run);
-    assert_eq!(r.status, StepStatus::Ran, "{:?}", r.error);
+    let (run, _) = run_docs(&ws, cfg, data);
+    let r = ran(&run);
     let expected: String = (1..=5)
         .map(|i| format!("{} doc {i}\n", doc_name(i)))
         .collect();
@@ -173,12 +165,7 @@ def run(mini_batch):
         .expect("pipeline builds");
     let store = ws.store();
     let (first, _) = crate::parallel_run::support::run_pipeline(&store, &pipeline);
-    assert_eq!(
-        rec(&first).status,
-        StepStatus::Ran,
-        "{:?}",
-        rec(&first).error
-    );
+    ran(&first);
     let rows = |t: &str| -> String {
         (1..=3)
             .map(|i| format!("{} {t} {t}\n", doc_name(i)))
@@ -192,12 +179,7 @@ def run(mini_batch):
         .insert("tag".into(), serde_json::json!("beta"));
     let sink = stepgraph_engine::CollectSink::default();
     let second = stepgraph_engine::run(&pipeline, &store, &opts, &sink).expect("run starts");
-    assert_eq!(
-        rec(&second).status,
-        StepStatus::Ran,
-        "{:?}",
-        rec(&second).error
-    );
+    ran(&second);
     assert_eq!(output(&second), rows("beta"));
 }
 
@@ -205,7 +187,7 @@ def run(mini_batch):
 fn entry_script_logger_writes_to_the_user_log_folder() {
     let ws = Workspace::new();
     let data = docs(ws.path(), 2);
-    script(
+    let cfg = python_entry(
         ws.path(),
         "logging_entry.py",
         r#"import os
@@ -220,17 +202,12 @@ def run(mini_batch):
         logger.warning("scoring %s", os.path.basename(p))
     return mini_batch
 "#,
-    );
-    let cfg = python(ws.path(), "logging_entry.py")
-        .mini_batch_size("2")
-        .error_threshold(0)
-        .process_count_per_node(1);
-    let store = ws.store();
-    let (run, _) = run_one(
-        &store,
-        step(cfg, FileDataset::from_files("docs", data), &[]),
-    );
-    assert_eq!(rec(&run).status, StepStatus::Ran, "{:?}", rec(&run).error);
+    )
+    .mini_batch_size("2")
+    .error_threshold(0)
+    .process_count_per_node(1);
+    let (run, _) = run_docs(&ws, cfg, data);
+    ran(&run);
     let log = crate::parallel_run::support::log_file(&run, "user/worker-0.log");
     assert!(log.contains("|INFO|worker-0|init of worker-0"), "{log}");
     assert!(

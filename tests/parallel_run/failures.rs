@@ -5,8 +5,8 @@ use stepgraph_engine::{FileDataset, StepStatus};
 
 use crate::common::Workspace;
 use crate::parallel_run::support::{
-    all_ok_rows, docs, job_result, messages, output, python, rec, run_with_report, script, step,
-    sys_log,
+    all_ok_rows, counts, docs, job_result, messages, output, python, python_entry, ran, rec,
+    run_with_report, script, step, sys_log,
 };
 
 const FAILING: &str = r#"import argparse, os, signal, time
@@ -76,8 +76,7 @@ fn run_failing(
 fn check_retry_succeeds(mode: &str, failure_text: &str) {
     let ws = Workspace::new();
     let (run, sink) = run_failing(&ws, mode, false, 0);
-    let r = rec(&run);
-    assert_eq!(r.status, StepStatus::Ran, "{:?}", r.error);
+    let r = ran(&run);
     assert_eq!(output(&run), all_ok_rows(10, &[]));
     assert_eq!(
         (
@@ -109,18 +108,9 @@ fn check_retry_succeeds(mode: &str, failure_text: &str) {
 fn check_always_failing_is_counted(mode: &str, failure_text: &str) {
     let ws = Workspace::new();
     let (run, _) = run_failing(&ws, mode, true, -1);
-    let r = rec(&run);
-    assert_eq!(r.status, StepStatus::Ran, "{:?}", r.error);
+    let r = ran(&run);
     assert_eq!(output(&run), all_ok_rows(10, &[7]));
-    assert_eq!(
-        (
-            r.counts.items,
-            r.counts.failed_items,
-            r.counts.mini_batches,
-            r.counts.failed_mini_batches
-        ),
-        (10, 1, 10, 1)
-    );
+    assert_eq!(counts(r), (10, 1, 10, 1));
     let sys = sys_log(&run);
     assert!(sys.contains("mini-batch 6 try 2 on worker-"), "{sys}");
     let job = job_result(&run);
@@ -204,12 +194,11 @@ fn run_timeout_on_every_try_counts_the_mini_batch_failed() {
 fn init_raising_fails_the_step_with_the_init_traceback() {
     let ws = Workspace::new();
     let data = docs(ws.path(), 4);
-    script(
+    let cfg = python_entry(
         ws.path(),
         "broken.py",
         "def init():\n    raise RuntimeError(\"model file missing\")\n\ndef run(mini_batch):\n    return mini_batch\n",
-    );
-    let cfg = python(ws.path(), "broken.py")
+    )
         .mini_batch_size("1")
         .error_threshold(-1)
         .process_count_per_node(1)

@@ -6,8 +6,8 @@ use stepgraph_steps::{AppendRowFormat, OutputAction, ParallelRunStep};
 
 use crate::common::Workspace;
 use crate::parallel_run::support::{
-    doc_name, docs, output, output_file, python, rec, run_one, run_with_report, script, step,
-    TestResult, STEP,
+    doc_name, docs, output, output_file, python, python_entry, ran, run_docs, run_one,
+    run_with_report, script, step, TestResult, STEP,
 };
 
 #[test]
@@ -41,7 +41,7 @@ def run(mini_batch):
             &store,
             step(cfg, FileDataset::from_files("docs", data.clone()), &[]),
         );
-        assert_eq!(rec(&run).status, StepStatus::Ran, "{:?}", rec(&run).error);
+        ran(&run);
         assert_eq!(output(&run), expected, "{workers} workers");
     }
 }
@@ -50,7 +50,7 @@ def run(mini_batch):
 fn summary_only_files_written_to_output_dir_reach_the_downstream_step() -> TestResult {
     let ws = Workspace::new();
     let data = docs(ws.path(), 5);
-    script(
+    let cfg = python_entry(
         ws.path(),
         "summary.py",
         r#"import os
@@ -71,8 +71,7 @@ def run(mini_batch):
         done.append(name)
     return done
 "#,
-    );
-    let cfg = python(ws.path(), "summary.py")
+    )
         .mini_batch_size("2")
         .error_threshold(0)
         .process_count_per_node(2)
@@ -82,8 +81,7 @@ def run(mini_batch):
         &store,
         step(cfg, FileDataset::from_files("docs", data), &[]),
     );
-    let r = rec(&run);
-    assert_eq!(r.status, StepStatus::Ran, "{:?}", r.error);
+    let r = ran(&run);
     assert_eq!((r.counts.items, r.counts.failed_items), (5, 0));
     let mut names: Vec<String> = std::fs::read_dir(run.output_dir(STEP, "output"))?
         .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
@@ -115,18 +113,13 @@ def run(mini_batch):
 fn run_format(format: AppendRowFormat) -> String {
     let ws = Workspace::new();
     let data = docs(ws.path(), 5);
-    script(ws.path(), "dicts.py", DICT_ROWS);
-    let cfg = python(ws.path(), "dicts.py")
+    let cfg = python_entry(ws.path(), "dicts.py", DICT_ROWS)
         .mini_batch_size("2")
         .error_threshold(0)
         .process_count_per_node(2)
         .append_row_format(format);
-    let store = ws.store();
-    let (run, _) = run_one(
-        &store,
-        step(cfg, FileDataset::from_files("docs", data), &[]),
-    );
-    assert_eq!(rec(&run).status, StepStatus::Ran, "{:?}", rec(&run).error);
+    let (run, _) = run_docs(&ws, cfg, data);
+    ran(&run);
     output(&run)
 }
 

@@ -6,7 +6,7 @@ use stepgraph_steps::OutputAction;
 
 use crate::common::Workspace;
 use crate::parallel_run::support::{
-    output, python, rec, run_with_report, script, step, sys_log, STEP,
+    counts, output, python, python_entry, ran, rec, run_with_report, script, step, sys_log, STEP,
 };
 
 const BAD_RAISES: &str = r#"import os
@@ -64,8 +64,7 @@ fn assert_failed_naming(run: &stepgraph_engine::RunSummary, limit_text: &str) {
 fn error_threshold_equal_to_the_failed_items_succeeds() {
     let ws = Workspace::new();
     let (run, _) = run_bad(&ws, 3, |c| c.error_threshold(3));
-    let r = rec(&run);
-    assert_eq!(r.status, StepStatus::Ran, "{:?}", r.error);
+    let r = ran(&run);
     assert_eq!(r.counts.failed_items, 3);
     assert_eq!(r.counts.failed_mini_batches, 3);
     assert_eq!(
@@ -86,8 +85,7 @@ fn error_threshold_one_below_the_failed_items_fails_the_step() {
 fn allowed_failed_count_equal_to_the_failed_mini_batches_succeeds() {
     let ws = Workspace::new();
     let (run, _) = run_bad(&ws, 3, |c| c.error_threshold(-1).allowed_failed_count(3));
-    let r = rec(&run);
-    assert_eq!(r.status, StepStatus::Ran, "{:?}", r.error);
+    let r = ran(&run);
     assert_eq!(r.counts.failed_mini_batches, 3);
 }
 
@@ -105,8 +103,7 @@ fn allowed_failed_percent_exactly_reached_succeeds() {
     let (run, _) = run_bad(&ws, 2, |c| {
         c.error_threshold(-1).allowed_failed_percent(25.0)
     });
-    let r = rec(&run);
-    assert_eq!(r.status, StepStatus::Ran, "{:?}", r.error);
+    let r = ran(&run);
     assert_eq!(r.counts.failed_mini_batches, 2);
     assert_eq!(r.counts.mini_batches, 8);
 }
@@ -146,8 +143,7 @@ fn run_partial(
         };
         ws.write(&format!("data/f-{i:02}.txt"), text);
     }
-    script(ws.path(), "partial.py", PARTIAL);
-    let cfg = python(ws.path(), "partial.py")
+    let cfg = python_entry(ws.path(), "partial.py", PARTIAL)
         .mini_batch_size("4")
         .process_count_per_node(2)
         .run_max_try(2)
@@ -161,17 +157,8 @@ fn run_partial(
 fn check_partial_at_limit(action: OutputAction) -> (Workspace, stepgraph_engine::RunSummary) {
     let ws = Workspace::new();
     let (run, _) = run_partial(&ws, action, 3);
-    let r = rec(&run);
-    assert_eq!(r.status, StepStatus::Ran, "{:?}", r.error);
-    assert_eq!(
-        (
-            r.counts.items,
-            r.counts.failed_items,
-            r.counts.mini_batches,
-            r.counts.failed_mini_batches
-        ),
-        (8, 3, 2, 0)
-    );
+    let r = ran(&run);
+    assert_eq!(counts(r), (8, 3, 2, 0));
     let sys = sys_log(&run);
     assert!(
         sys.contains("mini-batch 0: run() returned 2 of 4 items; 2 counted as failed"),

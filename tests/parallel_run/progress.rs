@@ -1,29 +1,24 @@
 //! Progress events of a ParallelRunStep.
 
-use stepgraph_engine::{Event, FileDataset, StepStatus};
+use stepgraph_engine::Event;
 
 use crate::common::Workspace;
-use crate::parallel_run::support::{docs, python, rec, run_one, script, step, STEP};
+use crate::parallel_run::support::{docs, python_entry, ran, run_docs, STEP};
 
 #[test]
 fn progress_events_end_with_every_mini_batch_done() {
     let ws = Workspace::new();
     let data = docs(ws.path(), 9);
-    script(
+    let cfg = python_entry(
         ws.path(),
         "ok.py",
         "import os\n\ndef run(mini_batch):\n    return [os.path.basename(p) for p in mini_batch]\n",
-    );
-    let cfg = python(ws.path(), "ok.py")
-        .mini_batch_size("2")
-        .error_threshold(0)
-        .process_count_per_node(2);
-    let store = ws.store();
-    let (run, sink) = run_one(
-        &store,
-        step(cfg, FileDataset::from_files("docs", data), &[]),
-    );
-    assert_eq!(rec(&run).status, StepStatus::Ran, "{:?}", rec(&run).error);
+    )
+    .mini_batch_size("2")
+    .error_threshold(0)
+    .process_count_per_node(2);
+    let (run, sink) = run_docs(&ws, cfg, data);
+    ran(&run);
     let progress: Vec<(u64, u64, u64)> = sink
         .events()
         .into_iter()

@@ -11,7 +11,7 @@ use stepgraph_engine::{
 };
 
 use crate::parallel_run::support::{
-    docs, lines, output, python, rec, run_pipeline, script, step, TestResult,
+    docs, lines, output, python, ran, rec, run_pipeline, script, step, TestResult,
 };
 
 /// Set (to the workspace folder) only in the child process.
@@ -127,8 +127,7 @@ fn killed_run_resumes_from_committed_mini_batches() -> TestResult {
     // Second run, in this process, on the same store.
     let store = Store::open(root.join("store"), OpenOptions::default())?;
     let (run, sink) = run_pipeline(&store, &pipeline(root, &calls));
-    let r = rec(&run);
-    assert_eq!(r.status, StepStatus::Ran, "{:?}", r.error);
+    let r = ran(&run);
     let resumed = r.counts.resumed_mini_batches;
     assert!(resumed > 0, "{:?}", r.counts);
     let second_calls = lines(&calls)

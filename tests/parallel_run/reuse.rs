@@ -5,7 +5,7 @@ use stepgraph_engine::{FileDataset, Pipeline, StepStatus};
 
 use crate::common::Workspace;
 use crate::parallel_run::support::{
-    docs, output, python, rec, run_one, script, step, TestResult, STEP,
+    docs, output, python, python_entry, ran, rec, run_one, script, step, TestResult, STEP,
 };
 
 const COUNTING: &str = r#"import os
@@ -38,12 +38,7 @@ fn unchanged_rerun_is_reused_and_only_result_changes_rerun_the_step() -> TestRes
     let n_calls = || crate::parallel_run::support::lines(&calls).len();
 
     let (first, _) = run_one(&store, make(2, "a"));
-    assert_eq!(
-        rec(&first).status,
-        StepStatus::Ran,
-        "{:?}",
-        rec(&first).error
-    );
+    ran(&first);
     assert_eq!(n_calls(), 3);
 
     let (again, sink) = run_one(&store, make(2, "a"));
@@ -65,22 +60,12 @@ fn unchanged_rerun_is_reused_and_only_result_changes_rerun_the_step() -> TestRes
     // A file of the source directory changes: rerun.
     std::fs::write(scripts.join("count.py"), format!("{COUNTING}# edited\n"))?;
     let (edited, _) = run_one(&store, make(2, "a"));
-    assert_eq!(
-        rec(&edited).status,
-        StepStatus::Ran,
-        "{:?}",
-        rec(&edited).error
-    );
+    ran(&edited);
     assert_eq!(n_calls(), 6);
 
     // An argument changes: rerun.
     let (new_arg, _) = run_one(&store, make(2, "b"));
-    assert_eq!(
-        rec(&new_arg).status,
-        StepStatus::Ran,
-        "{:?}",
-        rec(&new_arg).error
-    );
+    ran(&new_arg);
     assert_eq!(n_calls(), 9);
 
     // And that new state is reused in turn, whatever the parallelism.
@@ -95,8 +80,7 @@ fn forced_rerun_after_success_runs_every_mini_batch_again() {
     let ws = Workspace::new();
     let data = docs(ws.path(), 6);
     let calls = ws.path().join("calls.txt");
-    script(ws.path(), "count.py", COUNTING);
-    let cfg = python(ws.path(), "count.py")
+    let cfg = python_entry(ws.path(), "count.py", COUNTING)
         .mini_batch_size("2")
         .error_threshold(0)
         .process_count_per_node(2)
@@ -107,18 +91,12 @@ fn forced_rerun_after_success_runs_every_mini_batch_again() {
         .expect("pipeline builds");
     let store = ws.store();
     let (first, _) = crate::parallel_run::support::run_pipeline(&store, &pipeline);
-    assert_eq!(
-        rec(&first).status,
-        StepStatus::Ran,
-        "{:?}",
-        rec(&first).error
-    );
+    ran(&first);
     let mut opts = stepgraph_engine::RunOptions::default();
     opts.plan.force.insert(STEP.to_string());
     let sink = stepgraph_engine::CollectSink::default();
     let forced = stepgraph_engine::run(&pipeline, &store, &opts, &sink).expect("run starts");
-    let r = rec(&forced);
-    assert_eq!(r.status, StepStatus::Ran, "{:?}", r.error);
+    let r = ran(&forced);
     assert_eq!(r.counts.resumed_mini_batches, 0);
     assert_eq!(crate::parallel_run::support::lines(&calls).len(), 6);
     assert_eq!(output(&forced), output(&first));

@@ -1,10 +1,10 @@
 //! Workers: a hung one is killed and replaced; what one prints does not reach the protocol.
 
-use stepgraph_engine::{FileDataset, StepStatus};
+use stepgraph_engine::FileDataset;
 
 use crate::common::Workspace;
 use crate::parallel_run::support::{
-    all_ok_rows, docs, output, python, rec, run_one, script, step, sys_log, user_logs,
+    all_ok_rows, docs, output, python_entry, ran, run_docs, run_in, step, sys_log, user_logs,
 };
 
 #[test]
@@ -12,7 +12,7 @@ fn hung_worker_is_killed_and_replaced() {
     let ws = Workspace::new();
     let data = docs(ws.path(), 6);
     let marker = ws.path().join("hung-once");
-    script(
+    let cfg = python_entry(
         ws.path(),
         "hang.py",
         r#"import os, sys, time
@@ -25,25 +25,22 @@ def run(mini_batch):
         pass
     return [os.path.basename(p) + " ok" for p in mini_batch]
 "#,
-    );
-    let cfg = python(ws.path(), "hang.py")
-        .mini_batch_size("2")
-        .error_threshold(0)
-        .process_count_per_node(2)
-        .run_invocation_timeout(1)
-        .run_max_try(2);
+    )
+    .mini_batch_size("2")
+    .error_threshold(0)
+    .process_count_per_node(2)
+    .run_invocation_timeout(1)
+    .run_max_try(2);
     let marker = marker.display().to_string();
-    let store = ws.store();
-    let (run, _) = run_one(
-        &store,
+    let (run, _) = run_in(
+        &ws,
         step(
             cfg,
             FileDataset::from_files("docs", data),
             &["--marker", &marker],
         ),
     );
-    let r = rec(&run);
-    assert_eq!(r.status, StepStatus::Ran, "{:?}", r.error);
+    let r = ran(&run);
     assert_eq!(output(&run), all_ok_rows(6, &[]));
     assert_eq!(
         (r.counts.failed_items, r.counts.failed_mini_batches),
@@ -62,7 +59,7 @@ def run(mini_batch):
 fn worker_printing_to_stdout_does_not_corrupt_results() {
     let ws = Workspace::new();
     let data = docs(ws.path(), 7);
-    script(
+    let cfg = python_entry(
         ws.path(),
         "noisy.py",
         r#"import os, sys
@@ -78,18 +75,12 @@ def run(mini_batch):
     sys.stdout.flush()
     return [os.path.basename(p) + " ok" for p in mini_batch]
 "#,
-    );
-    let cfg = python(ws.path(), "noisy.py")
-        .mini_batch_size("2")
-        .error_threshold(0)
-        .process_count_per_node(2);
-    let store = ws.store();
-    let (run, _) = run_one(
-        &store,
-        step(cfg, FileDataset::from_files("docs", data), &[]),
-    );
-    let r = rec(&run);
-    assert_eq!(r.status, StepStatus::Ran, "{:?}", r.error);
+    )
+    .mini_batch_size("2")
+    .error_threshold(0)
+    .process_count_per_node(2);
+    let (run, _) = run_docs(&ws, cfg, data);
+    let r = ran(&run);
     assert_eq!(output(&run), all_ok_rows(7, &[]));
     assert_eq!((r.counts.items, r.counts.failed_items), (7, 0));
     let logs = user_logs(&run);
