@@ -127,7 +127,7 @@ fn run_rust(
         .error_threshold(error_threshold)
         .process_count_per_node(workers)
         .run_max_try(2);
-    let (run, sink) = run_csv(&ws, cfg, "table", vec![file]);
+    let (run, sink) = run_csv(ws, cfg, "table", vec![file]);
     (run, sink, shared)
 }
 
