@@ -7,12 +7,12 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use stepgraph_engine::{FileDataset, Pipeline, PipelineData, StepStatus, TabularDataset};
-use stepgraph_steps::{CommandStep, OutputAction, ParallelRunConfig, ParallelRunStep};
+use stepgraph_steps::{CommandStep, OutputAction, ParallelRunConfig};
 
 use crate::common::Workspace;
 use crate::parallel_run::support::{
-    docs, job_result, output, output_file, python, python_entry, ran, rec, run_one, run_pipeline,
-    script, step, TestResult,
+    docs, job_result, output, output_file, python, python_entry, ran, rec, run_docs, run_one,
+    run_pipeline, script, step, TestResult,
 };
 
 /// A worker speaking the protocol that answers each run with `LINE` (Python expression).
@@ -32,27 +32,26 @@ for line in sys.stdin:
     )
 }
 
+/// Run, over one document, a step whose `entry_command` is `scripts/<name>`, a [`raw_worker`]
+/// answering `line_expr`, with one worker and one try.
+fn run_raw_worker(ws: &Workspace, name: &str, line_expr: &str) -> stepgraph_engine::RunSummary {
+    let data = docs(ws.path(), 1);
+    script(ws.path(), name, &raw_worker(line_expr));
+    let cfg = ParallelRunConfig::builder()
+        .source_directory(ws.path().join("scripts"))
+        .entry_command(["python3", name])
+        .error_threshold(0)
+        .run_max_try(1)
+        .process_count_per_node(1);
+    run_docs(ws, cfg, data).0
+}
+
 // ----- item 9: stray output is kept as a bounded excerpt -----
 
 #[test]
 fn a_long_non_json_line_from_a_worker_fails_the_try_with_a_bounded_excerpt() {
     let ws = Workspace::new();
-    let data = docs(ws.path(), 1);
-    script(
-        ws.path(),
-        "noise.py",
-        &raw_worker(r#""HEAD" + "x" * 1000000 + "TAIL\n""#),
-    );
-    let cfg = ParallelRunConfig::builder()
-        .source_directory(ws.path().join("scripts"))
-        .entry_command(["python3", "noise.py"])
-        .error_threshold(0)
-        .run_max_try(1)
-        .process_count_per_node(1);
-    let (run, _) = run_one(
-        &ws.store(),
-        step(cfg, FileDataset::from_files("docs", data), &[]),
-    );
+    let run = run_raw_worker(&ws, "noise.py", r#""HEAD" + "x" * 1000000 + "TAIL\n""#);
     let r = rec(&run);
     assert_eq!(r.status, StepStatus::Failed);
     let error = r.error.clone().unwrap_or_default();
@@ -74,22 +73,7 @@ fn a_long_non_json_line_from_a_worker_fails_the_try_with_a_bounded_excerpt() {
 #[test]
 fn terminal_escapes_from_a_worker_or_a_command_are_escaped_in_errors() {
     let ws = Workspace::new();
-    let data = docs(ws.path(), 1);
-    script(
-        ws.path(),
-        "escapes.py",
-        &raw_worker(r#""\x1b]0;PWNED\x07\x1b[31mRED\r\n""#),
-    );
-    let cfg = ParallelRunConfig::builder()
-        .source_directory(ws.path().join("scripts"))
-        .entry_command(["python3", "escapes.py"])
-        .error_threshold(0)
-        .run_max_try(1)
-        .process_count_per_node(1);
-    let (run, _) = run_one(
-        &ws.store(),
-        step(cfg, FileDataset::from_files("docs", data), &[]),
-    );
+    let run = run_raw_worker(&ws, "escapes.py", r#""\x1b]0;PWNED\x07\x1b[31mRED\r\n""#);
     let error = rec(&run).error.clone().unwrap_or_default();
     assert!(
         error.contains(r"not a JSON line: \x1b]0;PWNED\x07\x1b[31mRED"),
@@ -329,7 +313,29 @@ def run(mini_batch):
 
 // ----- item 15: summary_only scripts appending to one shared file -----
 
-fn summary_only_run(ws: &Workspace, body: &str) -> stepgraph_engine::RunSummary {
+/// A summary_only step over 3 docs in mini-batches of 1, with one worker and 3 tries, whose
+/// `run({signature})` writes the names of its files to `{path}` in the output folder, opened
+/// with `mode`; the second mini-batch then fails once.
+fn summary_only_run(
+    ws: &Workspace,
+    signature: &str,
+    path: &str,
+    mode: &str,
+) -> stepgraph_engine::RunSummary {
+    let body = format!(
+        r#"
+def run({signature}):
+    out = EntryScript().output_dir
+    with open(os.path.join(out, {path}), "{mode}") as f:
+        for p in mini_batch:
+            f.write(os.path.basename(p) + "\n")
+    # The second mini-batch fails once after writing: with "a", its rows are written twice.
+    if "doc-02" in mini_batch[0] and not os.path.exists(MARKER):
+        open(MARKER, "w").close()
+        raise RuntimeError("fails once")
+    return mini_batch
+"#
+    );
     let data = docs(ws.path(), 3);
     let marker = ws.path().join("failed-once");
     script(
@@ -346,8 +352,7 @@ fn summary_only_run(ws: &Workspace, body: &str) -> stepgraph_engine::RunSummary 
         .run_max_try(3)
         .process_count_per_node(1)
         .output_action(OutputAction::SummaryOnly);
-    let step = score_docs(cfg, data);
-    let (run, _) = run_one(&ws.store(), step);
+    let (run, _) = run_docs(ws, cfg, data);
     ran(&run);
     run
 }
@@ -355,21 +360,7 @@ fn summary_only_run(ws: &Workspace, body: &str) -> stepgraph_engine::RunSummary 
 #[test]
 fn summary_only_appending_to_one_file_is_reported_in_job_result() {
     let ws = Workspace::new();
-    let run = summary_only_run(
-        &ws,
-        r#"
-def run(mini_batch):
-    out = EntryScript().output_dir
-    with open(os.path.join(out, "all.txt"), "a") as f:
-        for p in mini_batch:
-            f.write(os.path.basename(p) + "\n")
-    # The second mini-batch fails once after appending: its rows are written twice.
-    if "doc-02" in mini_batch[0] and not os.path.exists(MARKER):
-        open(MARKER, "w").close()
-        raise RuntimeError("fails once")
-    return mini_batch
-"#,
-    );
+    let run = summary_only_run(&ws, "mini_batch", r#""all.txt""#, "a");
     let text = job_result(&run);
     assert!(
         text.contains("warning: output file all.txt was written by mini-batches 0 and 1"),
@@ -383,17 +374,9 @@ fn summary_only_writing_one_file_per_mini_batch_gives_no_warning() {
     let ws = Workspace::new();
     let run = summary_only_run(
         &ws,
-        r#"
-def run(mini_batch, context):
-    out = EntryScript().output_dir
-    with open(os.path.join(out, "part-%d.txt" % context.minibatch_index), "w") as f:
-        for p in mini_batch:
-            f.write(os.path.basename(p) + "\n")
-    if "doc-02" in mini_batch[0] and not os.path.exists(MARKER):
-        open(MARKER, "w").close()
-        raise RuntimeError("fails once")
-    return mini_batch
-"#,
+        "mini_batch, context",
+        r#""part-%d.txt" % context.minibatch_index"#,
+        "w",
     );
     let text = job_result(&run);
     assert!(!text.contains("warning"), "{text}");
@@ -431,8 +414,7 @@ def run(mini_batch):
         .run_max_try(run_max_try)
         .process_count_per_node(1)
         .output_action(OutputAction::SummaryOnly);
-    let step = score_docs(cfg, data);
-    run_one(&ws.store(), step).0
+    run_docs(ws, cfg, data).0
 }
 
 #[test]
@@ -481,20 +463,4 @@ fn summary_only_a_redo_after_an_interrupted_run_appending_again_is_reported() {
         ),
         "{text}"
     );
-}
-
-/// The step `score` over the file dataset `docs` at `data`, writing `scores`.
-fn score_docs(
-    cfg: stepgraph_steps::parallel_run::config::ParallelRunConfigBuilder,
-    data: std::path::PathBuf,
-) -> ParallelRunStep {
-    ParallelRunStep::new(
-        "score",
-        cfg.build().expect("config"),
-        vec![FileDataset::from_files("docs", data).into()],
-        Some(PipelineData::new("scores")),
-        vec![],
-        vec![],
-        true,
-    )
 }
