@@ -11,7 +11,7 @@ use stepgraph_engine::{
 };
 use stepgraph_steps::{FnContext, FnStep};
 
-use crate::common::{ev, jobs, Counter, Workspace};
+use crate::common::{ev, jobs, read_output, Counter, Workspace};
 
 type TestResult = Result<(), Box<dyn Error>>;
 
@@ -156,11 +156,6 @@ fn run_collect(
     Ok((s, sink))
 }
 
-/// File `file` of step `step`'s output port `out`.
-fn out_file(s: &RunSummary, step: &str, file: &str) -> std::io::Result<String> {
-    std::fs::read_to_string(s.output_dir(step, "out").join(file))
-}
-
 fn all_ran(names: &[&str]) -> Vec<(&'static str, String)> {
     names
         .iter()
@@ -177,7 +172,7 @@ fn diamond_first_run_executes_every_step_in_dependency_order() -> TestResult {
     assert_eq!(s.status, RunStatus::Succeeded);
     assert_eq!(sink.step_events(), all_ran(&DIAMOND));
     assert_eq!(d.n.all(), [1, 1, 1, 1]);
-    assert_eq!(out_file(&s, "d-join", "d.txt")?, "ABCD|dcba");
+    assert_eq!(read_output(&s, "d-join", "out", "d.txt")?, "ABCD|dcba");
     Ok(())
 }
 
@@ -202,7 +197,7 @@ fn diamond_second_run_reuses_every_step_without_executing() -> TestResult {
     );
     assert_eq!(s.status, RunStatus::Succeeded);
     assert_eq!(
-        out_file(&s, "d-join", "d.txt")?,
+        read_output(&s, "d-join", "out", "d.txt")?,
         "ABCD|dcba",
         "a reused output is materialised in the new run"
     );
@@ -225,7 +220,7 @@ fn check_input_change(
     let (s, sink) = d.run(&jobs(1))?;
     assert_eq!(sink.step_events(), events);
     assert_eq!(d.n.all(), counts);
-    assert_eq!(out_file(&s, "d-join", "d.txt")?, joined);
+    assert_eq!(read_output(&s, "d-join", "out", "d.txt")?, joined);
     Ok(())
 }
 
@@ -319,7 +314,7 @@ fn unchanged_upstream_output_cuts_off_the_downstream_rerun() -> TestResult {
     );
     assert_eq!((nc.get(), nr.get()), (2, 1));
     assert_eq!(early_cutoff_flag(&sink, "report"), Some(true));
-    assert_eq!(out_file(&s, "report", "report.txt")?, "3 lines");
+    assert_eq!(read_output(&s, "report", "out", "report.txt")?, "3 lines");
     Ok(())
 }
 
@@ -385,7 +380,7 @@ fn same_size_rewrite_keeping_the_mtime_is_still_detected() -> TestResult {
     std::fs::write(&f, "a\n\n\n")?; // same size, one more line
     set_mtime(&f, pinned)?;
     let s = run(&p, &store, &jobs(1), &CollectSink::default())?;
-    assert_eq!(out_file(&s, "report", "report.txt")?, "3 lines");
+    assert_eq!(read_output(&s, "report", "out", "report.txt")?, "3 lines");
     Ok(())
 }
 
@@ -649,7 +644,7 @@ fn step_waits_for_every_parent_when_one_parent_has_several_edges_to_it() -> Test
     expected.sort();
     assert_eq!(events, expected);
     assert_eq!(late_runs.get(), 1);
-    assert_eq!(out_file(&s, "late", "l.txt")?, "xys");
+    assert_eq!(read_output(&s, "late", "out", "l.txt")?, "xys");
     Ok(())
 }
 
@@ -765,8 +760,8 @@ fn fn_steps_with_the_same_version_and_inputs_never_share_outputs() -> TestResult
     let p = Pipeline::builder("twins").step(upper).step(lower).build()?;
     let s = run(&p, &store, &jobs(1), &CollectSink::default())?;
     assert_eq!((nu.get(), nl.get()), (1, 1));
-    assert_eq!(out_file(&s, "lower", "t.txt")?, "abcd");
-    assert_eq!(out_file(&s, "upper", "t.txt")?, "ABCD");
+    assert_eq!(read_output(&s, "lower", "out", "t.txt")?, "abcd");
+    assert_eq!(read_output(&s, "upper", "out", "t.txt")?, "ABCD");
     Ok(())
 }
 

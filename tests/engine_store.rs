@@ -11,7 +11,7 @@ use stepgraph_engine::{
 };
 use stepgraph_steps::FnStep;
 
-use crate::common::{ev, jobs, produce_consume_steps, Counter, Workspace};
+use crate::common::{ev, jobs, produce_consume_steps, read_output, Counter, Workspace};
 
 type TestResult = Result<(), Box<dyn Error>>;
 
@@ -112,11 +112,11 @@ fn damaged_object_is_rerun_not_served(
     assert_eq!((np.get(), nc.get()), (2, 1));
     assert_eq!(s.step("produce").map(|r| r.status), Some(StepStatus::Ran));
     assert_eq!(
-        std::fs::read_to_string(s.output_dir("produce", "out").join("good.txt"))?,
+        read_output(&s, "produce", "out", "good.txt")?,
         "the good content\n"
     );
     assert_eq!(
-        std::fs::read_to_string(s.output_dir("consume", "out").join("upper.txt"))?,
+        read_output(&s, "consume", "out", "upper.txt")?,
         "THE GOOD CONTENT\n"
     );
 
@@ -129,7 +129,7 @@ fn damaged_object_is_rerun_not_served(
         ev(&[("reused", "produce"), ("reused", "consume")])
     );
     assert_eq!(
-        std::fs::read_to_string(s.output_dir("produce", "out").join("good.txt"))?,
+        read_output(&s, "produce", "out", "good.txt")?,
         "the good content\n"
     );
     Ok(())
@@ -232,7 +232,7 @@ fn verify_rejects_damage_that_keeps_size_and_mtime() -> TestResult {
     let s = run(&m.p, &m.store, &opts, &sink)?;
     assert_eq!(rejected_steps(&sink), ["produce"]);
     assert_eq!(
-        std::fs::read_to_string(s.output_dir("produce", "out").join("good.txt"))?,
+        read_output(&s, "produce", "out", "good.txt")?,
         "the good content\n"
     );
     Ok(())

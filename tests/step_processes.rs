@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use stepgraph_engine::{FileDataset, Pipeline, PipelineData, StepStatus, TabularDataset};
 use stepgraph_steps::{CommandStep, OutputAction, ParallelRunConfig};
 
-use crate::common::Workspace;
+use crate::common::{read_output, Workspace};
 use crate::parallel_run::support::{
     docs, job_result, output, output_file, python, python_entry, ran, rec, run_docs, run_one,
     run_pipeline, script, step, TestResult,
@@ -176,8 +176,7 @@ fn command_placeholders_pass_non_utf8_paths_exactly() {
     let (run, _) = run_pipeline(&ws.store(), &pipeline);
     let r = run.step("copy").expect("record");
     assert_eq!(r.status, StepStatus::Ran, "{:?}", r.error);
-    let all =
-        std::fs::read_to_string(run.output_dir("copy", "all").join("all.txt")).expect("output");
+    let all = read_output(&run, "copy", "all", "all.txt").expect("output");
     assert_eq!(all, "content of fecontent of ff");
 }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use stepgraph_engine::{run, CollectSink, FileDataset, Pipeline, PipelineData, StepStatus, Store};
 use stepgraph_steps::{CommandStep, OutputAction, ParallelRunConfig};
 
-use crate::common::{ev, jobs, Workspace};
+use crate::common::{ev, jobs, read_output, Workspace};
 use crate::parallel_run::support::{
     docs, job_result, output, ran, rec, run_docs, run_one, script, step, STEP,
 };
@@ -28,7 +28,7 @@ fn run_r(
     let s = run(p, store, &jobs(1), &sink)?;
     let rec = s.step(step).ok_or("no record")?;
     assert_ne!(rec.status, StepStatus::Failed, "{:?}", rec.error);
-    let text = std::fs::read_to_string(s.output_dir(step, "out").join("r.txt"))?;
+    let text = read_output(&s, step, "out", "r.txt")?;
     Ok((sink.step_events(), text))
 }
 

@@ -4,7 +4,7 @@
 use stepgraph_engine::{FileDataset, Pipeline, PipelineData, StepStatus};
 use stepgraph_steps::{AppendRowFormat, OutputAction, ParallelRunStep};
 
-use crate::common::Workspace;
+use crate::common::{read_output, Workspace};
 use crate::parallel_run::support::{
     doc_name, docs, output, output_file, python, python_entry, ran, run_docs, run_one,
     run_with_report, script, step, TestResult, STEP,
@@ -188,8 +188,7 @@ fn identical_steps_running_at_once_each_gather_their_own_output() {
             r.error
         );
         let out =
-            std::fs::read_to_string(run.output_dir(name, "output").join("parallel_run_step.txt"))
-                .expect("gathered file");
+            read_output(&run, name, "output", "parallel_run_step.txt").expect("gathered file");
         assert_eq!(out, expected, "{name}");
     }
 }
