@@ -52,7 +52,7 @@ fn pipeline(ws: &Workspace) -> Result<Pipeline, Box<dyn Error>> {
 }
 
 fn result_text(s: &stepgraph_engine::RunSummary) -> std::io::Result<String> {
-    read_output(&s, "shout", "out", "result.txt")
+    read_output(s, "shout", "out", "result.txt")
 }
 
 fn rerun(p: &Pipeline, store: &Store) -> Result<Vec<(&'static str, String)>, Box<dyn Error>> {

@@ -222,7 +222,7 @@ fn names_that_differ_only_in_non_utf8_bytes_are_two_inputs() -> TestResult {
     .output("out", PipelineData::new("all"));
     let p = Pipeline::builder("bytes").step(step).build()?;
     let store = ws.store();
-    let out = |s: &stepgraph_engine::RunSummary| read_output(&s, "concat", "out", "all.txt");
+    let out = |s: &stepgraph_engine::RunSummary| read_output(s, "concat", "out", "all.txt");
     let s = run(&p, &store, &jobs(1), &CollectSink::default())?;
     assert_eq!(out(&s)?, "fe1 ff1 ");
     let entry = store.cache_entries()?.pop().ok_or("no entry")?;
@@ -571,7 +571,7 @@ fn code_reached_through_a_symbolic_link_in_the_source_folder_is_hashed() -> Test
         .output("res", PipelineData::new("res"));
     let p = Pipeline::builder("symsrc").step(step).build()?;
     let store = ws.store();
-    let out = |s: &stepgraph_engine::RunSummary| read_output(&s, "cmd", "res", "out.txt");
+    let out = |s: &stepgraph_engine::RunSummary| read_output(s, "cmd", "res", "out.txt");
     let s = run(&p, &store, &jobs(1), &CollectSink::default())?;
     assert_eq!(out(&s)?, "1");
     ws.write("lib/helper.py", "VALUE = 2\n");
