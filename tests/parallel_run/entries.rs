@@ -6,7 +6,8 @@ use stepgraph_steps::{ParallelRunConfig, ParallelRunStep};
 
 use crate::common::Workspace;
 use crate::parallel_run::support::{
-    doc_name, docs, output, python, python_entry, ran, run_docs, run_in, script, TestResult, STEP,
+    doc_name, docs, output, python, python_entry, ran, run_docs, run_in, script, TestResult,
+    UsualSetUp, STEP,
 };
 
 #[test]
@@ -38,9 +39,7 @@ def run(mini_batch):
     return ["%s %s %s" % (lookup, os.path.basename(p), labels) for p in mini_batch]
 "#,
     )
-    .mini_batch_size("2")
-    .error_threshold(0)
-    .process_count_per_node(2)
+    .usual("2")
     .environment_variable("CALLS_LOG", calls.display().to_string())
     .build()?;
     let prs = ParallelRunStep::new(
@@ -98,9 +97,7 @@ fn check_entry_command(argv: &[&str]) {
     let cfg = ParallelRunConfig::builder()
         .source_directory(ws.path().join("scripts"))
         .entry_command(argv.iter().copied())
-        .mini_batch_size("2")
-        .error_threshold(0)
-        .process_count_per_node(2);
+        .usual("2");
     let (run, _) = run_docs(&ws, cfg, data);
     let r = ran(&run);
     let expected: String = (1..=5)
@@ -145,9 +142,7 @@ def run(mini_batch):
     );
     let tag = stepgraph_engine::PipelineParameter::new("tag", "alpha");
     let cfg = python(ws.path(), "param.py")
-        .mini_batch_size("2")
-        .error_threshold(0)
-        .process_count_per_node(2)
+        .usual("2")
         .build()
         .expect("valid config");
     let prs = ParallelRunStep::new(

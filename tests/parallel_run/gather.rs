@@ -7,7 +7,7 @@ use stepgraph_steps::{AppendRowFormat, OutputAction, ParallelRunStep};
 use crate::common::{read_output, Workspace};
 use crate::parallel_run::support::{
     doc_name, docs, output, output_file, python, python_entry, ran, run_docs, run_one,
-    run_with_report, script, step, TestResult, STEP,
+    run_with_report, script, step, TestResult, UsualSetUp, STEP,
 };
 
 #[test]
@@ -72,9 +72,7 @@ def run(mini_batch):
     return done
 "#,
     )
-        .mini_batch_size("2")
-        .error_threshold(0)
-        .process_count_per_node(2)
+        .usual("2")
         .output_action(OutputAction::SummaryOnly);
     let store = ws.store();
     let (run, _) = run_with_report(
@@ -114,9 +112,7 @@ fn run_format(format: AppendRowFormat) -> String {
     let ws = Workspace::new();
     let data = docs(ws.path(), 5);
     let cfg = python_entry(ws.path(), "dicts.py", DICT_ROWS)
-        .mini_batch_size("2")
-        .error_threshold(0)
-        .process_count_per_node(2)
+        .usual("2")
         .append_row_format(format);
     let (run, _) = run_docs(&ws, cfg, data);
     ran(&run);
@@ -156,9 +152,7 @@ fn identical_steps_running_at_once_each_gather_their_own_output() {
     // Same definition, so the same key; only the names differ.
     let twin = |name: &str, out: &str| {
         let cfg = python(ws.path(), "twin.py")
-            .mini_batch_size("2")
-            .error_threshold(0)
-            .process_count_per_node(2)
+            .usual("2")
             .build()
             .expect("valid config");
         ParallelRunStep::new(

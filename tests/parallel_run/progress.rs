@@ -3,7 +3,7 @@
 use stepgraph_engine::Event;
 
 use crate::common::Workspace;
-use crate::parallel_run::support::{docs, python_entry, ran, run_docs, STEP};
+use crate::parallel_run::support::{docs, python_entry, ran, run_docs, UsualSetUp, STEP};
 
 #[test]
 fn progress_events_end_with_every_mini_batch_done() {
@@ -14,9 +14,7 @@ fn progress_events_end_with_every_mini_batch_done() {
         "ok.py",
         "import os\n\ndef run(mini_batch):\n    return [os.path.basename(p) for p in mini_batch]\n",
     )
-    .mini_batch_size("2")
-    .error_threshold(0)
-    .process_count_per_node(2);
+    .usual("2");
     let (run, sink) = run_docs(&ws, cfg, data);
     ran(&run);
     let progress: Vec<(u64, u64, u64)> = sink

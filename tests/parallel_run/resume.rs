@@ -11,7 +11,7 @@ use stepgraph_engine::{
 };
 
 use crate::parallel_run::support::{
-    docs, lines, output, python, ran, rec, run_pipeline, script, step, TestResult,
+    docs, lines, output, python, ran, rec, run_pipeline, script, step, TestResult, UsualSetUp,
 };
 
 /// Set (to the workspace folder) only in the child process.
@@ -40,9 +40,7 @@ fn fixture(root: &Path) {
 
 fn pipeline(root: &Path, calls: &Path) -> Pipeline {
     let cfg = python(root, "slow.py")
-        .mini_batch_size("2")
-        .error_threshold(0)
-        .process_count_per_node(2)
+        .usual("2")
         .environment_variable("CALLS_LOG", calls.display().to_string());
     Pipeline::builder("resume")
         .step(step(

@@ -5,7 +5,8 @@ use stepgraph_engine::{FileDataset, Pipeline, StepStatus};
 
 use crate::common::Workspace;
 use crate::parallel_run::support::{
-    docs, output, python, python_entry, ran, rec, run_one, script, step, TestResult, STEP,
+    docs, output, python, python_entry, ran, rec, run_one, script, step, TestResult, UsualSetUp,
+    STEP,
 };
 
 const COUNTING: &str = r#"import os
@@ -81,9 +82,7 @@ fn forced_rerun_after_success_runs_every_mini_batch_again() {
     let data = docs(ws.path(), 6);
     let calls = ws.path().join("calls.txt");
     let cfg = python_entry(ws.path(), "count.py", COUNTING)
-        .mini_batch_size("2")
-        .error_threshold(0)
-        .process_count_per_node(2)
+        .usual("2")
         .environment_variable("CALLS_LOG", calls.display().to_string());
     let pipeline = Pipeline::builder("forced")
         .step(step(cfg, FileDataset::from_files("docs", data), &[]))

@@ -9,7 +9,7 @@ use stepgraph_steps::parallel_run::EntryError;
 use stepgraph_steps::{EntryContext, EntryScript, MiniBatch, MiniBatchData, ParallelRunConfig};
 
 use crate::common::Workspace;
-use crate::parallel_run::support::{messages, output, ran, run_csv, run_docs, sys_log};
+use crate::parallel_run::support::{messages, output, ran, run_csv, run_docs, sys_log, UsualSetUp};
 
 /// What the entries of one run share with the test.
 #[derive(Default)]
@@ -262,9 +262,7 @@ fn rust_entry_over_files_gets_the_paths() {
     }
     let cfg = ParallelRunConfig::builder()
         .rust_entry("names-v1", || Box::new(Names))
-        .mini_batch_size("2")
-        .error_threshold(0)
-        .process_count_per_node(2);
+        .usual("2");
     let (run, _) = run_docs(&ws, cfg, data);
     ran(&run);
     assert_eq!(output(&run), "doc 1\ndoc 2\ndoc 3\n");

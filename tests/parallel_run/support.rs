@@ -65,12 +65,18 @@ pub(crate) fn python_entry(root: &Path, name: &str, text: &str) -> ParallelRunCo
     python(root, name)
 }
 
-/// `cfg` with the set-up most tests share: mini-batches of `size`, no failed item allowed,
-/// two workers.
-pub(crate) fn strict_pair(cfg: ParallelRunConfigBuilder, size: &str) -> ParallelRunConfigBuilder {
-    cfg.mini_batch_size(size)
-        .error_threshold(0)
-        .process_count_per_node(2)
+/// The config set-up most tests share.
+pub(crate) trait UsualSetUp {
+    /// Mini-batches of `size`, no failed item allowed, two workers.
+    fn usual(self, size: &str) -> Self;
+}
+
+impl UsualSetUp for ParallelRunConfigBuilder {
+    fn usual(self, size: &str) -> Self {
+        self.mini_batch_size(size)
+            .error_threshold(0)
+            .process_count_per_node(2)
+    }
 }
 
 /// The ParallelRunStep `score` reading `input`, writing `scores`.

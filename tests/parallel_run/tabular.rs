@@ -10,7 +10,8 @@ use stepgraph_steps::parallel_run::ParallelRunConfigBuilder;
 
 use crate::common::Workspace;
 use crate::parallel_run::support::{
-    has_pandas, lines, output, python_entry, ran, run_csv, run_in, step, TestResult, PY_ROWS,
+    has_pandas, lines, output, python_entry, ran, run_csv, run_in, step, TestResult, UsualSetUp,
+    PY_ROWS,
 };
 
 /// Write the entry `scripts/<name>` under `root`: `import os`, [`PY_ROWS`], then `code`; and
@@ -58,9 +59,7 @@ fn csv_rows_are_cut_by_bytes_processed_once_each_and_gathered_in_row_order() -> 
     return ["%d %s %d" % (int(r["id"]), r["name"], int(r["value"]) * 2) for r in rows]
 "#,
     )
-    .mini_batch_size("64")
-    .error_threshold(0)
-    .process_count_per_node(2)
+    .usual("64")
     .environment_variable("CALLS_LOG", calls.display().to_string());
     let (run, _) = run_csv(&ws, cfg, "table", vec![a, b]);
     let r = ran(&run);
@@ -106,9 +105,7 @@ fn json_lines_rows_are_gathered_in_row_order() -> TestResult {
     return ["%d:%s" % (int(r["id"]), r["word"]) for r in rows_of(mini_batch)]
 "#,
     )
-    .mini_batch_size("100")
-    .error_threshold(0)
-    .process_count_per_node(2);
+    .usual("100");
     let (run, _) = run_in(
         &ws,
         step(
@@ -211,9 +208,7 @@ fn csv_quoted_fields_crlf_and_a_missing_final_newline_stay_whole_rows() -> TestR
     return ["%d %s" % (int(r["id"]), r["text"].replace("\n", "\\n")) for r in rows_of(mini_batch)]
 "#,
     )
-    .mini_batch_size("1")
-    .error_threshold(0)
-    .process_count_per_node(2);
+    .usual("1");
     let (run, _) = run_csv(&ws, cfg, "table", vec![a, b]);
     let r = ran(&run);
     assert_eq!((r.counts.items, r.counts.mini_batches), (5, 5));
@@ -263,9 +258,7 @@ def run(mini_batch):
     return out
 "#,
         )
-        .mini_batch_size("8")
-        .error_threshold(0)
-        .process_count_per_node(2)
+        .usual("8")
         .append_row_format(format);
         let (run, _) = run_csv(&ws, cfg, "letters", vec![file]);
         let r = ran(&run);

@@ -5,6 +5,7 @@ use stepgraph_engine::FileDataset;
 use crate::common::Workspace;
 use crate::parallel_run::support::{
     all_ok_rows, docs, output, python_entry, ran, run_docs, run_in, step, sys_log, user_logs,
+    UsualSetUp,
 };
 
 #[test]
@@ -26,9 +27,7 @@ def run(mini_batch):
     return [os.path.basename(p) + " ok" for p in mini_batch]
 "#,
     )
-    .mini_batch_size("2")
-    .error_threshold(0)
-    .process_count_per_node(2)
+    .usual("2")
     .run_invocation_timeout(1)
     .run_max_try(2);
     let marker = marker.display().to_string();
@@ -76,9 +75,7 @@ def run(mini_batch):
     return [os.path.basename(p) + " ok" for p in mini_batch]
 "#,
     )
-    .mini_batch_size("2")
-    .error_threshold(0)
-    .process_count_per_node(2);
+    .usual("2");
     let (run, _) = run_docs(&ws, cfg, data);
     let r = ran(&run);
     assert_eq!(output(&run), all_ok_rows(7, &[]));
