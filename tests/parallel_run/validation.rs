@@ -37,7 +37,7 @@ enum Inputs {
     FilesAndTable,
 }
 
-/// One case: a step `score` over `inputs` running `entry` (the workspace holds only `ok.py`),
+/// One case (named as the test it was before the table): a step `score` over `inputs` running `entry` (the workspace holds only `ok.py`),
 /// configured with error_threshold 0 and `config`, and the `step.field`s its build must name.
 struct Case {
     name: &'static str,
@@ -51,7 +51,7 @@ struct Case {
 
 const CASES: &[Case] = &[
     Case {
-        name: "a valid step builds without errors",
+        name: "valid_step_builds_without_errors",
         entry: "ok.py",
         config: |c| c,
         inputs: Inputs::Files,
@@ -60,7 +60,7 @@ const CASES: &[Case] = &[
         expected: &[],
     },
     Case {
-        name: "a step without inputs is refused naming inputs",
+        name: "step_without_inputs_is_refused_naming_inputs",
         entry: "ok.py",
         config: |c| c,
         inputs: Inputs::None,
@@ -69,7 +69,7 @@ const CASES: &[Case] = &[
         expected: &["score.inputs"],
     },
     Case {
-        name: "file and tabular inputs together are refused naming inputs",
+        name: "file_and_tabular_inputs_together_are_refused_naming_inputs",
         entry: "ok.py",
         config: |c| c,
         inputs: Inputs::FilesAndTable,
@@ -78,7 +78,7 @@ const CASES: &[Case] = &[
         expected: &["score.inputs"],
     },
     Case {
-        name: "append_row without an output is refused naming output",
+        name: "append_row_without_output_is_refused_naming_output",
         entry: "ok.py",
         config: |c| c,
         inputs: Inputs::Files,
@@ -87,7 +87,7 @@ const CASES: &[Case] = &[
         expected: &["score.output"],
     },
     Case {
-        name: "summary_only without an output builds",
+        name: "summary_only_without_output_builds",
         entry: "ok.py",
         config: |c| c.output_action(OutputAction::SummaryOnly),
         inputs: Inputs::Files,
@@ -97,7 +97,7 @@ const CASES: &[Case] = &[
     },
     Case {
         // The unit is valid for tabular inputs, so the config itself builds.
-        name: "mini_batch_size with a unit on a file dataset is refused naming mini_batch_size",
+        name: "mini_batch_size_with_a_unit_on_a_file_dataset_is_refused_naming_mini_batch_size",
         entry: "ok.py",
         config: |c| c.mini_batch_size("5KB"),
         inputs: Inputs::Files,
@@ -107,7 +107,7 @@ const CASES: &[Case] = &[
     },
     Case {
         // Valid for tabular inputs, so the config itself builds.
-        name: "partition_keys on a file dataset are refused naming partition_keys",
+        name: "partition_keys_on_a_file_dataset_are_refused_naming_partition_keys",
         entry: "ok.py",
         config: |c| c.partition_keys(["region"]),
         inputs: Inputs::Files,
@@ -116,7 +116,7 @@ const CASES: &[Case] = &[
         expected: &["score.partition_keys"],
     },
     Case {
-        name: "a positional first argument is refused naming arguments",
+        name: "positional_first_argument_is_refused_naming_arguments",
         entry: "ok.py",
         config: |c| c,
         inputs: Inputs::Files,
@@ -125,7 +125,7 @@ const CASES: &[Case] = &[
         expected: &["score.arguments"],
     },
     Case {
-        name: "the reserved --output argument is refused naming arguments",
+        name: "reserved_output_argument_is_refused_naming_arguments",
         entry: "ok.py",
         config: |c| c,
         inputs: Inputs::Files,
@@ -135,7 +135,7 @@ const CASES: &[Case] = &[
     },
     Case {
         // Its existence is checked when the step is built, not by the config.
-        name: "a missing entry script is refused naming entry_script",
+        name: "missing_entry_script_is_refused_naming_entry_script",
         entry: "missing.py",
         config: |c| c,
         inputs: Inputs::Files,
