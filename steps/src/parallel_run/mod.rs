@@ -9,6 +9,7 @@ pub mod entry;
 mod gather;
 mod harness;
 pub mod partition;
+pub mod size;
 mod worker;
 mod writes;
 
@@ -17,7 +18,6 @@ use std::ffi::OsString;
 use std::fs::{self, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde_json::{json, Value};
 use stepgraph_engine::{
@@ -26,13 +26,15 @@ use stepgraph_engine::{
 };
 
 pub use config::{
-    AppendRowFormat, ConfigError, Entry, OutputAction, ParallelRunConfig, ParallelRunConfigBuilder,
+    AppendRowFormat, ConfigError, Entry, Limit, OutputAction, ParallelRunConfig,
+    ParallelRunConfigBuilder,
 };
 pub use dispatch::COMMIT_INTERVAL;
 pub use entry::{
     EntryContext, EntryError, EntryFactory, EntryScript, MiniBatch, MiniBatchData, Row,
 };
-use partition::{MiniBatchSize, MiniBatchSpec, TabularSource};
+use partition::{MiniBatchSpec, TabularSource};
+use size::BatchSize;
 use worker::{KillHandle, ProcessSpec, ProcessWorker, RustWorker, Worker};
 
 /// The longest line, in bytes without its newline, a worker may send or receive in the
@@ -153,20 +155,13 @@ impl Step for ParallelRunStep {
                 ));
             }
         }
-        if let Some(s) = &cfg.mini_batch_size {
-            let parsed = if tabular {
-                MiniBatchSize::parse_bytes(s)
-            } else {
-                MiniBatchSize::parse_count(s)
-            };
-            if let Err(e) = parsed {
-                return Err(self.invalid("mini_batch_size", e.to_string()));
-            }
+        if let Err(e) = cfg.batch_size(tabular) {
+            return Err(self.invalid("mini_batch_size", e.to_string()));
         }
-        if cfg.partition_keys.is_some() && !tabular {
+        if cfg.partition_keys().is_some() && !tabular {
             return Err(self.invalid("partition_keys", "only works with tabular inputs"));
         }
-        if self.output.is_none() && cfg.output_action == OutputAction::AppendRow {
+        if self.output.is_none() && cfg.output_action() == OutputAction::AppendRow {
             return Err(self.invalid("output", "is required unless output_action is summary_only"));
         }
         let arg_forms: Vec<String> = self
@@ -180,19 +175,16 @@ impl Step for ParallelRunStep {
             })
             .collect();
         config::check_arguments(&arg_forms).map_err(|e| self.invalid(&e.field, e.message))?;
-        let source_directory = match (&cfg.source_directory, &cfg.entry) {
-            (Some(d), _) => {
-                if !d.is_dir() {
-                    return Err(self.invalid(
-                        "source_directory",
-                        format!("{} is not a folder", d.display()),
-                    ));
-                }
-                Some(d.clone())
+        let source_directory = cfg.source_directory().map(Path::to_path_buf);
+        if let Some(d) = &source_directory {
+            if !d.is_dir() {
+                return Err(self.invalid(
+                    "source_directory",
+                    format!("{} is not a folder", d.display()),
+                ));
             }
-            (None, _) => None,
-        };
-        match &cfg.entry {
+        }
+        match cfg.entry() {
             Entry::Python { entry_script } => {
                 let dir = source_directory
                     .clone()
@@ -224,7 +216,7 @@ impl Step for ParallelRunStep {
             .iter()
             .map(|d| OutputPortBinding::new("output", d.clone()))
             .collect();
-        let code = match (&source_directory, &cfg.entry) {
+        let code = match (&source_directory, cfg.entry()) {
             (_, Entry::Rust { version, .. }) => Some(CodeIdentity::Version(version.clone())),
             (Some(d), _) => Some(CodeIdentity::SourceDirectory {
                 dir: d.clone(),
@@ -243,8 +235,8 @@ impl Step for ParallelRunStep {
             .arguments(self.arguments.clone())
             .config(config)
             .code(code)
-            .environment_variables(cfg.environment_variables.clone())
-            .env_passthrough(cfg.env_passthrough.clone())
+            .environment_variables(cfg.environment_variables().clone())
+            .env_passthrough(cfg.env_passthrough().to_vec())
             .run_after(self.run_after.clone())
             .build())
     }
@@ -279,17 +271,17 @@ fn partition_inputs(
         }
     }
     let err = |e: partition::PartitionError| StepError::new(format!("partitioning inputs: {e}"));
-    if !sources.is_empty() {
-        if let Some(keys) = &cfg.partition_keys {
-            return partition::partition_by_keys(&sources, keys).map_err(err);
-        }
-        let bytes = MiniBatchSize::parse_bytes(cfg.mini_batch_size.as_deref().unwrap_or("1MB"))
-            .map_err(err)?;
-        return partition::partition_tabular(&sources, bytes).map_err(err);
+    if let (false, Some(keys)) = (sources.is_empty(), cfg.partition_keys()) {
+        return partition::partition_by_keys(&sources, keys).map_err(err);
     }
-    let n =
-        MiniBatchSize::parse_count(cfg.mini_batch_size.as_deref().unwrap_or("10")).map_err(err)?;
-    Ok(partition::partition_files(&files, n))
+    // The size was resolved against the same inputs when the step was built.
+    let size = cfg
+        .batch_size(!sources.is_empty())
+        .map_err(|e| StepError::new(format!("partitioning inputs: {e}")))?;
+    match size {
+        BatchSize::Bytes(bytes) => partition::partition_tabular(&sources, bytes).map_err(err),
+        BatchSize::Files(n) => Ok(partition::partition_files(&files, n)),
+    }
 }
 
 fn execute(step: &ParallelRunStep, ctx: &StepContext<'_>) -> Result<StepCounts, StepError> {
@@ -365,9 +357,9 @@ fn execute(step: &ParallelRunStep, ctx: &StepContext<'_>) -> Result<StepCounts, 
         .collect();
     // append_row output is gathered in order while mini-batches finish.
     let mut gatherer = None;
-    if cfg.output_action == OutputAction::AppendRow && step.output.is_some() {
-        let path = output_dir.join(&cfg.append_row_file_name);
-        let mut g = gather::Gatherer::create(&path, cfg.append_row_format)?;
+    if cfg.output_action() == OutputAction::AppendRow && step.output.is_some() {
+        let path = output_dir.join(cfg.append_row_file_name());
+        let mut g = gather::Gatherer::create(&path, cfg.append_row_format())?;
         for (i, rec) in &committed {
             if (*i as usize) < specs.len() {
                 g.add(*i, gather::Piece::Committed(rec.clone()), &log)
@@ -377,7 +369,7 @@ fn execute(step: &ParallelRunStep, ctx: &StepContext<'_>) -> Result<StepCounts, 
         gatherer = Some(g);
     }
     // summary_only: notice files that several mini-batches write (rows duplicated on a redo).
-    let watch = (cfg.output_action == OutputAction::SummaryOnly).then(|| {
+    let watch = (cfg.output_action() == OutputAction::SummaryOnly).then(|| {
         writes::WriteWatch::new(
             &output_dir,
             &staging.join("output-listing.bin"),
@@ -496,7 +488,7 @@ fn make_workers(
     // Workers run in a copy of exactly the source folder's snapshot (the files hashed into the
     // fingerprint), as Azure runs an uploaded snapshot: the entry script, `sys.path`, the
     // working folder and relative programs all point into the copy.
-    let source_dir = match (&cfg.source_directory, &cfg.entry) {
+    let source_dir = match (cfg.source_directory(), cfg.entry()) {
         (Some(dir), Entry::Python { .. } | Entry::Command { .. }) => {
             let copy = ctx.work_dir.join("source");
             if copy.exists() {
@@ -509,7 +501,7 @@ fn make_workers(
         }
         _ => ctx.work_dir.to_path_buf(),
     };
-    let (argv, entry_script) = match &cfg.entry {
+    let (argv, entry_script) = match cfg.entry() {
         Entry::Rust { factory, .. } => {
             for w in 0..n {
                 let ectx = EntryContext {
@@ -527,7 +519,7 @@ fn make_workers(
             let harness = harness::install(&ctx.work_dir.join(".harness"))?;
             (
                 vec![
-                    OsString::from(&cfg.environment),
+                    OsString::from(cfg.environment()),
                     "-X".into(),
                     "faulthandler".into(),
                     harness.into_os_string(),
@@ -558,8 +550,8 @@ fn make_workers(
         }
     };
     let mut env = crate::process::step_env(
-        &cfg.env_passthrough,
-        &cfg.environment_variables,
+        cfg.env_passthrough(),
+        cfg.environment_variables(),
         tree.token(),
     );
     let mut set = |k: &str, v: OsString| {
@@ -574,7 +566,7 @@ fn make_workers(
             stepgraph_engine::value_to_arg(v).into(),
         );
     }
-    let collect_rows = cfg.output_action == OutputAction::AppendRow;
+    let collect_rows = cfg.output_action() == OutputAction::AppendRow;
     for w in 0..n {
         let agent = format!("worker-{w}");
         let mut env = env.clone();
@@ -591,7 +583,7 @@ fn make_workers(
             "agent_name": agent,
             "side_inputs": side_inputs.iter().map(|(k, v)| (k.clone(), worker::path_value(v))).collect::<BTreeMap<_, _>>(),
             "max_line_bytes": MAX_PROTOCOL_LINE,
-            "append_row_format": cfg.append_row_format.as_str(),
+            "append_row_format": cfg.append_row_format().as_str(),
             "collect_rows": collect_rows,
         });
         let worker = ProcessWorker::new(
@@ -601,7 +593,7 @@ fn make_workers(
                 env,
                 log_path: user_dir.join(format!("{agent}.txt")),
                 init,
-                timeout: Duration::from_secs(cfg.run_invocation_timeout),
+                timeout: cfg.run_invocation_timeout(),
             },
             ctx.cancel.clone(),
         );
@@ -620,10 +612,6 @@ fn write_job_result(
 ) -> Result<(), StepError> {
     let cfg = &step.config;
     let c = &outcome.counts;
-    let limit = |v: Option<i64>| match v {
-        None | Some(-1) => "no limit".to_string(),
-        Some(n) => n.to_string(),
-    };
     let mut text = String::new();
     text.push_str(&format!("step: {}\nrun: {}\n", step.name, ctx.run_id));
     text.push_str(&format!(
@@ -643,11 +631,9 @@ fn write_job_result(
     ));
     text.push_str(&format!(
         "limits: error_threshold {}, allowed_failed_count {}, allowed_failed_percent {}\n",
-        limit(Some(cfg.error_threshold)),
-        limit(cfg.allowed_failed_count),
-        cfg.allowed_failed_percent
-            .map(|p| p.to_string())
-            .unwrap_or_else(|| "no limit".into())
+        cfg.error_threshold(),
+        cfg.allowed_failed_count(),
+        cfg.allowed_failed_percent(),
     ));
     for w in warnings {
         text.push_str(w);
