@@ -7,6 +7,10 @@
 //! a repeated unit (`"5KBKB"`) but gives it no meaning, so a repeated unit is refused for
 //! tabular inputs. Not given, it is 10 files or `"1MB"`.
 
+use std::fmt;
+
+use serde::de::{self, Deserialize, Deserializer, Visitor};
+
 use super::config::ConfigError;
 
 /// Files per mini-batch when `mini_batch_size` is not given (file inputs).
@@ -36,6 +40,30 @@ enum Unit {
     One(u64),
     /// Two or more units (allowed by Azure's regex, without a meaning).
     Repeated,
+}
+
+/// `mini_batch_size` as a caller gives it: a string (`"5"`, `"10MB"`), or in a JSON spec also a
+/// whole number of files (`5`). [`MiniBatchSize::parse`] checks it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SizeText(pub(crate) String);
+
+impl<'de> Deserialize<'de> for SizeText {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = SizeText;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a whole number of files or a size like \"10MB\"")
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<SizeText, E> {
+                Ok(SizeText(n.to_string()))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<SizeText, E> {
+                Ok(SizeText(s.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// A mini-batch size resolved against the kind of the inputs.
