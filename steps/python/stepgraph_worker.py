@@ -7,7 +7,8 @@ stdin, worker -> engine on the *original* stdout.  The worker imports the
 user's entry script (``init()`` / ``run(mini_batch)`` / optional
 ``shutdown()``), then serves ``run`` requests until ``shutdown`` or EOF.
 
-Messages (see the engine's ParallelRunStep for the other side)::
+Messages (the other side's types: steps/src/parallel_run/protocol.rs; examples
+in the README's worker protocol section, tested against both sides)::
 
     -> {"type":"init", "protocol":1, "entry_script":..., ...}
     <- {"type":"ready","pid":N}  |  {"type":"init_failed","error":...} + exit 3

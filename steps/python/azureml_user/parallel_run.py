@@ -117,6 +117,11 @@ def _ensure_defaults():
         )
 
 
+def _state_property(key, doc):
+    """A read-only property returning ``_state[key]``."""
+    return property(lambda self: _state[key], doc=doc)
+
+
 class EntryScript(object):
     """Per-worker helper for entry scripts (a process-wide singleton)."""
 
@@ -138,25 +143,14 @@ class EntryScript(object):
         _ensure_defaults()
         return _state["logger"]
 
-    @property
-    def output_dir(self):
-        """Folder for the script's own output files (``AZUREML_BI_OUTPUT_PATH``)."""
-        return _state["output_dir"]
-
-    @property
-    def working_dir(self):
-        """Scratch folder for this run (the worker's current directory)."""
-        return _state["working_dir"]
-
-    @property
-    def log_dir(self):
-        """Folder for user logs (``logs/user``)."""
-        return _state["log_dir"]
-
-    @property
-    def agent_name(self):
-        """Name of this worker, e.g. ``worker-0``."""
-        return _state["agent_name"]
+    output_dir = _state_property(
+        "output_dir", "Folder for the script's own output files (``AZUREML_BI_OUTPUT_PATH``)."
+    )
+    working_dir = _state_property(
+        "working_dir", "Scratch folder for this run (the worker's current directory)."
+    )
+    log_dir = _state_property("log_dir", "Folder for user logs (``logs/user``).")
+    agent_name = _state_property("agent_name", "Name of this worker, e.g. ``worker-0``.")
 
     @property
     def config(self):

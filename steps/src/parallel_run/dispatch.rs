@@ -4,10 +4,11 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::Write;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{unbounded, RecvTimeoutError};
+use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
 use serde_json::{json, Value};
 use stepgraph_engine::{Event, ProgressLog, StepContext, StepCounts};
 
@@ -62,17 +63,14 @@ pub(crate) struct Outcome {
 
 /// A short description of a mini-batch's items for logs and errors.
 pub(crate) fn describe_items(spec: &MiniBatchSpec) -> String {
+    let name = |p: &Path| {
+        p.file_name()
+            .map(|n| crate::process::escape_controls(&n.to_string_lossy()))
+            .unwrap_or_default()
+    };
     match spec {
         MiniBatchSpec::Files { files } => {
-            let names: Vec<String> = files
-                .iter()
-                .take(5)
-                .map(|f| {
-                    f.file_name()
-                        .map(|n| crate::process::escape_controls(&n.to_string_lossy()))
-                        .unwrap_or_default()
-                })
-                .collect();
+            let names: Vec<String> = files.iter().take(5).map(|f| name(f)).collect();
             if files.len() > 5 {
                 format!("{} and {} more", names.join(", "), files.len() - 5)
             } else {
@@ -85,15 +83,7 @@ pub(crate) fn describe_items(spec: &MiniBatchSpec) -> String {
             partition_key_value,
             ..
         } => {
-            let files: Vec<String> = segments
-                .iter()
-                .map(|s| {
-                    s.path
-                        .file_name()
-                        .map(|n| crate::process::escape_controls(&n.to_string_lossy()))
-                        .unwrap_or_default()
-                })
-                .collect();
+            let files: Vec<String> = segments.iter().map(|s| name(&s.path)).collect();
             match partition_key_value {
                 Some(k) => format!("{rows} rows of {} where {k:?}", files.join(", ")),
                 None => format!("{rows} rows of {}", files.join(", ")),
@@ -137,247 +127,392 @@ impl Limits {
     }
 }
 
-/// Make the finished mini-batches durable; a summary_only step's write watch saves the
-/// listing of its output folder that goes with the commit.
-fn commit(log: &mut ProgressLog<'_>, watch: Option<&WriteWatch>) -> Result<(), String> {
-    let listing = watch.and_then(WriteWatch::committing);
-    log.commit().map_err(|e| e.to_string())?;
-    if let Some(w) = watch {
-        w.save(listing);
-    }
-    Ok(())
+/// One run of the coordinator: every pending mini-batch of a step, on its workers.
+pub(crate) struct Dispatch<'a, 'log> {
+    /// The step being run: its events, messages and cancel flag.
+    pub(crate) ctx: &'a StepContext<'a>,
+    /// The step's configuration: tries and failure limits.
+    pub(crate) config: &'a ParallelRunConfig,
+    /// Every mini-batch of the step, by index.
+    pub(crate) specs: &'a [MiniBatchSpec],
+    /// The indices of the mini-batches to run, in order.
+    pub(crate) pending: Vec<u64>,
+    /// The records of the mini-batches an earlier run committed, by index.
+    pub(crate) resumed: &'a BTreeMap<u64, Value>,
+    /// The workers: one thread each.
+    pub(crate) workers: Vec<Box<dyn Worker>>,
+    /// Handles that kill the process workers when the run stops.
+    pub(crate) kill: Vec<KillHandle>,
+    /// Where finished mini-batches are committed.
+    pub(crate) log: &'a mut ProgressLog<'log>,
+    /// append_row: gathers the rows in index order while mini-batches finish.
+    pub(crate) gatherer: Option<&'a mut Gatherer>,
+    /// summary_only: watches the files entries write.
+    pub(crate) watch: Option<&'a WriteWatch>,
+    /// The step's `logs/sys/events.txt`.
+    pub(crate) sys_log: &'a mut dyn Write,
 }
 
-/// Run every pending mini-batch on `workers`; committed results go to `log`.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn dispatch(
-    ctx: &StepContext<'_>,
-    cfg: &ParallelRunConfig,
-    specs: &[MiniBatchSpec],
-    pending: Vec<u64>,
-    resumed: &BTreeMap<u64, Value>,
-    workers: Vec<Box<dyn Worker>>,
-    kill: Vec<KillHandle>,
-    log: &mut ProgressLog<'_>,
-    mut gatherer: Option<&mut Gatherer>,
-    watch: Option<&WriteWatch>,
-    sys_log: &mut dyn Write,
-) -> Result<Outcome, String> {
-    let total = specs.len() as u64;
-    let limits = Limits {
-        error_threshold: cfg.error_threshold(),
-        allowed_failed_count: cfg.allowed_failed_count(),
-        allowed_failed_percent: cfg.allowed_failed_percent(),
-    };
-    let mut counts = StepCounts {
-        mini_batches: total,
-        resumed_mini_batches: resumed.len() as u64,
-        ..StepCounts::default()
-    };
-    for meta in resumed.values() {
-        counts.items += meta.get("items").and_then(Value::as_u64).unwrap_or(0);
-        counts.failed_items += meta
-            .get("failed_items")
-            .and_then(Value::as_u64)
-            .unwrap_or(0);
-    }
-    let mut done = resumed.len() as u64;
-    let mut failed = Vec::new();
-    let mut abort = None;
-    let mut queue: VecDeque<u64> = pending.into();
-    let mut tries: BTreeMap<u64, u32> = BTreeMap::new();
-    let mut last_error: BTreeMap<u64, String> = BTreeMap::new();
-    let mut init_failures: BTreeMap<usize, u32> = BTreeMap::new();
-    let n_workers = workers.len();
+/// A try's result as a worker thread reports it: (worker, mini-batch, outcome).
+type Report = (usize, u64, TryOutcome);
 
-    let (job_tx, job_rx) = unbounded::<u64>();
-    let (res_tx, res_rx) = unbounded::<(usize, u64, TryOutcome)>();
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(n_workers.max(1))
-        .thread_name(|i| format!("stepgraph-worker-{i}"))
-        .build()
-        .map_err(|e| format!("cannot start worker threads: {e}"))?;
-
-    let emit_progress = |counts: &StepCounts, done: u64| {
-        ctx.events.emit(&Event::Progress {
-            step: ctx.step.to_string(),
-            done,
-            total,
-            items: counts.items,
-            failed_items: counts.failed_items,
-            failed_mini_batches: counts.failed_mini_batches,
-        });
-    };
-    emit_progress(&counts, done);
-
-    let stop = AtomicBool::new(false);
-    let result: Result<(), String> = pool.in_place_scope(|scope| {
-        for (wid, mut worker) in workers.into_iter().enumerate() {
-            let job_rx = job_rx.clone();
-            let res_tx = res_tx.clone();
-            let stop = &stop;
-            scope.spawn(move |_| {
-                for index in job_rx.iter() {
-                    let Some(spec) = specs.get(index as usize) else { continue };
-                    // After an abort, queued mini-batches are handed back unrun.
-                    let outcome = if stop.load(Ordering::SeqCst) {
-                        TryOutcome::Cancelled
-                    } else if let Some(w) = watch {
-                        let before = w.before();
-                        let outcome = worker.run(index, spec);
-                        w.after(index, before, matches!(outcome, TryOutcome::Ok { .. }));
-                        outcome
-                    } else {
-                        worker.run(index, spec)
-                    };
-                    if res_tx.send((wid, index, outcome)).is_err() {
-                        break;
-                    }
-                }
-                worker.shutdown();
-            });
-        }
-        drop(res_tx);
-        // Leaving this loop with an error (a failed commit) must not leave workers running
-        // their queued mini-batches: the guard stops and kills them unless disarmed.
-        let mut guard = StopGuard {
-            stop: &stop,
-            kill: &kill,
-            armed: true,
+impl Dispatch<'_, '_> {
+    /// Run every pending mini-batch; whatever finished is committed, even when the step fails
+    /// (a rerun resumes from it).
+    ///
+    /// # Errors
+    /// The worker threads cannot start, or a commit or the gathered output failed.
+    pub(crate) fn run(self) -> Result<Outcome, String> {
+        let Dispatch {
+            ctx,
+            config,
+            specs,
+            pending,
+            resumed,
+            workers,
+            kill,
+            log,
+            gatherer,
+            watch,
+            sys_log,
+        } = self;
+        let n_workers = workers.len();
+        let stop = AtomicBool::new(false);
+        let mut c = Coordinator::new(ctx, config, specs, resumed, &stop, &kill);
+        c.queue = pending.into();
+        c.emit_progress();
+        let (job_tx, job_rx) = unbounded::<u64>();
+        let (res_tx, res_rx) = unbounded::<Report>();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(n_workers.max(1))
+            .thread_name(|i| format!("stepgraph-worker-{i}"))
+            .build()
+            .map_err(|e| format!("cannot start worker threads: {e}"))?;
+        let mut sinks = Sinks {
+            log,
+            gatherer,
+            watch,
+            sys_log,
         };
+        let result: Result<(), String> = pool.in_place_scope(|scope| {
+            for (wid, mut worker) in workers.into_iter().enumerate() {
+                let (job_rx, res_tx, stop) = (job_rx.clone(), res_tx.clone(), &stop);
+                scope.spawn(move |_| {
+                    for index in job_rx.iter() {
+                        let Some(spec) = specs.get(index as usize) else {
+                            continue;
+                        };
+                        // After an abort, queued mini-batches are handed back unrun.
+                        let outcome = if stop.load(Ordering::SeqCst) {
+                            TryOutcome::Cancelled
+                        } else {
+                            run_watched(worker.as_mut(), index, spec, watch)
+                        };
+                        if res_tx.send((wid, index, outcome)).is_err() {
+                            break;
+                        }
+                    }
+                    worker.shutdown();
+                });
+            }
+            drop(res_tx);
+            // Leaving the loop with an error (a failed commit) must not leave workers running
+            // their queued mini-batches: the guard stops and kills them unless disarmed.
+            let mut guard = StopGuard {
+                stop: &stop,
+                kill: &kill,
+                armed: true,
+            };
+            let step_result = c.coordinate(&job_tx, &res_rx, &mut sinks, n_workers);
+            guard.armed = false;
+            drop(job_tx);
+            step_result
+        });
+        sinks.commit()?;
+        c.emit_progress();
+        result?;
+        Ok(Outcome {
+            counts: c.counts,
+            failed: c.failed,
+            abort: c.abort,
+        })
+    }
+}
+
+/// One try on `worker`; a summary_only step's watch notes the files it wrote.
+fn run_watched(
+    worker: &mut dyn Worker,
+    index: u64,
+    spec: &MiniBatchSpec,
+    watch: Option<&WriteWatch>,
+) -> TryOutcome {
+    let Some(w) = watch else {
+        return worker.run(index, spec);
+    };
+    let before = w.before();
+    let outcome = worker.run(index, spec);
+    w.after(index, before, matches!(outcome, TryOutcome::Ok { .. }));
+    outcome
+}
+
+/// Where the coordinator puts what finished.
+struct Sinks<'a, 'log> {
+    log: &'a mut ProgressLog<'log>,
+    gatherer: Option<&'a mut Gatherer>,
+    watch: Option<&'a WriteWatch>,
+    sys_log: &'a mut dyn Write,
+}
+
+impl Sinks<'_, '_> {
+    /// Make the finished mini-batches durable; a summary_only step's write watch saves the
+    /// listing of its output folder that goes with the commit.
+    fn commit(&mut self) -> Result<(), String> {
+        let listing = self.watch.and_then(WriteWatch::committing);
+        self.log.commit().map_err(|e| e.to_string())?;
+        if let Some(w) = self.watch {
+            w.save(listing);
+        }
+        Ok(())
+    }
+
+    /// Commit when there is something to commit and the last commit is [`COMMIT_INTERVAL`]
+    /// old.
+    fn commit_if_due(&mut self, last_commit: &mut Instant) -> Result<(), String> {
+        if self.log.pending() > 0 && last_commit.elapsed() >= COMMIT_INTERVAL {
+            self.commit()?;
+            *last_commit = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// Gather a finished mini-batch's piece (append_row).
+    fn gather(&mut self, index: u64, piece: Piece) -> Result<(), String> {
+        match self.gatherer.as_deref_mut() {
+            Some(g) => g.add(index, piece, self.log),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The coordinator's tally while mini-batches run.
+struct Coordinator<'a> {
+    ctx: &'a StepContext<'a>,
+    config: &'a ParallelRunConfig,
+    specs: &'a [MiniBatchSpec],
+    limits: Limits,
+    stop: &'a AtomicBool,
+    kill: &'a [KillHandle],
+    counts: StepCounts,
+    done: u64,
+    failed: Vec<FailedBatch>,
+    abort: Option<String>,
+    queue: VecDeque<u64>,
+    tries: BTreeMap<u64, u32>,
+    init_failures: BTreeMap<usize, u32>,
+}
+
+impl<'a> Coordinator<'a> {
+    fn new(
+        ctx: &'a StepContext<'a>,
+        config: &'a ParallelRunConfig,
+        specs: &'a [MiniBatchSpec],
+        resumed: &BTreeMap<u64, Value>,
+        stop: &'a AtomicBool,
+        kill: &'a [KillHandle],
+    ) -> Self {
+        let mut counts = StepCounts {
+            mini_batches: specs.len() as u64,
+            resumed_mini_batches: resumed.len() as u64,
+            ..StepCounts::default()
+        };
+        for meta in resumed.values() {
+            counts.items += meta.get("items").and_then(Value::as_u64).unwrap_or(0);
+            counts.failed_items += meta
+                .get("failed_items")
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
+        }
+        Coordinator {
+            ctx,
+            config,
+            specs,
+            limits: Limits {
+                error_threshold: config.error_threshold(),
+                allowed_failed_count: config.allowed_failed_count(),
+                allowed_failed_percent: config.allowed_failed_percent(),
+            },
+            stop,
+            kill,
+            counts,
+            done: resumed.len() as u64,
+            failed: Vec::new(),
+            abort: None,
+            queue: VecDeque::new(),
+            tries: BTreeMap::new(),
+            init_failures: BTreeMap::new(),
+        }
+    }
+
+    fn emit_progress(&self) {
+        self.ctx.events.emit(&Event::Progress {
+            step: self.ctx.step.to_string(),
+            done: self.done,
+            total: self.specs.len() as u64,
+            items: self.counts.items,
+            failed_items: self.counts.failed_items,
+            failed_mini_batches: self.counts.failed_mini_batches,
+        });
+    }
+
+    /// Stop the run: no more mini-batches are handed out, the queued ones come back unrun and
+    /// the process workers are killed.
+    fn stop_all(&mut self, reason: String) {
+        self.abort = Some(reason);
+        self.stop.store(true, Ordering::SeqCst);
+        self.kill.iter().for_each(KillHandle::kill);
+    }
+
+    /// Hand out mini-batches and settle their tries until none is left or the run stopped.
+    fn coordinate(
+        &mut self,
+        jobs: &Sender<u64>,
+        reports: &Receiver<Report>,
+        sinks: &mut Sinks<'_, '_>,
+        n_workers: usize,
+    ) -> Result<(), String> {
         let mut in_flight = 0usize;
         let mut last_commit = Instant::now();
         let mut last_progress = Instant::now();
-        let step_result = loop {
-            if abort.is_none() {
+        loop {
+            if self.abort.is_none() {
                 // A few mini-batches queued per worker, so workers never wait while the
                 // coordinator commits (an fsync) or gathers results.
                 while in_flight < QUEUED_PER_WORKER * n_workers {
-                    let Some(i) = queue.pop_front() else { break };
-                    if job_tx.send(i).is_err() {
+                    let Some(i) = self.queue.pop_front() else {
+                        break;
+                    };
+                    if jobs.send(i).is_err() {
                         break;
                     }
                     in_flight += 1;
                 }
             }
             if in_flight == 0 {
-                break Ok(());
+                return Ok(());
             }
-            let (wid, index, outcome) = match res_rx.recv_timeout(Duration::from_millis(100)) {
+            let (wid, index, outcome) = match reports.recv_timeout(Duration::from_millis(100)) {
                 Ok(r) => r,
                 Err(RecvTimeoutError::Timeout) => {
-                    if ctx.cancel.is_cancelled() && abort.is_none() {
-                        abort = Some("run cancelled".to_string());
-                        stop.store(true, Ordering::SeqCst);
-                        kill.iter().for_each(KillHandle::kill);
+                    if self.ctx.cancel.is_cancelled() && self.abort.is_none() {
+                        self.stop_all("run cancelled".to_string());
                     }
-                    if log.pending() > 0 && last_commit.elapsed() >= COMMIT_INTERVAL {
-                        commit(log, watch)?;
-                        last_commit = Instant::now();
-                    }
+                    sinks.commit_if_due(&mut last_commit)?;
                     continue;
                 }
-                Err(RecvTimeoutError::Disconnected) => break Ok(()),
+                Err(RecvTimeoutError::Disconnected) => return Ok(()),
             };
             in_flight -= 1;
-            if abort.is_some() {
+            if self.abort.is_some() || !self.settle(wid, index, outcome, sinks)? {
                 continue;
             }
-            let spec = &specs[index as usize];
-            let k = spec.item_count();
-            let mut final_failure = None;
-            match outcome {
-                TryOutcome::Ok { count, rows, columns } => {
-                    init_failures.remove(&wid);
-                    let failed_items = k.saturating_sub(count);
-                    counts.items += k;
-                    counts.failed_items += failed_items;
-                    let meta = json!({"items": k, "count": count, "failed_items": failed_items, "columns": &columns});
-                    let rec = log.append(index, meta, &rows).map_err(|e| e.to_string())?;
-                    if let Some(g) = gatherer.as_deref_mut() {
-                        g.add(index, Piece::Rows { rows, columns, rec }, log)?;
-                    }
-                    if failed_items > 0 {
-                        let _ = writeln!(sys_log, "mini-batch {index}: run() returned {count} of {k} items; {failed_items} counted as failed");
-                    }
-                    done += 1;
-                }
-                TryOutcome::InitFailed(text) => {
-                    let n = init_failures.entry(wid).or_insert(0);
-                    *n += 1;
-                    let _ = writeln!(sys_log, "worker-{wid}: init failed (try {n}):\n{text}");
-                    if *n >= cfg.run_max_try() {
-                        abort = Some(format!("init() failed on worker-{wid} {n} times:\n{text}"));
-                        stop.store(true, Ordering::SeqCst);
-                        kill.iter().for_each(KillHandle::kill);
-                        continue;
-                    }
-                    ctx.message("warn", format!("worker-{wid}: init failed, restarting it"));
-                    queue.push_front(index);
-                }
-                TryOutcome::Cancelled => {
-                    abort = Some("run cancelled".into());
-                    stop.store(true, Ordering::SeqCst);
-                        kill.iter().for_each(KillHandle::kill);
-                    continue;
-                }
-                TryOutcome::Raised(e) | TryOutcome::Died(e) => final_failure = Some(e),
-                TryOutcome::TimedOut(secs) => {
-                    final_failure = Some(format!(
-                        "run() did not return within run_invocation_timeout ({secs} s); the worker was killed and replaced"
-                    ))
-                }
+            let all_scheduled = self.queue.is_empty();
+            let total = self.specs.len() as u64;
+            if let Some(reason) = self.limits.exceeded(&self.counts, total, all_scheduled) {
+                self.stop_all(reason);
             }
-            if let Some(error) = final_failure {
-                let t = tries.entry(index).or_insert(0);
-                *t += 1;
-                let _ = writeln!(sys_log, "mini-batch {index} try {t} on worker-{wid} failed: {error}");
-                last_error.insert(index, error.clone());
-                if *t < cfg.run_max_try() {
-                    ctx.message("warn", format!("mini-batch {index} failed (try {t} of {}), retrying", cfg.run_max_try()));
-                    queue.push_front(index);
-                } else {
-                    counts.items += k;
-                    counts.failed_items += k;
-                    counts.failed_mini_batches += 1;
-                    failed.push(FailedBatch {
-                        index,
-                        items: describe_items(spec),
-                        tries: *t,
-                        error,
-                    });
-                    if let Some(g) = gatherer.as_deref_mut() {
-                        g.add(index, Piece::Nothing, log)?;
-                    }
-                    done += 1;
-                }
-            }
-            let all_scheduled = queue.is_empty();
-            if let Some(reason) = limits.exceeded(&counts, total, all_scheduled) {
-                abort = Some(reason);
-                stop.store(true, Ordering::SeqCst);
-                        kill.iter().for_each(KillHandle::kill);
-            }
-            if log.pending() > 0 && last_commit.elapsed() >= COMMIT_INTERVAL {
-                commit(log, watch)?;
-                last_commit = Instant::now();
-            }
+            sinks.commit_if_due(&mut last_commit)?;
             if last_progress.elapsed() >= PROGRESS_INTERVAL {
-                emit_progress(&counts, done);
+                self.emit_progress();
                 last_progress = Instant::now();
             }
+        }
+    }
+
+    /// Count one try's outcome: a result, a retry, a failed mini-batch. False when the try
+    /// stopped the run.
+    fn settle(
+        &mut self,
+        wid: usize,
+        index: u64,
+        outcome: TryOutcome,
+        sinks: &mut Sinks<'_, '_>,
+    ) -> Result<bool, String> {
+        let (cfg, ctx) = (self.config, self.ctx);
+        let spec = &self.specs[index as usize];
+        let k = spec.item_count();
+        let error = match outcome {
+            TryOutcome::Ok {
+                count,
+                rows,
+                columns,
+            } => {
+                self.init_failures.remove(&wid);
+                let failed_items = k.saturating_sub(count);
+                self.counts.items += k;
+                self.counts.failed_items += failed_items;
+                let meta = json!({"items": k, "count": count, "failed_items": failed_items, "columns": &columns});
+                let rec = sinks
+                    .log
+                    .append(index, meta, &rows)
+                    .map_err(|e| e.to_string())?;
+                sinks.gather(index, Piece::Rows { rows, columns, rec })?;
+                if failed_items > 0 {
+                    let _ = writeln!(sinks.sys_log, "mini-batch {index}: run() returned {count} of {k} items; {failed_items} counted as failed");
+                }
+                self.done += 1;
+                return Ok(true);
+            }
+            TryOutcome::InitFailed(text) => {
+                let n = self.init_failures.entry(wid).or_insert(0);
+                *n += 1;
+                let n = *n;
+                let _ = writeln!(sinks.sys_log, "worker-{wid}: init failed (try {n}):\n{text}");
+                if n >= cfg.run_max_try() {
+                    self.stop_all(format!("init() failed on worker-{wid} {n} times:\n{text}"));
+                    return Ok(false);
+                }
+                ctx.message("warn", format!("worker-{wid}: init failed, restarting it"));
+                self.queue.push_front(index);
+                return Ok(true);
+            }
+            TryOutcome::Cancelled => {
+                self.stop_all("run cancelled".into());
+                return Ok(false);
+            }
+            TryOutcome::Raised(e) | TryOutcome::Died(e) => e,
+            TryOutcome::TimedOut(secs) => format!(
+                "run() did not return within run_invocation_timeout ({secs} s); the worker was killed and replaced"
+            ),
         };
-        guard.armed = false;
-        drop(job_tx);
-        step_result
-    });
-    // Whatever finished is kept, even when the step fails: a rerun resumes from it.
-    commit(log, watch)?;
-    emit_progress(&counts, done);
-    result?;
-    Ok(Outcome {
-        counts,
-        failed,
-        abort,
-    })
+        let t = self.tries.entry(index).or_insert(0);
+        *t += 1;
+        let t = *t;
+        let _ = writeln!(
+            sinks.sys_log,
+            "mini-batch {index} try {t} on worker-{wid} failed: {error}"
+        );
+        if t < cfg.run_max_try() {
+            ctx.message(
+                "warn",
+                format!(
+                    "mini-batch {index} failed (try {t} of {}), retrying",
+                    cfg.run_max_try()
+                ),
+            );
+            self.queue.push_front(index);
+        } else {
+            self.counts.items += k;
+            self.counts.failed_items += k;
+            self.counts.failed_mini_batches += 1;
+            self.failed.push(FailedBatch {
+                index,
+                items: describe_items(spec),
+                tries: t,
+                error,
+            });
+            sinks.gather(index, Piece::Nothing)?;
+            self.done += 1;
+        }
+        Ok(true)
+    }
 }

@@ -9,6 +9,7 @@ pub mod entry;
 mod gather;
 mod harness;
 pub mod partition;
+mod protocol;
 pub mod size;
 mod worker;
 mod writes;
@@ -379,19 +380,20 @@ fn execute(step: &ParallelRunStep, ctx: &StepContext<'_>) -> Result<StepCounts, 
     // Marks every process of this execution; dropping it kills whatever they left behind.
     let tree = crate::process::ProcessTree::new();
     let (workers, kill) = make_workers(step, ctx, &tree, &output_dir, &user_dir, &side_inputs)?;
-    let outcome = dispatch::dispatch(
+    let outcome = dispatch::Dispatch {
         ctx,
-        cfg,
-        &specs,
+        config: cfg,
+        specs: &specs,
         pending,
-        &resumed,
+        resumed: &resumed,
         workers,
         kill,
-        &mut log,
-        gatherer.as_mut(),
-        watch.as_ref(),
-        &mut sys_log,
-    );
+        log: &mut log,
+        gatherer: gatherer.as_mut(),
+        watch: watch.as_ref(),
+        sys_log: &mut sys_log,
+    }
+    .run();
     // The workers have stopped (normally, on error or on abort): kill what they left behind.
     drop(tree);
     let outcome = outcome.map_err(StepError::new)?;
@@ -524,7 +526,7 @@ fn make_workers(
                     "faulthandler".into(),
                     harness.into_os_string(),
                 ],
-                worker::path_value(&source_dir.join(entry_script)),
+                source_dir.join(entry_script),
             )
         }
         Entry::Command { entry_command } => {
@@ -546,7 +548,7 @@ fn make_workers(
                     *arg = local.into_os_string();
                 }
             }
-            (argv, Value::String(String::new()))
+            (argv, PathBuf::new())
         }
     };
     let mut env = crate::process::step_env(
@@ -571,21 +573,23 @@ fn make_workers(
         let agent = format!("worker-{w}");
         let mut env = env.clone();
         env.insert("STEPGRAPH_WORKER_ID".into(), w.to_string().into());
-        let init = json!({
-            "type": "init",
-            "protocol": 1,
-            "entry_script": entry_script,
-            "source_directory": worker::path_value(&source_dir),
-            "arguments": ctx.arguments,
-            "output_dir": worker::path_value(output_dir),
-            "working_dir": worker::path_value(&source_dir),
-            "log_dir": worker::path_value(user_dir),
-            "agent_name": agent,
-            "side_inputs": side_inputs.iter().map(|(k, v)| (k.clone(), worker::path_value(v))).collect::<BTreeMap<_, _>>(),
-            "max_line_bytes": MAX_PROTOCOL_LINE,
-            "append_row_format": cfg.append_row_format().as_str(),
-            "collect_rows": collect_rows,
-        });
+        let init = protocol::Init {
+            protocol: protocol::PROTOCOL_VERSION,
+            entry_script: protocol::WirePath(entry_script.clone()),
+            source_directory: protocol::WirePath(source_dir.clone()),
+            arguments: ctx.arguments.to_vec(),
+            output_dir: protocol::WirePath(output_dir.to_path_buf()),
+            working_dir: protocol::WirePath(source_dir.clone()),
+            log_dir: protocol::WirePath(user_dir.to_path_buf()),
+            agent_name: agent.clone(),
+            side_inputs: side_inputs
+                .iter()
+                .map(|(k, v)| (k.clone(), protocol::WirePath(v.clone())))
+                .collect(),
+            max_line_bytes: MAX_PROTOCOL_LINE as u64,
+            append_row_format: cfg.append_row_format(),
+            collect_rows,
+        };
         let worker = ProcessWorker::new(
             ProcessSpec {
                 argv: argv.clone(),

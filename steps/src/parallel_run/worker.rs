@@ -4,19 +4,19 @@
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs::OpenOptions;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::ffi::OsStrExt;
+use std::io::BufReader;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::entry::{load, EntryContext, EntryFactory, EntryScript};
 use super::partition::MiniBatchSpec;
+use super::protocol::{self, Incoming, Init, LineRead, Reply, Request, Run, RunResult, Text};
 use super::MAX_PROTOCOL_LINE;
 use crate::process::{excerpt, file_excerpt, kill_tree};
 use stepgraph_engine::CancelFlag;
@@ -44,6 +44,29 @@ pub(crate) enum TryOutcome {
     InitFailed(String),
     /// The run was cancelled.
     Cancelled,
+}
+
+impl TryOutcome {
+    /// The outcome of a `result` reply, from a process or an in-process entry: its rows
+    /// joined into one buffer on the worker's thread.
+    fn from_result(result: RunResult) -> Self {
+        let rows = result.rows.unwrap_or_default();
+        let mut joined = Vec::with_capacity(rows.iter().map(|r| r.0.len() + 1).sum());
+        for row in rows {
+            joined.extend_from_slice(row.0.as_bytes());
+            joined.push(b'\n');
+        }
+        TryOutcome::Ok {
+            count: result.count,
+            rows: joined,
+            columns: result.columns.map(|c| c.into_iter().map(|t| t.0).collect()),
+        }
+    }
+
+    /// The outcome of an `error` reply (the text is kept as a bounded excerpt).
+    fn raised(error: Option<&str>) -> Self {
+        TryOutcome::Raised(excerpt(error.unwrap_or("run() failed").as_bytes()))
+    }
 }
 
 /// A handle the coordinator keeps to kill a worker's process from outside.
@@ -75,7 +98,7 @@ pub(crate) struct ProcessSpec {
     /// The whole environment of the worker (the caller's is cleared).
     pub env: BTreeMap<OsString, OsString>,
     pub log_path: PathBuf,
-    pub init: Value,
+    pub init: Init,
     pub timeout: Duration,
 }
 
@@ -83,7 +106,7 @@ pub(crate) struct ProcessWorker {
     spec: ProcessSpec,
     child: KillHandle,
     stdin: Option<ChildStdin>,
-    lines: Option<Receiver<Incoming>>,
+    lines: Option<Receiver<Raw>>,
     cancel: CancelFlag,
 }
 
@@ -142,12 +165,13 @@ impl ProcessWorker {
             let mut reader = BufReader::with_capacity(1 << 16, stdout);
             loop {
                 let mut line = Vec::new();
-                let incoming = match read_bounded_line(&mut reader, &mut line, MAX_PROTOCOL_LINE) {
+                let incoming = match protocol::read_line(&mut reader, &mut line, MAX_PROTOCOL_LINE)
+                {
                     Ok(LineRead::Eof) | Err(_) => break,
-                    Ok(LineRead::Line) => Incoming::Line(line),
-                    Ok(LineRead::TooLong) => Incoming::TooLong,
+                    Ok(LineRead::Line) => Raw::Line(line),
+                    Ok(LineRead::TooLong) => Raw::TooLong,
                 };
-                let stop = matches!(incoming, Incoming::TooLong);
+                let stop = matches!(incoming, Raw::TooLong);
                 if tx.send(incoming).is_err() || stop {
                     break;
                 }
@@ -158,56 +182,54 @@ impl ProcessWorker {
         }
         self.stdin = Some(stdin);
         self.lines = Some(rx);
-        let init = self.spec.init.clone();
+        let init = Request::Init(self.spec.init.clone());
         if let Err(e) = self.send(&init) {
             let why = self.death_reason();
             return Err(format!("could not send init: {e}; {why}"));
         }
         // Azure's first_task_creation_timeout (600 s), or the run timeout if that is longer.
         let init_timeout = self.spec.timeout.max(INIT_TIMEOUT);
-        match self.recv(Some(init_timeout)) {
-            Received::Message(m) => match m.get("type").and_then(Value::as_str) {
-                Some("ready") => Ok(()),
-                Some("init_failed") => {
-                    let text = m
-                        .get("error")
-                        .and_then(Value::as_str)
-                        .unwrap_or("init failed")
-                        .to_string();
-                    self.stop_process();
-                    Err(excerpt(text.as_bytes()))
-                }
-                _ => {
-                    self.stop_process();
-                    Err(format!(
-                        "unexpected reply to init: {}",
-                        excerpt(m.to_string().as_bytes())
-                    ))
-                }
-            },
-            Received::Eof => Err(format!(
-                "worker exited during init: {}",
-                self.death_reason()
-            )),
-            Received::Timeout => {
+        let unexpected = match self.recv(Some(init_timeout)) {
+            Received::Reply(Reply::Ready { .. }) => return Ok(()),
+            Received::Reply(Reply::InitFailed { error }) => {
                 self.stop_process();
-                Err(format!(
-                    "init() did not finish within {} s; the worker was killed",
-                    init_timeout.as_secs()
+                return Err(excerpt(
+                    error.as_deref().unwrap_or("init failed").as_bytes(),
+                ));
+            }
+            Received::Reply(reply) => serde_json::to_value(reply).unwrap_or_default(),
+            Received::Other(value) => value,
+            Received::Broken(error) => {
+                serde_json::to_value(Reply::ProtocolError { error: Some(error) })
+                    .unwrap_or_default()
+            }
+            Received::Eof => {
+                return Err(format!(
+                    "worker exited during init: {}",
+                    self.death_reason()
                 ))
             }
-            Received::Cancelled => Err("cancelled".into()),
-        }
+            Received::Timeout => {
+                self.stop_process();
+                return Err(format!(
+                    "init() did not finish within {} s; the worker was killed",
+                    init_timeout.as_secs()
+                ));
+            }
+            Received::Cancelled => return Err("cancelled".into()),
+        };
+        self.stop_process();
+        Err(format!(
+            "unexpected reply to init: {}",
+            excerpt(unexpected.to_string().as_bytes())
+        ))
     }
 
-    fn send(&mut self, msg: &Value) -> std::io::Result<()> {
+    fn send(&mut self, msg: &Request) -> std::io::Result<()> {
         let Some(stdin) = self.stdin.as_mut() else {
             return Err(std::io::Error::other("worker is not running"));
         };
-        let mut line = serde_json::to_vec(msg).map_err(std::io::Error::other)?;
-        line.push(b'\n');
-        stdin.write_all(&line)?;
-        stdin.flush()
+        protocol::write_line(stdin, msg)
     }
 
     fn recv(&mut self, timeout: Option<Duration>) -> Received {
@@ -221,22 +243,15 @@ impl ProcessWorker {
             }
             let wait = Duration::from_millis(100);
             match rx.recv_timeout(wait) {
-                Ok(Incoming::TooLong) => {
-                    return Received::Message(json!({
-                        "type": "protocol_error",
-                        "error": format!("worker protocol line over {MAX_PROTOCOL_LINE} bytes"),
-                    }))
-                }
-                Ok(Incoming::Line(line)) => {
+                Ok(Raw::TooLong) => return Received::Broken(protocol::too_long()),
+                Ok(Raw::Line(line)) => {
                     if line.iter().all(u8::is_ascii_whitespace) {
                         continue;
                     }
-                    return match serde_json::from_slice::<Value>(&line) {
-                        Ok(v) => Received::Message(v),
-                        Err(_) => Received::Message(json!({
-                            "type": "protocol_error",
-                            "error": format!("not a JSON line: {}", excerpt(line.trim_ascii_end())),
-                        })),
+                    return match protocol::parse_reply(&line) {
+                        Ok(Incoming::Reply(reply)) => Received::Reply(reply),
+                        Ok(Incoming::Other(value)) => Received::Other(value),
+                        Err(error) => Received::Broken(error),
                     };
                 }
                 Err(RecvTimeoutError::Disconnected) => return Received::Eof,
@@ -281,6 +296,27 @@ impl ProcessWorker {
         TryOutcome::Died(format!("protocol error: {what}"))
     }
 
+    /// The worker broke the protocol (a line too long or not JSON, or its own
+    /// `protocol_error`): the try fails and the worker is stopped.
+    fn broken(&mut self, error: &str) -> TryOutcome {
+        let e = excerpt(error.as_bytes());
+        let why = self.death_reason();
+        TryOutcome::Died(format!("protocol error: {e}; {why}"))
+    }
+
+    /// The outcome of a `result` for the mini-batch being run. Its count was checked when
+    /// it was read: run() may return more elements than it was given (a frame that grew), so
+    /// any count from 0 up is one.
+    fn finished(&mut self, result: RunResult) -> TryOutcome {
+        if self.spec.init.collect_rows && result.rows.is_none() {
+            return self.protocol_violation(format!(
+                "the result of mini-batch {} has no \"rows\" list (output_action append_row)",
+                result.index
+            ));
+        }
+        TryOutcome::from_result(result)
+    }
+
     fn stop_process(&mut self) {
         self.stdin = None;
         self.lines = None;
@@ -295,8 +331,14 @@ impl ProcessWorker {
     }
 }
 
+/// What [`ProcessWorker::recv`] got.
 enum Received {
-    Message(Value),
+    /// A reply of the protocol.
+    Reply(Reply),
+    /// A JSON line that is no reply (skipped while running, unless it is a broken result).
+    Other(Value),
+    /// A line too long or not JSON (the error says which).
+    Broken(String),
     Eof,
     Timeout,
     Cancelled,
@@ -312,96 +354,11 @@ fn describe_status(s: std::process::ExitStatus) -> String {
 }
 
 /// What the stdout reader thread hands over.
-enum Incoming {
+enum Raw {
     /// One line (newline included when there was one).
     Line(Vec<u8>),
     /// A line longer than [`MAX_PROTOCOL_LINE`]; nothing more is read.
     TooLong,
-}
-
-/// What [`read_bounded_line`] found.
-#[derive(Debug, PartialEq)]
-pub(crate) enum LineRead {
-    /// End of input, nothing read.
-    Eof,
-    /// A line (ending in a newline, or the last line of the input without one).
-    Line,
-    /// More than `max` bytes without a newline; `buf` holds `max + 1` of them.
-    TooLong,
-}
-
-/// Read one line into `buf`, never more than `max` bytes plus its newline.
-pub(crate) fn read_bounded_line<R: BufRead>(
-    reader: &mut R,
-    buf: &mut Vec<u8>,
-    max: usize,
-) -> std::io::Result<LineRead> {
-    let n = reader
-        .by_ref()
-        .take(max as u64 + 1)
-        .read_until(b'\n', buf)?;
-    Ok(if n == 0 {
-        LineRead::Eof
-    } else if buf.last() == Some(&b'\n') || buf.len() <= max {
-        LineRead::Line
-    } else {
-        LineRead::TooLong
-    })
-}
-
-/// A path in a protocol message: a JSON string when it is valid UTF-8, else
-/// `{"b64": "<standard base64 of its bytes>"}`, so names are passed exactly, never lossily.
-pub(crate) fn path_value(path: &Path) -> Value {
-    match path.to_str() {
-        Some(s) => Value::String(s.to_string()),
-        None => json!({ "b64": base64(path.as_os_str().as_bytes()) }),
-    }
-}
-
-/// Standard base64 (RFC 4648, with padding).
-pub(crate) fn base64(bytes: &[u8]) -> String {
-    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for (i, shift) in [18u32, 12, 6, 0].into_iter().enumerate() {
-            if i <= chunk.len() {
-                out.push(char::from(ABC[((n >> shift) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-/// The `run` message for a mini-batch.
-pub(crate) fn run_message(index: u64, spec: &MiniBatchSpec) -> Value {
-    match spec {
-        MiniBatchSpec::Files { files } => json!({
-            "type": "run", "index": index, "kind": "files",
-            "files": files.iter().map(|f| path_value(f)).collect::<Vec<_>>(),
-        }),
-        MiniBatchSpec::Tabular {
-            segments,
-            partition_key_value,
-            ..
-        } => json!({
-            "type": "run", "index": index, "kind": "tabular",
-            "segments": segments.iter().map(|s| json!({
-                "path": path_value(&s.path),
-                "format": s.format.as_str(),
-                "header_end": s.header_end,
-                "ranges": s.ranges,
-            })).collect::<Vec<_>>(),
-            "partition_key_value": partition_key_value,
-        }),
-    }
 }
 
 impl Worker for ProcessWorker {
@@ -414,93 +371,21 @@ impl Worker for ProcessWorker {
                 return TryOutcome::InitFailed(e);
             }
         }
-        if let Err(e) = self.send(&run_message(index, spec)) {
+        if let Err(e) = self.send(&Request::Run(Run::new(index, spec))) {
             return TryOutcome::Died(format!(
                 "could not send mini-batch: {e}; {}",
                 self.death_reason()
             ));
         }
         loop {
-            match self.recv(Some(self.spec.timeout)) {
-                Received::Message(m) => {
-                    let kind = m.get("type").and_then(Value::as_str).unwrap_or("");
-                    let same = m.get("index").and_then(Value::as_u64) == Some(index);
-                    match kind {
-                        "result" if same => {
-                            let collect_rows = self
-                                .spec
-                                .init
-                                .get("collect_rows")
-                                .and_then(Value::as_bool)
-                                .unwrap_or(false);
-                            // run() may return more elements than it was given (a frame
-                            // that grew), so any count from 0 up is one.
-                            let count = match m.get("count").and_then(Value::as_u64) {
-                                Some(c) => c,
-                                None => {
-                                    let given = m
-                                        .get("count")
-                                        .map_or_else(|| "none".to_string(), Value::to_string);
-                                    return self.protocol_violation(format!(
-                                        "the result of mini-batch {index} has \"count\" {}, \
-                                         not a number of items from 0 to {}",
-                                        excerpt(given.as_bytes()),
-                                        u64::MAX
-                                    ));
-                                }
-                            };
-                            let listed = m.get("rows").and_then(Value::as_array);
-                            if collect_rows && listed.is_none() {
-                                return self.protocol_violation(format!(
-                                    "the result of mini-batch {index} has no \"rows\" list \
-                                     (output_action append_row)"
-                                ));
-                            }
-                            let mut rows = Vec::new();
-                            for v in listed.into_iter().flatten() {
-                                match v.as_str() {
-                                    Some(s) => rows.extend_from_slice(s.as_bytes()),
-                                    None => rows.extend_from_slice(v.to_string().as_bytes()),
-                                }
-                                rows.push(b'\n');
-                            }
-                            let columns = m.get("columns").and_then(Value::as_array).map(|a| {
-                                a.iter()
-                                    .map(|v| {
-                                        v.as_str()
-                                            .map(str::to_string)
-                                            .unwrap_or_else(|| v.to_string())
-                                    })
-                                    .collect()
-                            });
-                            return TryOutcome::Ok {
-                                count,
-                                rows,
-                                columns,
-                            };
-                        }
-                        "error" if same => {
-                            return TryOutcome::Raised(excerpt(
-                                m.get("error")
-                                    .and_then(Value::as_str)
-                                    .unwrap_or("run() failed")
-                                    .as_bytes(),
-                            ))
-                        }
-                        "protocol_error" => {
-                            let e = excerpt(
-                                m.get("error")
-                                    .and_then(Value::as_str)
-                                    .unwrap_or("")
-                                    .as_bytes(),
-                            );
-                            let why = self.death_reason();
-                            return TryOutcome::Died(format!("protocol error: {e}; {why}"));
-                        }
-                        // A stale reply (to a try that timed out earlier) is skipped.
-                        _ => continue,
-                    }
-                }
+            let reply = match self.recv(Some(self.spec.timeout)) {
+                Received::Reply(reply) => reply,
+                Received::Other(value) => match protocol::bad_count(&value, index) {
+                    Some(what) => return self.protocol_violation(what),
+                    // A stale reply (to a try that timed out earlier) is skipped.
+                    None => continue,
+                },
+                Received::Broken(e) => return self.broken(&e),
                 Received::Eof => return TryOutcome::Died(self.death_reason()),
                 Received::Timeout => {
                     self.stop_process();
@@ -510,12 +395,23 @@ impl Worker for ProcessWorker {
                     self.stop_process();
                     return TryOutcome::Cancelled;
                 }
+            };
+            match reply {
+                Reply::Result(result) if result.index == index => return self.finished(result),
+                Reply::Error { index: i, error } if i == index => {
+                    return TryOutcome::raised(error.as_deref())
+                }
+                Reply::ProtocolError { error } => {
+                    return self.broken(error.as_deref().unwrap_or_default())
+                }
+                // A stale reply (to a try that timed out earlier) is skipped.
+                _ => continue,
             }
         }
     }
 
     fn shutdown(&mut self) {
-        if self.alive() && self.send(&json!({"type": "shutdown"})).is_ok() {
+        if self.alive() && self.send(&Request::Shutdown).is_ok() {
             let _ = self.recv(Some(Duration::from_secs(10)));
         }
         self.stop_process();
@@ -537,16 +433,6 @@ impl RustWorker {
             instance: None,
         }
     }
-}
-
-/// Rows as newline-terminated lines in one buffer; the rows are freed on this thread.
-fn join_rows(rows: Vec<String>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(rows.iter().map(|r| r.len() + 1).sum());
-    for r in rows {
-        out.extend_from_slice(r.as_bytes());
-        out.push(b'\n');
-    }
-    out
 }
 
 fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
@@ -584,12 +470,13 @@ impl Worker for RustWorker {
             return TryOutcome::InitFailed("no entry instance".into());
         };
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inst.run(&batch))) {
-            Ok(Ok(rows)) => TryOutcome::Ok {
+            Ok(Ok(rows)) => TryOutcome::from_result(RunResult {
+                index,
                 count: rows.len() as u64,
-                rows: join_rows(rows),
+                rows: Some(rows.into_iter().map(Text).collect()),
                 columns: None,
-            },
-            Ok(Err(e)) => TryOutcome::Raised(excerpt(e.to_string().as_bytes())),
+            }),
+            Ok(Err(e)) => TryOutcome::raised(Some(&e.to_string())),
             Err(p) => {
                 // A panicking instance is replaced, like a dead worker process.
                 self.instance = None;
@@ -605,74 +492,5 @@ impl Worker for RustWorker {
         if let Some(mut inst) = self.instance.take() {
             let _ = inst.shutdown();
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::ffi::OsStr;
-
-    #[test]
-    fn base64_matches_rfc_4648_vectors() {
-        let cases = [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ];
-        for (plain, encoded) in cases {
-            assert_eq!(base64(plain.as_bytes()), encoded);
-        }
-        assert_eq!(base64(&[0xff, 0xfe, 0xfd]), "//79");
-    }
-
-    #[test]
-    fn paths_keep_their_exact_bytes_in_run_messages() {
-        let a = PathBuf::from(OsStr::from_bytes(b"/d/a\xff.txt"));
-        let b = PathBuf::from("/d/b.txt");
-        let m = run_message(0, &MiniBatchSpec::Files { files: vec![a, b] });
-        assert_eq!(
-            m["files"],
-            json!([{ "b64": base64(b"/d/a\xff.txt") }, "/d/b.txt"])
-        );
-    }
-
-    #[test]
-    fn lines_are_read_up_to_the_limit_and_never_further() {
-        let mut input: &[u8] = b"ok\n0123456789tail\nlast";
-        let mut buf = Vec::new();
-        assert_eq!(
-            read_bounded_line(&mut input, &mut buf, 5).ok(),
-            Some(LineRead::Line)
-        );
-        assert_eq!(buf, b"ok\n");
-        buf.clear();
-        assert_eq!(
-            read_bounded_line(&mut input, &mut buf, 5).ok(),
-            Some(LineRead::TooLong)
-        );
-        assert_eq!(buf, b"012345", "max + 1 bytes read, no more");
-        let mut input: &[u8] = b"12345\nabc";
-        buf.clear();
-        assert_eq!(
-            read_bounded_line(&mut input, &mut buf, 5).ok(),
-            Some(LineRead::Line),
-            "exactly the limit plus its newline is fine"
-        );
-        buf.clear();
-        assert_eq!(
-            read_bounded_line(&mut input, &mut buf, 5).ok(),
-            Some(LineRead::Line)
-        );
-        assert_eq!(buf, b"abc");
-        buf.clear();
-        assert_eq!(
-            read_bounded_line(&mut input, &mut buf, 5).ok(),
-            Some(LineRead::Eof)
-        );
     }
 }

@@ -373,6 +373,14 @@ mod tests {
         assert_eq!(w.warnings(), Vec::<String>::new());
     }
 
+    /// A temporary folder and the empty `out` folder in it.
+    fn out_dir() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("out");
+        std::fs::create_dir(&out).expect("mkdir");
+        (dir, out)
+    }
+
     fn append(path: &Path, text: &str) {
         use std::io::Write;
         let mut f = std::fs::OpenOptions::new()
@@ -385,9 +393,7 @@ mod tests {
 
     #[test]
     fn a_retry_appending_again_is_reported_and_a_retry_rewriting_its_file_is_not() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let out = dir.path().join("out");
-        std::fs::create_dir(&out).expect("mkdir");
+        let (dir, out) = out_dir();
         let w = WriteWatch::new(&out, &dir.path().join("listing"), false);
         for ok in [false, true] {
             let b = w.before();
@@ -409,9 +415,7 @@ mod tests {
 
     #[test]
     fn a_redo_after_a_crash_appending_again_is_reported() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let out = dir.path().join("out");
-        std::fs::create_dir(&out).expect("mkdir");
+        let (dir, out) = out_dir();
         let saved = dir.path().join("listing");
         let attempt = |w: &WriteWatch, i: u64| {
             let b = w.before();
@@ -446,9 +450,7 @@ mod tests {
 
     #[test]
     fn file_names_in_warnings_have_their_control_characters_escaped() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let out = dir.path().join("out");
-        std::fs::create_dir(&out).expect("mkdir");
+        let (dir, out) = out_dir();
         let w = WriteWatch::new(&out, &dir.path().join("listing"), false);
         for i in 0..2 {
             let b = w.before();
