@@ -7,7 +7,9 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use stepgraph_engine::{InputKind, ProgressLog, StepContext, StepCounts, StepError};
+use stepgraph_engine::{
+    InputKind, ProgressLog, ProgressRecord, StepContext, StepCounts, StepError,
+};
 
 use super::config::OutputAction;
 use super::partition::{self, MiniBatchSpec, TabularSource};
@@ -83,19 +85,7 @@ pub(super) fn execute(
         .filter(|i| i.role == stepgraph_engine::InputRole::Side)
         .map(|i| (i.port.clone(), i.path.clone()))
         .collect();
-    // append_row output is gathered in order while mini-batches finish.
-    let mut gatherer = None;
-    if cfg.output_action() == OutputAction::AppendRow && step.output.is_some() {
-        let path = staging.output_dir.join(cfg.append_row_file_name());
-        let mut g = gather::Gatherer::create(&path, cfg.append_row_format())?;
-        for (i, rec) in &committed {
-            if (*i as usize) < specs.len() {
-                g.add(*i, gather::Piece::Committed(rec.clone()), &log)
-                    .map_err(StepError::new)?;
-            }
-        }
-        gatherer = Some(g);
-    }
+    let mut gatherer = make_gatherer(step, &staging, &committed, specs.len(), &log)?;
     // summary_only: notice files that several mini-batches write (rows duplicated on a redo).
     let watch = (cfg.output_action() == OutputAction::SummaryOnly).then(|| {
         writes::WriteWatch::new(
@@ -145,15 +135,32 @@ pub(super) fn execute(
     if let Some(g) = gatherer {
         g.finish(specs.len() as u64).map_err(StepError::new)?;
     }
-    // Forget the progress records first, then move the staged files out: a crash in between
-    // costs a full rerun, never a resume that skips mini-batches whose files were moved.
-    log.clear()?;
-    let final_out = step.output_port().and_then(|p| ctx.outputs.get(p));
-    if let Some(final_out) = final_out {
-        move_contents(&staging.output_dir, final_out)?;
-    }
-    let _ = ctx.store.clear_progress(&staging.progress_id);
+    staging.deliver(step, ctx, log)?;
     Ok(outcome.counts)
+}
+
+/// append_row: the output is gathered in order while mini-batches finish, starting from the
+/// committed ones.
+fn make_gatherer(
+    step: &ParallelRunStep,
+    staging: &Staging,
+    committed: &BTreeMap<u64, ProgressRecord>,
+    total: usize,
+    log: &ProgressLog<'_>,
+) -> Result<Option<gather::Gatherer>, StepError> {
+    let cfg = &step.config;
+    if cfg.output_action() != OutputAction::AppendRow || step.output.is_none() {
+        return Ok(None);
+    }
+    let path = staging.output_dir.join(cfg.append_row_file_name());
+    let mut g = gather::Gatherer::create(&path, cfg.append_row_format())?;
+    for (i, rec) in committed {
+        if (*i as usize) < total {
+            g.add(*i, gather::Piece::Committed(rec.clone()), log)
+                .map_err(StepError::new)?;
+        }
+    }
+    Ok(Some(g))
 }
 
 /// `logs/sys/events.txt`, opened for appending, and the `logs/user` folder.
@@ -207,6 +214,23 @@ impl Staging {
             ctx.store.clear_progress(&self.progress_id)?;
         }
         Ok(ctx.store.progress_log(&self.progress_id)?)
+    }
+
+    /// Forget the progress records first, then move the staged files out: a crash in between
+    /// costs a full rerun, never a resume that skips mini-batches whose files were moved.
+    fn deliver(
+        &self,
+        step: &ParallelRunStep,
+        ctx: &StepContext<'_>,
+        log: ProgressLog<'_>,
+    ) -> Result<(), StepError> {
+        log.clear()?;
+        let final_out = step.output_port().and_then(|p| ctx.outputs.get(p));
+        if let Some(final_out) = final_out {
+            move_contents(&self.output_dir, final_out)?;
+        }
+        let _ = ctx.store.clear_progress(&self.progress_id);
+        Ok(())
     }
 
     /// Remove the staged files.

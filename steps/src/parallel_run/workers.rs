@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use stepgraph_engine::{StepContext, StepError};
 
 use super::config::{Entry, OutputAction};
-use super::entry::EntryContext;
+use super::entry::{EntryContext, EntryFactory};
 use super::step::ParallelRunStep;
 use super::worker::{KillHandle, ProcessSpec, ProcessWorker, RustWorker, Worker};
 use super::{harness, protocol, MAX_PROTOCOL_LINE};
@@ -28,37 +28,11 @@ pub(super) fn make_workers(
 ) -> Result<Workers, StepError> {
     let cfg = &step.config;
     let n = cfg.workers();
-    let mut workers: Vec<Box<dyn Worker>> = Vec::with_capacity(n);
     let mut kill = Vec::new();
-    // Workers run in a copy of exactly the source folder's snapshot (the files hashed into the
-    // fingerprint), as Azure runs an uploaded snapshot: the entry script, `sys.path`, the
-    // working folder and relative programs all point into the copy.
-    let source_dir = match (cfg.source_directory(), cfg.entry()) {
-        (Some(dir), Entry::Python { .. } | Entry::Command { .. }) => {
-            let copy = ctx.work_dir.join("source");
-            if copy.exists() {
-                fs::remove_dir_all(&copy)?;
-            }
-            crate::process::copy_source(dir, &copy, ctx.store.root()).map_err(|e| {
-                StepError::new(format!("copying source_directory {}: {e}", dir.display()))
-            })?;
-            copy.canonicalize().unwrap_or(copy)
-        }
-        _ => ctx.work_dir.to_path_buf(),
-    };
+    let source_dir = source_copy(step, ctx)?;
     let (argv, entry_script) = match cfg.entry() {
         Entry::Rust { factory, .. } => {
-            for w in 0..n {
-                let ectx = EntryContext {
-                    agent_name: format!("worker-{w}"),
-                    output_dir: output_dir.to_path_buf(),
-                    working_dir: ctx.work_dir.to_path_buf(),
-                    side_inputs: side_inputs.clone(),
-                    arguments: ctx.arguments.to_vec(),
-                };
-                workers.push(Box::new(RustWorker::new(factory.clone(), ectx)));
-            }
-            return Ok((workers, kill));
+            return Ok((rust_workers(n, factory, ctx, output_dir, side_inputs), kill));
         }
         Entry::Python { entry_script } => {
             let harness = harness::install(&ctx.work_dir.join(".harness"))?;
@@ -73,44 +47,12 @@ pub(super) fn make_workers(
             )
         }
         Entry::Command { entry_command } => {
-            let mut argv: Vec<OsString> = entry_command.iter().map(OsString::from).collect();
-            let Some(program) = entry_command.first() else {
-                return Err(StepError::new("entry_command must name a program"));
-            };
-            let local = source_dir.join(program);
-            // A program in the source folder (`worker.sh`, `./worker`) runs from there.
-            let relative = program.starts_with("./") || program.starts_with("../");
-            if relative || (!program.contains('/') && local.is_file()) {
-                argv[0] = local.into_os_string();
-            }
-            // A script handed to an interpreter (`["python3", "worker.py"]`) is found in the
-            // copy of the source folder, too.
-            for (arg, given) in argv.iter_mut().zip(entry_command).skip(1) {
-                let local = source_dir.join(given);
-                if !given.starts_with('-') && Path::new(given).is_relative() && local.is_file() {
-                    *arg = local.into_os_string();
-                }
-            }
+            let argv = command_argv(entry_command, &source_dir)?;
             (argv, PathBuf::new())
         }
     };
-    let mut env = crate::process::step_env(
-        cfg.env_passthrough(),
-        cfg.environment_variables(),
-        tree.token(),
-    );
-    let mut set = |k: &str, v: OsString| {
-        env.insert(OsString::from(k), v);
-    };
-    set("PYTHONDONTWRITEBYTECODE", "1".into());
-    set("PYTHONUNBUFFERED", "1".into());
-    set("AZUREML_BI_OUTPUT_PATH", output_dir.as_os_str().to_owned());
-    for (k, v) in ctx.params {
-        set(
-            &format!("AML_PARAMETER_{k}"),
-            stepgraph_engine::value_to_arg(v).into(),
-        );
-    }
+    let env = process_env(step, ctx, tree, output_dir);
+    let mut workers: Vec<Box<dyn Worker>> = Vec::with_capacity(n);
     let collect_rows = cfg.output_action() == OutputAction::AppendRow;
     for w in 0..n {
         let agent = format!("worker-{w}");
@@ -148,4 +90,100 @@ pub(super) fn make_workers(
         workers.push(Box::new(worker));
     }
     Ok((workers, kill))
+}
+
+/// The folder the workers run in. Workers run in a copy of exactly the source folder's
+/// snapshot (the files hashed into the fingerprint), as Azure runs an uploaded snapshot: the
+/// entry script, `sys.path`, the working folder and relative programs all point into the
+/// copy. Rust entries (and steps without a source folder) run in the work folder.
+fn source_copy(step: &ParallelRunStep, ctx: &StepContext<'_>) -> Result<PathBuf, StepError> {
+    let cfg = &step.config;
+    let source_dir = match (cfg.source_directory(), cfg.entry()) {
+        (Some(dir), Entry::Python { .. } | Entry::Command { .. }) => {
+            let copy = ctx.work_dir.join("source");
+            if copy.exists() {
+                fs::remove_dir_all(&copy)?;
+            }
+            crate::process::copy_source(dir, &copy, ctx.store.root()).map_err(|e| {
+                StepError::new(format!("copying source_directory {}: {e}", dir.display()))
+            })?;
+            copy.canonicalize().unwrap_or(copy)
+        }
+        _ => ctx.work_dir.to_path_buf(),
+    };
+    Ok(source_dir)
+}
+
+/// `entry_command`, its program and script arguments found in the copy of the source folder.
+fn command_argv(entry_command: &[String], source_dir: &Path) -> Result<Vec<OsString>, StepError> {
+    let mut argv: Vec<OsString> = entry_command.iter().map(OsString::from).collect();
+    let Some(program) = entry_command.first() else {
+        return Err(StepError::new("entry_command must name a program"));
+    };
+    let local = source_dir.join(program);
+    // A program in the source folder (`worker.sh`, `./worker`) runs from there.
+    let relative = program.starts_with("./") || program.starts_with("../");
+    if relative || (!program.contains('/') && local.is_file()) {
+        argv[0] = local.into_os_string();
+    }
+    // A script handed to an interpreter (`["python3", "worker.py"]`) is found in the
+    // copy of the source folder, too.
+    for (arg, given) in argv.iter_mut().zip(entry_command).skip(1) {
+        let local = source_dir.join(given);
+        if !given.starts_with('-') && Path::new(given).is_relative() && local.is_file() {
+            *arg = local.into_os_string();
+        }
+    }
+    Ok(argv)
+}
+
+/// The workers' environment: the step's (`process::step_env`), Python's settings,
+/// Azure's output path and the pipeline parameters.
+fn process_env(
+    step: &ParallelRunStep,
+    ctx: &StepContext<'_>,
+    tree: &crate::process::ProcessTree,
+    output_dir: &Path,
+) -> BTreeMap<OsString, OsString> {
+    let cfg = &step.config;
+    let mut env = crate::process::step_env(
+        cfg.env_passthrough(),
+        cfg.environment_variables(),
+        tree.token(),
+    );
+    let mut set = |k: &str, v: OsString| {
+        env.insert(OsString::from(k), v);
+    };
+    set("PYTHONDONTWRITEBYTECODE", "1".into());
+    set("PYTHONUNBUFFERED", "1".into());
+    set("AZUREML_BI_OUTPUT_PATH", output_dir.as_os_str().to_owned());
+    for (k, v) in ctx.params {
+        set(
+            &format!("AML_PARAMETER_{k}"),
+            stepgraph_engine::value_to_arg(v).into(),
+        );
+    }
+    env
+}
+
+/// `n` instances of an in-process Rust entry.
+fn rust_workers(
+    n: usize,
+    factory: &EntryFactory,
+    ctx: &StepContext<'_>,
+    output_dir: &Path,
+    side_inputs: &BTreeMap<String, PathBuf>,
+) -> Vec<Box<dyn Worker>> {
+    (0..n)
+        .map(|w| {
+            let ectx = EntryContext {
+                agent_name: format!("worker-{w}"),
+                output_dir: output_dir.to_path_buf(),
+                working_dir: ctx.work_dir.to_path_buf(),
+                side_inputs: side_inputs.clone(),
+                arguments: ctx.arguments.to_vec(),
+            };
+            Box::new(RustWorker::new(factory.clone(), ectx)) as Box<dyn Worker>
+        })
+        .collect()
 }
