@@ -11,7 +11,7 @@ use stepgraph_engine::{
 };
 use stepgraph_steps::CommandStep;
 
-use crate::common::{ev, jobs, Workspace};
+use crate::common::{ev, jobs, read_output, Workspace};
 
 type TestResult = Result<(), Box<dyn Error>>;
 
@@ -52,7 +52,7 @@ fn pipeline(ws: &Workspace) -> Result<Pipeline, Box<dyn Error>> {
 }
 
 fn result_text(s: &stepgraph_engine::RunSummary) -> std::io::Result<String> {
-    std::fs::read_to_string(s.output_dir("shout", "out").join("result.txt"))
+    read_output(s, "shout", "out", "result.txt")
 }
 
 fn rerun(p: &Pipeline, store: &Store) -> Result<Vec<(&'static str, String)>, Box<dyn Error>> {

@@ -6,12 +6,12 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use stepgraph_engine::{
-    run, CollectSink, EngineError, Event, FileDataset, Pipeline, PipelineData, RunStatus,
-    StepError, StepStatus,
+    run, CollectSink, EngineError, Event, FileDataset, Pipeline, PipelineData, RunOptions,
+    RunStatus, RunSummary, StepError, StepStatus, Store,
 };
 use stepgraph_steps::{FnContext, FnStep};
 
-use crate::common::{ev, jobs, Counter, Workspace};
+use crate::common::{ev, jobs, read_output, Counter, Workspace};
 
 type TestResult = Result<(), Box<dyn Error>>;
 
@@ -111,6 +111,51 @@ fn diamond_workspace() -> Workspace {
     ws
 }
 
+/// The diamond over a fresh [`diamond_workspace`], with its store and its counters.
+struct Diamond {
+    p: Pipeline,
+    n: DiamondCounts,
+    store: Store,
+    ws: Workspace,
+}
+
+impl Diamond {
+    /// The diamond (`extra`: see [`diamond`]), nothing run yet.
+    fn new(extra: bool) -> Result<Self, Box<dyn Error>> {
+        let ws = diamond_workspace();
+        let store = ws.store();
+        let n = DiamondCounts::default();
+        let p = diamond(&ws, &n, extra)?;
+        Ok(Diamond { p, n, store, ws })
+    }
+
+    /// Run it with `opts`, collecting its events.
+    fn run(&self, opts: &RunOptions) -> Result<(RunSummary, CollectSink), Box<dyn Error>> {
+        run_collect(&self.p, &self.store, opts)
+    }
+
+    /// Run it with one job, its events not looked at.
+    fn run_quiet(&self) -> Result<RunSummary, Box<dyn Error>> {
+        Ok(run(
+            &self.p,
+            &self.store,
+            &jobs(1),
+            &CollectSink::default(),
+        )?)
+    }
+}
+
+/// Run `p` with `opts`, collecting its events.
+fn run_collect(
+    p: &Pipeline,
+    store: &Store,
+    opts: &RunOptions,
+) -> Result<(RunSummary, CollectSink), Box<dyn Error>> {
+    let sink = CollectSink::default();
+    let s = run(p, store, opts, &sink)?;
+    Ok((s, sink))
+}
+
 fn all_ran(names: &[&str]) -> Vec<(&'static str, String)> {
     names
         .iter()
@@ -122,31 +167,20 @@ const DIAMOND: [&str; 4] = ["a-read", "b-upper", "c-rev", "d-join"];
 
 #[test]
 fn diamond_first_run_executes_every_step_in_dependency_order() -> TestResult {
-    let ws = diamond_workspace();
-    let store = ws.store();
-    let n = DiamondCounts::default();
-    let p = diamond(&ws, &n, false)?;
-    let sink = CollectSink::default();
-    let s = run(&p, &store, &jobs(1), &sink)?;
+    let d = Diamond::new(false)?;
+    let (s, sink) = d.run(&jobs(1))?;
     assert_eq!(s.status, RunStatus::Succeeded);
     assert_eq!(sink.step_events(), all_ran(&DIAMOND));
-    assert_eq!(n.all(), [1, 1, 1, 1]);
-    assert_eq!(
-        std::fs::read_to_string(s.output_dir("d-join", "out").join("d.txt"))?,
-        "ABCD|dcba"
-    );
+    assert_eq!(d.n.all(), [1, 1, 1, 1]);
+    assert_eq!(read_output(&s, "d-join", "out", "d.txt")?, "ABCD|dcba");
     Ok(())
 }
 
 #[test]
 fn diamond_second_run_reuses_every_step_without_executing() -> TestResult {
-    let ws = diamond_workspace();
-    let store = ws.store();
-    let n = DiamondCounts::default();
-    let p = diamond(&ws, &n, false)?;
-    run(&p, &store, &jobs(1), &CollectSink::default())?;
-    let sink = CollectSink::default();
-    let s = run(&p, &store, &jobs(1), &sink)?;
+    let d = Diamond::new(false)?;
+    d.run_quiet()?;
+    let (s, sink) = d.run(&jobs(1))?;
     assert_eq!(
         sink.step_events(),
         ev(&[
@@ -157,50 +191,55 @@ fn diamond_second_run_reuses_every_step_without_executing() -> TestResult {
         ])
     );
     assert_eq!(
-        n.all(),
+        d.n.all(),
         [1, 1, 1, 1],
         "no closure may execute on a full cache hit"
     );
     assert_eq!(s.status, RunStatus::Succeeded);
     assert_eq!(
-        std::fs::read_to_string(s.output_dir("d-join", "out").join("d.txt"))?,
+        read_output(&s, "d-join", "out", "d.txt")?,
         "ABCD|dcba",
         "a reused output is materialised in the new run"
     );
     Ok(())
 }
 
-#[test]
-fn diamond_input_change_reruns_every_step_downstream_of_the_reader() -> TestResult {
-    let ws = diamond_workspace();
-    let store = ws.store();
-    let n = DiamondCounts::default();
-    let p = diamond(&ws, &n, false)?;
-    run(&p, &store, &jobs(1), &CollectSink::default())?;
-    ws.write("docs/two.txt", "ef");
-    let sink = CollectSink::default();
-    let s = run(&p, &store, &jobs(1), &sink)?;
-    assert_eq!(sink.step_events(), all_ran(&DIAMOND));
-    assert_eq!(n.all(), [2, 2, 2, 2]);
-    assert_eq!(
-        std::fs::read_to_string(s.output_dir("d-join", "out").join("d.txt"))?,
-        "ABEF|feba"
-    );
+/// Run the diamond (`extra`: see [`diamond`]), rewrite `rel` with `contents`, run it again:
+/// the second run emits `events`, the steps have run `counts` times in all, and `d.txt` is
+/// `joined`.
+fn check_input_change(
+    extra: bool,
+    (rel, contents): (&str, &str),
+    events: Vec<(&'static str, String)>,
+    counts: [usize; 4],
+    joined: &str,
+) -> TestResult {
+    let d = Diamond::new(extra)?;
+    d.run_quiet()?;
+    d.ws.write(rel, contents);
+    let (s, sink) = d.run(&jobs(1))?;
+    assert_eq!(sink.step_events(), events);
+    assert_eq!(d.n.all(), counts);
+    assert_eq!(read_output(&s, "d-join", "out", "d.txt")?, joined);
     Ok(())
 }
 
 #[test]
+fn diamond_input_change_reruns_every_step_downstream_of_the_reader() -> TestResult {
+    check_input_change(
+        false,
+        ("docs/two.txt", "ef"),
+        all_ran(&DIAMOND),
+        [2, 2, 2, 2],
+        "ABEF|feba",
+    )
+}
+
+#[test]
 fn diamond_branch_dataset_change_reruns_only_that_branch_and_the_join() -> TestResult {
-    let ws = diamond_workspace();
-    let store = ws.store();
-    let n = DiamondCounts::default();
-    let p = diamond(&ws, &n, true)?;
-    run(&p, &store, &jobs(1), &CollectSink::default())?;
-    ws.write("extra/x.txt", "x2");
-    let sink = CollectSink::default();
-    let s = run(&p, &store, &jobs(1), &sink)?;
-    assert_eq!(
-        sink.step_events(),
+    check_input_change(
+        true,
+        ("extra/x.txt", "x2"),
         ev(&[
             ("reused", "a-read"),
             ("reused", "b-upper"),
@@ -208,14 +247,10 @@ fn diamond_branch_dataset_change_reruns_only_that_branch_and_the_join() -> TestR
             ("finished", "c-rev"),
             ("started", "d-join"),
             ("finished", "d-join"),
-        ])
-    );
-    assert_eq!(n.all(), [1, 1, 2, 2]);
-    assert_eq!(
-        std::fs::read_to_string(s.output_dir("d-join", "out").join("d.txt"))?,
-        "ABCD|dcbax2"
-    );
-    Ok(())
+        ]),
+        [1, 1, 2, 2],
+        "ABCD|dcbax2",
+    )
 }
 
 /// `count` writes the number of lines of `lines/`; `report` formats that number.
@@ -268,8 +303,7 @@ fn unchanged_upstream_output_cuts_off_the_downstream_rerun() -> TestResult {
     let p = line_count_pipeline(&ws, &nc, &nr)?;
     run(&p, &store, &jobs(1), &CollectSink::default())?;
     ws.write("lines/l.txt", "x\ny\nz\n");
-    let sink = CollectSink::default();
-    let s = run(&p, &store, &jobs(1), &sink)?;
+    let (s, sink) = run_collect(&p, &store, &jobs(1))?;
     assert_eq!(
         sink.step_events(),
         ev(&[
@@ -280,10 +314,7 @@ fn unchanged_upstream_output_cuts_off_the_downstream_rerun() -> TestResult {
     );
     assert_eq!((nc.get(), nr.get()), (2, 1));
     assert_eq!(early_cutoff_flag(&sink, "report"), Some(true));
-    assert_eq!(
-        std::fs::read_to_string(s.output_dir("report", "out").join("report.txt"))?,
-        "3 lines"
-    );
+    assert_eq!(read_output(&s, "report", "out", "report.txt")?, "3 lines");
     Ok(())
 }
 
@@ -294,8 +325,7 @@ fn plain_reuse_is_not_reported_as_early_cutoff() -> TestResult {
     let store = ws.store();
     let p = line_count_pipeline(&ws, &Counter::new(), &Counter::new())?;
     run(&p, &store, &jobs(1), &CollectSink::default())?;
-    let sink = CollectSink::default();
-    run(&p, &store, &jobs(1), &sink)?;
+    let (_, sink) = run_collect(&p, &store, &jobs(1))?;
     assert_eq!(early_cutoff_flag(&sink, "count"), Some(false));
     assert_eq!(early_cutoff_flag(&sink, "report"), Some(false));
     Ok(())
@@ -310,35 +340,27 @@ fn set_mtime(path: &Path, t: SystemTime) -> std::io::Result<()> {
 
 #[test]
 fn touched_input_with_same_content_reruns_nothing() -> TestResult {
-    let ws = diamond_workspace();
-    let store = ws.store();
-    let n = DiamondCounts::default();
-    let p = diamond(&ws, &n, false)?;
-    run(&p, &store, &jobs(1), &CollectSink::default())?;
+    let d = Diamond::new(false)?;
+    d.run_quiet()?;
     set_mtime(
-        &ws.path().join("docs/one.txt"),
+        &d.ws.path().join("docs/one.txt"),
         SystemTime::now() + Duration::from_secs(120),
     )?;
-    let sink = CollectSink::default();
-    run(&p, &store, &jobs(1), &sink)?;
-    assert_eq!(n.all(), [1, 1, 1, 1]);
+    let (_, sink) = d.run(&jobs(1))?;
+    assert_eq!(d.n.all(), [1, 1, 1, 1]);
     assert!(sink.step_events().iter().all(|(k, _)| *k == "reused"));
     Ok(())
 }
 
 #[test]
 fn input_rewritten_with_the_same_bytes_reruns_nothing() -> TestResult {
-    let ws = diamond_workspace();
-    let store = ws.store();
-    let n = DiamondCounts::default();
-    let p = diamond(&ws, &n, false)?;
-    run(&p, &store, &jobs(1), &CollectSink::default())?;
-    let f = ws.path().join("docs/one.txt");
+    let d = Diamond::new(false)?;
+    d.run_quiet()?;
+    let f = d.ws.path().join("docs/one.txt");
     std::fs::remove_file(&f)?;
-    ws.write("docs/one.txt", "ab");
-    let sink = CollectSink::default();
-    run(&p, &store, &jobs(1), &sink)?;
-    assert_eq!(n.all(), [1, 1, 1, 1]);
+    d.ws.write("docs/one.txt", "ab");
+    d.run_quiet()?;
+    assert_eq!(d.n.all(), [1, 1, 1, 1]);
     Ok(())
 }
 
@@ -358,10 +380,7 @@ fn same_size_rewrite_keeping_the_mtime_is_still_detected() -> TestResult {
     std::fs::write(&f, "a\n\n\n")?; // same size, one more line
     set_mtime(&f, pinned)?;
     let s = run(&p, &store, &jobs(1), &CollectSink::default())?;
-    assert_eq!(
-        std::fs::read_to_string(s.output_dir("report", "out").join("report.txt"))?,
-        "3 lines"
-    );
+    assert_eq!(read_output(&s, "report", "out", "report.txt")?, "3 lines");
     Ok(())
 }
 
@@ -393,8 +412,7 @@ fn allow_reuse_false_step_runs_every_time() -> TestResult {
     for _ in 0..3 {
         run(&p, &store, &jobs(1), &CollectSink::default())?;
     }
-    let sink = CollectSink::default();
-    run(&p, &store, &jobs(1), &sink)?;
+    let (_, sink) = run_collect(&p, &store, &jobs(1))?;
     assert_eq!(
         sink.step_events(),
         ev(&[
@@ -409,15 +427,11 @@ fn allow_reuse_false_step_runs_every_time() -> TestResult {
 
 #[test]
 fn forced_step_reruns_and_its_unchanged_output_cuts_off_downstream() -> TestResult {
-    let ws = diamond_workspace();
-    let store = ws.store();
-    let n = DiamondCounts::default();
-    let p = diamond(&ws, &n, false)?;
-    run(&p, &store, &jobs(1), &CollectSink::default())?;
+    let d = Diamond::new(false)?;
+    d.run_quiet()?;
     let mut opts = jobs(1);
     opts.plan.force.insert("b-upper".into());
-    let sink = CollectSink::default();
-    run(&p, &store, &opts, &sink)?;
+    let (_, sink) = d.run(&opts)?;
     assert_eq!(
         sink.step_events(),
         ev(&[
@@ -428,41 +442,34 @@ fn forced_step_reruns_and_its_unchanged_output_cuts_off_downstream() -> TestResu
             ("reused", "d-join"),
         ])
     );
-    assert_eq!(n.all(), [1, 2, 1, 1]);
+    assert_eq!(d.n.all(), [1, 2, 1, 1]);
     assert_eq!(early_cutoff_flag(&sink, "d-join"), Some(true));
     Ok(())
 }
 
 #[test]
 fn regenerate_outputs_reruns_every_step() -> TestResult {
-    let ws = diamond_workspace();
-    let store = ws.store();
-    let n = DiamondCounts::default();
-    let p = diamond(&ws, &n, false)?;
-    run(&p, &store, &jobs(1), &CollectSink::default())?;
+    let d = Diamond::new(false)?;
+    d.run_quiet()?;
     let mut opts = jobs(1);
     opts.plan.regenerate_outputs = true;
-    let sink = CollectSink::default();
-    run(&p, &store, &opts, &sink)?;
+    let (_, sink) = d.run(&opts)?;
     assert_eq!(sink.step_events(), all_ran(&DIAMOND));
-    assert_eq!(n.all(), [2, 2, 2, 2]);
+    assert_eq!(d.n.all(), [2, 2, 2, 2]);
     Ok(())
 }
 
 #[test]
 fn forcing_an_unknown_step_is_an_error_before_anything_runs() -> TestResult {
-    let ws = diamond_workspace();
-    let store = ws.store();
-    let n = DiamondCounts::default();
-    let p = diamond(&ws, &n, false)?;
+    let d = Diamond::new(false)?;
     let mut opts = jobs(1);
     opts.plan.force.insert("no-such-step".into());
-    match run(&p, &store, &opts, &CollectSink::default()) {
+    match run(&d.p, &d.store, &opts, &CollectSink::default()) {
         Err(EngineError::UnknownStep { name }) => assert_eq!(name, "no-such-step"),
         other => panic!("expected UnknownStep, got {other:?}"),
     }
-    assert_eq!(n.all(), [0, 0, 0, 0]);
-    assert!(store.runs()?.is_empty());
+    assert_eq!(d.n.all(), [0, 0, 0, 0]);
+    assert!(d.store.runs()?.is_empty());
     Ok(())
 }
 
@@ -513,8 +520,7 @@ fn failing_step_skips_its_descendants_while_a_sibling_branch_succeeds() -> TestR
     let p = failing_pipeline(&good, &skipped, || {
         Err(StepError::new("model file is corrupt"))
     })?;
-    let sink = CollectSink::default();
-    let s = run(&p, &store, &jobs(1), &sink)?;
+    let (s, sink) = run_collect(&p, &store, &jobs(1))?;
     assert_eq!(
         sink.step_events(),
         ev(&[
@@ -555,8 +561,7 @@ fn failed_step_is_not_cached_and_runs_again_next_time() -> TestResult {
         Err(StepError::new("still broken"))
     })?;
     run(&p, &store, &jobs(1), &CollectSink::default())?;
-    let sink = CollectSink::default();
-    let s = run(&p, &store, &jobs(1), &sink)?;
+    let s = run(&p, &store, &jobs(1), &CollectSink::default())?;
     assert_eq!(tries.get(), 2);
     assert_eq!(s.step("bad").map(|r| r.status), Some(StepStatus::Failed));
     Ok(())
@@ -639,10 +644,7 @@ fn step_waits_for_every_parent_when_one_parent_has_several_edges_to_it() -> Test
     expected.sort();
     assert_eq!(events, expected);
     assert_eq!(late_runs.get(), 1);
-    assert_eq!(
-        std::fs::read_to_string(s.output_dir("late", "out").join("l.txt"))?,
-        "xys"
-    );
+    assert_eq!(read_output(&s, "late", "out", "l.txt")?, "xys");
     Ok(())
 }
 
@@ -758,52 +760,40 @@ fn fn_steps_with_the_same_version_and_inputs_never_share_outputs() -> TestResult
     let p = Pipeline::builder("twins").step(upper).step(lower).build()?;
     let s = run(&p, &store, &jobs(1), &CollectSink::default())?;
     assert_eq!((nu.get(), nl.get()), (1, 1));
-    assert_eq!(
-        std::fs::read_to_string(s.output_dir("lower", "out").join("t.txt"))?,
-        "abcd"
-    );
-    assert_eq!(
-        std::fs::read_to_string(s.output_dir("upper", "out").join("t.txt"))?,
-        "ABCD"
-    );
+    assert_eq!(read_output(&s, "lower", "out", "t.txt")?, "abcd");
+    assert_eq!(read_output(&s, "upper", "out", "t.txt")?, "ABCD");
     Ok(())
 }
 
 #[test]
 fn overriding_an_undeclared_parameter_is_an_error() -> TestResult {
-    let ws = diamond_workspace();
-    let store = ws.store();
-    let n = DiamondCounts::default();
-    let p = diamond(&ws, &n, false)?;
+    let d = Diamond::new(false)?;
     let mut opts = jobs(1);
     opts.plan.params.insert("nope".into(), serde_json::json!(1));
-    match run(&p, &store, &opts, &CollectSink::default()) {
+    match run(&d.p, &d.store, &opts, &CollectSink::default()) {
         Err(EngineError::UnknownParameter { name, .. }) => assert_eq!(name, "nope"),
         other => panic!("expected UnknownParameter, got {other:?}"),
     }
-    assert_eq!(n.all(), [0, 0, 0, 0]);
+    assert_eq!(d.n.all(), [0, 0, 0, 0]);
     Ok(())
 }
 
 #[test]
 fn cancelled_run_executes_nothing_and_is_recorded_as_cancelled() -> TestResult {
-    let ws = diamond_workspace();
-    let store = ws.store();
-    let n = DiamondCounts::default();
-    let p = diamond(&ws, &n, false)?;
+    let d = Diamond::new(false)?;
     let opts = jobs(2);
     opts.cancel.cancel();
     let sink = CollectSink::default();
-    let s = run(&p, &store, &opts, &sink)?;
+    let s = run(&d.p, &d.store, &opts, &sink)?;
     assert_eq!(s.status, RunStatus::Cancelled);
-    assert_eq!(n.all(), [0, 0, 0, 0]);
+    assert_eq!(d.n.all(), [0, 0, 0, 0]);
     assert!(
         s.steps.iter().all(|r| r.status == StepStatus::Cancelled),
         "{:?}",
         s.steps
     );
     assert_eq!(
-        store.run_get(&s.run_id)?.map(|r| r.status),
+        d.store.run_get(&s.run_id)?.map(|r| r.status),
         Some(RunStatus::Cancelled)
     );
     Ok(())

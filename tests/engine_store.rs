@@ -11,7 +11,7 @@ use stepgraph_engine::{
 };
 use stepgraph_steps::FnStep;
 
-use crate::common::{ev, jobs, produce_consume_steps, Counter, Workspace};
+use crate::common::{ev, jobs, produce_consume_steps, read_output, Counter, Workspace};
 
 type TestResult = Result<(), Box<dyn Error>>;
 
@@ -112,11 +112,11 @@ fn damaged_object_is_rerun_not_served(
     assert_eq!((np.get(), nc.get()), (2, 1));
     assert_eq!(s.step("produce").map(|r| r.status), Some(StepStatus::Ran));
     assert_eq!(
-        std::fs::read_to_string(s.output_dir("produce", "out").join("good.txt"))?,
+        read_output(&s, "produce", "out", "good.txt")?,
         "the good content\n"
     );
     assert_eq!(
-        std::fs::read_to_string(s.output_dir("consume", "out").join("upper.txt"))?,
+        read_output(&s, "consume", "out", "upper.txt")?,
         "THE GOOD CONTENT\n"
     );
 
@@ -129,7 +129,7 @@ fn damaged_object_is_rerun_not_served(
         ev(&[("reused", "produce"), ("reused", "consume")])
     );
     assert_eq!(
-        std::fs::read_to_string(s.output_dir("produce", "out").join("good.txt"))?,
+        read_output(&s, "produce", "out", "good.txt")?,
         "the good content\n"
     );
     Ok(())
@@ -175,44 +175,64 @@ fn flip_byte(path: &PathBuf) -> std::io::Result<()> {
     std::fs::write(path, bytes)
 }
 
+/// produce -> consume run twice in a fresh store, the produced object aged in between, so
+/// that the second run (a reuse) records it in the stat memo.
+struct Memoised {
+    p: Pipeline,
+    produced: Counter,
+    /// The produced object.
+    obj: PathBuf,
+    /// The mtime it was aged to.
+    aged: std::time::SystemTime,
+    store: Store,
+    _ws: Workspace,
+}
+
+impl Memoised {
+    fn new() -> Result<Self, Box<dyn Error>> {
+        let ws = Workspace::new();
+        let store = ws.store();
+        let (produced, consumed) = (Counter::new(), Counter::new());
+        let p = produce_consume(&produced, &consumed)?;
+        run(&p, &store, &jobs(1), &CollectSink::default())?;
+        let obj = produced_object(&store)?;
+        let aged = age(&obj)?;
+        // This reuse records the object in the stat memo.
+        run(&p, &store, &jobs(1), &CollectSink::default())?;
+        Ok(Memoised {
+            p,
+            produced,
+            obj,
+            aged,
+            store,
+            _ws: ws,
+        })
+    }
+}
+
 #[test]
 fn memoised_object_edited_in_place_is_rejected_without_verify() -> TestResult {
-    let ws = Workspace::new();
-    let store = ws.store();
-    let (np, nc) = (Counter::new(), Counter::new());
-    let p = produce_consume(&np, &nc)?;
-    run(&p, &store, &jobs(1), &CollectSink::default())?;
-    let obj = produced_object(&store)?;
-    age(&obj)?;
-    // This reuse records the object in the stat memo.
-    run(&p, &store, &jobs(1), &CollectSink::default())?;
-    flip_byte(&obj)?; // changes the mtime: the memo no longer matches.
+    let m = Memoised::new()?;
+    flip_byte(&m.obj)?; // changes the mtime: the memo no longer matches.
     let sink = CollectSink::default();
-    run(&p, &store, &jobs(1), &sink)?;
+    run(&m.p, &m.store, &jobs(1), &sink)?;
     assert_eq!(rejected_steps(&sink), ["produce"]);
-    assert_eq!(np.get(), 2);
+    assert_eq!(m.produced.get(), 2);
     Ok(())
 }
 
 #[test]
 fn verify_rejects_damage_that_keeps_size_and_mtime() -> TestResult {
-    let ws = Workspace::new();
-    let store = ws.store();
-    let (np, nc) = (Counter::new(), Counter::new());
-    let p = produce_consume(&np, &nc)?;
-    run(&p, &store, &jobs(1), &CollectSink::default())?;
-    let obj = produced_object(&store)?;
-    let old = age(&obj)?;
-    run(&p, &store, &jobs(1), &CollectSink::default())?;
-    flip_byte(&obj)?;
-    std::fs::File::open(&obj)?.set_modified(old)?; // bit rot: same size, same mtime.
+    let m = Memoised::new()?;
+    flip_byte(&m.obj)?;
+    std::fs::File::open(&m.obj)?.set_modified(m.aged)?; // bit rot: same size, same mtime.
     let mut opts = jobs(1);
     opts.plan.verify = true;
     let sink = CollectSink::default();
-    let s = run(&p, &store, &opts, &sink)?;
+    let s = run(&m.p, &m.store, &opts, &sink)?;
     assert_eq!(rejected_steps(&sink), ["produce"]);
     assert_eq!(
-        std::fs::read_to_string(s.output_dir("produce", "out").join("good.txt"))?,
+        read_output(&s, "produce", "out", "good.txt")?,
         "the good content\n"
     );
     Ok(())

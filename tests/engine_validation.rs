@@ -1,4 +1,5 @@
-//! Building a pipeline: every validation error, one test each, all reported at once.
+//! Building a pipeline: every validation error, one test each (most as rows of `refused!`),
+//! all reported at once.
 
 use std::error::Error;
 
@@ -20,21 +21,84 @@ fn build_errors(
     }
 }
 
-#[test]
-fn duplicate_step_name_is_reported_once() -> TestResult {
-    let errors = build_errors(
+/// One test per row: building the pipeline fails with exactly the errors listed.
+macro_rules! refused {
+    ($($name:ident: $builder:expr => $expected:expr;)*) => {$(
+        #[test]
+        fn $name() -> TestResult {
+            assert_eq!(build_errors($builder)?, $expected);
+            Ok(())
+        }
+    )*};
+}
+
+refused! {
+    duplicate_step_name_is_reported_once:
         Pipeline::builder("p")
             .step(noop("twice"))
             .step(noop("twice"))
-            .step(noop("twice")),
-    )?;
-    assert_eq!(
-        errors,
-        [BuildError::DuplicateStepName {
+            .step(noop("twice"))
+        => [BuildError::DuplicateStepName {
             step: "twice".into()
-        }]
-    );
-    Ok(())
+        }];
+    input_without_producer_is_reported:
+        Pipeline::builder("p").step(noop("reader").input("data", PipelineData::new("ghost")))
+        => [BuildError::NoProducer {
+            step: "reader".into(),
+            port: "data".into(),
+            data: "ghost".into(),
+        }];
+    data_with_two_producers_is_reported:
+        Pipeline::builder("p")
+            .step(noop("zeta").output("out", PipelineData::new("shared")))
+            .step(noop("alpha").output("out", PipelineData::new("shared")))
+            .step(noop("reader").input("data", PipelineData::new("shared")))
+        => [BuildError::MultipleProducers {
+            data: "shared".into(),
+            steps: vec!["alpha".into(), "zeta".into()],
+        }];
+    run_after_unknown_step_is_reported:
+        Pipeline::builder("p")
+            .step(noop("first"))
+            .step(noop("second").run_after("first").run_after("nowhere"))
+        => [BuildError::UnknownStep {
+            step: "second".into(),
+            field: "run_after".into(),
+            name: "nowhere".into(),
+        }];
+    command_placeholder_of_undeclared_parameter_is_reported:
+        Pipeline::builder("p").step(
+            CommandStep::new("cmd", ["echo", "{params.tag}", "{params.x}"])
+                .param(PipelineParameter::new("tag", "alpha")),
+        )
+        => [BuildError::UnknownReference {
+            step: "cmd".into(),
+            field: "command".into(),
+            what: "parameter".into(),
+            name: "x".into(),
+        }];
+    command_placeholder_of_unknown_input_is_reported:
+        Pipeline::builder("p")
+            .step(noop("maker").output("out", PipelineData::new("made")))
+            .step(
+                CommandStep::new("cmd", ["cat", "{inputs.data}", "{inputs.y}"])
+                    .input("data", PipelineData::new("made")),
+            )
+        => [BuildError::UnknownReference {
+            step: "cmd".into(),
+            field: "command".into(),
+            what: "input".into(),
+            name: "y".into(),
+        }];
+    step_reading_its_own_output_is_a_cycle:
+        Pipeline::builder("p").step(
+            noop("selfish")
+                .input("in", PipelineData::new("loop"))
+                .output("out", PipelineData::new("loop")),
+        )
+        => [BuildError::Cycle {
+            steps: vec!["selfish".into(), "selfish".into()]
+        }];
 }
 
 #[test]
@@ -99,100 +163,6 @@ fn step_names_at_the_edges_of_the_azure_rule_are_accepted() -> TestResult {
 }
 
 #[test]
-fn input_without_producer_is_reported() -> TestResult {
-    let errors = build_errors(
-        Pipeline::builder("p").step(noop("reader").input("data", PipelineData::new("ghost"))),
-    )?;
-    assert_eq!(
-        errors,
-        [BuildError::NoProducer {
-            step: "reader".into(),
-            port: "data".into(),
-            data: "ghost".into(),
-        }]
-    );
-    Ok(())
-}
-
-#[test]
-fn data_with_two_producers_is_reported() -> TestResult {
-    let errors = build_errors(
-        Pipeline::builder("p")
-            .step(noop("zeta").output("out", PipelineData::new("shared")))
-            .step(noop("alpha").output("out", PipelineData::new("shared")))
-            .step(noop("reader").input("data", PipelineData::new("shared"))),
-    )?;
-    assert_eq!(
-        errors,
-        [BuildError::MultipleProducers {
-            data: "shared".into(),
-            steps: vec!["alpha".into(), "zeta".into()],
-        }]
-    );
-    Ok(())
-}
-
-#[test]
-fn run_after_unknown_step_is_reported() -> TestResult {
-    let errors = build_errors(
-        Pipeline::builder("p")
-            .step(noop("first"))
-            .step(noop("second").run_after("first").run_after("nowhere")),
-    )?;
-    assert_eq!(
-        errors,
-        [BuildError::UnknownStep {
-            step: "second".into(),
-            field: "run_after".into(),
-            name: "nowhere".into(),
-        }]
-    );
-    Ok(())
-}
-
-#[test]
-fn command_placeholder_of_undeclared_parameter_is_reported() -> TestResult {
-    let errors = build_errors(
-        Pipeline::builder("p").step(
-            CommandStep::new("cmd", ["echo", "{params.tag}", "{params.x}"])
-                .param(PipelineParameter::new("tag", "alpha")),
-        ),
-    )?;
-    assert_eq!(
-        errors,
-        [BuildError::UnknownReference {
-            step: "cmd".into(),
-            field: "command".into(),
-            what: "parameter".into(),
-            name: "x".into(),
-        }]
-    );
-    Ok(())
-}
-
-#[test]
-fn command_placeholder_of_unknown_input_is_reported() -> TestResult {
-    let errors = build_errors(
-        Pipeline::builder("p")
-            .step(noop("maker").output("out", PipelineData::new("made")))
-            .step(
-                CommandStep::new("cmd", ["cat", "{inputs.data}", "{inputs.y}"])
-                    .input("data", PipelineData::new("made")),
-            ),
-    )?;
-    assert_eq!(
-        errors,
-        [BuildError::UnknownReference {
-            step: "cmd".into(),
-            field: "command".into(),
-            what: "input".into(),
-            name: "y".into(),
-        }]
-    );
-    Ok(())
-}
-
-#[test]
 fn cycle_through_data_is_reported_as_its_full_chain_from_the_smallest_name() -> TestResult {
     // cyc-a -> cyc-b -> cyc-c -> cyc-a, inserted out of order.
     let step = |name: &str, reads: &str, writes: &str| {
@@ -213,24 +183,6 @@ fn cycle_through_data_is_reported_as_its_full_chain_from_the_smallest_name() -> 
     assert_eq!(
         errors[0].to_string(),
         "cycle between steps: cyc-a -> cyc-b -> cyc-c -> cyc-a"
-    );
-    Ok(())
-}
-
-#[test]
-fn step_reading_its_own_output_is_a_cycle() -> TestResult {
-    let errors = build_errors(
-        Pipeline::builder("p").step(
-            noop("selfish")
-                .input("in", PipelineData::new("loop"))
-                .output("out", PipelineData::new("loop")),
-        ),
-    )?;
-    assert_eq!(
-        errors,
-        [BuildError::Cycle {
-            steps: vec!["selfish".into(), "selfish".into()]
-        }]
     );
     Ok(())
 }

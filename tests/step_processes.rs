@@ -7,12 +7,12 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use stepgraph_engine::{FileDataset, Pipeline, PipelineData, StepStatus, TabularDataset};
-use stepgraph_steps::{CommandStep, OutputAction, ParallelRunConfig, ParallelRunStep};
+use stepgraph_steps::{CommandStep, OutputAction, ParallelRunConfig};
 
-use crate::common::Workspace;
-use crate::parallel_run_support::{
-    docs, job_result, output, output_file, python, rec, run_one, run_pipeline, script, step,
-    TestResult,
+use crate::common::{read_output, Workspace};
+use crate::parallel_run::support::{
+    docs, job_result, output, output_file, python, python_entry, ran, rec, run_docs, run_one,
+    run_pipeline, script, step, TestResult,
 };
 
 /// A worker speaking the protocol that answers each run with `LINE` (Python expression).
@@ -32,27 +32,26 @@ for line in sys.stdin:
     )
 }
 
+/// Run, over one document, a step whose `entry_command` is `scripts/<name>`, a [`raw_worker`]
+/// answering `line_expr`, with one worker and one try.
+fn run_raw_worker(ws: &Workspace, name: &str, line_expr: &str) -> stepgraph_engine::RunSummary {
+    let data = docs(ws.path(), 1);
+    script(ws.path(), name, &raw_worker(line_expr));
+    let cfg = ParallelRunConfig::builder()
+        .source_directory(ws.path().join("scripts"))
+        .entry_command(["python3", name])
+        .error_threshold(0)
+        .run_max_try(1)
+        .process_count_per_node(1);
+    run_docs(ws, cfg, data).0
+}
+
 // ----- item 9: stray output is kept as a bounded excerpt -----
 
 #[test]
 fn a_long_non_json_line_from_a_worker_fails_the_try_with_a_bounded_excerpt() {
     let ws = Workspace::new();
-    let data = docs(ws.path(), 1);
-    script(
-        ws.path(),
-        "noise.py",
-        &raw_worker(r#""HEAD" + "x" * 1000000 + "TAIL\n""#),
-    );
-    let cfg = ParallelRunConfig::builder()
-        .source_directory(ws.path().join("scripts"))
-        .entry_command(["python3", "noise.py"])
-        .error_threshold(0)
-        .run_max_try(1)
-        .process_count_per_node(1);
-    let (run, _) = run_one(
-        &ws.store(),
-        step(cfg, FileDataset::from_files("docs", data), &[]),
-    );
+    let run = run_raw_worker(&ws, "noise.py", r#""HEAD" + "x" * 1000000 + "TAIL\n""#);
     let r = rec(&run);
     assert_eq!(r.status, StepStatus::Failed);
     let error = r.error.clone().unwrap_or_default();
@@ -74,22 +73,7 @@ fn a_long_non_json_line_from_a_worker_fails_the_try_with_a_bounded_excerpt() {
 #[test]
 fn terminal_escapes_from_a_worker_or_a_command_are_escaped_in_errors() {
     let ws = Workspace::new();
-    let data = docs(ws.path(), 1);
-    script(
-        ws.path(),
-        "escapes.py",
-        &raw_worker(r#""\x1b]0;PWNED\x07\x1b[31mRED\r\n""#),
-    );
-    let cfg = ParallelRunConfig::builder()
-        .source_directory(ws.path().join("scripts"))
-        .entry_command(["python3", "escapes.py"])
-        .error_threshold(0)
-        .run_max_try(1)
-        .process_count_per_node(1);
-    let (run, _) = run_one(
-        &ws.store(),
-        step(cfg, FileDataset::from_files("docs", data), &[]),
-    );
+    let run = run_raw_worker(&ws, "escapes.py", r#""\x1b]0;PWNED\x07\x1b[31mRED\r\n""#);
     let error = rec(&run).error.clone().unwrap_or_default();
     assert!(
         error.contains(r"not a JSON line: \x1b]0;PWNED\x07\x1b[31mRED"),
@@ -147,15 +131,14 @@ fn non_utf8_files(dir: &Path) -> Vec<PathBuf> {
 fn python_entries_open_files_whose_names_are_not_utf8() {
     let ws = Workspace::new();
     non_utf8_files(&ws.path().join("data"));
-    script(
+    let cfg = python_entry(
         ws.path(),
         "read.py",
         "def run(mini_batch):\n    return sorted(open(p).read() for p in mini_batch)\n",
-    );
-    let cfg = python(ws.path(), "read.py")
-        .error_threshold(0)
-        .mini_batch_size("10")
-        .process_count_per_node(1);
+    )
+    .error_threshold(0)
+    .mini_batch_size("10")
+    .process_count_per_node(1);
     let (run, _) = run_one(
         &ws.store(),
         step(
@@ -164,8 +147,7 @@ fn python_entries_open_files_whose_names_are_not_utf8() {
             &[],
         ),
     );
-    let r = rec(&run);
-    assert_eq!(r.status, StepStatus::Ran, "{:?}", r.error);
+    let _r = ran(&run);
     assert_eq!(output(&run), "content of fe\ncontent of ff\n");
 }
 
@@ -194,8 +176,7 @@ fn command_placeholders_pass_non_utf8_paths_exactly() {
     let (run, _) = run_pipeline(&ws.store(), &pipeline);
     let r = run.step("copy").expect("record");
     assert_eq!(r.status, StepStatus::Ran, "{:?}", r.error);
-    let all =
-        std::fs::read_to_string(run.output_dir("copy", "all").join("all.txt")).expect("output");
+    let all = read_output(&run, "copy", "all", "all.txt").expect("output");
     assert_eq!(all, "content of fecontent of ff");
 }
 
@@ -275,7 +256,7 @@ fn processes_a_worker_starts_in_their_own_session_do_not_survive_the_step() -> T
     // Unique to this test process, so nothing else matches.
     let mark = format!("STEPGRAPH_TEST_ORPHAN={}", std::process::id());
     let seconds = format!("3001.{}", std::process::id());
-    script(
+    let cfg = python_entry(
         ws.path(),
         "orphans.py",
         &format!(
@@ -297,17 +278,15 @@ def run(mini_batch):
     return mini_batch
 "#
         ),
-    );
-    let cfg = python(ws.path(), "orphans.py")
-        .error_threshold(0)
-        .mini_batch_size("1")
-        .process_count_per_node(1);
+    )
+    .error_threshold(0)
+    .mini_batch_size("1")
+    .process_count_per_node(1);
     let (run, _) = run_one(
         &ws.store(),
         step(cfg, FileDataset::from_files("docs", data), &[]),
     );
-    let r = rec(&run);
-    assert_eq!(r.status, StepStatus::Ran, "{:?}", r.error);
+    let _r = ran(&run);
     let survivors = processes_with_env(&mark);
     assert_eq!(
         survivors,
@@ -333,7 +312,29 @@ def run(mini_batch):
 
 // ----- item 15: summary_only scripts appending to one shared file -----
 
-fn summary_only_run(ws: &Workspace, body: &str) -> stepgraph_engine::RunSummary {
+/// A summary_only step over 3 docs in mini-batches of 1, with one worker and 3 tries, whose
+/// `run({signature})` writes the names of its files to `{path}` in the output folder, opened
+/// with `mode`; the second mini-batch then fails once.
+fn summary_only_run(
+    ws: &Workspace,
+    signature: &str,
+    path: &str,
+    mode: &str,
+) -> stepgraph_engine::RunSummary {
+    let body = format!(
+        r#"
+def run({signature}):
+    out = EntryScript().output_dir
+    with open(os.path.join(out, {path}), "{mode}") as f:
+        for p in mini_batch:
+            f.write(os.path.basename(p) + "\n")
+    # The second mini-batch fails once after writing: with "a", its rows are written twice.
+    if "doc-02" in mini_batch[0] and not os.path.exists(MARKER):
+        open(MARKER, "w").close()
+        raise RuntimeError("fails once")
+    return mini_batch
+"#
+    );
     let data = docs(ws.path(), 3);
     let marker = ws.path().join("failed-once");
     script(
@@ -350,30 +351,15 @@ fn summary_only_run(ws: &Workspace, body: &str) -> stepgraph_engine::RunSummary 
         .run_max_try(3)
         .process_count_per_node(1)
         .output_action(OutputAction::SummaryOnly);
-    let step = score_docs(cfg, data);
-    let (run, _) = run_one(&ws.store(), step);
-    assert_eq!(rec(&run).status, StepStatus::Ran, "{:?}", rec(&run).error);
+    let (run, _) = run_docs(ws, cfg, data);
+    ran(&run);
     run
 }
 
 #[test]
 fn summary_only_appending_to_one_file_is_reported_in_job_result() {
     let ws = Workspace::new();
-    let run = summary_only_run(
-        &ws,
-        r#"
-def run(mini_batch):
-    out = EntryScript().output_dir
-    with open(os.path.join(out, "all.txt"), "a") as f:
-        for p in mini_batch:
-            f.write(os.path.basename(p) + "\n")
-    # The second mini-batch fails once after appending: its rows are written twice.
-    if "doc-02" in mini_batch[0] and not os.path.exists(MARKER):
-        open(MARKER, "w").close()
-        raise RuntimeError("fails once")
-    return mini_batch
-"#,
-    );
+    let run = summary_only_run(&ws, "mini_batch", r#""all.txt""#, "a");
     let text = job_result(&run);
     assert!(
         text.contains("warning: output file all.txt was written by mini-batches 0 and 1"),
@@ -387,17 +373,9 @@ fn summary_only_writing_one_file_per_mini_batch_gives_no_warning() {
     let ws = Workspace::new();
     let run = summary_only_run(
         &ws,
-        r#"
-def run(mini_batch, context):
-    out = EntryScript().output_dir
-    with open(os.path.join(out, "part-%d.txt" % context.minibatch_index), "w") as f:
-        for p in mini_batch:
-            f.write(os.path.basename(p) + "\n")
-    if "doc-02" in mini_batch[0] and not os.path.exists(MARKER):
-        open(MARKER, "w").close()
-        raise RuntimeError("fails once")
-    return mini_batch
-"#,
+        "mini_batch, context",
+        r#""part-%d.txt" % context.minibatch_index"#,
+        "w",
     );
     let text = job_result(&run);
     assert!(!text.contains("warning"), "{text}");
@@ -435,8 +413,7 @@ def run(mini_batch):
         .run_max_try(run_max_try)
         .process_count_per_node(1)
         .output_action(OutputAction::SummaryOnly);
-    let step = score_docs(cfg, data);
-    run_one(&ws.store(), step).0
+    run_docs(ws, cfg, data).0
 }
 
 #[test]
@@ -445,7 +422,7 @@ fn summary_only_a_retry_appending_again_is_reported_in_job_result() {
     // One mini-batch (doc-01, doc-02): its first try appends, then fails.
     std::fs::write(ws.path().join("fail-once"), "doc-01").expect("marker");
     let run = appending_run(&ws, 2, 3);
-    assert_eq!(rec(&run).status, StepStatus::Ran, "{:?}", rec(&run).error);
+    ran(&run);
     assert_eq!(
         output_file(&run, "all.txt"),
         "doc-01.txt\ndoc-02.txt\ndoc-01.txt\ndoc-02.txt\n"
@@ -471,7 +448,7 @@ fn summary_only_a_redo_after_an_interrupted_run_appending_again_is_reported() {
     assert_eq!(rec(&first).status, StepStatus::Failed);
     // The second run resumes and redoes mini-batch 1, which appends its rows again.
     let run = appending_run(&ws, 4, 1);
-    assert_eq!(rec(&run).status, StepStatus::Ran, "{:?}", rec(&run).error);
+    ran(&run);
     assert_eq!(
         output_file(&run, "all.txt"),
         "doc-01.txt\ndoc-02.txt\ndoc-03.txt\ndoc-04.txt\ndoc-03.txt\ndoc-04.txt\n"
@@ -485,20 +462,4 @@ fn summary_only_a_redo_after_an_interrupted_run_appending_again_is_reported() {
         ),
         "{text}"
     );
-}
-
-/// The step `score` over the file dataset `docs` at `data`, writing `scores`.
-fn score_docs(
-    cfg: stepgraph_steps::parallel_run::config::ParallelRunConfigBuilder,
-    data: std::path::PathBuf,
-) -> ParallelRunStep {
-    ParallelRunStep::new(
-        "score",
-        cfg.build().expect("config"),
-        vec![FileDataset::from_files("docs", data).into()],
-        Some(PipelineData::new("scores")),
-        vec![],
-        vec![],
-        true,
-    )
 }

@@ -10,8 +10,10 @@ use std::time::{Duration, Instant};
 use stepgraph_engine::{run, CollectSink, FileDataset, Pipeline, PipelineData, StepStatus, Store};
 use stepgraph_steps::{CommandStep, OutputAction, ParallelRunConfig};
 
-use crate::common::{ev, jobs, Workspace};
-use crate::parallel_run_support::{docs, job_result, output, rec, run_one, script, step, STEP};
+use crate::common::{ev, jobs, read_output, Workspace};
+use crate::parallel_run::support::{
+    docs, job_result, output, ran, rec, run_docs, run_one, script, step, STEP,
+};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 type Events = Vec<(&'static str, String)>;
@@ -26,7 +28,7 @@ fn run_r(
     let s = run(p, store, &jobs(1), &sink)?;
     let rec = s.step(step).ok_or("no record")?;
     assert_ne!(rec.status, StepStatus::Failed, "{:?}", rec.error);
-    let text = std::fs::read_to_string(s.output_dir(step, "out").join("r.txt"))?;
+    let text = read_output(&s, step, "out", "r.txt")?;
     Ok((sink.step_events(), text))
 }
 
@@ -182,8 +184,7 @@ def run(mini_batch):
         &store,
         step(cfg, FileDataset::from_files("docs", data), &[]),
     );
-    let r = rec(&run);
-    assert_eq!(r.status, StepStatus::Ran, "{:?}", r.error);
+    let _r = ran(&run);
     let out = output(&run);
     let scripts = scripts.canonicalize()?;
     for line in out.lines() {
@@ -228,11 +229,7 @@ fn hostile(reply: &str) -> Result<(String, String), Box<dyn std::error::Error>> 
         .mini_batch_size("2")
         .run_max_try(1)
         .error_threshold(0);
-    let store = ws.store();
-    let (run, _) = run_one(
-        &store,
-        step(cfg, FileDataset::from_files("docs", data), &[]),
-    );
+    let (run, _) = run_docs(&ws, cfg, data);
     let r = rec(&run);
     assert_eq!(r.status, StepStatus::Failed, "the step succeeded ({STEP})");
     Ok((r.error.clone().unwrap_or_default(), job_result(&run)))

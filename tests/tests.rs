@@ -1,19 +1,37 @@
 //! End-to-end tests, built as one binary (faster to link, one place to look).
 
+// Helpers shared by every module: workspaces, counters, event lists.
 mod common;
+
+// Tests for a run killed with SIGKILL (the real `stepgraph` binary) and resumed, in a loop.
 mod crash_loop;
+
+// Tests for CommandStep: an argv (no shell) running a script from a hashed source directory.
 mod engine_command;
+
+// Tests for whole engine runs: reuse, reruns, early cutoff, forcing, failures, run records.
 mod engine_e2e;
+
+// Tests for planning (--dry-run, status, explain) and the stability of keys and order.
 mod engine_plan;
+
+// Property tests: every step of a random DAG runs once, after its parents; build never panics.
 mod engine_props;
+
+// Tests for the store: one user at a time, and damaged objects are never served.
 mod engine_store;
+
+// Tests for whole-graph validation when a pipeline is built: every error, all at once.
 mod engine_validation;
-mod parallel_run_e2e;
-mod parallel_run_resume;
-mod parallel_run_rust;
-mod parallel_run_smoke;
-mod parallel_run_support;
-mod parallel_run_tabular;
+
+// Tests for ParallelRunStep end to end (see its own module list).
+mod parallel_run;
+
+// Tests for step processes: bounded output, non-UTF-8 paths, orphans killed, escaped errors.
 mod step_processes;
+
+// Tests that a step sees exactly what is hashed into its key (source snapshots, file inputs).
 mod step_snapshot;
+
+// Tests for what the cache may never do: write outside, confuse names, launder damaged bytes.
 mod trust;

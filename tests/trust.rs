@@ -15,7 +15,9 @@ use stepgraph_engine::{
 };
 use stepgraph_steps::{CommandStep, FnStep};
 
-use crate::common::{ev, jobs, produce_consume_steps, Counter, Workspace};
+use crate::common::{
+    ev, jobs, produce_consume_steps, read_output, verify_entries, Counter, Workspace,
+};
 
 type TestResult = Result<(), Box<dyn Error>>;
 
@@ -146,7 +148,7 @@ fn a_step_that_links_a_users_file_into_its_output_never_changes_that_file() -> T
     let s = run(&p, &store, &jobs(1), &CollectSink::default())?;
     assert_eq!(s.step("linker").map(|r| r.status), Some(StepStatus::Reused));
     assert_eq!(
-        std::fs::read_to_string(s.output_dir("linker", "out").join("data.txt"))?,
+        read_output(&s, "linker", "out", "data.txt")?,
         "the user's own file\n"
     );
     // The step's own link is the one extra link; mode and content are the user's.
@@ -220,9 +222,7 @@ fn names_that_differ_only_in_non_utf8_bytes_are_two_inputs() -> TestResult {
     .output("out", PipelineData::new("all"));
     let p = Pipeline::builder("bytes").step(step).build()?;
     let store = ws.store();
-    let out = |s: &stepgraph_engine::RunSummary| {
-        std::fs::read_to_string(s.output_dir("concat", "out").join("all.txt"))
-    };
+    let out = |s: &stepgraph_engine::RunSummary| read_output(s, "concat", "out", "all.txt");
     let s = run(&p, &store, &jobs(1), &CollectSink::default())?;
     assert_eq!(out(&s)?, "fe1 ff1 ");
     let entry = store.cache_entries()?.pop().ok_or("no entry")?;
@@ -361,21 +361,15 @@ fn forced_consumer_of_a_rotten_upstream_reruns_the_upstream_first() -> TestResul
     );
     assert_eq!((np.get(), nc.get()), (2, 2));
     assert_eq!(
-        std::fs::read_to_string(s.output_dir("consume", "out").join("upper.txt"))?,
+        read_output(&s, "consume", "out", "upper.txt")?,
         "THE GOOD CONTENT\n"
     );
     assert_eq!(
-        std::fs::read_to_string(s.output_dir("produce", "out").join("good.txt"))?,
+        read_output(&s, "produce", "out", "good.txt")?,
         "the good content\n"
     );
     // Every entry left in the cache holds exactly the bytes its hashes name.
-    for e in store.cache_entries()? {
-        for m in e.outputs.values() {
-            for o in m.files.values() {
-                store.verify_object(o)?;
-            }
-        }
-    }
+    verify_entries(&store, store.cache_entries()?)?;
     Ok(())
 }
 
@@ -409,13 +403,10 @@ fn a_rotten_upstream_with_two_consumers_reruns_once() -> TestResult {
     assert_eq!(np.get(), 2, "{:?}", sink.step_events());
     assert_eq!((nc.get(), n2.get()), (2, 2));
     assert_eq!(
-        std::fs::read_to_string(s.output_dir("consume", "out").join("upper.txt"))?,
+        read_output(&s, "consume", "out", "upper.txt")?,
         "THE GOOD CONTENT\n"
     );
-    assert_eq!(
-        std::fs::read_to_string(s.output_dir("count", "out").join("n.txt"))?,
-        "17"
-    );
+    assert_eq!(read_output(&s, "count", "out", "n.txt")?, "17");
     assert!(s
         .steps
         .iter()
@@ -458,7 +449,7 @@ fn stores_inside_a_dataset_or_source_folder_are_never_inputs() -> TestResult {
     let p = Pipeline::builder("dot").step(read).step(tool).build()?;
     let store = ws.store();
     let s = run(&p, &store, &jobs(1), &CollectSink::default())?;
-    let listed = std::fs::read_to_string(s.output_dir("list-all", "out").join("files.txt"))?;
+    let listed = read_output(&s, "list-all", "out", "files.txt")?;
     assert!(!listed.contains("store"), "{listed}");
     assert!(listed.contains("a.txt"), "{listed}");
     let work = s.run_dir.join("tool").join("work");
@@ -534,20 +525,11 @@ fn a_step_that_changes_its_input_in_place_fails_and_its_sibling_reads_clean_byte
         s.step("bbb-reader").map(|r| r.status),
         Some(StepStatus::Ran)
     );
-    assert_eq!(
-        std::fs::read_to_string(s.output_dir("bbb-reader", "b").join("b"))?,
-        "clean\n"
-    );
+    assert_eq!(read_output(&s, "bbb-reader", "b", "b")?, "clean\n");
     // Nothing computed from the changed bytes is cached; what is cached verifies.
     let entries = store.cache_entries()?;
     assert!(entries.iter().all(|e| e.step != "aaa-careless"));
-    for e in entries {
-        for m in e.outputs.values() {
-            for o in m.files.values() {
-                store.verify_object(o)?;
-            }
-        }
-    }
+    verify_entries(&store, entries)?;
     Ok(())
 }
 
@@ -589,9 +571,7 @@ fn code_reached_through_a_symbolic_link_in_the_source_folder_is_hashed() -> Test
         .output("res", PipelineData::new("res"));
     let p = Pipeline::builder("symsrc").step(step).build()?;
     let store = ws.store();
-    let out = |s: &stepgraph_engine::RunSummary| {
-        std::fs::read_to_string(s.output_dir("cmd", "res").join("out.txt"))
-    };
+    let out = |s: &stepgraph_engine::RunSummary| read_output(s, "cmd", "res", "out.txt");
     let s = run(&p, &store, &jobs(1), &CollectSink::default())?;
     assert_eq!(out(&s)?, "1");
     ws.write("lib/helper.py", "VALUE = 2\n");
@@ -657,18 +637,12 @@ fn a_step_sees_only_the_parameters_in_its_key() -> TestResult {
         .build()?;
     let store = ws.store();
     let s = run(&p, &store, &jobs(1), &CollectSink::default())?;
-    assert_eq!(
-        std::fs::read_to_string(s.output_dir("ccc", "out").join("r.txt"))?,
-        "[]\n"
-    );
+    assert_eq!(read_output(&s, "ccc", "out", "r.txt")?, "[]\n");
     let mut opts = jobs(1);
     opts.plan.params = [("mode".to_string(), serde_json::json!("b"))].into();
     let s = run(&p, &store, &opts, &CollectSink::default())?;
     assert_eq!(s.step("ccc").map(|r| r.status), Some(StepStatus::Reused));
-    assert_eq!(
-        std::fs::read_to_string(s.output_dir("ccc", "out").join("r.txt"))?,
-        "[]\n"
-    );
+    assert_eq!(read_output(&s, "ccc", "out", "r.txt")?, "[]\n");
     Ok(())
 }
 
@@ -737,10 +711,7 @@ fn an_input_changed_while_the_step_runs_is_never_cached_under_the_old_key() -> T
     std::fs::write(&data, "original\n")?;
     let s = run(&p, &store, &jobs(1), &CollectSink::default())?;
     assert_eq!(s.step("reader").map(|r| r.status), Some(StepStatus::Ran));
-    assert_eq!(
-        std::fs::read_to_string(s.output_dir("reader", "out").join("r.txt"))?,
-        "original\n"
-    );
+    assert_eq!(read_output(&s, "reader", "out", "r.txt")?, "original\n");
     Ok(())
 }
 
@@ -770,11 +741,11 @@ fn empty_folders_in_an_output_are_gone_for_consumers_in_the_same_run_too() -> Te
     let p = Pipeline::builder("emp").step(up).step(down).build()?;
     let store = ws.store();
     let s = run(&p, &store, &jobs(1), &CollectSink::default())?;
-    let fresh = std::fs::read_to_string(s.output_dir("down", "r").join("l.txt"))?;
+    let fresh = read_output(&s, "down", "r", "l.txt")?;
     let mut opts = jobs(1);
     opts.plan.force = ["down".to_string()].into();
     let s = run(&p, &store, &opts, &CollectSink::default())?;
-    let reused_up = std::fs::read_to_string(s.output_dir("down", "r").join("l.txt"))?;
+    let reused_up = read_output(&s, "down", "r", "l.txt")?;
     assert_eq!(fresh, "f");
     assert_eq!(reused_up, fresh);
     Ok(())

@@ -279,15 +279,9 @@ fn runs_logs_and_show() {
     assert!(logs.contains("==> job_result.txt <=="), "{logs}");
     assert!(logs.contains("items: 12 processed, 0 failed"), "{logs}");
     p.run(&["logs", &id, "score-docs", "--worker", "0"]).ok();
-    let bad = p.run(&["logs", &id, "nope"]);
-    assert_eq!(bad.code(), 2);
-    assert!(
-        bad.stderr().contains("has no step \"nope\""),
-        "{}",
-        bad.stderr()
-    );
-    let bad = p.run(&["runs", "show", "nope"]);
-    assert_eq!(bad.code(), 2);
+    let err = p.run(&["logs", &id, "nope"]).fails(2);
+    assert!(err.contains("has no step \"nope\""), "{err}");
+    p.run(&["runs", "show", "nope"]).fails(2);
 }
 
 #[test]
@@ -320,8 +314,7 @@ fn cache_ls_rm_verify_and_gc_never_delete_referenced_objects() {
     assert!(again.contains("(1 ran, 1 reused"), "{again}");
     let verify = p.run(&["cache", "verify"]).ok().stdout();
     assert!(verify.contains("0 dropped"), "{verify}");
-    let bad = p.run(&["cache", "rm", "nothing-here"]);
-    assert_eq!(bad.code(), 2);
+    p.run(&["cache", "rm", "nothing-here"]).fails(2);
 }
 
 #[test]
@@ -376,74 +369,70 @@ fn bad_specs_exit_2_naming_file_step_and_field() {
     let p = Project::new();
     let good = Project::spec("");
     p.run(&["validate", "pipeline.json"]).ok();
-    assert_bad(
-        &p,
-        &good.replace("\"mini_batch_size\"", "\"mini_batchsize\""),
-        &["bad.json: step \"score-docs\": unknown field \"mini_batchsize\""],
-    );
-    assert_bad(
-        &p,
-        &good.replace("\"error_threshold\": 0", "\"error_threshold\": \"none\""),
-        &["bad.json: step \"score-docs\": field \"parallel_run_config.error_threshold\": expected a whole number, got the string \"none\""],
-    );
-    assert_bad(
-        &p,
-        &good.replace("\"error_threshold\": 0, ", ""),
-        &["bad.json: step \"score-docs\": field \"parallel_run_config.error_threshold\": is required"],
-    );
-    assert_bad(
-        &p,
-        &good.replace("\"inputs\": [\"docs\"]", "\"inputs\": [\"dcos\"]"),
-        &["bad.json: step \"score-docs\": field \"inputs\" names unknown data \"dcos\""],
-    );
-    assert_bad(
-        &p,
-        &good.replace("\"name\": \"cli-test\",", ""),
-        &["bad.json: missing field \"name\""],
-    );
-    assert_bad(
-        &p,
-        "{\"name\": \"x\", \"steps\": [",
-        &["bad.json: invalid JSON"],
-    );
-    assert_bad(
-        &p,
-        &good.replace(
-            "\"mini_batch_size\": \"4\"",
-            "\"mini_batch_size\": \"4 MB\"",
-        ),
-        &["bad.json: step \"score-docs\": field \"parallel_run_config.mini_batch_size\""],
-    );
     let cycle = r#"{"name": "p", "steps": [
       {"name": "aaa", "type": "command", "command": ["true"], "inputs": {"x": "c"}, "outputs": ["a"]},
       {"name": "bbb", "type": "command", "command": ["true"], "inputs": {"x": "a"}, "outputs": ["b"]},
       {"name": "ccc", "type": "command", "command": ["true"], "inputs": {"x": "b"}, "outputs": ["c"]}]}"#;
-    assert_bad(
-        &p,
-        cycle,
-        &["bad.json: cycle between steps: aaa -> bbb -> ccc -> aaa"],
-    );
-    let missing = p.run(&["validate", "missing.json"]);
-    assert_eq!(missing.code(), 2);
-    assert!(
-        missing.stderr().contains("missing.json: cannot read"),
-        "{}",
-        missing.stderr()
-    );
-    let param = p.run(&["run", "pipeline.json", "--param", "nope=1"]);
-    assert_eq!(param.code(), 2);
-    assert!(
-        param.stderr().contains("unknown parameter \"nope\""),
-        "{}",
-        param.stderr()
-    );
-    let force = p.run(&["run", "pipeline.json", "--force", "nope"]);
-    assert_eq!(force.code(), 2);
-    assert!(
-        force.stderr().contains("unknown step \"nope\""),
-        "{}",
-        force.stderr()
-    );
+    // (spec, what the error must say)
+    let cases = [
+        (
+            good.replace("\"mini_batch_size\"", "\"mini_batchsize\""),
+            "bad.json: step \"score-docs\": unknown field \"mini_batchsize\"",
+        ),
+        (
+            good.replace("\"error_threshold\": 0", "\"error_threshold\": \"none\""),
+            "bad.json: step \"score-docs\": field \"parallel_run_config.error_threshold\": expected a whole number, got the string \"none\"",
+        ),
+        (
+            good.replace("\"error_threshold\": 0, ", ""),
+            "bad.json: step \"score-docs\": field \"parallel_run_config.error_threshold\": is required",
+        ),
+        (
+            good.replace("\"inputs\": [\"docs\"]", "\"inputs\": [\"dcos\"]"),
+            "bad.json: step \"score-docs\": field \"inputs\" names unknown data \"dcos\"",
+        ),
+        (
+            good.replace("\"name\": \"cli-test\",", ""),
+            "bad.json: missing field \"name\"",
+        ),
+        (
+            "{\"name\": \"x\", \"steps\": [".to_string(),
+            "bad.json: invalid JSON",
+        ),
+        (
+            good.replace(
+                "\"mini_batch_size\": \"4\"",
+                "\"mini_batch_size\": \"4 MB\"",
+            ),
+            "bad.json: step \"score-docs\": field \"parallel_run_config.mini_batch_size\"",
+        ),
+        (
+            cycle.to_string(),
+            "bad.json: cycle between steps: aaa -> bbb -> ccc -> aaa",
+        ),
+    ];
+    for (spec, want) in &cases {
+        assert_bad(&p, spec, &[want]);
+    }
+    // (command, what the error must say)
+    for (args, want) in [
+        (
+            &["validate", "missing.json"][..],
+            "missing.json: cannot read",
+        ),
+        (
+            &["run", "pipeline.json", "--param", "nope=1"][..],
+            "unknown parameter \"nope\"",
+        ),
+        (
+            &["run", "pipeline.json", "--force", "nope"][..],
+            "unknown step \"nope\"",
+        ),
+    ] {
+        let out = p.run(args);
+        assert_eq!(out.code(), 2, "{args:?}");
+        assert!(out.stderr().contains(want), "{args:?}: {}", out.stderr());
+    }
 }
 
 /// Type errors in a spec are one sentence naming file, step, field and what was expected.

@@ -108,22 +108,30 @@ fn caller_variables_reach_steps_only_when_listed_and_their_values_rerun_steps() 
     let secret = [("SECRET_TOKEN", "s3cret-value-1"), ("HOME", "/home/test")];
     let first = stepgraph(d, &["run", "pipeline.json", "--jobs", "1"], &secret);
     assert!(first.status.success(), "{}", text(&first));
-    assert_eq!(
-        output_of(d, &first, "py-plain", "output", "parallel_run_step.txt"),
-        "unset home=/home/test\n"
-    );
-    assert_eq!(
-        output_of(d, &first, "cmd-plain", "cmd_plain", "env.txt"),
-        "unset home=/home/test\n"
-    );
-    assert_eq!(
-        output_of(d, &first, "py-listed", "output", "parallel_run_step.txt"),
-        "s3cret-value-1 home=/home/test\n"
-    );
-    assert_eq!(
-        output_of(d, &first, "cmd-listed", "cmd_listed", "env.txt"),
-        "s3cret-value-1\n"
-    );
+    // (step, output port, file, its text)
+    for (step, port, file, want) in [
+        (
+            "py-plain",
+            "output",
+            "parallel_run_step.txt",
+            "unset home=/home/test\n",
+        ),
+        (
+            "cmd-plain",
+            "cmd_plain",
+            "env.txt",
+            "unset home=/home/test\n",
+        ),
+        (
+            "py-listed",
+            "output",
+            "parallel_run_step.txt",
+            "s3cret-value-1 home=/home/test\n",
+        ),
+        ("cmd-listed", "cmd_listed", "env.txt", "s3cret-value-1\n"),
+    ] {
+        assert_eq!(output_of(d, &first, step, port, file), want, "{step}");
+    }
     // The value is in the fingerprint as a hash only: never in clear in the store.
     for (path, bytes) in all_bytes(&d.join(".stepgraph")) {
         if path.contains("/outputs/") || path.contains("/objects/") {

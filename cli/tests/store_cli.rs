@@ -357,14 +357,9 @@ fn a_full_disk_still_lets_runs_be_listed_pruned_and_gc_free_space() {
     assert_eq!(folders, 2, "a refused run leaves no folder");
     disk.fill("filler-2", 0);
     // ...and a run on the full disk is refused before it starts, and says why in words.
-    let failed = p.run(&["run", "p.json", "--force", "make"]);
-    assert_eq!(failed.code(), 2);
-    assert!(
-        failed.stderr().contains("is full") && failed.stderr().contains("cache gc"),
-        "{}",
-        failed.stderr()
-    );
-    assert_clean(&failed.stderr());
+    let err = p.run(&["run", "p.json", "--force", "make"]).fails(2);
+    assert!(err.contains("is full") && err.contains("cache gc"), "{err}");
+    assert_clean(&err);
     // Reading and freeing still work.
     let ids = run_ids(&p);
     assert_eq!(ids.len(), 2, "{ids:?}");
@@ -391,14 +386,12 @@ fn a_full_disk_still_lets_runs_be_listed_pruned_and_gc_free_space() {
     disk.fill("filler", 0);
     let mut fresh = Project::new(10);
     fresh.store = disk.path().join("fresh/store");
-    let out = fresh.run(&["runs"]);
-    assert_eq!(out.code(), 2);
+    let err = fresh.run(&["runs"]).fails(2);
     assert!(
-        out.stderr().contains("is full") && out.stderr().contains("runs prune"),
-        "{}",
-        out.stderr()
+        err.contains("is full") && err.contains("runs prune"),
+        "{err}"
     );
-    assert_clean(&out.stderr());
+    assert_clean(&err);
 }
 
 /// Every regular file under `dir` with its bytes.
@@ -541,26 +534,14 @@ fn store_errors_are_one_clean_sentence() {
     // The lock file is a folder.
     std::fs::remove_file(p.store.join("lock")).expect("rm lock");
     std::fs::create_dir(p.store.join("lock")).expect("mkdir lock");
-    let out = p.run(&["runs"]);
-    assert_eq!(out.code(), 2);
-    assert_eq!(
-        out.stderr().matches("Is a directory").count(),
-        1,
-        "{}",
-        out.stderr()
-    );
+    let err = p.run(&["runs"]).fails(2);
+    assert_eq!(err.matches("Is a directory").count(), 1, "{err}");
     std::fs::remove_dir(p.store.join("lock")).expect("rmdir lock");
     // A store folder that is a file.
     std::fs::remove_dir_all(p.store.join("progress")).expect("rm progress");
     std::fs::write(p.store.join("progress"), "x").expect("write");
-    let out = p.run(&["runs"]);
-    assert_eq!(out.code(), 2);
-    assert_eq!(
-        out.stderr().matches("File exists").count(),
-        1,
-        "{}",
-        out.stderr()
-    );
+    let err = p.run(&["runs"]).fails(2);
+    assert_eq!(err.matches("File exists").count(), 1, "{err}");
     std::fs::remove_file(p.store.join("progress")).expect("rm");
     // A damaged database is described in words.
     p.run(&["run", "p.json"]).ok();

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use stepgraph_engine::{OpenOptions, PipelineData, RunOptions, Store};
+use stepgraph_engine::{
+    CacheEntry, OpenOptions, PipelineData, RunOptions, RunSummary, Store, StoreError,
+};
 use stepgraph_steps::FnStep;
 
 /// Write `contents` to `dir/rel`, creating folders.
@@ -127,4 +129,29 @@ pub(crate) fn produce_consume_steps(produced: &Counter, consumed: &Counter) -> (
     .input("made", PipelineData::new("made"))
     .output("out", PipelineData::new("upper"));
     (produce, consume)
+}
+
+/// File `file` of output `port` of step `step` in the run `s`.
+pub(crate) fn read_output(
+    s: &RunSummary,
+    step: &str,
+    port: &str,
+    file: &str,
+) -> std::io::Result<String> {
+    std::fs::read_to_string(s.output_dir(step, port).join(file))
+}
+
+/// Check that each object of each of `entries` holds exactly the bytes its hash names.
+pub(crate) fn verify_entries(
+    store: &Store,
+    entries: impl IntoIterator<Item = CacheEntry>,
+) -> Result<(), StoreError> {
+    for e in entries {
+        for m in e.outputs.values() {
+            for o in m.files.values() {
+                store.verify_object(o)?;
+            }
+        }
+    }
+    Ok(())
 }

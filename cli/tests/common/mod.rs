@@ -25,16 +25,29 @@ impl Out {
         String::from_utf8_lossy(&self.0.stderr).into_owned()
     }
 
-    /// Assert exit code 0 (printing both streams otherwise).
+    /// Assert exit code `code`, printing both streams otherwise.
     #[track_caller]
-    pub(crate) fn ok(self) -> Self {
+    fn assert_code(&self, code: i32) {
         assert_eq!(
             self.code(),
-            0,
+            code,
             "stdout:\n{}\nstderr:\n{}",
             self.stdout(),
             self.stderr()
         );
+    }
+
+    /// Assert exit code 0 (printing both streams otherwise).
+    #[track_caller]
+    pub(crate) fn ok(self) -> Self {
+        self.assert_code(0);
         self
+    }
+
+    /// Assert exit code `code` (printing both streams otherwise) and return standard error.
+    #[track_caller]
+    pub(crate) fn fails(self, code: i32) -> String {
+        self.assert_code(code);
+        self.stderr()
     }
 }

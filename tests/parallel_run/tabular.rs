@@ -2,12 +2,23 @@
 //! a two-argument `run(mini_batch, mini_batch_context)`. Scripts accept a pandas DataFrame and
 //! a list of dicts alike (pandas is optional).
 
-use stepgraph_engine::{StepStatus, TabularDataset};
+use std::path::Path;
+
+use stepgraph_engine::TabularDataset;
+
+use stepgraph_steps::parallel_run::ParallelRunConfigBuilder;
 
 use crate::common::Workspace;
-use crate::parallel_run_support::{
-    has_pandas, lines, output, python, rec, run_one, script, step, PY_ROWS,
+use crate::parallel_run::support::{
+    has_pandas, lines, output, python_entry, ran, run_csv, run_in, step, TestResult, UsualSetUp,
+    PY_ROWS,
 };
+
+/// Write the entry `scripts/<name>` under `root`: `import os`, [`PY_ROWS`], then `code`; and
+/// start a config builder for it.
+fn rows_entry(root: &Path, name: &str, code: &str) -> ParallelRunConfigBuilder {
+    python_entry(root, name, &format!("import os\n{PY_ROWS}{code}"))
+}
 
 /// Mini-batches of CSV rows of these byte sizes, cut as the partitioner does: a mini-batch
 /// takes whole rows until it holds at least `max` bytes.
@@ -25,8 +36,7 @@ fn expected_batches(row_sizes: &[usize], max: usize) -> usize {
 }
 
 #[test]
-fn csv_rows_are_cut_by_bytes_processed_once_each_and_gathered_in_row_order(
-) -> crate::parallel_run_support::TestResult {
+fn csv_rows_are_cut_by_bytes_processed_once_each_and_gathered_in_row_order() -> TestResult {
     let ws = Workspace::new();
     // Two files: mini-batches may span both; rows keep file order.
     let row = |i: usize| format!("{i},name-{i},{}\n", i * 3);
@@ -39,36 +49,20 @@ fn csv_rows_are_cut_by_bytes_processed_once_each_and_gathered_in_row_order(
     let a = ws.write("table/a.csv", &a);
     let b = ws.write("table/b.csv", &b);
     let calls = ws.path().join("calls.txt");
-    script(
+    let cfg = rows_entry(
         ws.path(),
         "rows.py",
-        &format!(
-            r#"import os
-{PY_ROWS}
-def run(mini_batch):
+        r#"def run(mini_batch):
     rows = rows_of(mini_batch)
     with open(os.environ["CALLS_LOG"], "a") as f:
         f.write(type(mini_batch).__name__ + " " + " ".join(str(int(r["id"])) for r in rows) + "\n")
     return ["%d %s %d" % (int(r["id"]), r["name"], int(r["value"]) * 2) for r in rows]
-"#
-        ),
-    );
-    let cfg = python(ws.path(), "rows.py")
-        .mini_batch_size("64")
-        .error_threshold(0)
-        .process_count_per_node(2)
-        .environment_variable("CALLS_LOG", calls.display().to_string());
-    let store = ws.store();
-    let (run, _) = run_one(
-        &store,
-        step(
-            cfg,
-            TabularDataset::from_delimited_files("table", vec![a, b]),
-            &[],
-        ),
-    );
-    let r = rec(&run);
-    assert_eq!(r.status, StepStatus::Ran, "{:?}", r.error);
+"#,
+    )
+    .usual("64")
+    .environment_variable("CALLS_LOG", calls.display().to_string());
+    let (run, _) = run_csv(&ws, cfg, "table", vec![a, b]);
+    let r = ran(&run);
     let expected: String = (0..30)
         .map(|i| format!("{i} name-{i} {}\n", i * 6))
         .collect();
@@ -98,37 +92,29 @@ def run(mini_batch):
 }
 
 #[test]
-fn json_lines_rows_are_gathered_in_row_order() -> crate::parallel_run_support::TestResult {
+fn json_lines_rows_are_gathered_in_row_order() -> TestResult {
     let ws = Workspace::new();
     let text: String = (0..20)
         .map(|i| format!("{{\"id\": {i}, \"word\": \"w{i}\"}}\n"))
         .collect();
     let file = ws.write("rows.jsonl", &text);
-    script(
+    let cfg = rows_entry(
         ws.path(),
         "jsonl.py",
-        &format!(
-            r#"{PY_ROWS}
-def run(mini_batch):
+        r#"def run(mini_batch):
     return ["%d:%s" % (int(r["id"]), r["word"]) for r in rows_of(mini_batch)]
-"#
-        ),
-    );
-    let cfg = python(ws.path(), "jsonl.py")
-        .mini_batch_size("100")
-        .error_threshold(0)
-        .process_count_per_node(2);
-    let store = ws.store();
-    let (run, _) = run_one(
-        &store,
+"#,
+    )
+    .usual("100");
+    let (run, _) = run_in(
+        &ws,
         step(
             cfg,
             TabularDataset::from_json_lines_files("rows", vec![file]),
             &[],
         ),
     );
-    let r = rec(&run);
-    assert_eq!(r.status, StepStatus::Ran, "{:?}", r.error);
+    let r = ran(&run);
     let expected: String = (0..20).map(|i| format!("{i}:w{i}\n")).collect();
     assert_eq!(output(&run), expected);
     let sizes: Vec<usize> = (0..20)
@@ -142,8 +128,7 @@ def run(mini_batch):
 }
 
 #[test]
-fn partition_keys_give_one_mini_batch_per_key_with_its_value_in_the_context(
-) -> crate::parallel_run_support::TestResult {
+fn partition_keys_give_one_mini_batch_per_key_with_its_value_in_the_context() -> TestResult {
     let ws = Workspace::new();
     let regions = [
         "north", "south", "north", "east", "south", "north", "east", "east", "south", "north",
@@ -159,13 +144,10 @@ fn partition_keys_give_one_mini_batch_per_key_with_its_value_in_the_context(
         .collect();
     let file = ws.write("sales.csv", &csv);
     let calls = ws.path().join("calls.txt");
-    script(
+    let cfg = rows_entry(
         ws.path(),
         "keys.py",
-        &format!(
-            r#"import os
-{PY_ROWS}
-def run(mini_batch, mini_batch_context):
+        r#"def run(mini_batch, mini_batch_context):
     key = mini_batch_context.partition_key_value
     rows = rows_of(mini_batch)
     for r in rows:
@@ -174,25 +156,14 @@ def run(mini_batch, mini_batch_context):
     with open(os.environ["CALLS_LOG"], "a") as f:
         f.write("%s %d %s\n" % (key["region"], len(rows), sorted(key)))
     return ["%s %d" % (key["region"], int(r["id"])) for r in rows]
-"#
-        ),
-    );
-    let cfg = python(ws.path(), "keys.py")
-        .partition_keys(["region"])
-        .error_threshold(0)
-        .process_count_per_node(2)
-        .environment_variable("CALLS_LOG", calls.display().to_string());
-    let store = ws.store();
-    let (run, _) = run_one(
-        &store,
-        step(
-            cfg,
-            TabularDataset::from_delimited_files("sales", vec![file]),
-            &[],
-        ),
-    );
-    let r = rec(&run);
-    assert_eq!(r.status, StepStatus::Ran, "{:?}", r.error);
+"#,
+    )
+    .partition_keys(["region"])
+    .error_threshold(0)
+    .process_count_per_node(2)
+    .environment_variable("CALLS_LOG", calls.display().to_string());
+    let (run, _) = run_csv(&ws, cfg, "sales", vec![file]);
+    let r = ran(&run);
     assert_eq!((r.counts.items, r.counts.mini_batches), (12, 3));
     let mut seen = lines(&calls);
     seen.sort();
@@ -218,8 +189,7 @@ def run(mini_batch, mini_batch_context):
 }
 
 #[test]
-fn csv_quoted_fields_crlf_and_a_missing_final_newline_stay_whole_rows(
-) -> crate::parallel_run_support::TestResult {
+fn csv_quoted_fields_crlf_and_a_missing_final_newline_stay_whole_rows() -> TestResult {
     let ws = Workspace::new();
     // a.csv ends without a newline; b.csv uses CRLF; fields hold commas, quotes, newlines.
     let a = ws.write(
@@ -230,32 +200,17 @@ fn csv_quoted_fields_crlf_and_a_missing_final_newline_stay_whole_rows(
         "table/b.csv",
         "id,text\r\n4,\"quote \"\"q\"\"\"\r\n5,last\r\n",
     );
-    script(
+    // One byte per mini-batch: every row is its own mini-batch, however long.
+    let cfg = rows_entry(
         ws.path(),
         "quoted.py",
-        &format!(
-            r#"{PY_ROWS}
-def run(mini_batch):
+        r#"def run(mini_batch):
     return ["%d %s" % (int(r["id"]), r["text"].replace("\n", "\\n")) for r in rows_of(mini_batch)]
-"#
-        ),
-    );
-    // One byte per mini-batch: every row is its own mini-batch, however long.
-    let cfg = python(ws.path(), "quoted.py")
-        .mini_batch_size("1")
-        .error_threshold(0)
-        .process_count_per_node(2);
-    let store = ws.store();
-    let (run, _) = run_one(
-        &store,
-        step(
-            cfg,
-            TabularDataset::from_delimited_files("table", vec![a, b]),
-            &[],
-        ),
-    );
-    let r = rec(&run);
-    assert_eq!(r.status, StepStatus::Ran, "{:?}", r.error);
+"#,
+    )
+    .usual("1");
+    let (run, _) = run_csv(&ws, cfg, "table", vec![a, b]);
+    let r = ran(&run);
     assert_eq!((r.counts.items, r.counts.mini_batches), (5, 5));
     assert_eq!(
         output(&run),
@@ -265,8 +220,7 @@ def run(mini_batch):
 }
 
 #[test]
-fn dataframe_results_are_written_like_azure_and_as_csv_with_one_header(
-) -> crate::parallel_run_support::TestResult {
+fn dataframe_results_are_written_like_azure_and_as_csv_with_one_header() -> TestResult {
     if !has_pandas() {
         println!("pandas is not importable by python3: DataFrame assertions skipped");
         return Ok(());
@@ -291,7 +245,7 @@ fn dataframe_results_are_written_like_azure_and_as_csv_with_one_header(
             )
             .collect();
         let file = ws.write("letters.csv", &csv);
-        script(
+        let cfg = python_entry(
             ws.path(),
             "frame.py",
             r#"import pandas as pd
@@ -303,23 +257,11 @@ def run(mini_batch):
     out["double"] = out["id"] * 2
     return out
 "#,
-        );
-        let cfg = python(ws.path(), "frame.py")
-            .mini_batch_size("8")
-            .error_threshold(0)
-            .process_count_per_node(2)
-            .append_row_format(format);
-        let store = ws.store();
-        let (run, _) = run_one(
-            &store,
-            step(
-                cfg,
-                TabularDataset::from_delimited_files("letters", vec![file]),
-                &[],
-            ),
-        );
-        let r = rec(&run);
-        assert_eq!(r.status, StepStatus::Ran, "{:?}", r.error);
+        )
+        .usual("8")
+        .append_row_format(format);
+        let (run, _) = run_csv(&ws, cfg, "letters", vec![file]);
+        let r = ran(&run);
         assert!(r.counts.mini_batches > 1, "{:?}", r.counts);
         assert_eq!(output(&run), expected, "{format:?}");
     }

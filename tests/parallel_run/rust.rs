@@ -5,12 +5,11 @@ use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use stepgraph_engine::{FileDataset, StepStatus, TabularDataset};
 use stepgraph_steps::parallel_run::EntryError;
 use stepgraph_steps::{EntryContext, EntryScript, MiniBatch, MiniBatchData, ParallelRunConfig};
 
 use crate::common::Workspace;
-use crate::parallel_run_support::{messages, output, rec, run_one, step, sys_log};
+use crate::parallel_run::support::{messages, output, ran, run_csv, run_docs, sys_log, UsualSetUp};
 
 /// What the entries of one run share with the test.
 #[derive(Default)]
@@ -128,15 +127,7 @@ fn run_rust(
         .error_threshold(error_threshold)
         .process_count_per_node(workers)
         .run_max_try(2);
-    let store = ws.store();
-    let (run, sink) = run_one(
-        &store,
-        step(
-            cfg,
-            TabularDataset::from_delimited_files("table", vec![file]),
-            &[],
-        ),
-    );
+    let (run, sink) = run_csv(ws, cfg, "table", vec![file]);
     (run, sink, shared)
 }
 
@@ -148,8 +139,7 @@ fn all_rows() -> String {
 fn rust_entry_inits_once_per_worker_and_gathers_rows_in_order() {
     let ws = Workspace::new();
     let (run, _, shared) = run_rust(&ws, Plan::default(), 2, 0);
-    let r = rec(&run);
-    assert_eq!(r.status, StepStatus::Ran, "{:?}", r.error);
+    let r = ran(&run);
     assert_eq!(output(&run), all_rows());
     assert_eq!((r.counts.items, r.counts.failed_items), (20, 0));
     assert!(r.counts.mini_batches > 2, "{:?}", r.counts);
@@ -174,52 +164,50 @@ fn rust_entry_inits_once_per_worker_and_gathers_rows_in_order() {
     assert!(agents.len() <= 2, "{agents:?}");
 }
 
-#[test]
-fn rust_entry_error_is_retried() {
+/// One worker running `plan`, whose one failure is retried: every row is there, nothing
+/// counted failed, the entry initialised `inits` times (`why`); the step's system log is
+/// returned with the events.
+fn check_one_failure_retried(
+    plan: Plan,
+    inits: usize,
+    why: &str,
+) -> (String, stepgraph_engine::CollectSink) {
     let ws = Workspace::new();
-    let plan = Plan {
-        error_once: Some(1),
-        ..Plan::default()
-    };
     let (run, sink, shared) = run_rust(&ws, plan, 1, 0);
-    let r = rec(&run);
-    assert_eq!(r.status, StepStatus::Ran, "{:?}", r.error);
+    let r = ran(&run);
     assert_eq!(output(&run), all_rows());
     assert_eq!(
         (r.counts.failed_items, r.counts.failed_mini_batches),
         (0, 0)
     );
-    assert_eq!(
-        shared.inits.load(Ordering::SeqCst),
-        1,
-        "an error keeps the instance"
+    assert_eq!(shared.inits.load(Ordering::SeqCst), inits, "{why}");
+    (sys_log(&run), sink)
+}
+
+#[test]
+fn rust_entry_error_is_retried() {
+    let plan = Plan {
+        error_once: Some(1),
+        ..Plan::default()
+    };
+    let (sys, sink) = check_one_failure_retried(plan, 1, "an error keeps the instance");
+    assert!(
+        sys.contains("mini-batch 1 try 1 on worker-0 failed: transient failure in mini-batch 1")
     );
-    assert!(sys_log(&run)
-        .contains("mini-batch 1 try 1 on worker-0 failed: transient failure in mini-batch 1"));
     assert!(messages(&sink).contains(&"mini-batch 1 failed (try 1 of 2), retrying".to_string()));
 }
 
 #[test]
 fn rust_entry_panic_is_a_died_worker_whose_instance_is_replaced() {
-    let ws = Workspace::new();
     let plan = Plan {
         panic_once: Some(2),
         ..Plan::default()
     };
-    let (run, _, shared) = run_rust(&ws, plan, 1, 0);
-    let r = rec(&run);
-    assert_eq!(r.status, StepStatus::Ran, "{:?}", r.error);
-    assert_eq!(output(&run), all_rows());
-    assert_eq!(
-        (r.counts.failed_items, r.counts.failed_mini_batches),
-        (0, 0)
-    );
-    assert_eq!(
-        shared.inits.load(Ordering::SeqCst),
+    let (sys, _) = check_one_failure_retried(
+        plan,
         2,
-        "the panicking instance is replaced and the new one initialised"
+        "the panicking instance is replaced and the new one initialised",
     );
-    let sys = sys_log(&run);
     assert!(
         sys.contains("mini-batch 2 try 1 on worker-0 failed: run panicked: boom in mini-batch 2"),
         "{sys}"
@@ -234,8 +222,7 @@ fn rust_entry_returning_fewer_rows_counts_failed_items() {
         ..Plan::default()
     };
     let (run, _, _) = run_rust(&ws, plan, 2, 1);
-    let r = rec(&run);
-    assert_eq!(r.status, StepStatus::Ran, "{:?}", r.error);
+    let r = ran(&run);
     assert_eq!(
         (
             r.counts.items,
@@ -260,7 +247,7 @@ fn rust_entry_returning_fewer_rows_counts_failed_items() {
 #[test]
 fn rust_entry_over_files_gets_the_paths() {
     let ws = Workspace::new();
-    let data = crate::parallel_run_support::docs(ws.path(), 3);
+    let data = crate::parallel_run::support::docs(ws.path(), 3);
     struct Names;
     impl EntryScript for Names {
         fn run(&mut self, mini_batch: &MiniBatch) -> Result<Vec<String>, EntryError> {
@@ -275,14 +262,8 @@ fn rust_entry_over_files_gets_the_paths() {
     }
     let cfg = ParallelRunConfig::builder()
         .rust_entry("names-v1", || Box::new(Names))
-        .mini_batch_size("2")
-        .error_threshold(0)
-        .process_count_per_node(2);
-    let store = ws.store();
-    let (run, _) = run_one(
-        &store,
-        step(cfg, FileDataset::from_files("docs", data), &[]),
-    );
-    assert_eq!(rec(&run).status, StepStatus::Ran, "{:?}", rec(&run).error);
+        .usual("2");
+    let (run, _) = run_docs(&ws, cfg, data);
+    ran(&run);
     assert_eq!(output(&run), "doc 1\ndoc 2\ndoc 3\n");
 }

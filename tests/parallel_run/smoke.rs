@@ -8,6 +8,8 @@ use stepgraph_engine::{
 };
 use stepgraph_steps::{ParallelRunConfig, ParallelRunStep};
 
+use crate::common::read_output;
+
 fn fixture(dir: &Path) {
     std::fs::create_dir_all(dir.join("data")).expect("data dir");
     std::fs::create_dir_all(dir.join("scripts")).expect("scripts dir");
@@ -66,10 +68,7 @@ fn python_entry_gathers_rows_in_order_and_is_reused() -> Result<(), Box<dyn std:
     let run = stepgraph_engine::run(&pipeline, &store, &RunOptions::default(), &sink)?;
     let rec = run.step("score-docs").ok_or("no step")?;
     assert_eq!(rec.status, StepStatus::Ran, "{:?}", rec.error);
-    let out = std::fs::read_to_string(
-        run.output_dir("score-docs", "output")
-            .join("parallel_run_step.txt"),
-    )?;
+    let out = read_output(&run, "score-docs", "output", "parallel_run_step.txt")?;
     let expected: String = (1..=23)
         .map(|i| format!("doc-{i:02}.txt {} 0.5\n", format!("doc {i}\n").len()))
         .collect();

@@ -6,10 +6,13 @@ use std::path::{Path, PathBuf};
 
 use stepgraph_engine::{
     Argument, CollectSink, DataSource, Event, Pipeline, PipelineData, RunOptions, RunSummary,
-    StepRecord, Store,
+    StepRecord, StepStatus, Store,
 };
+use stepgraph_engine::{FileDataset, TabularDataset};
 use stepgraph_steps::parallel_run::ParallelRunConfigBuilder;
 use stepgraph_steps::{FnStep, ParallelRunStep};
+
+use crate::common::Workspace;
 
 pub(crate) type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -24,6 +27,15 @@ pub(crate) fn docs(root: &Path, n: usize) -> PathBuf {
         std::fs::write(dir.join(doc_name(i)), format!("doc {i}\n")).expect("write doc");
     }
     dir
+}
+
+/// The rows `doc-NN.txt ok` for 1..=n but `except`, as an entry returning `<name> ok` gathers
+/// them.
+pub(crate) fn all_ok_rows(n: usize, except: &[usize]) -> String {
+    (1..=n)
+        .filter(|i| !except.contains(i))
+        .map(|i| format!("{} ok\n", doc_name(i)))
+        .collect()
 }
 
 /// `doc-07.txt` for 7.
@@ -44,6 +56,27 @@ pub(crate) fn python(root: &Path, name: &str) -> ParallelRunConfigBuilder {
     stepgraph_steps::ParallelRunConfig::builder()
         .source_directory(root.join("scripts"))
         .entry_script(name)
+}
+
+/// Write `scripts/<name>` under `root` with `text` and start a config builder for it, as
+/// [`python`] does.
+pub(crate) fn python_entry(root: &Path, name: &str, text: &str) -> ParallelRunConfigBuilder {
+    script(root, name, text);
+    python(root, name)
+}
+
+/// The config set-up most tests share.
+pub(crate) trait UsualSetUp {
+    /// Mini-batches of `size`, no failed item allowed, two workers.
+    fn usual(self, size: &str) -> Self;
+}
+
+impl UsualSetUp for ParallelRunConfigBuilder {
+    fn usual(self, size: &str) -> Self {
+        self.mini_batch_size(size)
+            .error_threshold(0)
+            .process_count_per_node(2)
+    }
 }
 
 /// The ParallelRunStep `score` reading `input`, writing `scores`.
@@ -86,6 +119,35 @@ pub(crate) fn run_one(store: &Store, step: ParallelRunStep) -> (RunSummary, Coll
     run_pipeline(store, &pipeline)
 }
 
+/// Open `ws`'s store and run `step` alone in it.
+pub(crate) fn run_in(ws: &Workspace, step: ParallelRunStep) -> (RunSummary, CollectSink) {
+    run_one(&ws.store(), step)
+}
+
+/// Run, in `ws`'s store, the step of `cfg` over the file dataset `docs` at `data`, without
+/// arguments.
+pub(crate) fn run_docs(
+    ws: &Workspace,
+    cfg: ParallelRunConfigBuilder,
+    data: PathBuf,
+) -> (RunSummary, CollectSink) {
+    run_in(ws, step(cfg, FileDataset::from_files("docs", data), &[]))
+}
+
+/// Run, in `ws`'s store, the step of `cfg` over the CSV files `files` (tabular dataset
+/// `name`), without arguments.
+pub(crate) fn run_csv(
+    ws: &Workspace,
+    cfg: ParallelRunConfigBuilder,
+    name: &str,
+    files: Vec<PathBuf>,
+) -> (RunSummary, CollectSink) {
+    run_in(
+        ws,
+        step(cfg, TabularDataset::from_delimited_files(name, files), &[]),
+    )
+}
+
 /// Build a pipeline of `step` followed by [`report_step`] and run it.
 pub(crate) fn run_with_report(store: &Store, step: ParallelRunStep) -> (RunSummary, CollectSink) {
     let pipeline = Pipeline::builder("prs-e2e")
@@ -107,6 +169,25 @@ pub(crate) fn run_pipeline(store: &Store, pipeline: &Pipeline) -> (RunSummary, C
 /// The record of the ParallelRunStep.
 pub(crate) fn rec(run: &RunSummary) -> &StepRecord {
     run.step(STEP).expect("step record")
+}
+
+/// The record of the ParallelRunStep, asserted to have run (its error shown when not).
+#[track_caller]
+pub(crate) fn ran(run: &RunSummary) -> &StepRecord {
+    let r = rec(run);
+    assert_eq!(r.status, StepStatus::Ran, "{:?}", r.error);
+    r
+}
+
+/// The step's `(items, failed items, mini-batches, failed mini-batches)`.
+pub(crate) fn counts(r: &StepRecord) -> (u64, u64, u64, u64) {
+    let c = &r.counts;
+    (
+        c.items,
+        c.failed_items,
+        c.mini_batches,
+        c.failed_mini_batches,
+    )
 }
 
 /// The gathered append_row file (default name).

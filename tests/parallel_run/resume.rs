@@ -10,8 +10,8 @@ use stepgraph_engine::{
     FileDataset, NullSink, OpenOptions, Pipeline, RunOptions, StepStatus, Store,
 };
 
-use crate::parallel_run_support::{
-    docs, lines, output, python, rec, run_pipeline, script, step, TestResult,
+use crate::parallel_run::support::{
+    docs, lines, output, python, ran, rec, run_pipeline, script, step, TestResult, UsualSetUp,
 };
 
 /// Set (to the workspace folder) only in the child process.
@@ -40,9 +40,7 @@ fn fixture(root: &Path) {
 
 fn pipeline(root: &Path, calls: &Path) -> Pipeline {
     let cfg = python(root, "slow.py")
-        .mini_batch_size("2")
-        .error_threshold(0)
-        .process_count_per_node(2)
+        .usual("2")
         .environment_variable("CALLS_LOG", calls.display().to_string());
     Pipeline::builder("resume")
         .step(step(
@@ -127,8 +125,7 @@ fn killed_run_resumes_from_committed_mini_batches() -> TestResult {
     // Second run, in this process, on the same store.
     let store = Store::open(root.join("store"), OpenOptions::default())?;
     let (run, sink) = run_pipeline(&store, &pipeline(root, &calls));
-    let r = rec(&run);
-    assert_eq!(r.status, StepStatus::Ran, "{:?}", r.error);
+    let r = ran(&run);
     let resumed = r.counts.resumed_mini_batches;
     assert!(resumed > 0, "{:?}", r.counts);
     let second_calls = lines(&calls)
@@ -151,9 +148,9 @@ fn killed_run_resumes_from_committed_mini_batches() -> TestResult {
         "resuming: {resumed} of {MINI_BATCHES} mini-batches were committed by an earlier run"
     );
     assert!(
-        crate::parallel_run_support::messages(&sink).contains(&resuming),
+        crate::parallel_run::support::messages(&sink).contains(&resuming),
         "{:?}",
-        crate::parallel_run_support::messages(&sink)
+        crate::parallel_run::support::messages(&sink)
     );
 
     // The same bytes as an uninterrupted run in another store.
@@ -165,7 +162,7 @@ fn killed_run_resumes_from_committed_mini_batches() -> TestResult {
         MINI_BATCHES
     );
     let expected: String = (1..=FILES)
-        .map(|i| format!("{} doc {i}\n", crate::parallel_run_support::doc_name(i)))
+        .map(|i| format!("{} doc {i}\n", crate::parallel_run::support::doc_name(i)))
         .collect();
     assert_eq!(reference_output, expected);
     assert_eq!(output(&run), reference_output);
