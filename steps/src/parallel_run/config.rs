@@ -2,12 +2,13 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use super::entry::EntryFactory;
+use super::size::{BatchSize, MiniBatchSize, SizeError};
 
 /// A configuration field that breaks a rule.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -19,10 +20,77 @@ pub struct ConfigError {
     pub message: String,
 }
 
+impl ConfigError {
+    /// An error naming `field`.
+    pub(crate) fn new(field: &str, message: impl Into<String>) -> Self {
+        ConfigError {
+            field: field.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
 fn err(field: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError {
-        field: field.to_string(),
-        message: message.into(),
+    ConfigError::new(field, message)
+}
+
+/// A limit on failures. Azure writes "no limit" as `-1` (or leaves the field out); the
+/// builder and the JSON spec still accept that form, and turn it into [`Limit::Unlimited`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Limit<T = u64> {
+    /// No limit.
+    Unlimited,
+    /// At most this many (or this percentage).
+    AtMost(T),
+}
+
+impl<T: PartialOrd + Copy> Limit<T> {
+    /// True if `value` is over the limit.
+    pub fn exceeded_by(self, value: T) -> bool {
+        match self {
+            Limit::Unlimited => false,
+            Limit::AtMost(max) => value > max,
+        }
+    }
+
+    /// The limit, `None` when there is none.
+    pub fn at_most(self) -> Option<T> {
+        match self {
+            Limit::Unlimited => None,
+            Limit::AtMost(max) => Some(max),
+        }
+    }
+}
+
+impl Limit {
+    /// Azure's form of a count limit: `-1` is no limit, `n >= 0` at most `n`.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming `field` for any other negative number.
+    pub fn from_azure(field: &str, n: i64) -> Result<Self, ConfigError> {
+        match u64::try_from(n) {
+            Ok(n) => Ok(Limit::AtMost(n)),
+            Err(_) if n == -1 => Ok(Limit::Unlimited),
+            Err(_) => Err(err(field, format!("must be -1 or more, not {n}"))),
+        }
+    }
+
+    /// Azure's form: `-1` for no limit.
+    fn to_azure(self) -> Value {
+        match self {
+            Limit::Unlimited => json!(-1),
+            Limit::AtMost(n) => json!(n),
+        }
+    }
+}
+
+impl<T: fmt::Display> fmt::Display for Limit<T> {
+    /// The number, or "no limit".
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Limit::Unlimited => f.write_str("no limit"),
+            Limit::AtMost(max) => max.fmt(f),
+        }
     }
 }
 
@@ -132,49 +200,29 @@ impl fmt::Debug for Entry {
     }
 }
 
-/// Azure's `ParallelRunConfig`. Build it with [`ParallelRunConfig::builder`].
+/// Azure's `ParallelRunConfig`, validated once by [`ParallelRunConfigBuilder::build`]: its
+/// fields are private and typed, so every value read through a getter keeps its rules.
 #[derive(Debug, Clone)]
 pub struct ParallelRunConfig {
-    /// The entry.
-    pub entry: Entry,
-    /// Folder of the entry script; its snapshot is the step's code identity.
-    pub source_directory: Option<PathBuf>,
-    /// Azure's string form; `None` means the default (10 files, or "1MB" of rows).
-    pub mini_batch_size: Option<String>,
-    /// Allowed failed items over the whole step; -1 = no limit.
-    pub error_threshold: i64,
-    /// Allowed failed mini-batches; -1 or `None` = no limit.
-    pub allowed_failed_count: Option<i64>,
-    /// Allowed failed mini-batches in percent of all; `None` = no limit.
-    pub allowed_failed_percent: Option<f64>,
-    /// What happens to returned values.
-    pub output_action: OutputAction,
-    /// Set in each worker; part of the fingerprint.
-    pub environment_variables: BTreeMap<String, String>,
-    /// Names of the caller's environment variables passed through to the workers (nothing
-    /// else of the caller's environment reaches them besides PATH, HOME, USER, LANG, LC_*,
-    /// TZ and TMPDIR). Their values are hashed into the fingerprint.
-    pub env_passthrough: Vec<String>,
-    /// Name of the gathered file (append_row).
-    pub append_row_file_name: String,
-    /// Format of the gathered file.
-    pub append_row_format: AppendRowFormat,
-    /// Workers per node.
-    pub process_count_per_node: u32,
-    /// Nodes (here: a multiplier of workers).
-    pub node_count: u32,
-    /// Seconds allowed per `run()` call.
-    pub run_invocation_timeout: u64,
-    /// Tries per mini-batch.
-    pub run_max_try: u32,
-    /// Group tabular rows into mini-batches by these columns' values.
-    pub partition_keys: Option<Vec<String>>,
-    /// The interpreter for Python entries (default `python3`).
-    pub environment: String,
-    /// Not in the fingerprint.
-    pub logging_level: String,
-    /// Not in the fingerprint.
-    pub description: Option<String>,
+    entry: Entry,
+    source_directory: Option<PathBuf>,
+    mini_batch_size: Option<MiniBatchSize>,
+    error_threshold: Limit,
+    allowed_failed_count: Limit,
+    allowed_failed_percent: Limit<f64>,
+    output_action: OutputAction,
+    environment_variables: BTreeMap<String, String>,
+    env_passthrough: Vec<String>,
+    append_row_file_name: String,
+    append_row_format: AppendRowFormat,
+    process_count_per_node: u32,
+    node_count: u32,
+    run_invocation_timeout: Duration,
+    run_max_try: u32,
+    partition_keys: Option<Vec<String>>,
+    environment: String,
+    logging_level: String,
+    description: Option<String>,
 }
 
 /// The most workers one step may start on this machine.
@@ -214,6 +262,112 @@ impl ParallelRunConfig {
         ParallelRunConfigBuilder::default()
     }
 
+    /// The entry.
+    pub fn entry(&self) -> &Entry {
+        &self.entry
+    }
+
+    /// Folder of the entry script; its snapshot is the step's code identity.
+    pub fn source_directory(&self) -> Option<&Path> {
+        self.source_directory.as_deref()
+    }
+
+    /// `mini_batch_size` as given; `None` means the default (10 files, or "1MB" of rows).
+    pub fn mini_batch_size(&self) -> Option<&MiniBatchSize> {
+        self.mini_batch_size.as_ref()
+    }
+
+    /// The mini-batch size for file inputs (`tabular` false) or tabular inputs, defaults
+    /// applied.
+    ///
+    /// # Errors
+    /// A [`SizeError`] when the given size means nothing for that kind of input.
+    pub fn batch_size(&self, tabular: bool) -> Result<BatchSize, SizeError> {
+        MiniBatchSize::resolve(self.mini_batch_size.as_ref(), tabular)
+    }
+
+    /// Allowed failed items over the whole step.
+    pub fn error_threshold(&self) -> Limit {
+        self.error_threshold
+    }
+
+    /// Allowed failed mini-batches.
+    pub fn allowed_failed_count(&self) -> Limit {
+        self.allowed_failed_count
+    }
+
+    /// Allowed failed mini-batches, in percent of all.
+    pub fn allowed_failed_percent(&self) -> Limit<f64> {
+        self.allowed_failed_percent
+    }
+
+    /// What happens to returned values.
+    pub fn output_action(&self) -> OutputAction {
+        self.output_action
+    }
+
+    /// Set in each worker; part of the fingerprint.
+    pub fn environment_variables(&self) -> &BTreeMap<String, String> {
+        &self.environment_variables
+    }
+
+    /// Names of the caller's environment variables passed through to the workers, sorted
+    /// (nothing else of the caller's environment reaches them besides PATH, HOME, USER, LANG,
+    /// LC_*, TZ and TMPDIR). Their values are hashed into the fingerprint.
+    pub fn env_passthrough(&self) -> &[String] {
+        &self.env_passthrough
+    }
+
+    /// Name of the gathered file (append_row).
+    pub fn append_row_file_name(&self) -> &str {
+        &self.append_row_file_name
+    }
+
+    /// Format of the gathered file.
+    pub fn append_row_format(&self) -> AppendRowFormat {
+        self.append_row_format
+    }
+
+    /// Workers per node.
+    pub fn process_count_per_node(&self) -> u32 {
+        self.process_count_per_node
+    }
+
+    /// Nodes (here: a multiplier of workers).
+    pub fn node_count(&self) -> u32 {
+        self.node_count
+    }
+
+    /// Time allowed per `run()` call (whole seconds).
+    pub fn run_invocation_timeout(&self) -> Duration {
+        self.run_invocation_timeout
+    }
+
+    /// Tries per mini-batch (at least 1).
+    pub fn run_max_try(&self) -> u32 {
+        self.run_max_try
+    }
+
+    /// Group tabular rows into mini-batches by these columns' values.
+    pub fn partition_keys(&self) -> Option<&[String]> {
+        self.partition_keys.as_deref()
+    }
+
+    /// The interpreter for Python entries (default `python3`).
+    pub fn environment(&self) -> &str {
+        &self.environment
+    }
+
+    /// The logging level (not in the fingerprint).
+    pub fn logging_level(&self) -> &str {
+        &self.logging_level
+    }
+
+    /// The description (not in the fingerprint).
+    pub fn description(&self) -> Option<&str> {
+        self.description.as_deref()
+    }
+
     /// Workers in all: `process_count_per_node × node_count`.
     pub fn workers(&self) -> usize {
         (self.process_count_per_node as usize * self.node_count as usize).max(1)
@@ -234,350 +388,31 @@ impl ParallelRunConfig {
         };
         json!({
             "entry": entry,
-            "mini_batch_size": self.mini_batch_size,
-            "error_threshold": self.error_threshold,
-            "allowed_failed_count": self.allowed_failed_count,
-            "allowed_failed_percent": self.allowed_failed_percent,
+            "mini_batch_size": self.mini_batch_size.as_ref().map(MiniBatchSize::as_str),
+            "error_threshold": self.error_threshold.to_azure(),
+            "allowed_failed_count": self.allowed_failed_count.at_most(),
+            "allowed_failed_percent": self.allowed_failed_percent.at_most(),
             "output_action": self.output_action.as_str(),
             "append_row_file_name": self.append_row_file_name,
             "append_row_format": self.append_row_format.as_str(),
-            "run_invocation_timeout": self.run_invocation_timeout,
+            "run_invocation_timeout": self.run_invocation_timeout.as_secs(),
             "run_max_try": self.run_max_try,
             "partition_keys": self.partition_keys,
         })
     }
 }
 
-/// Builder for [`ParallelRunConfig`] (Azure's defaults; `error_threshold` is required).
-#[derive(Debug, Clone, Default)]
-pub struct ParallelRunConfigBuilder {
-    entry: Option<Entry>,
-    source_directory: Option<PathBuf>,
-    mini_batch_size: Option<String>,
-    error_threshold: Option<i64>,
-    allowed_failed_count: Option<i64>,
-    allowed_failed_percent: Option<f64>,
-    output_action: OutputAction,
-    environment_variables: BTreeMap<String, String>,
-    env_passthrough: Vec<String>,
-    append_row_file_name: Option<String>,
-    append_row_format: AppendRowFormat,
-    process_count_per_node: Option<u32>,
-    node_count: Option<u32>,
-    run_invocation_timeout: Option<i64>,
-    run_max_try: Option<i64>,
-    partition_keys: Option<Vec<String>>,
-    environment: Option<String>,
-    logging_level: Option<String>,
-    description: Option<String>,
-}
-
-impl ParallelRunConfigBuilder {
-    /// A Python entry script, relative to `source_directory`.
-    pub fn entry_script(mut self, path: impl Into<String>) -> Self {
-        self.entry = Some(Entry::Python {
-            entry_script: path.into(),
-        });
-        self
-    }
-    /// A worker program in any language speaking the worker protocol.
-    pub fn entry_command<S: Into<String>>(mut self, argv: impl IntoIterator<Item = S>) -> Self {
-        self.entry = Some(Entry::Command {
-            entry_command: argv.into_iter().map(Into::into).collect(),
-        });
-        self
-    }
-    /// An in-process Rust entry: `factory` makes one instance per worker.
-    pub fn rust_entry(
-        mut self,
-        version: impl Into<String>,
-        factory: impl Fn() -> Box<dyn super::entry::EntryScript> + Send + Sync + 'static,
-    ) -> Self {
-        self.entry = Some(Entry::Rust {
-            version: version.into(),
-            factory: Arc::new(factory),
-        });
-        self
-    }
-    /// Folder of the entry script.
-    pub fn source_directory(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.source_directory = Some(dir.into());
-        self
-    }
-    /// Azure's `mini_batch_size` (`"10"`, `"64KB"`, `"1MB"`).
-    pub fn mini_batch_size(mut self, s: impl Into<String>) -> Self {
-        self.mini_batch_size = Some(s.into());
-        self
-    }
-    /// Allowed failed items; -1 = no limit. Required.
-    pub fn error_threshold(mut self, n: i64) -> Self {
-        self.error_threshold = Some(n);
-        self
-    }
-    /// Allowed failed mini-batches; -1 = no limit.
-    pub fn allowed_failed_count(mut self, n: i64) -> Self {
-        self.allowed_failed_count = Some(n);
-        self
-    }
-    /// Allowed failed mini-batches in percent.
-    pub fn allowed_failed_percent(mut self, p: f64) -> Self {
-        self.allowed_failed_percent = Some(p);
-        self
-    }
-    /// `append_row` (default) or `summary_only`.
-    pub fn output_action(mut self, a: OutputAction) -> Self {
-        self.output_action = a;
-        self
-    }
-    /// Set an environment variable in each worker.
-    pub fn environment_variable(mut self, k: impl Into<String>, v: impl Into<String>) -> Self {
-        self.environment_variables.insert(k.into(), v.into());
-        self
-    }
-    /// Pass the caller's values of these environment variables through to the workers
-    /// (their values are hashed into the fingerprint, so a changed value reruns the step).
-    pub fn env_passthrough<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
-        self.env_passthrough
-            .extend(names.into_iter().map(Into::into));
-        self
-    }
-    /// File name of the gathered rows (default `parallel_run_step.txt`).
-    pub fn append_row_file_name(mut self, name: impl Into<String>) -> Self {
-        self.append_row_file_name = Some(name.into());
-        self
-    }
-    /// Format of the gathered rows (default text).
-    pub fn append_row_format(mut self, f: AppendRowFormat) -> Self {
-        self.append_row_format = f;
-        self
-    }
-    /// Workers per node (default: the machine's cores).
-    pub fn process_count_per_node(mut self, n: u32) -> Self {
-        self.process_count_per_node = Some(n);
-        self
-    }
-    /// Nodes (default 1).
-    pub fn node_count(mut self, n: u32) -> Self {
-        self.node_count = Some(n);
-        self
-    }
-    /// Seconds per `run()` call (default 60).
-    pub fn run_invocation_timeout(mut self, secs: i64) -> Self {
-        self.run_invocation_timeout = Some(secs);
-        self
-    }
-    /// Tries per mini-batch (default 3).
-    pub fn run_max_try(mut self, n: i64) -> Self {
-        self.run_max_try = Some(n);
-        self
-    }
-    /// Group tabular rows by these columns.
-    pub fn partition_keys<S: Into<String>>(mut self, keys: impl IntoIterator<Item = S>) -> Self {
-        self.partition_keys = Some(keys.into_iter().map(Into::into).collect());
-        self
-    }
-    /// Interpreter for Python entries (default `python3`).
-    pub fn environment(mut self, interpreter: impl Into<String>) -> Self {
-        self.environment = Some(interpreter.into());
-        self
-    }
-    /// Logging level (not in the fingerprint).
-    pub fn logging_level(mut self, level: impl Into<String>) -> Self {
-        self.logging_level = Some(level.into());
-        self
-    }
-    /// Description (not in the fingerprint).
-    pub fn description(mut self, d: impl Into<String>) -> Self {
-        self.description = Some(d.into());
-        self
-    }
-
-    /// Check every rule that does not depend on the inputs.
-    ///
-    /// # Errors
-    /// The first [`ConfigError`], naming its field.
-    pub fn build(self) -> Result<ParallelRunConfig, ConfigError> {
-        let entry = self.entry.ok_or_else(|| {
-            err(
-                "entry_script",
-                "is required (or entry_command, or a Rust entry)",
-            )
-        })?;
-        match &entry {
-            Entry::Python { entry_script } if entry_script.trim().is_empty() => {
-                return Err(err("entry_script", "must not be empty"))
-            }
-            Entry::Command { entry_command }
-                if entry_command.first().is_none_or(|p| p.is_empty()) =>
-            {
-                return Err(err("entry_command", "must name a program"))
-            }
-            _ => {}
-        }
-        // Azure allows an entry script path without a folder: the script's own folder is then
-        // the source folder (hashed into the fingerprint, like any source folder).
-        let mut entry = entry;
-        let mut source_directory = self.source_directory;
-        if let (Entry::Python { entry_script }, None) = (&entry, &source_directory) {
-            let path = std::path::Path::new(entry_script);
-            let dir = match path.parent() {
-                Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-                _ => PathBuf::from("."),
-            };
-            let name = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .ok_or_else(|| err("entry_script", format!("{entry_script:?} names no file")))?;
-            source_directory = Some(std::path::absolute(&dir).unwrap_or(dir));
-            entry = Entry::Python { entry_script: name };
-        }
-        let error_threshold = self
-            .error_threshold
-            .ok_or_else(|| err("error_threshold", "is required (-1 for no limit)"))?;
-        if error_threshold < -1 {
-            return Err(err(
-                "error_threshold",
-                format!("must be -1 or more, not {error_threshold}"),
-            ));
-        }
-        if let Some(c) = self.allowed_failed_count {
-            if c < -1 {
-                return Err(err(
-                    "allowed_failed_count",
-                    format!("must be -1 or more, not {c}"),
-                ));
-            }
-        }
-        if let Some(p) = self.allowed_failed_percent {
-            if !(0.0..=100.0).contains(&p) {
-                return Err(err(
-                    "allowed_failed_percent",
-                    format!("must be between 0 and 100, not {p}"),
-                ));
-            }
-        }
-        if let Some(s) = &self.mini_batch_size {
-            if !matches_mini_batch_rule(s) {
-                return Err(err(
-                    "mini_batch_size",
-                    format!("{s:?} does not match ^\\d+([kKmMgG][bB])*$ (e.g. \"10\", \"64KB\", \"1MB\")"),
-                ));
-            }
-            if s.trim_start_matches('0')
-                .chars()
-                .next()
-                .is_none_or(|c| !c.is_ascii_digit())
-            {
-                return Err(err("mini_batch_size", "must be greater than 0"));
-            }
-        }
-        if let Some(keys) = &self.partition_keys {
-            if self.mini_batch_size.is_some() {
-                return Err(err(
-                    "partition_keys",
-                    "cannot be used together with mini_batch_size",
-                ));
-            }
-            if keys.is_empty() || keys.iter().any(|k| k.is_empty()) {
-                return Err(err(
-                    "partition_keys",
-                    "must list at least one non-empty column name",
-                ));
-            }
-        }
-        let run_invocation_timeout = self.run_invocation_timeout.unwrap_or(60);
-        if run_invocation_timeout <= 0 {
-            return Err(err(
-                "run_invocation_timeout",
-                format!("must be greater than 0, not {run_invocation_timeout}"),
-            ));
-        }
-        let run_max_try = self.run_max_try.unwrap_or(3);
-        if run_max_try <= 0 {
-            return Err(err(
-                "run_max_try",
-                format!("must be greater than 0, not {run_max_try}"),
-            ));
-        }
-        let append_row_file_name = self
-            .append_row_file_name
-            .unwrap_or_else(|| "parallel_run_step.txt".to_string());
-        check_file_name(&append_row_file_name)?;
-        let process_count_per_node = self.process_count_per_node.unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get() as u32)
-                .unwrap_or(1)
-        });
-        if process_count_per_node == 0 {
-            return Err(err("process_count_per_node", "must be at least 1"));
-        }
-        let node_count = self.node_count.unwrap_or(1);
-        if node_count == 0 {
-            return Err(err("node_count", "must be at least 1"));
-        }
-        if u64::from(process_count_per_node) * u64::from(node_count) > MAX_WORKERS {
-            return Err(err(
-                "process_count_per_node",
-                format!("process_count_per_node × node_count must be at most {MAX_WORKERS} workers on one machine"),
-            ));
-        }
-        for k in self.environment_variables.keys() {
-            if k.is_empty() || k.contains('=') || k.contains('\0') {
-                return Err(err(
-                    "environment_variables",
-                    format!("invalid variable name {k:?}"),
-                ));
-            }
-        }
-        check_env_names("env_passthrough", &self.env_passthrough)?;
-        let mut env_passthrough = self.env_passthrough;
-        env_passthrough.sort();
-        env_passthrough.dedup();
-        Ok(ParallelRunConfig {
-            entry,
-            source_directory,
-            mini_batch_size: self.mini_batch_size,
-            error_threshold,
-            allowed_failed_count: self.allowed_failed_count,
-            allowed_failed_percent: self.allowed_failed_percent,
-            output_action: self.output_action,
-            environment_variables: self.environment_variables,
-            env_passthrough,
-            append_row_file_name,
-            append_row_format: self.append_row_format,
-            process_count_per_node,
-            node_count,
-            run_invocation_timeout: run_invocation_timeout as u64,
-            run_max_try: run_max_try as u32,
-            partition_keys: self.partition_keys,
-            environment: self.environment.unwrap_or_else(|| "python3".to_string()),
-            logging_level: self.logging_level.unwrap_or_else(|| "INFO".to_string()),
-            description: self.description,
-        })
-    }
-}
-
 /// Environment variable names: not empty, no `=`, no NUL.
-pub(crate) fn check_env_names(field: &str, names: &[String]) -> Result<(), ConfigError> {
+pub(crate) fn check_env_names<'a>(
+    field: &str,
+    names: impl IntoIterator<Item = &'a String>,
+) -> Result<(), ConfigError> {
     for k in names {
         if k.is_empty() || k.contains('=') || k.contains('\0') {
             return Err(err(field, format!("invalid variable name {k:?}")));
         }
     }
     Ok(())
-}
-
-/// Azure's rule `^\d+([kKmMgG][bB])*$`.
-fn matches_mini_batch_rule(s: &str) -> bool {
-    let digits = s.chars().take_while(|c| c.is_ascii_digit()).count();
-    if digits == 0 {
-        return false;
-    }
-    let rest: Vec<char> = s[digits..].chars().collect();
-    rest.len().is_multiple_of(2)
-        && rest
-            .chunks(2)
-            .all(|c| "kKmMgG".contains(c[0]) && (c[1] == 'b' || c[1] == 'B'))
 }
 
 /// Azure refuses file names with path separators or characters Windows cannot store.
@@ -623,165 +458,8 @@ pub fn check_arguments(args: &[String]) -> Result<(), ConfigError> {
     Ok(())
 }
 
+mod builder;
 #[cfg(test)]
-mod tests {
-    use super::*;
+mod tests;
 
-    fn base() -> ParallelRunConfigBuilder {
-        ParallelRunConfig::builder()
-            .entry_script("score.py")
-            .source_directory("scripts")
-            .error_threshold(10)
-    }
-
-    fn field_of(b: ParallelRunConfigBuilder) -> String {
-        match b.build() {
-            Err(e) => e.field,
-            Ok(_) => "ok".into(),
-        }
-    }
-
-    #[test]
-    fn defaults_are_azures() -> Result<(), ConfigError> {
-        let c = base().build()?;
-        assert_eq!(c.run_invocation_timeout, 60);
-        assert_eq!(c.run_max_try, 3);
-        assert_eq!(c.append_row_file_name, "parallel_run_step.txt");
-        assert_eq!(c.output_action, OutputAction::AppendRow);
-        assert_eq!(c.node_count, 1);
-        assert_eq!(c.environment, "python3");
-        Ok(())
-    }
-
-    #[test]
-    fn each_rule_names_its_field() {
-        assert_eq!(
-            field_of(ParallelRunConfig::builder().entry_script("a.py")),
-            "error_threshold"
-        );
-        assert_eq!(
-            field_of(ParallelRunConfig::builder().error_threshold(1)),
-            "entry_script"
-        );
-        assert_eq!(field_of(base().error_threshold(-2)), "error_threshold");
-        assert_eq!(field_of(base().error_threshold(-1)), "ok");
-        assert_eq!(
-            field_of(base().allowed_failed_count(-2)),
-            "allowed_failed_count"
-        );
-        assert_eq!(field_of(base().allowed_failed_count(-1)), "ok");
-        assert_eq!(
-            field_of(base().allowed_failed_percent(100.5)),
-            "allowed_failed_percent"
-        );
-        assert_eq!(
-            field_of(base().allowed_failed_percent(-0.1)),
-            "allowed_failed_percent"
-        );
-        assert_eq!(field_of(base().allowed_failed_percent(100.0)), "ok");
-        for bad in ["", "1.5MB", "MB", "10 MB", "-1", "5K", "0", "0KB"] {
-            assert_eq!(
-                field_of(base().mini_batch_size(bad)),
-                "mini_batch_size",
-                "{bad}"
-            );
-        }
-        for ok in ["1024", "64KB", "10mb", "1GB", "5"] {
-            assert_eq!(field_of(base().mini_batch_size(ok)), "ok", "{ok}");
-        }
-        assert_eq!(
-            field_of(base().mini_batch_size("5").partition_keys(["a"])),
-            "partition_keys"
-        );
-        assert_eq!(
-            field_of(base().partition_keys(Vec::<String>::new())),
-            "partition_keys"
-        );
-        assert_eq!(
-            field_of(base().run_invocation_timeout(0)),
-            "run_invocation_timeout"
-        );
-        assert_eq!(field_of(base().run_max_try(0)), "run_max_try");
-        for bad in ["a/b.txt", "a\\b", "c:d", "", "x?y"] {
-            assert_eq!(
-                field_of(base().append_row_file_name(bad)),
-                "append_row_file_name",
-                "{bad}"
-            );
-        }
-        assert_eq!(
-            field_of(base().process_count_per_node(0)),
-            "process_count_per_node"
-        );
-        assert_eq!(field_of(base().node_count(0)), "node_count");
-        assert_eq!(
-            field_of(base().process_count_per_node(64).node_count(17)),
-            "process_count_per_node"
-        );
-        for bad in ["", "A=B", "A\0"] {
-            assert_eq!(
-                field_of(base().env_passthrough([bad])),
-                "env_passthrough",
-                "{bad:?}"
-            );
-        }
-        assert_eq!(field_of(base().env_passthrough(["B", "A", "B"])), "ok");
-        assert_eq!(
-            field_of(base().environment_variable("A=B", "x")),
-            "environment_variables"
-        );
-        assert_eq!(
-            field_of(
-                ParallelRunConfig::builder()
-                    .entry_command(Vec::<String>::new())
-                    .error_threshold(1)
-            ),
-            "entry_command"
-        );
-    }
-
-    #[test]
-    fn entry_script_without_source_directory_uses_its_own_folder() -> Result<(), ConfigError> {
-        let c = ParallelRunConfig::builder()
-            .entry_script("scripts/score.py")
-            .error_threshold(0)
-            .build()?;
-        assert!(c
-            .source_directory
-            .as_ref()
-            .is_some_and(|d| d.is_absolute() && d.ends_with("scripts")));
-        assert!(matches!(&c.entry, Entry::Python { entry_script } if entry_script == "score.py"));
-        Ok(())
-    }
-
-    #[test]
-    fn arguments_are_keyword_style_without_reserved_names() {
-        assert!(check_arguments(&["--threshold".into(), "0.5".into()]).is_ok());
-        assert!(check_arguments(&[]).is_ok());
-        assert_eq!(
-            check_arguments(&["0.5".into()]).map_err(|e| e.field),
-            Err("arguments".into())
-        );
-        let e = check_arguments(&["--x".into(), "1".into(), "--output".into(), "o".into()]);
-        assert!(e.is_err_and(|e| e.message.contains("--output")));
-        assert!(check_arguments(&["--mini_batch_size=3".into()]).is_err());
-    }
-
-    #[test]
-    fn resource_knobs_stay_out_of_the_fingerprint() -> Result<(), ConfigError> {
-        let a = base()
-            .process_count_per_node(1)
-            .node_count(1)
-            .logging_level("DEBUG")
-            .build()?;
-        let b = base()
-            .process_count_per_node(8)
-            .node_count(2)
-            .description("x")
-            .build()?;
-        assert_eq!(a.fingerprint_config(), b.fingerprint_config());
-        let c = base().mini_batch_size("3").build()?;
-        assert_ne!(a.fingerprint_config(), c.fingerprint_config());
-        Ok(())
-    }
-}
+pub use builder::ParallelRunConfigBuilder;

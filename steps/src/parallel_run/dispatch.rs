@@ -12,7 +12,7 @@ use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
 use serde_json::{json, Value};
 use stepgraph_engine::{Event, ProgressLog, StepContext, StepCounts};
 
-use super::config::ParallelRunConfig;
+use super::config::{Limit, ParallelRunConfig};
 use super::gather::{Gatherer, Piece};
 use super::partition::MiniBatchSpec;
 use super::worker::{KillHandle, TryOutcome, Worker};
@@ -93,28 +93,26 @@ pub(crate) fn describe_items(spec: &MiniBatchSpec) -> String {
 }
 
 struct Limits {
-    error_threshold: i64,
-    allowed_failed_count: i64,
-    allowed_failed_percent: Option<f64>,
+    error_threshold: Limit,
+    allowed_failed_count: Limit,
+    allowed_failed_percent: Limit<f64>,
 }
 
 impl Limits {
     fn exceeded(&self, c: &StepCounts, total: u64, all_scheduled: bool) -> Option<String> {
-        if self.error_threshold >= 0 && c.failed_items as i64 > self.error_threshold {
+        if self.error_threshold.exceeded_by(c.failed_items) {
             return Some(format!(
                 "{} failed items exceed error_threshold {}",
                 c.failed_items, self.error_threshold
             ));
         }
-        if self.allowed_failed_count >= 0
-            && c.failed_mini_batches as i64 > self.allowed_failed_count
-        {
+        if self.allowed_failed_count.exceeded_by(c.failed_mini_batches) {
             return Some(format!(
                 "{} failed mini-batches exceed allowed_failed_count {}",
                 c.failed_mini_batches, self.allowed_failed_count
             ));
         }
-        if let Some(p) = self.allowed_failed_percent {
+        if let Limit::AtMost(p) = self.allowed_failed_percent {
             if all_scheduled && total > 0 {
                 let pct = c.failed_mini_batches as f64 * 100.0 / total as f64;
                 if pct > p {
@@ -339,9 +337,9 @@ impl<'a> Coordinator<'a> {
             config,
             specs,
             limits: Limits {
-                error_threshold: config.error_threshold,
-                allowed_failed_count: config.allowed_failed_count.unwrap_or(-1),
-                allowed_failed_percent: config.allowed_failed_percent,
+                error_threshold: config.error_threshold(),
+                allowed_failed_count: config.allowed_failed_count(),
+                allowed_failed_percent: config.allowed_failed_percent(),
             },
             stop,
             kill,
@@ -469,7 +467,7 @@ impl<'a> Coordinator<'a> {
                 *n += 1;
                 let n = *n;
                 let _ = writeln!(sinks.sys_log, "worker-{wid}: init failed (try {n}):\n{text}");
-                if n >= cfg.run_max_try {
+                if n >= cfg.run_max_try() {
                     self.stop_all(format!("init() failed on worker-{wid} {n} times:\n{text}"));
                     return Ok(false);
                 }
@@ -493,12 +491,12 @@ impl<'a> Coordinator<'a> {
             sinks.sys_log,
             "mini-batch {index} try {t} on worker-{wid} failed: {error}"
         );
-        if t < cfg.run_max_try {
+        if t < cfg.run_max_try() {
             ctx.message(
                 "warn",
                 format!(
                     "mini-batch {index} failed (try {t} of {}), retrying",
-                    cfg.run_max_try
+                    cfg.run_max_try()
                 ),
             );
             self.queue.push_front(index);

@@ -3,8 +3,8 @@
 //! what was expected and what was found.
 //!
 //! To check one field more closely (a name rule, say), give it a type whose `Deserialize`
-//! refuses bad values with `de::Error::custom(message)` or `invalid_value` (as
-//! [`MiniBatchSize`] does): serde_path_to_error records where it failed, and [`typed`] turns
+//! refuses bad values with `de::Error::custom(message)` or `invalid_value` (or says what it
+//! expects, as `mini_batch_size`'s `SizeText` does): serde_path_to_error records where it failed, and [`typed`] turns
 //! it into `file: step "x": field "outputs[1]": message`. For a check after parsing,
 //! [`located`] words a message for any path into the spec.
 
@@ -376,30 +376,6 @@ fn typed_message(file: &str, root: &Value, mut path: Vec<Seg>, msg: &str) -> Str
         }
     }
     located(file, root, &path, &msg)
-}
-
-/// `mini_batch_size`: a whole number of files (`5`) or a size (`"5"`, `"10MB"`), kept as the
-/// string Azure's rule checks.
-#[derive(Debug)]
-pub(super) struct MiniBatchSize(pub(super) String);
-
-impl<'de> Deserialize<'de> for MiniBatchSize {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = MiniBatchSize;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a whole number of files or a size like \"10MB\"")
-            }
-            fn visit_u64<E: de::Error>(self, n: u64) -> Result<MiniBatchSize, E> {
-                Ok(MiniBatchSize(n.to_string()))
-            }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<MiniBatchSize, E> {
-                Ok(MiniBatchSize(s.to_string()))
-            }
-        }
-        d.deserialize_any(V)
-    }
 }
 
 /// A path or a list of paths.

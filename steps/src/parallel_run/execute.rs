@@ -1,0 +1,289 @@
+//! The step's execution: partition the inputs, resume from committed progress, dispatch the
+//! mini-batches to the workers, gather the output and move it into place.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use stepgraph_engine::{
+    InputKind, ProgressLog, ProgressRecord, StepContext, StepCounts, StepError,
+};
+
+use super::config::OutputAction;
+use super::partition::{self, MiniBatchSpec, TabularSource};
+use super::size::BatchSize;
+use super::step::{input_port, ParallelRunStep};
+use super::workers::make_workers;
+use super::{dispatch, gather, report, writes};
+
+/// Mini-batches of the step's main inputs, in deterministic order.
+fn partition_inputs(
+    step: &ParallelRunStep,
+    ctx: &StepContext<'_>,
+) -> Result<Vec<MiniBatchSpec>, StepError> {
+    let cfg = &step.config;
+    let mut files = Vec::new();
+    let mut sources = Vec::new();
+    for i in 0..step.inputs.len() {
+        let port = input_port(i);
+        let Some(input) = ctx.inputs.get(&port) else {
+            return Err(StepError::new(format!("input {port:?} was not resolved")));
+        };
+        match &input.kind {
+            InputKind::Files(fs) => files.extend(fs.iter().map(|f| f.path.clone())),
+            InputKind::Tabular { format, files: fs } => {
+                let format = *format;
+                sources.extend(
+                    fs.iter()
+                        .map(|f| TabularSource::new(f.path.clone(), format)),
+                );
+            }
+        }
+    }
+    let err = |e: partition::PartitionError| StepError::new(format!("partitioning inputs: {e}"));
+    if let (false, Some(keys)) = (sources.is_empty(), cfg.partition_keys()) {
+        return partition::partition_by_keys(&sources, keys).map_err(err);
+    }
+    // The size was resolved against the same inputs when the step was built.
+    let size = cfg
+        .batch_size(!sources.is_empty())
+        .map_err(|e| StepError::new(format!("partitioning inputs: {e}")))?;
+    match size {
+        BatchSize::Bytes(bytes) => partition::partition_tabular(&sources, bytes).map_err(err),
+        BatchSize::Files(n) => Ok(partition::partition_files(&files, n)),
+    }
+}
+
+/// Run the step: see the module's summary.
+pub(super) fn execute(
+    step: &ParallelRunStep,
+    ctx: &StepContext<'_>,
+) -> Result<StepCounts, StepError> {
+    let cfg = &step.config;
+    let specs = partition_inputs(step, ctx)?;
+    let (mut sys_log, user_dir) = open_logs(ctx)?;
+    let staging = Staging::new(step, ctx);
+    let mut log = staging.open(ctx)?;
+    let committed = log.committed()?;
+    if committed.is_empty() {
+        // Nothing to resume: files left in staging by an earlier attempt must not leak in.
+        staging.clear()?;
+    }
+    fs::create_dir_all(&staging.output_dir)?;
+    let resumed: BTreeMap<u64, Value> = committed
+        .iter()
+        .filter(|(i, _)| (**i as usize) < specs.len())
+        .map(|(i, r)| (*i, r.meta.clone()))
+        .collect();
+    let pending = plan(ctx, &mut sys_log, &specs, &resumed, cfg.workers());
+
+    let side_inputs: BTreeMap<String, PathBuf> = ctx
+        .inputs
+        .values()
+        .filter(|i| i.role == stepgraph_engine::InputRole::Side)
+        .map(|i| (i.port.clone(), i.path.clone()))
+        .collect();
+    let mut gatherer = make_gatherer(step, &staging, &committed, specs.len(), &log)?;
+    // summary_only: notice files that several mini-batches write (rows duplicated on a redo).
+    let watch = (cfg.output_action() == OutputAction::SummaryOnly).then(|| {
+        writes::WriteWatch::new(
+            &staging.output_dir,
+            &staging.dir.join("output-listing.bin"),
+            !resumed.is_empty(),
+        )
+    });
+    // Marks every process of this execution; dropping it kills whatever they left behind.
+    let tree = crate::process::ProcessTree::new();
+    let (workers, kill) = make_workers(
+        step,
+        ctx,
+        &tree,
+        &staging.output_dir,
+        &user_dir,
+        &side_inputs,
+    )?;
+    let outcome = dispatch::Dispatch {
+        ctx,
+        config: cfg,
+        specs: &specs,
+        pending,
+        resumed: &resumed,
+        workers,
+        kill,
+        log: &mut log,
+        gatherer: gatherer.as_mut(),
+        watch: watch.as_ref(),
+        sys_log: &mut sys_log,
+    }
+    .run();
+    // The workers have stopped (normally, on error or on abort): kill what they left behind.
+    drop(tree);
+    let outcome = outcome.map_err(StepError::new)?;
+    let warnings = watch.map(|w| w.warnings()).unwrap_or_default();
+    for w in &warnings {
+        let _ = writeln!(sys_log, "{w}");
+        ctx.message("warn", w.clone());
+    }
+    let _ = sys_log.flush();
+
+    report::write_job_result(step, ctx, &outcome, specs.len(), &warnings)?;
+    if let Some(reason) = &outcome.abort {
+        return Err(report::failure(step, ctx, &outcome, reason));
+    }
+    if let Some(g) = gatherer {
+        g.finish(specs.len() as u64).map_err(StepError::new)?;
+    }
+    staging.deliver(step, ctx, log)?;
+    Ok(outcome.counts)
+}
+
+/// append_row: the output is gathered in order while mini-batches finish, starting from the
+/// committed ones.
+fn make_gatherer(
+    step: &ParallelRunStep,
+    staging: &Staging,
+    committed: &BTreeMap<u64, ProgressRecord>,
+    total: usize,
+    log: &ProgressLog<'_>,
+) -> Result<Option<gather::Gatherer>, StepError> {
+    let cfg = &step.config;
+    if cfg.output_action() != OutputAction::AppendRow || step.output.is_none() {
+        return Ok(None);
+    }
+    let path = staging.output_dir.join(cfg.append_row_file_name());
+    let mut g = gather::Gatherer::create(&path, cfg.append_row_format())?;
+    for (i, rec) in committed {
+        if (*i as usize) < total {
+            g.add(*i, gather::Piece::Committed(rec.clone()), log)
+                .map_err(StepError::new)?;
+        }
+    }
+    Ok(Some(g))
+}
+
+/// `logs/sys/events.txt`, opened for appending, and the `logs/user` folder.
+fn open_logs(ctx: &StepContext<'_>) -> Result<(BufWriter<File>, PathBuf), StepError> {
+    let sys_dir = ctx.log_dir.join("sys");
+    let user_dir = ctx.log_dir.join("user");
+    fs::create_dir_all(&sys_dir)?;
+    fs::create_dir_all(&user_dir)?;
+    let sys_log = BufWriter::new(
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(sys_dir.join("events.txt"))?,
+    );
+    Ok((sys_log, user_dir))
+}
+
+/// Where this step's progress and staged outputs live.
+struct Staging {
+    /// Progress and staging belong to this step AND key: two steps of one pipeline with the
+    /// same definition share a key and may run at the same time; one log for both would
+    /// interleave their appends and corrupt it.
+    progress_id: String,
+    /// Outputs written by entries go to a staging folder that survives a crash, so a resumed
+    /// run keeps the files of mini-batches committed before it.
+    dir: PathBuf,
+    /// The staged output folder.
+    output_dir: PathBuf,
+}
+
+impl Staging {
+    fn new(step: &ParallelRunStep, ctx: &StepContext<'_>) -> Self {
+        let progress_id = format!("{}.{}", ctx.key, step.name);
+        let dir = ctx
+            .store
+            .root()
+            .join("progress")
+            .join(format!("{progress_id}.d"));
+        let output_dir = dir.join("output");
+        Staging {
+            progress_id,
+            dir,
+            output_dir,
+        }
+    }
+
+    /// The progress log, emptied first when the step must not resume.
+    fn open<'s>(&self, ctx: &StepContext<'s>) -> Result<ProgressLog<'s>, StepError> {
+        if !ctx.resume {
+            // --force / allow_reuse off / regenerate_outputs: recompute everything.
+            ctx.store.clear_progress(&self.progress_id)?;
+        }
+        Ok(ctx.store.progress_log(&self.progress_id)?)
+    }
+
+    /// Forget the progress records first, then move the staged files out: a crash in between
+    /// costs a full rerun, never a resume that skips mini-batches whose files were moved.
+    fn deliver(
+        &self,
+        step: &ParallelRunStep,
+        ctx: &StepContext<'_>,
+        log: ProgressLog<'_>,
+    ) -> Result<(), StepError> {
+        log.clear()?;
+        let final_out = step.output_port().and_then(|p| ctx.outputs.get(p));
+        if let Some(final_out) = final_out {
+            move_contents(&self.output_dir, final_out)?;
+        }
+        let _ = ctx.store.clear_progress(&self.progress_id);
+        Ok(())
+    }
+
+    /// Remove the staged files.
+    fn clear(&self) -> Result<(), StepError> {
+        match fs::remove_dir_all(&self.dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// The mini-batches to run (those not resumed), said in the sys log (and a message when
+/// resuming).
+fn plan(
+    ctx: &StepContext<'_>,
+    sys_log: &mut impl Write,
+    specs: &[MiniBatchSpec],
+    resumed: &BTreeMap<u64, Value>,
+    workers: usize,
+) -> Vec<u64> {
+    if !resumed.is_empty() {
+        let msg = format!(
+            "resuming: {} of {} mini-batches were committed by an earlier run",
+            resumed.len(),
+            specs.len()
+        );
+        let _ = writeln!(sys_log, "{msg}");
+        ctx.message("info", msg);
+    }
+    let pending: Vec<u64> = (0..specs.len() as u64)
+        .filter(|i| !resumed.contains_key(i))
+        .collect();
+    let _ = writeln!(
+        sys_log,
+        "{} mini-batches ({} pending), {} workers",
+        specs.len(),
+        pending.len(),
+        workers
+    );
+    pending
+}
+
+/// Move every entry of `from` into `to` (same file system: renames).
+fn move_contents(from: &Path, to: &Path) -> Result<(), StepError> {
+    fs::create_dir_all(to)?;
+    for e in fs::read_dir(from)? {
+        let e = e?;
+        let dest = to.join(e.file_name());
+        if fs::rename(e.path(), &dest).is_err() {
+            // Across devices: copy files (folders are rare here; copy them file by file).
+            crate::process::copy_tree(&e.path(), &dest, &|_| true)?;
+        }
+    }
+    Ok(())
+}

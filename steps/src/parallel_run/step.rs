@@ -1,0 +1,229 @@
+//! The step's declaration: [`ParallelRunStep`], its checks at build and the `ModuleDef` it
+//! registers (ports, fingerprinted config, code identity).
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+use stepgraph_engine::{
+    Argument, BuildContext, BuildError, CodeIdentity, DataSource, InputPortBinding, ModuleDef,
+    OutputPortBinding, PipelineData, Step, StepContext, StepCounts, StepError,
+};
+
+use super::config::{self, Entry, OutputAction, ParallelRunConfig};
+
+/// Version of this step type's behaviour; part of every ParallelRunStep fingerprint.
+const FORMAT_VERSION: u32 = 1;
+
+/// Azure's `ParallelRunStep`.
+#[derive(Debug, Clone)]
+pub struct ParallelRunStep {
+    pub(super) name: String,
+    pub(super) config: ParallelRunConfig,
+    pub(super) inputs: Vec<DataSource>,
+    pub(super) output: Option<PipelineData>,
+    side_inputs: Vec<DataSource>,
+    arguments: Vec<Argument>,
+    allow_reuse: bool,
+    run_after: Vec<String>,
+}
+
+impl ParallelRunStep {
+    /// Azure's constructor: `ParallelRunStep(name, parallel_run_config, inputs, output,
+    /// side_inputs, arguments, allow_reuse)`.
+    pub fn new(
+        name: impl Into<String>,
+        parallel_run_config: ParallelRunConfig,
+        inputs: Vec<DataSource>,
+        output: Option<PipelineData>,
+        side_inputs: Vec<DataSource>,
+        arguments: Vec<Argument>,
+        allow_reuse: bool,
+    ) -> Self {
+        ParallelRunStep {
+            name: name.into(),
+            config: parallel_run_config,
+            inputs,
+            output,
+            side_inputs,
+            arguments,
+            allow_reuse,
+            run_after: Vec::new(),
+        }
+    }
+
+    /// Run after step `name`, without a data dependency.
+    pub fn run_after(mut self, name: impl Into<String>) -> Self {
+        self.run_after.push(name.into());
+        self
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ParallelRunConfig {
+        &self.config
+    }
+
+    fn invalid(&self, field: &str, message: impl Into<String>) -> BuildError {
+        BuildError::InvalidConfig {
+            step: self.name.clone(),
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub(super) fn output_port(&self) -> Option<&str> {
+        self.output.as_ref().map(|_| "output")
+    }
+
+    /// The main inputs: at least one, all files or all tabular of one format. True when
+    /// tabular.
+    fn check_inputs(&self) -> Result<bool, BuildError> {
+        if self.inputs.is_empty() {
+            return Err(self.invalid("inputs", "at least one input dataset is required"));
+        }
+        let tabular = matches!(self.inputs[0], DataSource::Tabular(_));
+        if self
+            .inputs
+            .iter()
+            .any(|i| matches!(i, DataSource::Tabular(_)) != tabular)
+        {
+            let kinds: Vec<&str> = self.inputs.iter().map(DataSource::kind).collect();
+            return Err(self.invalid(
+                "inputs",
+                format!(
+                    "all inputs must be of one dataset type (file or tabular), got {}",
+                    kinds.join(", ")
+                ),
+            ));
+        }
+        if tabular {
+            let mut formats = self.inputs.iter().filter_map(|i| match i {
+                DataSource::Tabular(t) => Some(t.format),
+                _ => None,
+            });
+            let first = formats.next();
+            if formats.any(|f| Some(f) != first) {
+                return Err(self.invalid(
+                    "inputs",
+                    "tabular inputs must share one format (csv or jsonl)",
+                ));
+            }
+        }
+        Ok(tabular)
+    }
+
+    /// The source folder exists, and so does a Python entry script in it. Returns the folder.
+    fn check_entry_files(&self) -> Result<Option<PathBuf>, BuildError> {
+        let cfg = &self.config;
+        let source_directory = cfg.source_directory().map(Path::to_path_buf);
+        if let Some(d) = &source_directory {
+            if !d.is_dir() {
+                return Err(self.invalid(
+                    "source_directory",
+                    format!("{} is not a folder", d.display()),
+                ));
+            }
+        }
+        match cfg.entry() {
+            Entry::Python { entry_script } => {
+                let dir = source_directory
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from("."));
+                if !dir.join(entry_script).is_file() {
+                    return Err(self.invalid(
+                        "entry_script",
+                        format!("{} not found", dir.join(entry_script).display()),
+                    ));
+                }
+            }
+            Entry::Command { .. } | Entry::Rust { .. } => {}
+        }
+        Ok(source_directory)
+    }
+}
+
+/// Port names: `input`, `input_1`, ... for inputs (Azure names them after the datasets; ports
+/// must be unique, names need not be).
+pub(super) fn input_port(i: usize) -> String {
+    if i == 0 {
+        "input".to_string()
+    } else {
+        format!("input_{i}")
+    }
+}
+
+impl Step for ParallelRunStep {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn create_module_def(&self, _context: &BuildContext) -> Result<ModuleDef, BuildError> {
+        let cfg = &self.config;
+        let tabular = self.check_inputs()?;
+        if let Err(e) = cfg.batch_size(tabular) {
+            return Err(self.invalid("mini_batch_size", e.to_string()));
+        }
+        if cfg.partition_keys().is_some() && !tabular {
+            return Err(self.invalid("partition_keys", "only works with tabular inputs"));
+        }
+        if self.output.is_none() && cfg.output_action() == OutputAction::AppendRow {
+            return Err(self.invalid("output", "is required unless output_action is summary_only"));
+        }
+        let arg_forms: Vec<String> = self
+            .arguments
+            .iter()
+            .map(|a| match a {
+                Argument::Literal(s) => s.clone(),
+                Argument::Param(p) => format!("{{params.{}}}", p.name),
+                Argument::Input(p) => format!("{{inputs.{p}}}"),
+                Argument::Output(p) => format!("{{outputs.{p}}}"),
+            })
+            .collect();
+        config::check_arguments(&arg_forms).map_err(|e| self.invalid(&e.field, e.message))?;
+        let source_directory = self.check_entry_files()?;
+        let mut inputs: Vec<InputPortBinding> = self
+            .inputs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| InputPortBinding::new(input_port(i), s.clone()))
+            .collect();
+        for (i, s) in self.side_inputs.iter().enumerate() {
+            let name = match s.name() {
+                n if !n.is_empty() => n.to_string(),
+                _ => format!("side_input_{i}"),
+            };
+            inputs.push(InputPortBinding::side(name, s.clone()));
+        }
+        let outputs = self
+            .output
+            .iter()
+            .map(|d| OutputPortBinding::new("output", d.clone()))
+            .collect();
+        let code = match (&source_directory, cfg.entry()) {
+            (_, Entry::Rust { version, .. }) => Some(CodeIdentity::Version(version.clone())),
+            (Some(d), _) => Some(CodeIdentity::SourceDirectory {
+                dir: d.clone(),
+                rules: crate::process::source_rules(),
+            }),
+            (None, _) => None,
+        };
+        let mut config = cfg.fingerprint_config();
+        if let Value::Object(m) = &mut config {
+            m.insert("format_version".into(), json!(FORMAT_VERSION));
+        }
+        Ok(ModuleDef::builder("parallel_run/1")
+            .inputs(inputs)
+            .outputs(outputs)
+            .allow_reuse(self.allow_reuse)
+            .arguments(self.arguments.clone())
+            .config(config)
+            .code(code)
+            .environment_variables(cfg.environment_variables().clone())
+            .env_passthrough(cfg.env_passthrough().to_vec())
+            .run_after(self.run_after.clone())
+            .build())
+    }
+
+    fn execute(&self, ctx: &StepContext<'_>) -> Result<StepCounts, StepError> {
+        super::execute::execute(self, ctx)
+    }
+}

@@ -1,0 +1,189 @@
+//! Worker set-up: Rust entries in-process, Python entries through the harness, and
+//! `entry_command` programs, each with its environment and `init` message.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use stepgraph_engine::{StepContext, StepError};
+
+use super::config::{Entry, OutputAction};
+use super::entry::{EntryContext, EntryFactory};
+use super::step::ParallelRunStep;
+use super::worker::{KillHandle, ProcessSpec, ProcessWorker, RustWorker, Worker};
+use super::{harness, protocol, MAX_PROTOCOL_LINE};
+
+/// The workers, and the handles that kill the process ones.
+pub(super) type Workers = (Vec<Box<dyn Worker>>, Vec<KillHandle>);
+
+/// One worker per `process_count_per_node × node_count`, ready for their first mini-batch.
+pub(super) fn make_workers(
+    step: &ParallelRunStep,
+    ctx: &StepContext<'_>,
+    tree: &crate::process::ProcessTree,
+    output_dir: &Path,
+    user_dir: &Path,
+    side_inputs: &BTreeMap<String, PathBuf>,
+) -> Result<Workers, StepError> {
+    let cfg = &step.config;
+    let n = cfg.workers();
+    let mut kill = Vec::new();
+    let source_dir = source_copy(step, ctx)?;
+    let (argv, entry_script) = match cfg.entry() {
+        Entry::Rust { factory, .. } => {
+            return Ok((rust_workers(n, factory, ctx, output_dir, side_inputs), kill));
+        }
+        Entry::Python { entry_script } => {
+            let harness = harness::install(&ctx.work_dir.join(".harness"))?;
+            (
+                vec![
+                    OsString::from(cfg.environment()),
+                    "-X".into(),
+                    "faulthandler".into(),
+                    harness.into_os_string(),
+                ],
+                source_dir.join(entry_script),
+            )
+        }
+        Entry::Command { entry_command } => {
+            let argv = command_argv(entry_command, &source_dir)?;
+            (argv, PathBuf::new())
+        }
+    };
+    let env = process_env(step, ctx, tree, output_dir);
+    let mut workers: Vec<Box<dyn Worker>> = Vec::with_capacity(n);
+    let collect_rows = cfg.output_action() == OutputAction::AppendRow;
+    for w in 0..n {
+        let agent = format!("worker-{w}");
+        let mut env = env.clone();
+        env.insert("STEPGRAPH_WORKER_ID".into(), w.to_string().into());
+        let init = protocol::Init {
+            protocol: protocol::PROTOCOL_VERSION,
+            entry_script: protocol::WirePath(entry_script.clone()),
+            source_directory: protocol::WirePath(source_dir.clone()),
+            arguments: ctx.arguments.to_vec(),
+            output_dir: protocol::WirePath(output_dir.to_path_buf()),
+            working_dir: protocol::WirePath(source_dir.clone()),
+            log_dir: protocol::WirePath(user_dir.to_path_buf()),
+            agent_name: agent.clone(),
+            side_inputs: side_inputs
+                .iter()
+                .map(|(k, v)| (k.clone(), protocol::WirePath(v.clone())))
+                .collect(),
+            max_line_bytes: MAX_PROTOCOL_LINE as u64,
+            append_row_format: cfg.append_row_format(),
+            collect_rows,
+        };
+        let worker = ProcessWorker::new(
+            ProcessSpec {
+                argv: argv.clone(),
+                cwd: source_dir.clone(),
+                env,
+                log_path: user_dir.join(format!("{agent}.txt")),
+                init,
+                timeout: cfg.run_invocation_timeout(),
+            },
+            ctx.cancel.clone(),
+        );
+        kill.push(worker.kill_handle());
+        workers.push(Box::new(worker));
+    }
+    Ok((workers, kill))
+}
+
+/// The folder the workers run in. Workers run in a copy of exactly the source folder's
+/// snapshot (the files hashed into the fingerprint), as Azure runs an uploaded snapshot: the
+/// entry script, `sys.path`, the working folder and relative programs all point into the
+/// copy. Rust entries (and steps without a source folder) run in the work folder.
+fn source_copy(step: &ParallelRunStep, ctx: &StepContext<'_>) -> Result<PathBuf, StepError> {
+    let cfg = &step.config;
+    let source_dir = match (cfg.source_directory(), cfg.entry()) {
+        (Some(dir), Entry::Python { .. } | Entry::Command { .. }) => {
+            let copy = ctx.work_dir.join("source");
+            if copy.exists() {
+                fs::remove_dir_all(&copy)?;
+            }
+            crate::process::copy_source(dir, &copy, ctx.store.root()).map_err(|e| {
+                StepError::new(format!("copying source_directory {}: {e}", dir.display()))
+            })?;
+            copy.canonicalize().unwrap_or(copy)
+        }
+        _ => ctx.work_dir.to_path_buf(),
+    };
+    Ok(source_dir)
+}
+
+/// `entry_command`, its program and script arguments found in the copy of the source folder.
+fn command_argv(entry_command: &[String], source_dir: &Path) -> Result<Vec<OsString>, StepError> {
+    let mut argv: Vec<OsString> = entry_command.iter().map(OsString::from).collect();
+    let Some(program) = entry_command.first() else {
+        return Err(StepError::new("entry_command must name a program"));
+    };
+    let local = source_dir.join(program);
+    // A program in the source folder (`worker.sh`, `./worker`) runs from there.
+    let relative = program.starts_with("./") || program.starts_with("../");
+    if relative || (!program.contains('/') && local.is_file()) {
+        argv[0] = local.into_os_string();
+    }
+    // A script handed to an interpreter (`["python3", "worker.py"]`) is found in the
+    // copy of the source folder, too.
+    for (arg, given) in argv.iter_mut().zip(entry_command).skip(1) {
+        let local = source_dir.join(given);
+        if !given.starts_with('-') && Path::new(given).is_relative() && local.is_file() {
+            *arg = local.into_os_string();
+        }
+    }
+    Ok(argv)
+}
+
+/// The workers' environment: the step's (`process::step_env`), Python's settings,
+/// Azure's output path and the pipeline parameters.
+fn process_env(
+    step: &ParallelRunStep,
+    ctx: &StepContext<'_>,
+    tree: &crate::process::ProcessTree,
+    output_dir: &Path,
+) -> BTreeMap<OsString, OsString> {
+    let cfg = &step.config;
+    let mut env = crate::process::step_env(
+        cfg.env_passthrough(),
+        cfg.environment_variables(),
+        tree.token(),
+    );
+    let mut set = |k: &str, v: OsString| {
+        env.insert(OsString::from(k), v);
+    };
+    set("PYTHONDONTWRITEBYTECODE", "1".into());
+    set("PYTHONUNBUFFERED", "1".into());
+    set("AZUREML_BI_OUTPUT_PATH", output_dir.as_os_str().to_owned());
+    for (k, v) in ctx.params {
+        set(
+            &format!("AML_PARAMETER_{k}"),
+            stepgraph_engine::value_to_arg(v).into(),
+        );
+    }
+    env
+}
+
+/// `n` instances of an in-process Rust entry.
+fn rust_workers(
+    n: usize,
+    factory: &EntryFactory,
+    ctx: &StepContext<'_>,
+    output_dir: &Path,
+    side_inputs: &BTreeMap<String, PathBuf>,
+) -> Vec<Box<dyn Worker>> {
+    (0..n)
+        .map(|w| {
+            let ectx = EntryContext {
+                agent_name: format!("worker-{w}"),
+                output_dir: output_dir.to_path_buf(),
+                working_dir: ctx.work_dir.to_path_buf(),
+                side_inputs: side_inputs.clone(),
+                arguments: ctx.arguments.to_vec(),
+            };
+            Box::new(RustWorker::new(factory.clone(), ectx)) as Box<dyn Worker>
+        })
+        .collect()
+}
