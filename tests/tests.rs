@@ -3,6 +3,9 @@
 // Helpers shared by every module: workspaces, counters, event lists.
 mod common;
 
+// Tests for Azure scoring scripts reading declared models and logging metrics (azureml shim).
+mod azure_models;
+
 // Tests for a run killed with SIGKILL (the real `stepgraph` binary) and resumed, in a loop.
 mod crash_loop;
 

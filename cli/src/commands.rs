@@ -512,6 +512,13 @@ fn cmd_run_show(store: &Store, run: &str, json: bool) -> Result<i32> {
             &rows
         )
     )?;
+    let names: Vec<&str> = r.steps.iter().map(|s| s.name.as_str()).collect();
+    let metrics = crate::metrics::rows(&store.run_layout(&r.id), &names);
+    if !metrics.is_empty() {
+        outln!("\nmetrics (<step>/metrics.jsonl in the run folder):")?;
+        let header = ["step", "metric", "kind", "values", "last"];
+        out!("{}", render::table(&header, &metrics))?;
+    }
     for s in r
         .steps
         .iter()

@@ -21,6 +21,7 @@
 
 pub mod args;
 mod commands;
+mod metrics;
 mod out;
 mod progress;
 mod render;

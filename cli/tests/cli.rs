@@ -575,3 +575,60 @@ fn a_pipeline_built_in_code_gets_the_same_subcommands() {
         stepgraph_engine::StepStatus::Reused
     );
 }
+
+#[test]
+fn a_declared_model_shows_in_explain_and_metrics_in_runs_show() {
+    let p = Project::new();
+    p.write("models/prefix.txt", "scored\n");
+    p.write(
+        "scripts/score.py",
+        "import os\nfrom azureml.core import Model, Run\n\ndef init():\n    global prefix\n    prefix = open(Model.get_model_path('prefix')).read().strip()\n\ndef run(mini_batch):\n    Run.get_context().log('docs', len(mini_batch))\n    return [prefix + ' ' + os.path.basename(p) for p in mini_batch]\n",
+    );
+    let spec = Project::spec("").replacen(
+        "\"steps\": [",
+        "\"models\": {\"prefix\": {\"path\": \"models/prefix.txt\"}},\n  \"steps\": [",
+        1,
+    );
+    p.write(
+        "pipeline.json",
+        &spec.replacen(
+            "\"output\": \"scores\",",
+            "\"output\": \"scores\", \"models\": [\"prefix:1\"],",
+            1,
+        ),
+    );
+    let first = p.run(&["run", "pipeline.json"]).ok();
+    let id = run_id_of(&first);
+    let show = p.run(&["runs", "show", &id]).ok().stdout();
+    assert!(show.contains("metrics (<step>/metrics.jsonl"), "{show}");
+    let row = show
+        .lines()
+        .find(|l| l.starts_with("score-docs") && l.contains(" docs "))
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect::<Vec<_>>();
+    assert_eq!(row, ["score-docs", "docs", "log", "3", "4"], "{show}");
+
+    p.write("models/prefix.txt", "rescored\n");
+    let explain = p
+        .run(&["explain", "pipeline.json", "score-docs"])
+        .ok()
+        .stdout();
+    assert!(
+        explain.contains("models.prefix: changed 1/prefix.txt"),
+        "{explain}"
+    );
+
+    // A step naming a model the spec does not declare is bad input.
+    let bad = spec.replacen(
+        "\"output\": \"scores\",",
+        "\"output\": \"scores\", \"models\": [\"resnet\"],",
+        1,
+    );
+    p.write("pipeline.json", &bad);
+    let err = p.run(&["validate", "pipeline.json"]).fails(2);
+    assert!(
+        err.contains("step \"score-docs\": field \"models[0]\": unknown model \"resnet\""),
+        "{err}"
+    );
+}

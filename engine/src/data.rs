@@ -407,3 +407,152 @@ mod tests {
         assert!(ds.list().is_err());
     }
 }
+
+/// A registered model, as Azure's `Model.register(model_path=..., model_name=...)` makes one:
+/// a file or a folder, under a name and a version (1 unless given).
+///
+/// A step that declares a model (`.model(..)` on its builder, `"models": ["name"]` in a spec)
+/// reads it as an input: its content is hashed into the step's fingerprint (component
+/// `models.<name>`), and the step gets a read-only copy laid out as Azure lays models out,
+/// `<AZUREML_MODEL_DIR>/<name>/<version>/<file or folder name>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Model {
+    name: String,
+    path: PathBuf,
+    version: u32,
+}
+
+impl Model {
+    /// The model `name` (Azure's rule: [`crate::name::check_model_name`], checked when the
+    /// pipeline is built) registered from `path`, a file or a folder, version 1.
+    pub fn new(name: impl Into<String>, path: impl Into<PathBuf>) -> Self {
+        Model {
+            name: name.into(),
+            path: path.into(),
+            version: 1,
+        }
+    }
+
+    /// The same model with version `version` (1 or more, checked when the pipeline is built).
+    #[must_use]
+    pub fn with_version(mut self, version: u32) -> Self {
+        self.version = version;
+        self
+    }
+
+    /// The model's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The registered file or folder.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The model's version.
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
+    /// `name:version`, as a step refers to a model.
+    pub fn reference(&self) -> String {
+        format!("{}:{}", self.name, self.version)
+    }
+
+    /// The reason the model is invalid (its name, its version), or `None`.
+    pub fn check(&self) -> Option<String> {
+        if let Some(reason) = crate::name::check_model_name(&self.name) {
+            return Some(format!("model name {:?} {reason}", self.name));
+        }
+        if self.version == 0 {
+            return Some(format!("model {:?}: version must be 1 or more", self.name));
+        }
+        None
+    }
+
+    /// The model's files, each with its path relative to `<AZUREML_MODEL_DIR>/<name>`:
+    /// `<version>/<file name>` for a one-file model, `<version>/<folder name>/<path in the
+    /// folder>` for a folder, sorted.
+    ///
+    /// # Errors
+    /// A message when the path cannot be read, or is a folder without files.
+    pub fn list(&self) -> Result<Vec<DatasetFile>, String> {
+        let root =
+            std::path::absolute(&self.path).map_err(|e| format!("{}: {e}", self.path.display()))?;
+        let mut files = list_files(&root, None)?;
+        let prefix = format!("{}/", self.version);
+        if root.is_dir() {
+            if files.is_empty() {
+                return Err(format!("{} is a folder without files", root.display()));
+            }
+            let base = root
+                .file_name()
+                .map(|n| crate::relpath::encode(Path::new(n)))
+                .unwrap_or_else(|| "model".to_string());
+            for f in &mut files {
+                f.relative = format!("{prefix}{base}/{}", f.relative);
+            }
+        } else {
+            for f in &mut files {
+                f.relative = format!("{prefix}{}", f.relative);
+            }
+        }
+        Ok(files)
+    }
+}
+
+/// A declared model as resolved for one run: its files, hashed into the step's key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedModel {
+    /// The model's name.
+    pub name: String,
+    /// Its version.
+    pub version: u32,
+    /// Its files, relative to `<AZUREML_MODEL_DIR>/<name>` (see [`Model::list`]).
+    pub files: Vec<DatasetFile>,
+}
+
+impl ResolvedModel {
+    /// Copy the model's files under `model_dir` (a step's `AZUREML_MODEL_DIR`) at
+    /// `<name>/<version>/…`, each made read-only, and return what Azure's
+    /// `Model.get_model_path(name)` returns: the file of a one-file model, the folder otherwise.
+    ///
+    /// Copies, never links: making a link read-only would change the user's own file.
+    ///
+    /// # Errors
+    /// A message naming the file that could not be copied.
+    pub fn materialise(&self, model_dir: &Path) -> Result<PathBuf, String> {
+        let base = model_dir.join(&self.name);
+        let mut entry: Option<PathBuf> = None;
+        for f in &self.files {
+            let rel = crate::relpath::decode(&f.relative).map_err(|e| e.to_string())?;
+            let dest = base.join(&rel);
+            if let Some(parent) = dest.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| format!("creating {}: {e}", parent.display()))?;
+            }
+            if dest.symlink_metadata().is_ok() {
+                std::fs::remove_file(&dest)
+                    .map_err(|e| format!("replacing {}: {e}", dest.display()))?;
+            }
+            std::fs::copy(&f.path, &dest).map_err(|e| {
+                format!("copying model {} file {}: {e}", self.name, f.path.display())
+            })?;
+            let mut perms = std::fs::metadata(&dest)
+                .map_err(|e| format!("{}: {e}", dest.display()))?
+                .permissions();
+            perms.set_readonly(true);
+            std::fs::set_permissions(&dest, perms)
+                .map_err(|e| format!("making {} read-only: {e}", dest.display()))?;
+            if entry.is_none() {
+                // `<version>/<file or folder name>`: the first two components.
+                let mut parts = rel.components();
+                if let (Some(v), Some(n)) = (parts.next(), parts.next()) {
+                    entry = Some(base.join(v).join(n));
+                }
+            }
+        }
+        entry.ok_or_else(|| format!("model {} has no files", self.name))
+    }
+}

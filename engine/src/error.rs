@@ -316,6 +316,16 @@ pub enum EngineError {
         /// What is wrong.
         message: String,
     },
+    /// A declared model cannot be read (missing path, a folder without files).
+    #[error("step {step:?}: model {model:?}: {message}")]
+    InvalidModel {
+        /// The step.
+        step: String,
+        /// The model's name.
+        model: String,
+        /// What is wrong.
+        message: String,
+    },
     /// A `--param` names a parameter the pipeline does not declare.
     #[error("unknown parameter {name:?} (known: {known})")]
     UnknownParameter {

@@ -58,8 +58,9 @@ pub mod step;
 pub mod store;
 
 pub use data::{
-    DataReference, DataSource, DatasetFile, FileDataset, InputPortBinding, InputRole,
-    OutputPortBinding, PipelineData, PipelineParameter, TabularDataset, TabularFormat,
+    DataReference, DataSource, DatasetFile, FileDataset, InputPortBinding, InputRole, Model,
+    OutputPortBinding, PipelineData, PipelineParameter, ResolvedModel, TabularDataset,
+    TabularFormat,
 };
 pub use error::{BuildError, BuildErrors, EngineError, StepError, StoreError};
 pub use events::{CollectSink, Event, EventSink, NullSink};

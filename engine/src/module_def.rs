@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 
-use crate::data::{InputPortBinding, OutputPortBinding, PipelineParameter};
+use crate::data::{InputPortBinding, Model, OutputPortBinding, PipelineParameter};
 
 /// One command-line argument of a step, before resolution.
 #[derive(Debug, Clone, PartialEq)]
@@ -95,6 +95,9 @@ pub struct ModuleDef {
     pub env_passthrough: Vec<String>,
     /// Steps that must finish before this one, without a data dependency.
     pub run_after: Vec<String>,
+    /// Models the step reads: each is hashed into the fingerprint (`models.<name>`) and laid
+    /// out read-only for the step (see [`Model`]).
+    pub models: Vec<Model>,
 }
 
 /// Azure's `create_module_def(execution_type, input_bindings, output_bindings, param_defs,
@@ -143,6 +146,7 @@ impl ModuleDef {
             environment_variables: BTreeMap::new(),
             env_passthrough: Vec::new(),
             run_after: Vec::new(),
+            models: Vec::new(),
         })
     }
 }
@@ -226,6 +230,12 @@ impl ModuleDefBuilder {
     /// Steps that must finish first.
     pub fn run_after(mut self, steps: Vec<String>) -> Self {
         self.0.run_after = steps;
+        self
+    }
+
+    /// The models the step reads.
+    pub fn models(mut self, models: Vec<Model>) -> Self {
+        self.0.models = models;
         self
     }
 

@@ -110,9 +110,51 @@ pub fn check_file_name(name: &str) -> Option<&'static str> {
     None
 }
 
+/// The reason a model name breaks Azure's rule for registered models, or `None` when it is
+/// valid.
+///
+/// The rule: 1 to 255 characters, ASCII letters, digits, `-`, `_` and `.`, starting with a
+/// letter or a digit. So a model name is one safe path component (`<AZUREML_MODEL_DIR>/<name>`),
+/// never `.` or `..`, and never holds the `:` of a `name:version` reference.
+pub fn check_model_name(name: &str) -> Option<&'static str> {
+    if name.is_empty() || name.len() > 255 {
+        return Some("must be 1 to 255 characters long");
+    }
+    if !name.as_bytes()[0].is_ascii_alphanumeric() {
+        return Some("must start with a letter or a digit");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+    {
+        return Some("may contain only letters, digits, dashes, underscores and dots");
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn model_names_follow_azure_s_rule() {
+        for ok in ["iris-prs", "sklearn_mnist.v2", "A1", &"m".repeat(255)] {
+            assert_eq!(check_model_name(ok), None, "{ok}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "-x",
+            "_x",
+            "a/b",
+            "a:1",
+            "a b",
+            &"m".repeat(256),
+        ] {
+            assert!(check_model_name(bad).is_some(), "{bad}");
+        }
+    }
 
     #[test]
     fn data_names_are_single_safe_components() {

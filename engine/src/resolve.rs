@@ -8,7 +8,7 @@ use petgraph::stable_graph::NodeIndex;
 use rayon::prelude::*;
 use serde_json::Value;
 
-use crate::data::{list_files, DataSource, DatasetFile, InputRole};
+use crate::data::{list_files, DataSource, DatasetFile, InputRole, Model, ResolvedModel};
 use crate::error::EngineError;
 use crate::fingerprint::{Component, Fingerprint, NodeKey};
 use crate::module_def::{Argument, CodeIdentity, SourceRules};
@@ -33,6 +33,8 @@ pub(crate) struct Prepared {
     pub fingerprint: Fingerprint,
     pub key: NodeKey,
     pub inputs: BTreeMap<String, ResolvedInput>,
+    /// The declared models, by name.
+    pub models: BTreeMap<String, ResolvedModel>,
 }
 
 /// A parameter value as a command-line string or environment value: strings bare,
@@ -199,12 +201,52 @@ pub(crate) fn prepare(
             },
         );
     }
+    let models = resolve_models(&node.name, &def.models, &mut fp, store, verify)?;
     let key = fp.key();
     Ok(Prepared {
         fingerprint: fp,
         key,
         inputs,
+        models,
     })
+}
+
+/// The declared models, each hashed into `fp` as `models.<name>`. A model is an input: its
+/// files are listed at their paths in Azure's layout (`<version>/<file or folder name>/…`),
+/// so a new version or new bytes rerun the step.
+fn resolve_models(
+    step: &str,
+    declared: &[Model],
+    fp: &mut Fingerprint,
+    store: &Store,
+    verify: bool,
+) -> Result<BTreeMap<String, ResolvedModel>, EngineError> {
+    let mut models = BTreeMap::new();
+    for model in declared {
+        let model_err = |message: String| EngineError::InvalidModel {
+            step: step.to_string(),
+            model: model.name().to_string(),
+            message,
+        };
+        if let Some(problem) = model.check() {
+            return Err(model_err(problem));
+        }
+        let files = model.list().map_err(model_err)?;
+        let manifest = hash_all(&files, store, verify).map_err(model_err)?;
+        fp.insert(
+            format!("models.{}", model.name()),
+            Component::manifest(manifest),
+        );
+        models.insert(
+            model.name().to_string(),
+            ResolvedModel {
+                name: model.name().to_string(),
+                version: model.version(),
+                files,
+            },
+        );
+    }
+    Ok(models)
 }
 
 /// Content hashes of `files` (memoised, in parallel), keyed by relative path.

@@ -619,6 +619,7 @@ impl ExecShared<'_> {
             key: &key,
             run_id: self.run_id,
             inputs: &prepared.inputs,
+            models: &prepared.models,
             outputs: &out_dirs,
             params: &step_params,
             arguments: &arguments,

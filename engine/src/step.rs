@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::data::{DatasetFile, InputRole, TabularFormat};
+use crate::data::{DatasetFile, InputRole, ResolvedModel, TabularFormat};
 use crate::error::{BuildError, StepError};
 use crate::events::{Event, EventSink};
 use crate::model::StepCounts;
@@ -133,6 +133,8 @@ pub struct StepContext<'a> {
     pub run_id: &'a str,
     /// Input port -> resolved input.
     pub inputs: &'a BTreeMap<String, ResolvedInput>,
+    /// Model name -> the declared model's files (hashed into the key as `models.<name>`).
+    pub models: &'a BTreeMap<String, ResolvedModel>,
     /// Output port -> empty folder to write into.
     pub outputs: &'a BTreeMap<String, PathBuf>,
     /// The values, for this run, of the pipeline parameters the step declares or uses in its

@@ -2,7 +2,7 @@
 //! Azure's `PythonScriptStep`.
 
 use std::collections::BTreeMap;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use serde_json::json;
 use stepgraph_engine::{
-    value_to_arg, BuildContext, BuildError, CodeIdentity, DataSource, InputPortBinding, ModuleDef,
-    OutputPortBinding, PipelineData, PipelineParameter, Step, StepContext, StepCounts, StepError,
+    value_to_arg, BuildContext, BuildError, CodeIdentity, DataSource, InputPortBinding, Model,
+    ModuleDef, OutputPortBinding, PipelineData, PipelineParameter, Step, StepContext, StepCounts,
+    StepError,
 };
 
 use crate::placeholders;
@@ -36,6 +37,7 @@ pub struct CommandStep {
     env_passthrough: Vec<String>,
     allow_reuse: bool,
     run_after: Vec<String>,
+    models: Vec<Model>,
 }
 
 impl CommandStep {
@@ -55,7 +57,17 @@ impl CommandStep {
             env_passthrough: Vec::new(),
             allow_reuse: true,
             run_after: Vec::new(),
+            models: Vec::new(),
         }
+    }
+
+    /// Read model `model`: its content is an input of the step (fingerprint component
+    /// `models.<name>`), laid out read-only under `AZUREML_MODEL_DIR`, and the `azureml` shim
+    /// is put on the command's `PYTHONPATH` so that a Python script's
+    /// `Model.get_model_path(name)` finds it.
+    pub fn model(mut self, model: Model) -> Self {
+        self.models.push(model);
+        self
     }
 
     /// The folder holding the step's scripts; hashed into the fingerprint, used as working folder.
@@ -180,6 +192,7 @@ impl Step for CommandStep {
                 ));
             }
         }
+        crate::models::check(&self.name, &self.models)?;
         let mut params = self.params.clone();
         for p in used_params {
             if !params.iter().any(|q| q.name == p.name) {
@@ -203,6 +216,7 @@ impl Step for CommandStep {
             .environment_variables(self.environment_variables.clone())
             .env_passthrough(self.env_passthrough.clone())
             .run_after(self.run_after.clone())
+            .models(self.models.clone())
             .build())
     }
 
@@ -243,6 +257,12 @@ impl Step for CommandStep {
         };
         // Marks the command's processes; dropping it kills whatever the command left behind.
         let tree = crate::process::ProcessTree::new();
+        let mut env = crate::process::step_env(
+            &self.env_passthrough,
+            &self.environment_variables,
+            tree.token(),
+        );
+        env.extend(self.shim_env(ctx, &input_paths, env.get(OsStr::new("PYTHONPATH")))?);
         let mut cmd = Command::new(program);
         cmd.args(args)
             .process_group(0)
@@ -251,11 +271,7 @@ impl Step for CommandStep {
             .stdout(stdout)
             .stderr(stderr)
             .env_clear()
-            .envs(crate::process::step_env(
-                &self.env_passthrough,
-                &self.environment_variables,
-                tree.token(),
-            ))
+            .envs(env)
             .env("PYTHONDONTWRITEBYTECODE", "1");
         for (k, v) in ctx.params {
             cmd.env(format!("AML_PARAMETER_{k}"), value_to_arg(v));
@@ -301,6 +317,32 @@ impl Step for CommandStep {
 }
 
 impl CommandStep {
+    /// What the `azureml` shim reads (`crate::models`), and for a step that declares models the
+    /// shim itself, written into the work folder and put first on `PYTHONPATH` (before
+    /// `pythonpath`, the one the step's environment gives).
+    fn shim_env(
+        &self,
+        ctx: &StepContext<'_>,
+        input_paths: &BTreeMap<String, PathBuf>,
+        pythonpath: Option<&OsString>,
+    ) -> Result<BTreeMap<OsString, OsString>, StepError> {
+        let step_dir = ctx.log_dir.parent().unwrap_or(ctx.work_dir);
+        let mut env =
+            crate::models::environment(ctx.step, step_dir, ctx.work_dir, ctx.models, input_paths)?;
+        if !self.models.is_empty() {
+            let shim = ctx.work_dir.join(".azureml-shim");
+            crate::parallel_run::install_azureml(&shim)
+                .map_err(|e| StepError::new(format!("writing the azureml shim: {e}")))?;
+            let mut path = shim.into_os_string();
+            if let Some(rest) = pythonpath.filter(|p| !p.is_empty()) {
+                path.push(":");
+                path.push(rest);
+            }
+            env.insert("PYTHONPATH".into(), path);
+        }
+        Ok(env)
+    }
+
     /// The path each `{inputs.NAME}` stands for. A file (or tabular) dataset whose path is a
     /// folder becomes a folder in the step's work folder holding exactly the dataset's listed
     /// files (symbolic links to them, relative layout and exact byte names kept): what the

@@ -32,6 +32,7 @@
 
 mod command_step;
 mod fn_step;
+mod models;
 pub mod parallel_run;
 pub mod placeholders;
 mod process;

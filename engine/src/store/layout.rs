@@ -3,6 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
+/// The name of a step's metrics file in its run folder ([`RunLayout::metrics_file`]).
+pub const METRICS_FILE: &str = "metrics.jsonl";
+
 /// The folder of one run and the paths inside it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunLayout {
@@ -35,6 +38,12 @@ impl RunLayout {
         self.step_dir(step).join("work")
     }
 
+    /// The metrics `step` recorded (`Run.get_context().log(..)` in the Python `azureml` shim),
+    /// JSON Lines: `<step>/metrics.jsonl`.
+    pub fn metrics_file(&self, step: &str) -> PathBuf {
+        self.step_dir(step).join(METRICS_FILE)
+    }
+
     /// The log folder of `step` (`user/`, `sys/`, `job_result.txt`).
     pub fn log_dir(&self, step: &str) -> PathBuf {
         self.step_dir(step).join("logs")
@@ -54,5 +63,6 @@ mod tests {
         );
         assert_eq!(l.work_dir("a"), Path::new("/s/runs/r1/a/work"));
         assert_eq!(l.log_dir("a"), Path::new("/s/runs/r1/a/logs"));
+        assert_eq!(l.metrics_file("a"), Path::new("/s/runs/r1/a/metrics.jsonl"));
     }
 }

@@ -32,7 +32,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::model::StepStatus;
 pub use filehash::hash_file_uncached;
-pub use layout::RunLayout;
+pub use layout::{RunLayout, METRICS_FILE};
 pub use marker::{is_store_dir, STORE_MARKER};
 pub use progress::{ProgressLog, ProgressRecord};
 use records::{CacheEntry, LatestRecord, RunRecord, RunStatus, SCHEMA_VERSION};

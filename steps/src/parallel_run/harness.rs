@@ -51,14 +51,27 @@ const FILES: &[(&str, &str)] = &[
 /// # Errors
 /// I/O errors writing the files.
 pub(crate) fn install(dir: &Path) -> std::io::Result<PathBuf> {
-    for (rel, text) in FILES {
+    write_files(dir, |_| true)?;
+    Ok(dir.join("stepgraph_worker.py"))
+}
+
+/// Write only the `azureml` shim into `dir` (for a command step's `PYTHONPATH`).
+///
+/// # Errors
+/// I/O errors writing the files.
+pub(crate) fn install_azureml(dir: &Path) -> std::io::Result<()> {
+    write_files(dir, |rel| rel.starts_with("azureml/"))
+}
+
+fn write_files(dir: &Path, wanted: impl Fn(&str) -> bool) -> std::io::Result<()> {
+    for (rel, text) in FILES.iter().filter(|(rel, _)| wanted(rel)) {
         let p = dir.join(rel);
         if let Some(parent) = p.parent() {
             std::fs::create_dir_all(parent)?;
         }
         std::fs::write(&p, text)?;
     }
-    Ok(dir.join("stepgraph_worker.py"))
+    Ok(())
 }
 
 #[cfg(test)]
@@ -92,6 +105,15 @@ mod tests {
         let mut shipped: Vec<String> = FILES.iter().map(|(rel, _)| rel.to_string()).collect();
         shipped.sort();
         assert_eq!(found, shipped, "add new harness files to FILES");
+    }
+
+    #[test]
+    fn the_shim_alone_is_the_azureml_package() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        install_azureml(dir.path()).expect("install");
+        assert!(dir.path().join("azureml/core/model.py").is_file());
+        assert!(!dir.path().join("stepgraph_worker.py").exists());
+        assert!(!dir.path().join("azureml_user").exists());
     }
 
     #[test]

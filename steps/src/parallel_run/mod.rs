@@ -31,6 +31,7 @@ pub use dispatch::COMMIT_INTERVAL;
 pub use entry::{
     EntryContext, EntryError, EntryFactory, EntryScript, MiniBatch, MiniBatchData, Row,
 };
+pub(crate) use harness::install_azureml;
 pub use step::ParallelRunStep;
 
 /// The longest line, in bytes without its newline, a worker may send or receive in the

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 use stepgraph_engine::{
-    Argument, BuildContext, BuildError, CodeIdentity, DataSource, InputPortBinding, ModuleDef,
-    OutputPortBinding, PipelineData, Step, StepContext, StepCounts, StepError,
+    Argument, BuildContext, BuildError, CodeIdentity, DataSource, InputPortBinding, Model,
+    ModuleDef, OutputPortBinding, PipelineData, Step, StepContext, StepCounts, StepError,
 };
 
 use super::config::{self, Entry, OutputAction, ParallelRunConfig};
@@ -21,10 +21,11 @@ pub struct ParallelRunStep {
     pub(super) config: ParallelRunConfig,
     pub(super) inputs: Vec<DataSource>,
     pub(super) output: Option<PipelineData>,
-    side_inputs: Vec<DataSource>,
+    pub(super) side_inputs: Vec<DataSource>,
     arguments: Vec<Argument>,
     allow_reuse: bool,
     run_after: Vec<String>,
+    models: Vec<Model>,
 }
 
 impl ParallelRunStep {
@@ -48,7 +49,16 @@ impl ParallelRunStep {
             arguments,
             allow_reuse,
             run_after: Vec::new(),
+            models: Vec::new(),
         }
+    }
+
+    /// Read model `model` (Azure's `Model.get_model_path(name)` in the entry script): its
+    /// content is an input of the step (fingerprint component `models.<name>`), laid out
+    /// read-only under `AZUREML_MODEL_DIR` for the workers.
+    pub fn model(mut self, model: Model) -> Self {
+        self.models.push(model);
+        self
     }
 
     /// Run after step `name`, without a data dependency.
@@ -180,6 +190,7 @@ impl Step for ParallelRunStep {
             .collect();
         config::check_arguments(&arg_forms).map_err(|e| self.invalid(&e.field, e.message))?;
         let source_directory = self.check_entry_files()?;
+        crate::models::check(&self.name, &self.models)?;
         let mut inputs: Vec<InputPortBinding> = self
             .inputs
             .iter()
@@ -220,6 +231,7 @@ impl Step for ParallelRunStep {
             .environment_variables(cfg.environment_variables().clone())
             .env_passthrough(cfg.env_passthrough().to_vec())
             .run_after(self.run_after.clone())
+            .models(self.models.clone())
             .build())
     }
 

@@ -51,7 +51,8 @@ pub(super) fn make_workers(
             (argv, PathBuf::new())
         }
     };
-    let env = process_env(step, ctx, tree, output_dir);
+    let mut env = process_env(step, ctx, tree, output_dir);
+    env.extend(shim_env(step, ctx, side_inputs)?);
     let mut workers: Vec<Box<dyn Worker>> = Vec::with_capacity(n);
     let collect_rows = cfg.output_action() == OutputAction::AppendRow;
     for w in 0..n {
@@ -164,6 +165,26 @@ fn process_env(
         );
     }
     env
+}
+
+/// What the `azureml` shim reads (`crate::models`): the step's name, its metrics file, its
+/// named inputs (main inputs by dataset name, side inputs) and its models, laid out read-only
+/// in the work folder.
+fn shim_env(
+    step: &ParallelRunStep,
+    ctx: &StepContext<'_>,
+    side_inputs: &BTreeMap<String, PathBuf>,
+) -> Result<BTreeMap<OsString, OsString>, StepError> {
+    let mut named = side_inputs.clone();
+    for (i, source) in step.inputs.iter().enumerate() {
+        if let Some(input) = ctx.inputs.get(&super::step::input_port(i)) {
+            named
+                .entry(source.name().to_string())
+                .or_insert_with(|| input.path.clone());
+        }
+    }
+    let step_dir = ctx.log_dir.parent().unwrap_or(ctx.work_dir);
+    crate::models::environment(ctx.step, step_dir, ctx.work_dir, ctx.models, &named)
 }
 
 /// `n` instances of an in-process Rust entry.

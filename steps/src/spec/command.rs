@@ -28,6 +28,8 @@ pub(super) struct CommandSpec {
     allow_reuse: bool,
     #[serde(default)]
     run_after: Vec<String>,
+    #[serde(default)]
+    models: Vec<String>,
 }
 
 impl StepSpec for CommandSpec {
@@ -77,6 +79,9 @@ impl StepSpec for CommandSpec {
         }
         for a in self.run_after {
             step = step.run_after(a);
+        }
+        for m in cx.models.lookup_all(cx.file, &name, &self.models, errors) {
+            step = step.model(m);
         }
         Some(Arc::new(step))
     }

@@ -235,6 +235,9 @@ pub(super) fn owner(root: &Value, path: &[Seg]) -> (Option<String>, String) {
         [Seg::Key(k), Seg::Key(name), rest @ ..] if k == "datasets" => {
             (Some(format!("dataset {name:?}")), render(rest))
         }
+        [Seg::Key(k), Seg::Key(name), rest @ ..] if k == "models" => {
+            (Some(format!("model {name:?}")), render(rest))
+        }
         [Seg::Key(k), Seg::Key(name), rest @ ..] if k == "parameters" => {
             (Some(format!("parameter {name:?}")), render(rest))
         }

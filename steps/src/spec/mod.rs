@@ -17,6 +17,7 @@ use stepgraph_engine::{DataSource, Pipeline, PipelineData, PipelineParameter, St
 mod command;
 mod datasets;
 mod json;
+mod models;
 mod parallel_run;
 #[cfg(test)]
 mod tests;
@@ -49,6 +50,8 @@ struct SpecFile {
     parameters: BTreeMap<String, Value>,
     #[serde(default)]
     datasets: BTreeMap<String, Value>,
+    #[serde(default)]
+    models: BTreeMap<String, Value>,
     steps: Vec<Value>,
 }
 
@@ -83,6 +86,8 @@ struct Context<'a> {
     params: BTreeMap<String, PipelineParameter>,
     /// The data names steps may refer to.
     names: Names,
+    /// The models steps may read.
+    models: models::Models,
 }
 
 impl Context<'_> {
@@ -216,9 +221,11 @@ pub fn parse_spec(text: &str, file: &str, base: &Path) -> Result<Pipeline, SpecE
             .map(|(k, v)| (k.clone(), PipelineParameter::new(k.clone(), v.clone())))
             .collect(),
         names: Names::default(),
+        models: models::Models::default(),
     };
     let mut errors = Vec::new();
     datasets::collect(&mut cx, &spec.datasets, &mut errors);
+    models::collect(&mut cx, &spec.models, &mut errors);
     let parsed = parse_steps(&mut cx, &spec.steps, &mut errors);
 
     let mut builder = Pipeline::builder(spec.name.clone());

@@ -25,6 +25,8 @@ pub(super) struct ParallelRunSpec {
     allow_reuse: bool,
     #[serde(default)]
     run_after: Vec<String>,
+    #[serde(default)]
+    models: Vec<String>,
     parallel_run_config: Box<ParallelRunConfigBuilder>,
 }
 
@@ -50,6 +52,7 @@ impl StepSpec for ParallelRunSpec {
         let (file, name) = (cx.file, &self.name);
         let ins = names.lookup_all(file, name, "inputs", &self.inputs, errors);
         let sides = names.lookup_all(file, name, "side_inputs", &self.side_inputs, errors);
+        let models = cx.models.lookup_all(file, name, &self.models, errors);
         let mut args = Vec::new();
         for a in &self.arguments {
             match spec_argument(a, &cx.params) {
@@ -76,6 +79,9 @@ impl StepSpec for ParallelRunSpec {
         );
         for a in self.run_after {
             step = step.run_after(a);
+        }
+        for m in models {
+            step = step.model(m);
         }
         Some(Arc::new(step))
     }

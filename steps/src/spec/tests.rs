@@ -300,7 +300,7 @@ fn type_errors_name_file_step_field_and_expectation() {
             ),
             (
                 GOOD.replace("\"datasets\"", "\"dataset\""),
-                "pipeline.json: unknown field \"dataset\" (expected one of \"name\", \"parameters\", \"datasets\", \"steps\")".into(),
+                "pipeline.json: unknown field \"dataset\" (expected one of \"name\", \"parameters\", \"datasets\", \"models\", \"steps\")".into(),
             ),
             (
                 GOOD.replace("\"steps\": [", "\"steps\": {\"x\": [").replace("]\n    }", "]}\n    }"),
@@ -329,9 +329,11 @@ const ALL_FIELDS: &str = r#"{"name": "all-fields",
        "files": {"type": "file", "path": "data", "pattern": "*.txt"},
        "rows": {"type": "tabular", "path": ["data/a.csv"], "format": "csv"},
        "model": {"type": "reference", "path": "data"}},
+     "models": {"iris": {"path": "data", "version": 2}},
      "steps": [
       {"name": "by-batch", "type": "parallel_run", "inputs": ["files"], "side_inputs": ["model"],
        "output": "out1", "arguments": ["--n", "{params.n}"], "allow_reuse": true, "run_after": [],
+       "models": ["iris:2"],
        "parallel_run_config": {"source_directory": "scripts", "entry_script": "score.py",
          "mini_batch_size": "5", "error_threshold": 0, "allowed_failed_count": 1,
          "allowed_failed_percent": 10.0, "output_action": "append_row",
@@ -346,7 +348,7 @@ const ALL_FIELDS: &str = r#"{"name": "all-fields",
       {"name": "cmd", "type": "command", "command": ["true", "{inputs.a}", "{outputs.o}"],
        "source_directory": "scripts", "inputs": {"a": "out1"}, "outputs": ["o"],
        "environment_variables": {"B": "2"}, "env_passthrough": ["USER"], "allow_reuse": false,
-       "run_after": ["by-key"]}
+       "run_after": ["by-key"], "models": ["iris"]}
      ]}"#;
 
 /// Every object of `ALL_FIELDS` with the kind of struct it is, its owner and its path.
@@ -359,6 +361,13 @@ fn all_field_objects(root: &Value) -> Vec<(String, String, String)> {
             format!("dataset {kind}"),
             format!("dataset {name:?}"),
             format!("datasets.{name}"),
+        ));
+    }
+    for name in root["models"].as_object().expect("models").keys() {
+        out.push((
+            "model".to_string(),
+            format!("model {name:?}"),
+            format!("models.{name}"),
         ));
     }
     for (i, st) in root["steps"].as_array().expect("steps").iter().enumerate() {
