@@ -296,11 +296,7 @@ fn check_retry_succeeds(mode: &str, failure_text: &str) {
     assert_eq!(r.status, StepStatus::Ran, "{:?}", r.error);
     assert_eq!(output(&run), all_ok_rows(10, &[]));
     assert_eq!(
-        (
-            r.counts.items,
-            r.counts.failed_items,
-            r.counts.failed_mini_batches
-        ),
+        (r.counts.items, r.counts.failed_items, r.counts.failed_units),
         (10, 0, 0)
     );
     let sys = sys_log(&run);
@@ -332,8 +328,8 @@ fn check_always_failing_is_counted(mode: &str, failure_text: &str) {
         (
             r.counts.items,
             r.counts.failed_items,
-            r.counts.mini_batches,
-            r.counts.failed_mini_batches
+            r.counts.units,
+            r.counts.failed_units
         ),
         (10, 1, 10, 1)
     );
@@ -476,7 +472,7 @@ fn error_threshold_equal_to_the_failed_items_succeeds() {
     let r = rec(&run);
     assert_eq!(r.status, StepStatus::Ran, "{:?}", r.error);
     assert_eq!(r.counts.failed_items, 3);
-    assert_eq!(r.counts.failed_mini_batches, 3);
+    assert_eq!(r.counts.failed_units, 3);
     assert_eq!(
         output(&run),
         "ok-4.txt\nok-5.txt\nok-6.txt\nok-7.txt\nok-8.txt\n"
@@ -497,7 +493,7 @@ fn allowed_failed_count_equal_to_the_failed_mini_batches_succeeds() {
     let (run, _) = run_bad(&ws, 3, |c| c.error_threshold(-1).allowed_failed_count(3));
     let r = rec(&run);
     assert_eq!(r.status, StepStatus::Ran, "{:?}", r.error);
-    assert_eq!(r.counts.failed_mini_batches, 3);
+    assert_eq!(r.counts.failed_units, 3);
 }
 
 #[test]
@@ -516,8 +512,8 @@ fn allowed_failed_percent_exactly_reached_succeeds() {
     });
     let r = rec(&run);
     assert_eq!(r.status, StepStatus::Ran, "{:?}", r.error);
-    assert_eq!(r.counts.failed_mini_batches, 2);
-    assert_eq!(r.counts.mini_batches, 8);
+    assert_eq!(r.counts.failed_units, 2);
+    assert_eq!(r.counts.units, 8);
 }
 
 #[test]
@@ -576,8 +572,8 @@ fn check_partial_at_limit(action: OutputAction) -> (Workspace, stepgraph_engine:
         (
             r.counts.items,
             r.counts.failed_items,
-            r.counts.mini_batches,
-            r.counts.failed_mini_batches
+            r.counts.units,
+            r.counts.failed_units
         ),
         (8, 3, 2, 0)
     );
@@ -666,10 +662,7 @@ def run(mini_batch):
     let r = rec(&run);
     assert_eq!(r.status, StepStatus::Ran, "{:?}", r.error);
     assert_eq!(output(&run), all_ok_rows(6, &[]));
-    assert_eq!(
-        (r.counts.failed_items, r.counts.failed_mini_batches),
-        (0, 0)
-    );
+    assert_eq!((r.counts.failed_items, r.counts.failed_units), (0, 0));
     let sys = sys_log(&run);
     assert!(
         sys.contains("run() did not return within run_invocation_timeout (1 s); the worker was killed and replaced"),
@@ -964,7 +957,7 @@ def run(mini_batch):
         .map(|i| format!("prefix-X {} a.lbl,b.lbl\n", doc_name(i)))
         .collect();
     assert_eq!(output(&run), expected);
-    assert_eq!((r.counts.items, r.counts.mini_batches), (4, 2));
+    assert_eq!((r.counts.items, r.counts.units), (4, 2));
     let mut seen = crate::parallel_run_support::lines(&calls);
     seen.sort();
     assert_eq!(seen, ["doc-01.txt doc-02.txt", "doc-03.txt doc-04.txt"]);
@@ -1017,7 +1010,7 @@ fn check_entry_command(argv: &[&str]) {
         .map(|i| format!("{} doc {i}\n", doc_name(i)))
         .collect();
     assert_eq!(output(&run), expected);
-    assert_eq!((r.counts.items, r.counts.mini_batches), (5, 3));
+    assert_eq!((r.counts.items, r.counts.units), (5, 3));
 }
 
 #[test]
@@ -1355,7 +1348,7 @@ fn forced_rerun_after_success_runs_every_mini_batch_again() {
     let forced = stepgraph_engine::run(&pipeline, &store, &opts, &sink).expect("run starts");
     let r = rec(&forced);
     assert_eq!(r.status, StepStatus::Ran, "{:?}", r.error);
-    assert_eq!(r.counts.resumed_mini_batches, 0);
+    assert_eq!(r.counts.resumed_units, 0);
     assert_eq!(crate::parallel_run_support::lines(&calls).len(), 6);
     assert_eq!(output(&forced), output(&first));
 }

@@ -152,7 +152,7 @@ fn rust_entry_inits_once_per_worker_and_gathers_rows_in_order() {
     assert_eq!(r.status, StepStatus::Ran, "{:?}", r.error);
     assert_eq!(output(&run), all_rows());
     assert_eq!((r.counts.items, r.counts.failed_items), (20, 0));
-    assert!(r.counts.mini_batches > 2, "{:?}", r.counts);
+    assert!(r.counts.units > 2, "{:?}", r.counts);
     let agents = shared
         .init_agents
         .lock()
@@ -185,10 +185,7 @@ fn rust_entry_error_is_retried() {
     let r = rec(&run);
     assert_eq!(r.status, StepStatus::Ran, "{:?}", r.error);
     assert_eq!(output(&run), all_rows());
-    assert_eq!(
-        (r.counts.failed_items, r.counts.failed_mini_batches),
-        (0, 0)
-    );
+    assert_eq!((r.counts.failed_items, r.counts.failed_units), (0, 0));
     assert_eq!(
         shared.inits.load(Ordering::SeqCst),
         1,
@@ -210,10 +207,7 @@ fn rust_entry_panic_is_a_died_worker_whose_instance_is_replaced() {
     let r = rec(&run);
     assert_eq!(r.status, StepStatus::Ran, "{:?}", r.error);
     assert_eq!(output(&run), all_rows());
-    assert_eq!(
-        (r.counts.failed_items, r.counts.failed_mini_batches),
-        (0, 0)
-    );
+    assert_eq!((r.counts.failed_items, r.counts.failed_units), (0, 0));
     assert_eq!(
         shared.inits.load(Ordering::SeqCst),
         2,
@@ -237,11 +231,7 @@ fn rust_entry_returning_fewer_rows_counts_failed_items() {
     let r = rec(&run);
     assert_eq!(r.status, StepStatus::Ran, "{:?}", r.error);
     assert_eq!(
-        (
-            r.counts.items,
-            r.counts.failed_items,
-            r.counts.failed_mini_batches
-        ),
+        (r.counts.items, r.counts.failed_items, r.counts.failed_units),
         (20, 1, 0)
     );
     // Mini-batch 0 holds rows 0..=8 (4 + 8 × 5 = 44 bytes reach the 40-byte cut at row 8);

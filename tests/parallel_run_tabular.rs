@@ -76,10 +76,7 @@ def run(mini_batch):
     let sizes: Vec<usize> = (0..30).map(|i| row(i).len()).collect();
     let batches = expected_batches(&sizes, 64);
     assert!(batches > 3, "the fixture must give several mini-batches");
-    assert_eq!(
-        (r.counts.items, r.counts.mini_batches),
-        (30, batches as u64)
-    );
+    assert_eq!((r.counts.items, r.counts.units), (30, batches as u64));
     let calls = lines(&calls);
     assert_eq!(calls.len(), batches);
     let mut ids: Vec<usize> = Vec::new();
@@ -135,7 +132,7 @@ def run(mini_batch):
         .map(|i| format!("{{\"id\": {i}, \"word\": \"w{i}\"}}\n").len())
         .collect();
     assert_eq!(
-        (r.counts.items, r.counts.mini_batches),
+        (r.counts.items, r.counts.units),
         (20, expected_batches(&sizes, 100) as u64)
     );
     Ok(())
@@ -193,7 +190,7 @@ def run(mini_batch, mini_batch_context):
     );
     let r = rec(&run);
     assert_eq!(r.status, StepStatus::Ran, "{:?}", r.error);
-    assert_eq!((r.counts.items, r.counts.mini_batches), (12, 3));
+    assert_eq!((r.counts.items, r.counts.units), (12, 3));
     let mut seen = lines(&calls);
     seen.sort();
     assert_eq!(
@@ -256,7 +253,7 @@ def run(mini_batch):
     );
     let r = rec(&run);
     assert_eq!(r.status, StepStatus::Ran, "{:?}", r.error);
-    assert_eq!((r.counts.items, r.counts.mini_batches), (5, 5));
+    assert_eq!((r.counts.items, r.counts.units), (5, 5));
     assert_eq!(
         output(&run),
         "1 plain\n2 with, comma\n3 multi\\nline\n4 quote \"q\"\n5 last\n"
@@ -320,7 +317,7 @@ def run(mini_batch):
         );
         let r = rec(&run);
         assert_eq!(r.status, StepStatus::Ran, "{:?}", r.error);
-        assert!(r.counts.mini_batches > 1, "{:?}", r.counts);
+        assert!(r.counts.units > 1, "{:?}", r.counts);
         assert_eq!(output(&run), expected, "{format:?}");
     }
     Ok(())

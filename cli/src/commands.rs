@@ -220,15 +220,17 @@ fn print_run_summary(summary: &stepgraph_engine::RunSummary) -> std::io::Result<
                     } else {
                         "-".into()
                     },
-                    if s.counts.mini_batches > 0 {
+                    if s.counts.has_units() {
                         s.counts.items.to_string()
                     } else {
                         "-".into()
                     },
-                    if s.counts.mini_batches > 0 {
+                    if s.counts.has_units() {
                         format!(
-                            "{} items, {} mini-batches",
-                            s.counts.failed_items, s.counts.failed_mini_batches
+                            "{} items, {} {}",
+                            s.counts.failed_items,
+                            s.counts.failed_units,
+                            render::plural(&s.counts.unit)
                         )
                     } else {
                         "-".into()
@@ -488,14 +490,15 @@ fn cmd_run_show(store: &Store, run: &str, json: bool) -> Result<i32> {
                     .as_deref()
                     .map(|k| k.get(..12).unwrap_or(k).to_string())
                     .unwrap_or_else(|| "-".into()),
-                if s.counts.mini_batches > 0 {
+                if s.counts.has_units() {
                     format!(
-                        "{} items ({} failed), {} mini-batches ({} failed, {} resumed)",
+                        "{} items ({} failed), {} {} ({} failed, {} resumed)",
                         s.counts.items,
                         s.counts.failed_items,
-                        s.counts.mini_batches,
-                        s.counts.failed_mini_batches,
-                        s.counts.resumed_mini_batches
+                        s.counts.units,
+                        render::plural(&s.counts.unit),
+                        s.counts.failed_units,
+                        s.counts.resumed_units
                     )
                 } else {
                     "-".into()

@@ -65,6 +65,7 @@ impl EventSink for PlainSink {
     fn emit(&self, event: &Event) {
         if let Event::Progress {
             step,
+            unit,
             done,
             total,
             items,
@@ -82,8 +83,9 @@ impl EventSink for PlainSink {
                     .is_none_or(|t| now.duration_since(*t) >= Duration::from_secs(2));
             if due {
                 last.insert(step.clone(), now);
+                let units = crate::render::plural(unit);
                 crate::out::errln!(
-                    "{step}: {done}/{total} mini-batches, {items} items, {failed_items} failed"
+                    "{step}: {done}/{total} {units}, {items} items, {failed_items} failed"
                 );
             }
         } else if let Some(line) = step_line(event) {
@@ -134,15 +136,16 @@ impl BarSink {
         }
     }
 
-    fn progress(
-        &self,
-        step: &str,
-        done: u64,
-        total: u64,
-        items: u64,
-        failed_items: u64,
-        failed_batches: u64,
-    ) {
+    fn progress(&self, step: &str, p: BarProgress<'_>) {
+        let BarProgress {
+            unit,
+            done,
+            total,
+            items,
+            failed_items,
+            failed_units,
+        } = p;
+        let units = crate::render::plural(unit);
         let Ok(bars) = self.bars.lock() else { return };
         let Some((bar, started)) = bars.get(step) else {
             return;
@@ -150,9 +153,9 @@ impl BarSink {
         if bar.length() != Some(total) {
             bar.set_length(total);
             bar.set_style(
-                ProgressStyle::with_template(
-                    "{prefix:.bold} [{bar:30}] {pos}/{len} mini-batches {msg} ETA {eta}",
-                )
+                ProgressStyle::with_template(&format!(
+                    "{{prefix:.bold}} [{{bar:30}}] {{pos}}/{{len}} {units} {{msg}} ETA {{eta}}"
+                ))
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
                 .progress_chars("=> "),
             );
@@ -160,10 +163,20 @@ impl BarSink {
         bar.set_position(done);
         let secs = started.elapsed().as_secs_f64().max(0.001);
         bar.set_message(format!(
-            "{:.0} items/s, {failed_items} failed items, {failed_batches} failed mini-batches",
+            "{:.0} items/s, {failed_items} failed items, {failed_units} failed {units}",
             items as f64 / secs
         ));
     }
+}
+
+/// The numbers of one progress event, for a bar.
+struct BarProgress<'a> {
+    unit: &'a str,
+    done: u64,
+    total: u64,
+    items: u64,
+    failed_items: u64,
+    failed_units: u64,
 }
 
 impl Default for BarSink {
@@ -178,18 +191,22 @@ impl EventSink for BarSink {
             Event::StepStarted { step, .. } => self.start(step),
             Event::Progress {
                 step,
+                unit,
                 done,
                 total,
                 items,
                 failed_items,
-                failed_mini_batches,
+                failed_units,
             } => self.progress(
                 step,
-                *done,
-                *total,
-                *items,
-                *failed_items,
-                *failed_mini_batches,
+                BarProgress {
+                    unit,
+                    done: *done,
+                    total: *total,
+                    items: *items,
+                    failed_items: *failed_items,
+                    failed_units: *failed_units,
+                },
             ),
             other => {
                 if let Event::StepFinished { step, .. } | Event::StepFailed { step, .. } = other {

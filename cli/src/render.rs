@@ -34,6 +34,19 @@ pub(crate) fn bytes(n: u64) -> String {
     }
 }
 
+/// The plural of a unit name (`mini-batch` -> `mini-batches`), for counts.
+pub(crate) fn plural(unit: &str) -> String {
+    let unit = if unit.is_empty() { "unit" } else { unit };
+    if ["s", "x", "z", "ch", "sh"]
+        .iter()
+        .any(|e| unit.ends_with(e))
+    {
+        format!("{unit}es")
+    } else {
+        format!("{unit}s")
+    }
+}
+
 /// Whether stdout gets colours.
 pub(crate) fn colours() -> bool {
     std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stdout().is_terminal()

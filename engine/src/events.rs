@@ -74,10 +74,12 @@ pub enum Event {
         /// Why.
         reason: String,
     },
-    /// Progress of a step made of units (mini-batches).
+    /// Progress of a step made of units (ParallelRunStep: mini-batches).
     Progress {
         /// Step name.
         step: String,
+        /// What one unit is called, singular (`"mini-batch"`).
+        unit: String,
         /// Units done (including failed and resumed ones).
         done: u64,
         /// Units in all.
@@ -87,7 +89,7 @@ pub enum Event {
         /// Items failed.
         failed_items: u64,
         /// Units failed.
-        failed_mini_batches: u64,
+        failed_units: u64,
     },
     /// A message from a step (retries, worker restarts, resumes).
     Message {

@@ -666,7 +666,7 @@ impl ExecShared<'_> {
             step: name.clone(),
             outputs: manifests.clone(),
             fingerprint: prepared.fingerprint,
-            counts,
+            counts: counts.clone(),
             run_id: self.run_id.to_string(),
             duration_ms,
             created_unix_ms: now_unix_ms(),
@@ -679,7 +679,7 @@ impl ExecShared<'_> {
             step: name.clone(),
             key,
             duration_ms,
-            counts,
+            counts: counts.clone(),
         });
         record.status = StepStatus::Ran;
         record.counts = counts;

@@ -8,12 +8,12 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::data::{DatasetFile, InputRole, TabularFormat};
-use crate::error::{BuildError, StepError};
+use crate::error::{BuildError, StepError, StoreError};
 use crate::events::{Event, EventSink};
 use crate::model::StepCounts;
 use crate::module_def::ModuleDef;
 use crate::pipeline::GraphBuilder;
-use crate::store::Store;
+use crate::store::{ProgressLog, Store};
 
 /// What a step builder knows about the pipeline it is added to.
 #[derive(Debug, Clone, Default)]
@@ -146,8 +146,8 @@ pub struct StepContext<'a> {
     pub work_dir: &'a Path,
     /// The step's log folder (`logs/`; `logs/user`, `logs/sys` below it).
     pub log_dir: &'a Path,
-    /// The store (for resume progress).
-    pub store: &'a Store,
+    /// The store, reached only through the handles below (resume progress, staging).
+    pub(crate) store: &'a Store,
     /// Events out.
     pub events: &'a dyn EventSink,
     /// Set when the run is cancelled.
@@ -157,7 +157,42 @@ pub struct StepContext<'a> {
     pub resume: bool,
 }
 
-impl StepContext<'_> {
+impl<'a> StepContext<'a> {
+    /// The id of this step's resume progress: its key *and* its name, because two steps of
+    /// one pipeline with the same definition share a key and may run at the same time.
+    fn progress_id(&self) -> String {
+        format!("{}.{}", self.key, self.step)
+    }
+
+    /// This step's resume log (`progress/<key>.<step>.bin`): results committed by an earlier,
+    /// interrupted run with the same key, and where to commit new ones.
+    ///
+    /// # Errors
+    /// I/O errors opening the data file.
+    pub fn resume_log(&self) -> Result<ProgressLog<'a>, StoreError> {
+        self.store.progress_log(&self.progress_id())
+    }
+
+    /// Forget this step's resume progress: its log and its staging folder.
+    ///
+    /// # Errors
+    /// Db or I/O errors.
+    pub fn clear_resume(&self) -> Result<(), StoreError> {
+        self.store.clear_progress(&self.progress_id())
+    }
+
+    /// A folder of this step's own that survives a crash and is removed with its resume
+    /// progress (`progress/<key>.<step>.d`). Not created here.
+    pub fn staging_dir(&self) -> PathBuf {
+        self.store.staging_dir(&self.progress_id())
+    }
+
+    /// The store's folder. A step that copies or lists folders leaves it out (a store is
+    /// never an input).
+    pub fn store_dir(&self) -> &'a Path {
+        self.store.root()
+    }
+
     /// Emit a message event for this step.
     pub fn message(&self, level: &str, text: impl Into<String>) {
         self.events.emit(&Event::Message {

@@ -116,21 +116,19 @@ impl Limits {
                 c.failed_items, self.error_threshold
             ));
         }
-        if self.allowed_failed_count >= 0
-            && c.failed_mini_batches as i64 > self.allowed_failed_count
-        {
+        if self.allowed_failed_count >= 0 && c.failed_units as i64 > self.allowed_failed_count {
             return Some(format!(
                 "{} failed mini-batches exceed allowed_failed_count {}",
-                c.failed_mini_batches, self.allowed_failed_count
+                c.failed_units, self.allowed_failed_count
             ));
         }
         if let Some(p) = self.allowed_failed_percent {
             if all_scheduled && total > 0 {
-                let pct = c.failed_mini_batches as f64 * 100.0 / total as f64;
+                let pct = c.failed_units as f64 * 100.0 / total as f64;
                 if pct > p {
                     return Some(format!(
                         "{} of {total} mini-batches failed ({pct:.1}%), over allowed_failed_percent {p}",
-                        c.failed_mini_batches
+                        c.failed_units
                     ));
                 }
             }
@@ -171,11 +169,8 @@ pub(crate) fn dispatch(
         allowed_failed_count: cfg.allowed_failed_count.unwrap_or(-1),
         allowed_failed_percent: cfg.allowed_failed_percent,
     };
-    let mut counts = StepCounts {
-        mini_batches: total,
-        resumed_mini_batches: resumed.len() as u64,
-        ..StepCounts::default()
-    };
+    let mut counts = StepCounts::in_units(super::UNIT, total);
+    counts.resumed_units = resumed.len() as u64;
     for meta in resumed.values() {
         counts.items += meta.get("items").and_then(Value::as_u64).unwrap_or(0);
         counts.failed_items += meta
@@ -203,11 +198,12 @@ pub(crate) fn dispatch(
     let emit_progress = |counts: &StepCounts, done: u64| {
         ctx.events.emit(&Event::Progress {
             step: ctx.step.to_string(),
+            unit: counts.unit.clone(),
             done,
             total,
             items: counts.items,
             failed_items: counts.failed_items,
-            failed_mini_batches: counts.failed_mini_batches,
+            failed_units: counts.failed_units,
         });
     };
     emit_progress(&counts, done);
@@ -341,7 +337,7 @@ pub(crate) fn dispatch(
                 } else {
                     counts.items += k;
                     counts.failed_items += k;
-                    counts.failed_mini_batches += 1;
+                    counts.failed_units += 1;
                     failed.push(FailedBatch {
                         index,
                         items: describe_items(spec),

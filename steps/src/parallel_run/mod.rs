@@ -44,6 +44,9 @@ pub const MAX_PROTOCOL_LINE: usize = 64 << 20;
 /// Version of this step type's behaviour; part of every ParallelRunStep fingerprint.
 const FORMAT_VERSION: u32 = 1;
 
+/// What this step counts its work in (`StepCounts::unit`, progress events).
+const UNIT: &str = "mini-batch";
+
 /// Azure's `ParallelRunStep`.
 #[derive(Debug, Clone)]
 pub struct ParallelRunStep {
@@ -305,23 +308,16 @@ fn execute(step: &ParallelRunStep, ctx: &StepContext<'_>) -> Result<StepCounts, 
             .append(true)
             .open(sys_dir.join("events.txt"))?,
     );
-    // Progress and staging belong to this step AND key: two steps of one pipeline with the
-    // same definition share a key and may run at the same time; one log for both would
-    // interleave their appends and corrupt it.
-    let progress_id = format!("{}.{}", ctx.key, step.name);
+    // Progress and staging belong to this step AND key (`StepContext::resume_log`).
     // Outputs written by entries go to a staging folder that survives a crash, so a resumed
     // run keeps the files of mini-batches committed before it.
-    let staging = ctx
-        .store
-        .root()
-        .join("progress")
-        .join(format!("{progress_id}.d"));
+    let staging = ctx.staging_dir();
     let output_dir = staging.join("output");
     if !ctx.resume {
         // --force / allow_reuse off / regenerate_outputs: recompute everything.
-        ctx.store.clear_progress(&progress_id)?;
+        ctx.clear_resume()?;
     }
-    let mut log = ctx.store.progress_log(&progress_id)?;
+    let mut log = ctx.resume_log()?;
     let committed = log.committed()?;
     if committed.is_empty() {
         // Nothing to resume: files left in staging by an earlier attempt must not leak in.
@@ -446,7 +442,7 @@ fn execute(step: &ParallelRunStep, ctx: &StepContext<'_>) -> Result<StepCounts, 
     if let Some(final_out) = final_out {
         move_contents(&output_dir, final_out)?;
     }
-    let _ = ctx.store.clear_progress(&progress_id);
+    let _ = ctx.clear_resume();
     Ok(outcome.counts)
 }
 
@@ -502,7 +498,7 @@ fn make_workers(
             if copy.exists() {
                 fs::remove_dir_all(&copy)?;
             }
-            crate::process::copy_source(dir, &copy, ctx.store.root()).map_err(|e| {
+            crate::process::copy_source(dir, &copy, ctx.store_dir()).map_err(|e| {
                 StepError::new(format!("copying source_directory {}: {e}", dir.display()))
             })?;
             copy.canonicalize().unwrap_or(copy)
@@ -635,7 +631,7 @@ fn write_job_result(
     ));
     text.push_str(&format!(
         "mini-batches: {total} total, {} failed, {} resumed from an earlier run\n",
-        c.failed_mini_batches, c.resumed_mini_batches
+        c.failed_units, c.resumed_units
     ));
     text.push_str(&format!(
         "items: {} processed, {} failed\n",
