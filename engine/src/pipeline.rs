@@ -11,65 +11,14 @@ use serde_json::Value;
 
 use crate::data::{DataSource, InputRole, PipelineParameter};
 use crate::error::{BuildError, BuildErrors};
+use crate::graph::{Edge, GraphBuilder, Node};
 use crate::model::{GraphSnapshot, SnapshotDataEdge, SnapshotEdge, SnapshotNode, SnapshotPort};
 use crate::module_def::{Argument, ModuleDef};
 use crate::name::{check_data_name, StepName};
 use crate::step::{BuildContext, Datastore, Step};
 
-/// A node: one step with its declaration.
-#[derive(Clone)]
-pub struct Node {
-    /// The step's name (validated in `build`).
-    pub name: String,
-    /// What the step declared.
-    pub module_def: ModuleDef,
-    pub(crate) step: Arc<dyn Step>,
-}
-
-impl std::fmt::Debug for Node {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Node")
-            .field("name", &self.name)
-            .field("module_def", &self.module_def)
-            .finish_non_exhaustive()
-    }
-}
-
-/// An edge of the graph.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Edge {
-    /// Data flows from an output port to an input port.
-    Data {
-        /// Producer's output port.
-        from_port: String,
-        /// Consumer's input port.
-        to_port: String,
-        /// The `PipelineData` name.
-        data: String,
-    },
-    /// `run_after`: ordering without data.
-    Sequence,
-}
-
-/// The graph under construction; handed to [`Step::create_node`].
-pub struct GraphBuilder<'g> {
-    graph: &'g mut StableDiGraph<Node, Edge>,
-    current: Arc<dyn Step>,
-    added: Vec<NodeIndex>,
-}
-
-impl GraphBuilder<'_> {
-    /// Add a node for the step being built, holding `def`.
-    pub fn add_node(&mut self, def: ModuleDef) -> NodeIndex {
-        let idx = self.graph.add_node(Node {
-            name: self.current.name().to_string(),
-            module_def: def,
-            step: self.current.clone(),
-        });
-        self.added.push(idx);
-        idx
-    }
-}
+/// The graph of a pipeline: its steps and the data and sequencing edges between them.
+pub type StepGraph = StableDiGraph<Node<dyn Step>, Edge>;
 
 /// Collects steps; [`PipelineBuilder::build`] validates and freezes them.
 pub struct PipelineBuilder {
@@ -124,7 +73,7 @@ impl PipelineBuilder {
         let datastore = Datastore {
             name: "workspaceblobstore".into(),
         };
-        let mut graph = StableDiGraph::<Node, Edge>::new();
+        let mut graph = StepGraph::default();
         let mut errors = Vec::new();
         let mut by_name: HashMap<String, NodeIndex> = HashMap::new();
 
@@ -140,14 +89,10 @@ impl PipelineBuilder {
             if let Err(e) = StepName::new(&name) {
                 errors.push(e);
             }
-            let mut gb = GraphBuilder {
-                graph: &mut graph,
-                current: step.clone(),
-                added: Vec::new(),
-            };
+            let mut gb = GraphBuilder::new(&mut graph, name.clone(), step.clone());
             match step.create_node(&mut gb, &datastore, &context) {
                 Ok(()) => {
-                    if let Some(idx) = gb.added.first() {
+                    if let Some(idx) = gb.added().first() {
                         by_name.insert(name, *idx);
                     }
                 }
@@ -264,7 +209,7 @@ impl PipelineBuilder {
             for after in &node.module_def.run_after {
                 // Azure's sequencing ports: a step without them can be neither ordered after
                 // another step nor have one ordered after it.
-                let no_ports = |n: &Node| !n.module_def.create_sequencing_ports;
+                let no_ports = |n: &Node<dyn Step>| !n.module_def.create_sequencing_ports;
                 match by_name.get(after) {
                     Some(from) if no_ports(node) || no_ports(&graph[*from]) => {
                         let without = if no_ports(node) { &node.name } else { after };
@@ -340,7 +285,7 @@ fn check_path_names(step: &str, def: &ModuleDef, errors: &mut Vec<BuildError>) {
 
 /// Kahn's algorithm with ties broken by step name, so the order is the same however the
 /// steps were inserted. On a cycle, every cycle is reported as its full chain.
-fn topological_order(graph: &StableDiGraph<Node, Edge>) -> Result<Vec<NodeIndex>, Vec<BuildError>> {
+fn topological_order(graph: &StepGraph) -> Result<Vec<NodeIndex>, Vec<BuildError>> {
     let mut indegree: HashMap<NodeIndex, usize> = graph
         .node_indices()
         .map(|n| (n, graph.neighbors_directed(n, Direction::Incoming).count()))
@@ -381,7 +326,7 @@ fn topological_order(graph: &StableDiGraph<Node, Edge>) -> Result<Vec<NodeIndex>
 
 /// One cycle through a strongly connected component, starting at its smallest name:
 /// `a -> b -> c -> a`.
-fn cycle_chain(graph: &StableDiGraph<Node, Edge>, scc: &[NodeIndex]) -> Vec<String> {
+fn cycle_chain(graph: &StepGraph, scc: &[NodeIndex]) -> Vec<String> {
     let members: BTreeSet<NodeIndex> = scc.iter().copied().collect();
     let Some(start) = scc.iter().min_by_key(|n| graph[**n].name.clone()).copied() else {
         return Vec::new();
@@ -426,7 +371,7 @@ fn cycle_chain(graph: &StableDiGraph<Node, Edge>, scc: &[NodeIndex]) -> Vec<Stri
 #[derive(Debug, Clone)]
 pub struct Pipeline {
     name: String,
-    graph: StableDiGraph<Node, Edge>,
+    graph: StepGraph,
     order: Vec<NodeIndex>,
     by_name: HashMap<String, NodeIndex>,
     parameters: BTreeMap<String, PipelineParameter>,
@@ -444,7 +389,7 @@ impl Pipeline {
     }
 
     /// The graph.
-    pub fn graph(&self) -> &StableDiGraph<Node, Edge> {
+    pub fn graph(&self) -> &StepGraph {
         &self.graph
     }
 
@@ -459,7 +404,7 @@ impl Pipeline {
     }
 
     /// The node at `idx`.
-    pub fn node(&self, idx: NodeIndex) -> &Node {
+    pub fn node(&self, idx: NodeIndex) -> &Node<dyn Step> {
         &self.graph[idx]
     }
 

@@ -8,7 +8,8 @@ use serde_json::Value;
 
 use crate::error::EngineError;
 use crate::fingerprint::{diff, ComponentChange, Fingerprint};
-use crate::pipeline::{Edge, Pipeline};
+use crate::graph::Edge;
+use crate::pipeline::Pipeline;
 use crate::resolve::{prepare, OutputsMap, UpstreamOutput};
 use crate::store::records::CacheEntry;
 use crate::store::Store;

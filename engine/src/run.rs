@@ -16,9 +16,10 @@ use serde_json::Value;
 
 use crate::error::{EngineError, StepError, StoreError};
 use crate::events::{Event, EventSink};
+use crate::graph::Edge;
 use crate::model::{StepCounts, StepStatus};
 use crate::module_def::Argument;
-use crate::pipeline::{Edge, Pipeline};
+use crate::pipeline::Pipeline;
 use crate::plan::{check_entry, PlanOptions};
 use crate::resolve::{prepare, value_to_arg, OutputsMap, Prepared, UpstreamOutput};
 use crate::step::{CancelFlag, StepContext};

@@ -10,9 +10,9 @@ use serde_json::Value;
 use crate::data::{DatasetFile, InputRole, TabularFormat};
 use crate::error::{BuildError, StepError, StoreError};
 use crate::events::{Event, EventSink};
+use crate::graph::GraphBuilder;
 use crate::model::StepCounts;
 use crate::module_def::ModuleDef;
-use crate::pipeline::GraphBuilder;
 use crate::store::{ProgressLog, Store};
 
 /// What a step builder knows about the pipeline it is added to.
@@ -48,7 +48,7 @@ pub trait Step: Send + Sync {
     /// Whatever [`Step::create_module_def`] returns.
     fn create_node(
         &self,
-        graph: &mut GraphBuilder<'_>,
+        graph: &mut GraphBuilder<'_, dyn Step>,
         default_datastore: &Datastore,
         context: &BuildContext,
     ) -> Result<(), BuildError> {
