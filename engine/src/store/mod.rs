@@ -16,6 +16,7 @@
 
 mod db;
 mod filehash;
+mod freeing;
 mod layout;
 mod lock;
 mod marker;
