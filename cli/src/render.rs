@@ -346,3 +346,16 @@ pub(crate) fn graph_mermaid(g: &GraphSnapshot, statuses: &Statuses) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unit_names_are_made_plural_for_counts() {
+        assert_eq!(plural("mini-batch"), "mini-batches");
+        assert_eq!(plural("page"), "pages");
+        assert_eq!(plural("box"), "boxes");
+        assert_eq!(plural(""), "units");
+    }
+}

@@ -166,3 +166,27 @@ impl EventSink for CollectSink {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_events_name_their_unit() {
+        let e = Event::Progress {
+            step: "s".into(),
+            unit: "mini-batch".into(),
+            done: 2,
+            total: 5,
+            items: 7,
+            failed_items: 1,
+            failed_units: 1,
+        };
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"event": "progress", "step": "s", "unit": "mini-batch", "done": 2,
+                "total": 5, "items": 7, "failed_items": 1, "failed_units": 1})
+        );
+    }
+}

@@ -202,3 +202,51 @@ impl<'a> StepContext<'a> {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::NullSink;
+    use crate::store::OpenOptions;
+
+    #[test]
+    fn a_step_reaches_its_own_resume_progress_and_staging_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("s"), OpenOptions::default()).unwrap();
+        let empty_inputs = BTreeMap::new();
+        let empty_outputs = BTreeMap::new();
+        let empty_params = BTreeMap::new();
+        let empty_env = BTreeMap::new();
+        let cancel = CancelFlag::new();
+        let ctx = StepContext {
+            step: "count",
+            pipeline: "p",
+            key: "k1",
+            run_id: "r1",
+            inputs: &empty_inputs,
+            outputs: &empty_outputs,
+            params: &empty_params,
+            arguments: &[],
+            environment_variables: &empty_env,
+            work_dir: dir.path(),
+            log_dir: dir.path(),
+            store: &store,
+            events: &NullSink,
+            cancel: &cancel,
+            resume: true,
+        };
+        assert_eq!(ctx.store_dir(), store.root());
+        let staging = ctx.staging_dir();
+        assert_eq!(staging, store.root().join("progress").join("k1.count.d"));
+        let mut log = ctx.resume_log().unwrap();
+        log.append(0, serde_json::json!({"items": 1}), b"row")
+            .unwrap();
+        log.commit().unwrap();
+        drop(log);
+        assert_eq!(ctx.resume_log().unwrap().committed().unwrap().len(), 1);
+        std::fs::create_dir_all(staging.join("output")).unwrap();
+        ctx.clear_resume().unwrap();
+        assert!(!staging.exists());
+        assert!(ctx.resume_log().unwrap().committed().unwrap().is_empty());
+    }
+}
