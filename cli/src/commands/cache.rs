@@ -5,66 +5,7 @@ use super::*;
 
 pub(super) fn cmd_cache(store: &Store, action: CacheAction) -> Result<i32> {
     match action {
-        CacheAction::Ls => {
-            let usage = store.usage()?;
-            let mut entries: Vec<_> = store
-                .cache_entries()?
-                .into_iter()
-                .zip(usage.entries)
-                .collect();
-            entries.sort_by(|(a, _), (b, _)| {
-                (&a.pipeline, &a.step, a.created_unix_ms).cmp(&(
-                    &b.pipeline,
-                    &b.step,
-                    b.created_unix_ms,
-                ))
-            });
-            if entries.is_empty() {
-                outln!("the cache is empty")?;
-            } else {
-                let rows: Vec<Vec<String>> = entries
-                    .iter()
-                    .map(|(e, u)| {
-                        vec![
-                            e.key.get(..12).unwrap_or(&e.key).to_string(),
-                            e.pipeline.clone(),
-                            e.step.clone(),
-                            e.run_id.clone(),
-                            format!("{} files, {}", u.files, render::bytes(u.size)),
-                            render::bytes(u.disk),
-                            render::bytes(u.exclusive),
-                            render::time(e.created_unix_ms),
-                        ]
-                    })
-                    .collect();
-                out!(
-                    "{}",
-                    render::table(
-                        &[
-                            "key",
-                            "pipeline",
-                            "step",
-                            "run",
-                            "outputs",
-                            "disk",
-                            "exclusive",
-                            "created"
-                        ],
-                        &rows
-                    )
-                )?;
-            }
-            outln!(
-                "\nstore {}: {} on disk (each file counted once): objects {}, runs/ {} more \
-                 (work copies, logs, outputs not in objects/), db {}",
-                store.root().display(),
-                render::bytes(usage.total),
-                render::bytes(usage.objects),
-                render::bytes(usage.runs),
-                render::bytes(usage.db)
-            )?;
-            outln!("(disk: the entry's objects; exclusive: the objects no other entry shares)")?;
-        }
+        CacheAction::Ls => cache_ls(store)?,
         CacheAction::Gc(args) => {
             let r = store.gc(&GcOptions {
                 keep_last: args.keep_last,
@@ -74,22 +15,7 @@ pub(super) fn cmd_cache(store: &Store, action: CacheAction) -> Result<i32> {
             })?;
             print_gc_report(&r, args.max_size)?;
         }
-        CacheAction::Verify => {
-            let report = store.verify_cache()?;
-            for d in &report.dropped {
-                outln!(
-                    "dropped {} (step {}): {}",
-                    d.key.get(..12).unwrap_or(&d.key),
-                    d.step,
-                    d.problems.join("; ")
-                )?;
-            }
-            outln!(
-                "verified {} entries: {} dropped",
-                report.checked,
-                report.dropped.len()
-            )?;
-        }
+        CacheAction::Verify => cache_verify(store)?,
         CacheAction::Rm { target } => {
             let entries = store.cache_entries()?;
             let chosen: Vec<_> = entries
@@ -106,6 +32,84 @@ pub(super) fn cmd_cache(store: &Store, action: CacheAction) -> Result<i32> {
         }
     }
     Ok(exit::OK)
+}
+
+/// `cache ls`: the entries with their sizes, and the store's disk usage.
+fn cache_ls(store: &Store) -> Result<()> {
+    let usage = store.usage()?;
+    let mut entries: Vec<_> = store
+        .cache_entries()?
+        .into_iter()
+        .zip(usage.entries)
+        .collect();
+    entries.sort_by(|(a, _), (b, _)| {
+        (&a.pipeline, &a.step, a.created_unix_ms).cmp(&(&b.pipeline, &b.step, b.created_unix_ms))
+    });
+    if entries.is_empty() {
+        outln!("the cache is empty")?;
+    } else {
+        let rows: Vec<Vec<String>> = entries
+            .iter()
+            .map(|(e, u)| {
+                vec![
+                    e.key.get(..12).unwrap_or(&e.key).to_string(),
+                    e.pipeline.clone(),
+                    e.step.clone(),
+                    e.run_id.clone(),
+                    format!("{} files, {}", u.files, render::bytes(u.size)),
+                    render::bytes(u.disk),
+                    render::bytes(u.exclusive),
+                    render::time(e.created_unix_ms),
+                ]
+            })
+            .collect();
+        out!(
+            "{}",
+            render::table(
+                &[
+                    "key",
+                    "pipeline",
+                    "step",
+                    "run",
+                    "outputs",
+                    "disk",
+                    "exclusive",
+                    "created"
+                ],
+                &rows
+            )
+        )?;
+    }
+    outln!(
+        "\nstore {}: {} on disk (each file counted once): objects {}, runs/ {} more \
+         (work copies, logs, outputs not in objects/), db {}",
+        store.root().display(),
+        render::bytes(usage.total),
+        render::bytes(usage.objects),
+        render::bytes(usage.runs),
+        render::bytes(usage.db)
+    )?;
+    outln!("(disk: the entry's objects; exclusive: the objects no other entry shares)")?;
+    Ok(())
+}
+
+/// `cache verify`: rehash every entry's objects; print what was dropped.
+fn cache_verify(store: &Store) -> Result<()> {
+    let report = store.verify_cache()?;
+    for d in &report.dropped {
+        outln!(
+            "dropped {} (step {}): {}",
+            d.key.get(..12).unwrap_or(&d.key),
+            d.step,
+            d.problems.join("; ")
+        )?;
+    }
+    outln!(
+        "verified {} entries: {} dropped",
+        report.checked,
+        report.dropped.len()
+    )?;
+    Ok(())
 }
 
 pub(super) fn print_gc_report(r: &GcReport, max_size: Option<u64>) -> Result<()> {

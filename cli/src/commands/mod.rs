@@ -51,31 +51,7 @@ pub(crate) fn dispatch(cli: Cli, source: Source) -> Result<i32> {
             target,
             format,
             params,
-        } => {
-            let store = open()?;
-            let spec_target = match (&source, &target) {
-                (Source::Built(_), None) => None,
-                (Source::Built(_), Some(t)) => {
-                    return print_run_graph(&store, t, format);
-                }
-                (Source::Spec, None) => bail!("graph needs a spec file or a run id"),
-                (Source::Spec, Some(t))
-                    if !Path::new(t).exists() && store.run_get(t)?.is_some() =>
-                {
-                    return print_run_graph(&store, t, format);
-                }
-                (Source::Spec, Some(t)) => Some(PathBuf::from(t)),
-            };
-            let pipeline = pipeline_of(&source, spec_target.as_deref())?;
-            let p = plan(&pipeline, &store, &plan_opts(&params, &[], false)?)?;
-            print_graph(
-                &pipeline.snapshot(),
-                &render::plan_statuses(&p),
-                format,
-                Some(&p),
-            )?;
-            Ok(exit::OK)
-        }
+        } => cmd_graph(&source, &open()?, target.as_deref(), format, &params),
         Command::Status { spec, params } => {
             let pipeline = pipeline_of(&source, spec.as_deref())?;
             cmd_status(&pipeline, &open()?, &params)
@@ -122,6 +98,36 @@ pub(crate) fn dispatch(cli: Cli, source: Source) -> Result<i32> {
             Ok(exit::OK)
         }
     }
+}
+
+/// `graph`: a spec's or a built pipeline's graph with its plan, or the graph of a past run.
+fn cmd_graph(
+    source: &Source,
+    store: &Store,
+    target: Option<&str>,
+    format: GraphFormat,
+    params: &[String],
+) -> Result<i32> {
+    let spec_target = match (source, target) {
+        (Source::Built(_), None) => None,
+        (Source::Built(_), Some(t)) => {
+            return print_run_graph(store, t, format);
+        }
+        (Source::Spec, None) => bail!("graph needs a spec file or a run id"),
+        (Source::Spec, Some(t)) if !Path::new(t).exists() && store.run_get(t)?.is_some() => {
+            return print_run_graph(store, t, format);
+        }
+        (Source::Spec, Some(t)) => Some(PathBuf::from(t)),
+    };
+    let pipeline = pipeline_of(source, spec_target.as_deref())?;
+    let p = plan(&pipeline, store, &plan_opts(params, &[], false)?)?;
+    print_graph(
+        &pipeline.snapshot(),
+        &render::plan_statuses(&p),
+        format,
+        Some(&p),
+    )?;
+    Ok(exit::OK)
 }
 
 fn pipeline_of(source: &Source, spec: Option<&Path>) -> Result<Pipeline> {
