@@ -67,6 +67,46 @@ impl PipelineBuilder {
     /// Every problem found: bad or duplicate names, dangling references, data with zero or
     /// several producers, cycles (as their full chain), invalid step configuration.
     pub fn build(self) -> Result<Pipeline, BuildErrors> {
+        let mut errors = Vec::new();
+        let (mut graph, by_name) = self.add_nodes(&mut errors);
+        // Ports, parameters and argument references.
+        let mut params: BTreeMap<String, PipelineParameter> = BTreeMap::new();
+        for p in &self.parameters {
+            params.insert(p.name.clone(), p.clone());
+        }
+        for idx in graph.node_indices() {
+            check_node(&graph[idx], &mut params, &mut errors);
+        }
+        let producers = producers(&graph, &mut errors);
+        // Data and sequencing edges.
+        let mut new_edges = Vec::new();
+        for idx in graph.node_indices() {
+            new_edges.extend(node_edges(&graph, idx, &producers, &by_name, &mut errors));
+        }
+        for (a, b, e) in new_edges {
+            graph.add_edge(a, b, e);
+        }
+        let order = match topological_order(&graph) {
+            Ok(order) => order,
+            Err(cycles) => {
+                errors.extend(cycles);
+                Vec::new()
+            }
+        };
+        if !errors.is_empty() {
+            return Err(BuildErrors(errors));
+        }
+        Ok(Pipeline {
+            name: self.name,
+            graph,
+            order,
+            by_name,
+            parameters: params,
+        })
+    }
+
+    /// Let every step add its node (Azure's `create_node`); step names are checked here.
+    fn add_nodes(&self, errors: &mut Vec<BuildError>) -> (StepGraph, HashMap<String, NodeIndex>) {
         let context = BuildContext {
             pipeline: self.name.clone(),
         };
@@ -74,9 +114,7 @@ impl PipelineBuilder {
             name: "workspaceblobstore".into(),
         };
         let mut graph = StepGraph::default();
-        let mut errors = Vec::new();
         let mut by_name: HashMap<String, NodeIndex> = HashMap::new();
-
         for step in &self.steps {
             let name = step.name().to_string();
             if by_name.contains_key(&name) {
@@ -99,157 +137,147 @@ impl PipelineBuilder {
                 Err(e) => errors.push(e),
             }
         }
+        (graph, by_name)
+    }
+}
 
-        // Ports, parameters and argument references.
-        let mut params: BTreeMap<String, PipelineParameter> = BTreeMap::new();
-        for p in &self.parameters {
-            params.insert(p.name.clone(), p.clone());
+/// Check one node's names, ports and argument references, and merge the parameters it
+/// declares into `params` (one default per name).
+fn check_node(
+    node: &Node<dyn Step>,
+    params: &mut BTreeMap<String, PipelineParameter>,
+    errors: &mut Vec<BuildError>,
+) {
+    let def = &node.module_def;
+    check_path_names(&node.name, def, errors);
+    let mut ports = BTreeSet::new();
+    for port in def
+        .inputs
+        .iter()
+        .map(|i| &i.name)
+        .chain(def.outputs.iter().map(|o| &o.name))
+    {
+        if !ports.insert(port.clone()) {
+            errors.push(BuildError::DuplicatePort {
+                step: node.name.clone(),
+                port: port.clone(),
+            });
         }
-        for idx in graph.node_indices() {
-            let node = &graph[idx];
-            let def = &node.module_def;
-            check_path_names(&node.name, def, &mut errors);
-            let mut ports = BTreeSet::new();
-            for port in def
-                .inputs
-                .iter()
-                .map(|i| &i.name)
-                .chain(def.outputs.iter().map(|o| &o.name))
-            {
-                if !ports.insert(port.clone()) {
-                    errors.push(BuildError::DuplicatePort {
-                        step: node.name.clone(),
-                        port: port.clone(),
-                    });
-                }
-            }
-            for a in &def.arguments {
-                let (what, port, exists) = match a {
-                    Argument::Input(p) => {
-                        ("input port", p, def.inputs.iter().any(|i| &i.name == p))
-                    }
-                    Argument::Output(p) => {
-                        ("output port", p, def.outputs.iter().any(|o| &o.name == p))
-                    }
-                    _ => continue,
+    }
+    for a in &def.arguments {
+        let (what, port, exists) = match a {
+            Argument::Input(p) => ("input port", p, def.inputs.iter().any(|i| &i.name == p)),
+            Argument::Output(p) => ("output port", p, def.outputs.iter().any(|o| &o.name == p)),
+            _ => continue,
+        };
+        if !exists {
+            errors.push(BuildError::UnknownReference {
+                step: node.name.clone(),
+                field: "arguments".into(),
+                what: what.into(),
+                name: port.clone(),
+            });
+        }
+    }
+    for p in def.parameters() {
+        match params.get(&p.name) {
+            Some(q) if q.default_value != p.default_value => {
+                let e = BuildError::ConflictingParameter {
+                    name: p.name.clone(),
                 };
-                if !exists {
-                    errors.push(BuildError::UnknownReference {
-                        step: node.name.clone(),
-                        field: "arguments".into(),
-                        what: what.into(),
-                        name: port.clone(),
-                    });
+                if !errors.contains(&e) {
+                    errors.push(e);
                 }
             }
-            for p in def.parameters() {
-                match params.get(&p.name) {
-                    Some(q) if q.default_value != p.default_value => {
-                        let e = BuildError::ConflictingParameter {
-                            name: p.name.clone(),
-                        };
-                        if !errors.contains(&e) {
-                            errors.push(e);
-                        }
-                    }
-                    Some(_) => {}
-                    None => {
-                        params.insert(p.name.clone(), p.clone());
-                    }
-                }
+            Some(_) => {}
+            None => {
+                params.insert(p.name.clone(), p.clone());
             }
         }
+    }
+}
 
-        // Producers of each PipelineData.
-        let mut producers: BTreeMap<String, Vec<(NodeIndex, String)>> = BTreeMap::new();
-        for idx in graph.node_indices() {
-            for o in &graph[idx].module_def.outputs {
-                producers
-                    .entry(o.data.name().to_string())
-                    .or_default()
-                    .push((idx, o.name.clone()));
+/// The producers (node, output port) of each `PipelineData`; more than one is an error.
+fn producers(
+    graph: &StepGraph,
+    errors: &mut Vec<BuildError>,
+) -> BTreeMap<String, Vec<(NodeIndex, String)>> {
+    let mut producers: BTreeMap<String, Vec<(NodeIndex, String)>> = BTreeMap::new();
+    for idx in graph.node_indices() {
+        for o in &graph[idx].module_def.outputs {
+            producers
+                .entry(o.data.name().to_string())
+                .or_default()
+                .push((idx, o.name.clone()));
+        }
+    }
+    for (data, prods) in &producers {
+        if prods.len() > 1 {
+            let mut steps: Vec<String> =
+                prods.iter().map(|(i, _)| graph[*i].name.clone()).collect();
+            steps.sort();
+            errors.push(BuildError::MultipleProducers {
+                data: data.clone(),
+                steps,
+            });
+        }
+    }
+    producers
+}
+
+/// The edges into node `idx`: from the producer of each pipeline-data input, and from each
+/// step it runs after.
+fn node_edges(
+    graph: &StepGraph,
+    idx: NodeIndex,
+    producers: &BTreeMap<String, Vec<(NodeIndex, String)>>,
+    by_name: &HashMap<String, NodeIndex>,
+    errors: &mut Vec<BuildError>,
+) -> Vec<(NodeIndex, NodeIndex, Edge)> {
+    let node = &graph[idx];
+    let mut edges = Vec::new();
+    for input in &node.module_def.inputs {
+        if let DataSource::Pipeline(d) = &input.source {
+            match producers.get(d.name()).and_then(|p| p.first()) {
+                Some((from, from_port)) => edges.push((
+                    *from,
+                    idx,
+                    Edge::Data {
+                        from_port: from_port.clone(),
+                        to_port: input.name.clone(),
+                        data: d.name().to_string(),
+                    },
+                )),
+                None => errors.push(BuildError::NoProducer {
+                    step: node.name.clone(),
+                    port: input.name.clone(),
+                    data: d.name().to_string(),
+                }),
             }
         }
-        for (data, prods) in &producers {
-            if prods.len() > 1 {
-                let mut steps: Vec<String> =
-                    prods.iter().map(|(i, _)| graph[*i].name.clone()).collect();
-                steps.sort();
-                errors.push(BuildError::MultipleProducers {
-                    data: data.clone(),
-                    steps,
+    }
+    for after in &node.module_def.run_after {
+        // Azure's sequencing ports: a step without them can be neither ordered after another
+        // step nor have one ordered after it.
+        let no_ports = |n: &Node<dyn Step>| !n.module_def.create_sequencing_ports;
+        match by_name.get(after) {
+            Some(from) if no_ports(node) || no_ports(&graph[*from]) => {
+                let without = if no_ports(node) { &node.name } else { after };
+                errors.push(BuildError::NoSequencingPorts {
+                    step: node.name.clone(),
+                    after: after.clone(),
+                    without: without.clone(),
                 });
             }
+            Some(from) => edges.push((*from, idx, Edge::Sequence)),
+            None => errors.push(BuildError::UnknownStep {
+                step: node.name.clone(),
+                field: "run_after".into(),
+                name: after.clone(),
+            }),
         }
-
-        // Data and sequencing edges.
-        let mut new_edges = Vec::new();
-        for idx in graph.node_indices() {
-            let node = &graph[idx];
-            for input in &node.module_def.inputs {
-                if let DataSource::Pipeline(d) = &input.source {
-                    match producers.get(d.name()).and_then(|p| p.first()) {
-                        Some((from, from_port)) => new_edges.push((
-                            *from,
-                            idx,
-                            Edge::Data {
-                                from_port: from_port.clone(),
-                                to_port: input.name.clone(),
-                                data: d.name().to_string(),
-                            },
-                        )),
-                        None => errors.push(BuildError::NoProducer {
-                            step: node.name.clone(),
-                            port: input.name.clone(),
-                            data: d.name().to_string(),
-                        }),
-                    }
-                }
-            }
-            for after in &node.module_def.run_after {
-                // Azure's sequencing ports: a step without them can be neither ordered after
-                // another step nor have one ordered after it.
-                let no_ports = |n: &Node<dyn Step>| !n.module_def.create_sequencing_ports;
-                match by_name.get(after) {
-                    Some(from) if no_ports(node) || no_ports(&graph[*from]) => {
-                        let without = if no_ports(node) { &node.name } else { after };
-                        errors.push(BuildError::NoSequencingPorts {
-                            step: node.name.clone(),
-                            after: after.clone(),
-                            without: without.clone(),
-                        });
-                    }
-                    Some(from) => new_edges.push((*from, idx, Edge::Sequence)),
-                    None => errors.push(BuildError::UnknownStep {
-                        step: node.name.clone(),
-                        field: "run_after".into(),
-                        name: after.clone(),
-                    }),
-                }
-            }
-        }
-        for (a, b, e) in new_edges {
-            graph.add_edge(a, b, e);
-        }
-
-        let order = match topological_order(&graph) {
-            Ok(order) => order,
-            Err(cycles) => {
-                errors.extend(cycles);
-                Vec::new()
-            }
-        };
-        if !errors.is_empty() {
-            return Err(BuildErrors(errors));
-        }
-        Ok(Pipeline {
-            name: self.name,
-            graph,
-            order,
-            by_name,
-            parameters: params,
-        })
     }
+    edges
 }
 
 /// Every name of `def` that becomes a path component (ports, data and dataset names) must pass
