@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::mirror::Rebuilt;
 use super::records::SCHEMA_VERSION;
 use super::room::free_bytes;
 use super::{mirror, now_unix_ms, KEEP_ASIDE_MARGIN, SCHEMA_KEY};
@@ -25,6 +26,38 @@ pub(super) fn sled_err(root: &Path, e: sled::Error) -> StoreError {
 pub(super) struct MovedAside {
     pub(super) why: String,
     pub(super) aside: Aside,
+}
+
+impl MovedAside {
+    /// The warning for a database at `db` that was rebuilt as `r`.
+    pub(super) fn warning(&self, db: &Path, r: &Rebuilt) -> String {
+        let what = match &self.aside {
+            Aside::Missing => format!("store database {} is missing", db.display()),
+            Aside::Kept(aside) => format!(
+                "store database {} could not be used ({}); moved it to {}",
+                db.display(),
+                self.why,
+                aside.display()
+            ),
+            Aside::Deleted => format!(
+                "store database {} could not be used ({}); deleted it (the disk is nearly \
+             full, so no copy was kept)",
+                db.display(),
+                self.why
+            ),
+        };
+        format!(
+            "{what}; rebuilt the index from the store's files: {} cache entries{}, {} runs \
+         (objects are kept)",
+            r.entries,
+            if r.entries_dropped > 0 {
+                format!(" ({} dropped: objects missing)", r.entries_dropped)
+            } else {
+                String::new()
+            },
+            r.runs
+        )
+    }
 }
 
 /// What became of the database that could not be used.

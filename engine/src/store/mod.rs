@@ -43,12 +43,9 @@ pub use retention::{EntryUsage, GcOptions, GcReport, RemovedEntry, RunsReport, S
 pub use verify::{DroppedEntry, VerifyReport};
 
 use crate::error::StoreError;
-use db::{open_db, sled_err, Aside, OpenDbError};
-use room::{
-    ensure_reserve, free_without_db, has_room, human_bytes, refuse_foreign_folder, release_reserve,
-    reserve_warning,
-};
+use db::{open_db, sled_err, OpenDbError};
 pub(crate) use room::{free_bytes, is_aside_db};
+use room::{has_room, make_room, refuse_foreign_folder, release_reserve, reserve_warning};
 
 /// How to open a store.
 #[derive(Debug, Clone, Copy, Default)]
@@ -134,30 +131,7 @@ impl Store {
         // sled writes when it opens (a new log segment, a snapshot) and can damage its log
         // when that fails half-way: never let it start on a full disk. Make room from the
         // reserve when allowed, else stop here with a clear error.
-        let mut reserve_used = false;
-        if !options.use_reserve && !has_room(&root, RUN_MARGIN) {
-            // A run would fill the disk and leave nothing for the commands that free space.
-            return Err(StoreError::DiskFull { path: root });
-        }
-        if !ensure_reserve(&root) && !has_room(&root, SLED_ROOM) {
-            // Garbage that needs no database to be found goes first.
-            let freed = free_without_db(&root);
-            if freed > 0 {
-                warnings.push(format!(
-                    "the disk holding {} is full: removed {} of the store's leftovers (damaged \
-                     databases moved aside, temp files) to open it",
-                    root.display(),
-                    human_bytes(freed)
-                ));
-            }
-            let room = freed > 0 && has_room(&root, SLED_ROOM);
-            if !room && options.use_reserve && release_reserve(&root) {
-                reserve_used = true;
-                warnings.push(reserve_warning(&root));
-            } else if !room && !options.use_reserve {
-                return Err(StoreError::DiskFull { path: root });
-            }
-        }
+        let mut reserve_used = make_room(&root, options, &mut warnings)?;
         let (db, rebuilt) = loop {
             match open_db(&root.join("db")) {
                 Ok(x) => break x,
@@ -190,35 +164,8 @@ impl Store {
         };
         if let Some(reason) = rebuilt {
             let r = store.rebuild_from_mirrors()?;
-            let what = match &reason.aside {
-                Aside::Missing => format!(
-                    "store database {} is missing",
-                    store.root.join("db").display()
-                ),
-                Aside::Kept(aside) => format!(
-                    "store database {} could not be used ({}); moved it to {}",
-                    store.root.join("db").display(),
-                    reason.why,
-                    aside.display()
-                ),
-                Aside::Deleted => format!(
-                    "store database {} could not be used ({}); deleted it (the disk is nearly \
-                     full, so no copy was kept)",
-                    store.root.join("db").display(),
-                    reason.why
-                ),
-            };
-            store.warnings.push(format!(
-                "{what}; rebuilt the index from the store's files: {} cache entries{}, {} runs \
-                 (objects are kept)",
-                r.entries,
-                if r.entries_dropped > 0 {
-                    format!(" ({} dropped: objects missing)", r.entries_dropped)
-                } else {
-                    String::new()
-                },
-                r.runs
-            ));
+            let warning = reason.warning(&store.root.join("db"), &r);
+            store.warnings.push(warning);
         }
         store.write_missing_mirrors();
         store.mark_interrupted();

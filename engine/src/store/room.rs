@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::{is_store_dir, objects, retention, RESERVE_BYTES};
+use super::{is_store_dir, objects, retention, OpenOptions, RESERVE_BYTES, RUN_MARGIN, SLED_ROOM};
 use crate::error::StoreError;
 
 pub(super) fn reserve_warning(root: &Path) -> String {
@@ -131,4 +131,43 @@ pub(super) fn human_bytes(n: u64) -> String {
 /// Delete the ballast; whether there was one.
 pub(super) fn release_reserve(root: &Path) -> bool {
     std::fs::remove_file(root.join("reserve")).is_ok()
+}
+
+/// sled writes when it opens (a new log segment, a snapshot) and can damage its log when that
+/// fails half-way: never let it start on a full disk. Make room from the reserve when
+/// `options` allow, else stop with a clear error. True when the reserve was used.
+pub(super) fn make_room(
+    root: &Path,
+    options: OpenOptions,
+    warnings: &mut Vec<String>,
+) -> Result<bool, StoreError> {
+    let mut reserve_used = false;
+    if !options.use_reserve && !has_room(root, RUN_MARGIN) {
+        // A run would fill the disk and leave nothing for the commands that free space.
+        return Err(StoreError::DiskFull {
+            path: root.to_path_buf(),
+        });
+    }
+    if !ensure_reserve(root) && !has_room(root, SLED_ROOM) {
+        // Garbage that needs no database to be found goes first.
+        let freed = free_without_db(root);
+        if freed > 0 {
+            warnings.push(format!(
+                "the disk holding {} is full: removed {} of the store's leftovers (damaged \
+                 databases moved aside, temp files) to open it",
+                root.display(),
+                human_bytes(freed)
+            ));
+        }
+        let room = freed > 0 && has_room(root, SLED_ROOM);
+        if !room && options.use_reserve && release_reserve(root) {
+            reserve_used = true;
+            warnings.push(reserve_warning(root));
+        } else if !room && !options.use_reserve {
+            return Err(StoreError::DiskFull {
+                path: root.to_path_buf(),
+            });
+        }
+    }
+    Ok(reserve_used)
 }
