@@ -82,7 +82,7 @@ fn check_retry_succeeds(mode: &str, failure_text: &str) {
         (
             r.counts.items,
             r.counts.failed_items,
-            r.counts.failed_mini_batches
+            r.counts.failed_units
         ),
         (10, 0, 0)
     );

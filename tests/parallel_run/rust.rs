@@ -142,7 +142,7 @@ fn rust_entry_inits_once_per_worker_and_gathers_rows_in_order() {
     let r = ran(&run);
     assert_eq!(output(&run), all_rows());
     assert_eq!((r.counts.items, r.counts.failed_items), (20, 0));
-    assert!(r.counts.mini_batches > 2, "{:?}", r.counts);
+    assert!(r.counts.units > 2, "{:?}", r.counts);
     let agents = shared
         .init_agents
         .lock()
@@ -177,7 +177,7 @@ fn check_one_failure_retried(
     let r = ran(&run);
     assert_eq!(output(&run), all_rows());
     assert_eq!(
-        (r.counts.failed_items, r.counts.failed_mini_batches),
+        (r.counts.failed_items, r.counts.failed_units),
         (0, 0)
     );
     assert_eq!(shared.inits.load(Ordering::SeqCst), inits, "{why}");
@@ -227,7 +227,7 @@ fn rust_entry_returning_fewer_rows_counts_failed_items() {
         (
             r.counts.items,
             r.counts.failed_items,
-            r.counts.failed_mini_batches
+            r.counts.failed_units
         ),
         (20, 1, 0)
     );

@@ -185,8 +185,8 @@ pub(crate) fn counts(r: &StepRecord) -> (u64, u64, u64, u64) {
     (
         c.items,
         c.failed_items,
-        c.mini_batches,
-        c.failed_mini_batches,
+        c.units,
+        c.failed_units,
     )
 }
 
