@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use stepgraph::engine::{FileDataset, Pipeline, PipelineData, PipelineParameter};
-use stepgraph::steps::parallel_run::{EntryError, Row};
+use stepgraph::steps::{EntryError, Row};
 use stepgraph::steps::{
     EntryScript, FnStep, MiniBatch, MiniBatchData, ParallelRunConfig, ParallelRunStep,
 };

@@ -1,7 +1,10 @@
 //! stepgraph-steps: the step types.
 //!
-//! - [`FnStep`]: a Rust closure with a declared version;
-//! - [`ParallelRunStep`]: Azure ML's step of the same name (see [`parallel_run`]);
+//! - [`FnStep`]: a Rust closure, identified by a declared version or by its text
+//!   ([`fn_step!`]);
+//! - [`ParallelRunStep`]: Azure ML's step of the same name (its config
+//!   [`ParallelRunConfig`], its entries [`EntryScript`]; [`partition`] and [`size`] for how
+//!   inputs are cut into mini-batches);
 //! - [`load_spec`]: the JSON pipeline spec;
 //! - [`CommandStep`]: one command (argv list) with `{inputs.X}` / `{outputs.X}` /
 //!   `{params.X}` placeholders, its source folder hashed into the fingerprint.
@@ -32,15 +35,18 @@
 
 mod command_step;
 mod fn_step;
-pub mod parallel_run;
-pub mod placeholders;
+mod parallel_run;
+mod placeholders;
+mod ports;
 mod process;
-pub mod spec;
+mod spec;
 
 pub use command_step::CommandStep;
 pub use fn_step::{FnContext, FnStep};
 pub use parallel_run::{
-    AppendRowFormat, Entry, EntryContext, EntryError, EntryScript, MiniBatch, MiniBatchData,
-    OutputAction, ParallelRunConfig, ParallelRunStep,
+    partition, size, AppendRowFormat, ConfigError, Entry, EntryContext, EntryError, EntryFactory,
+    EntryScript, Limit, MiniBatch, MiniBatchData, OutputAction, ParallelRunConfig,
+    ParallelRunConfigBuilder, ParallelRunStep, ParallelRunStepBuilder, Row, COMMIT_INTERVAL,
+    MAX_PROTOCOL_LINE,
 };
-pub use spec::{load_spec, parse_spec, SpecError};
+pub use spec::{load_spec, parse_spec, SpecError, MAX_SPEC_BYTES};
