@@ -54,6 +54,7 @@ pub mod plan;
 pub mod relpath;
 mod resolve;
 mod run;
+mod runner;
 pub mod step;
 pub mod store;
 
@@ -73,6 +74,7 @@ pub use pipeline::{Edge, GraphBuilder, Node, Pipeline, PipelineBuilder};
 pub use plan::{plan, Decision, Plan, PlanOptions, PlannedStep, RunReason};
 pub use resolve::{source_files, value_to_arg};
 pub use run::{new_run_id, run, RunOptions, RunSummary};
+pub use runner::Runner;
 pub use step::{BuildContext, CancelFlag, Datastore, InputKind, ResolvedInput, Step, StepContext};
 pub use store::records::{CacheEntry, RunRecord, RunStatus, StepRecord};
 pub use store::{OpenOptions, ProgressLog, ProgressRecord, Store};
