@@ -51,7 +51,7 @@ impl StepPorts {
 }
 
 /// The builder methods of a step with a `ports: StepPorts` field: `input`, `output`, `param`,
-/// `allow_reuse`, `run_after`. Inputs and outputs take data by value or by reference
+/// and [`order_methods!`]' `allow_reuse`, `run_after`. Inputs and outputs take data by value or by reference
 /// (`&texts`): pipelines are wired by values.
 macro_rules! port_methods {
     () => {
@@ -86,15 +86,23 @@ macro_rules! port_methods {
             self
         }
 
-        /// Reuse cached outputs when nothing changed (default true).
+        $crate::ports::order_methods!(ports);
+    };
+}
+
+/// `allow_reuse` and `run_after` for a builder whose field `$field` has `allow_reuse: bool`
+/// and `run_after: Vec<String>`.
+macro_rules! order_methods {
+    ($field:ident) => {
+        /// Reuse cached outputs when nothing changed (default true, as on Azure).
         pub fn allow_reuse(mut self, allow: bool) -> Self {
-            self.ports.allow_reuse = allow;
+            self.$field.allow_reuse = allow;
             self
         }
 
         /// Run after step `name`, without a data dependency.
         pub fn run_after(mut self, name: impl Into<String>) -> Self {
-            self.ports.run_after.push(name.into());
+            self.$field.run_after.push(name.into());
             self
         }
     };
@@ -127,4 +135,5 @@ macro_rules! env_methods {
 }
 
 pub(crate) use env_methods;
+pub(crate) use order_methods;
 pub(crate) use port_methods;

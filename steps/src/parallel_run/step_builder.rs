@@ -5,6 +5,7 @@ use stepgraph_engine::{Argument, BuildContext, BuildError, DataSource, PipelineD
 
 use super::config::ParallelRunConfig;
 use super::step::ParallelRunStep;
+use crate::ports::order_methods;
 
 impl ParallelRunStep {
     /// The Rust form: a step `name` running `parallel_run_config`, its inputs, output and
@@ -68,17 +69,7 @@ impl ParallelRunStepBuilder {
         self
     }
 
-    /// Reuse cached outputs when nothing changed (default true, as on Azure).
-    pub fn allow_reuse(mut self, allow: bool) -> Self {
-        self.step.allow_reuse = allow;
-        self
-    }
-
-    /// Run after step `name`, without a data dependency.
-    pub fn run_after(mut self, name: impl Into<String>) -> Self {
-        self.step.run_after.push(name.into());
-        self
-    }
+    order_methods!(step);
 
     /// The step, checked as the pipeline will check it: inputs of one kind, the mini-batch
     /// size against them, an output unless `summary_only`, the arguments and the entry's files.
