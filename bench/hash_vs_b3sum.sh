@@ -20,16 +20,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-30}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/tmp/target-bench}
+source bench/common.sh
 
 need() { command -v "$1" >/dev/null 2>&1; }
 if ! need b3sum; then apt-get install -y b3sum >/dev/null 2>&1 || cargo install b3sum; fi
 
-cargo build --release --example hash_files >/dev/null 2>&1 || cargo build --release --example hash_files
-BIN=$CARGO_TARGET_DIR/release/examples/hash_files
-
-DIR=$(mktemp -d /tmp/sg-hash-XXXXXX)
-trap 'rm -rf "$DIR"' EXIT
+bench_setup hash_files hash
 echo "generating data in $DIR ..."
 head -c 1G /dev/urandom > "$DIR/big.bin"
 mkdir -p "$DIR/small"

@@ -16,14 +16,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPEATS=${1:-5}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/tmp/target-bench}
-[ -x /usr/bin/time ] || apt-get install -y time >/dev/null
+source bench/common.sh
+need_gnu_time
 
-cargo build --release --example noop_rerun >/dev/null 2>&1 || cargo build --release --example noop_rerun
-BIN=$CARGO_TARGET_DIR/release/examples/noop_rerun
 
-DIR=$(mktemp -d /tmp/sg-noop-XXXXXX)
-trap 'rm -rf "$DIR"' EXIT
+bench_setup noop_rerun noop
 mkdir -p "$DIR/data"
 echo "generating 50 x 40 MiB in $DIR/data ..."
 for i in $(seq -w 0 49); do head -c 40M /dev/urandom > "$DIR/data/f$i.bin"; done

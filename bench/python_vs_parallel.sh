@@ -22,15 +22,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-5}
 ROUNDS=${2:-2}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/tmp/target-bench}
+source bench/common.sh
 command -v hyperfine >/dev/null || apt-get install -y hyperfine >/dev/null 2>&1 || cargo install hyperfine
 command -v parallel >/dev/null || apt-get install -y parallel >/dev/null
 
-cargo build --release --example bench_python_entry >/dev/null 2>&1 || cargo build --release --example bench_python_entry
-BIN=$CARGO_TARGET_DIR/release/examples/bench_python_entry
 
-DIR=$(mktemp -d /tmp/sg-py-XXXXXX)
-trap 'rm -rf "$DIR"' EXIT
+bench_setup bench_python_entry py
 mkdir -p "$DIR/src" "$DIR/data"
 cp bench/py/score.py "$DIR/src/"
 for i in $(seq -w 0 1999); do head -c 1K /dev/urandom > "$DIR/data/f$i.bin"; done

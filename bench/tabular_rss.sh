@@ -21,14 +21,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ENTRIES=${ENTRIES:-"python rust"}
 ROWS=${ROWS:-25000000}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/tmp/target-bench}
-[ -x /usr/bin/time ] || apt-get install -y time >/dev/null
+source bench/common.sh
+need_gnu_time
 
-cargo build --release --example bench_python_entry >/dev/null 2>&1 || cargo build --release --example bench_python_entry
-BIN=$CARGO_TARGET_DIR/release/examples/bench_python_entry
 
-DIR=$(mktemp -d /tmp/sg-rss-XXXXXX)
-trap 'rm -rf "$DIR"' EXIT
+bench_setup bench_python_entry rss
 mkdir -p "$DIR/src"
 cp bench/py/rows.py "$DIR/src/"
 echo "generating $ROWS rows in $DIR/big.csv ..."

@@ -195,7 +195,7 @@ fn real_main() -> Result<(), Box<dyn std::error::Error>> {
         took.as_secs_f64(),
         summary.status,
         rec.counts.items,
-        rec.counts.mini_batches,
+        rec.counts.units,
         rec.counts.failed_items
     );
     if let Some(h) = sampler {

@@ -63,27 +63,24 @@ pub(crate) struct PlainSink {
 
 impl EventSink for PlainSink {
     fn emit(&self, event: &Event) {
-        if let Event::Progress {
-            step,
-            done,
-            total,
-            items,
-            failed_items,
-            ..
-        } = event
-        {
+        if let Some((step, p)) = Figures::of(event) {
             let Ok(mut last) = self.last.lock() else {
                 return;
             };
             let now = Instant::now();
-            let due = done == total
+            let due = p.done == p.total
                 || last
                     .get(step)
                     .is_none_or(|t| now.duration_since(*t) >= Duration::from_secs(2));
             if due {
-                last.insert(step.clone(), now);
+                last.insert(step.to_string(), now);
                 crate::out::errln!(
-                    "{step}: {done}/{total} mini-batches, {items} items, {failed_items} failed"
+                    "{step}: {}/{} {}, {} items, {} failed",
+                    p.done,
+                    p.total,
+                    crate::render::plural(p.unit),
+                    p.items,
+                    p.failed_items
                 );
             }
         } else if let Some(line) = step_line(event) {
@@ -134,35 +131,68 @@ impl BarSink {
         }
     }
 
-    fn progress(
-        &self,
-        step: &str,
-        done: u64,
-        total: u64,
-        items: u64,
-        failed_items: u64,
-        failed_batches: u64,
-    ) {
+    fn progress(&self, step: &str, p: Figures<'_>) {
+        let units = crate::render::plural(p.unit);
         let Ok(bars) = self.bars.lock() else { return };
         let Some((bar, started)) = bars.get(step) else {
             return;
         };
-        if bar.length() != Some(total) {
-            bar.set_length(total);
+        if bar.length() != Some(p.total) {
+            bar.set_length(p.total);
             bar.set_style(
-                ProgressStyle::with_template(
-                    "{prefix:.bold} [{bar:30}] {pos}/{len} mini-batches {msg} ETA {eta}",
-                )
+                ProgressStyle::with_template(&format!(
+                    "{{prefix:.bold}} [{{bar:30}}] {{pos}}/{{len}} {units} {{msg}} ETA {{eta}}"
+                ))
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
                 .progress_chars("=> "),
             );
         }
-        bar.set_position(done);
+        bar.set_position(p.done);
         let secs = started.elapsed().as_secs_f64().max(0.001);
         bar.set_message(format!(
-            "{:.0} items/s, {failed_items} failed items, {failed_batches} failed mini-batches",
-            items as f64 / secs
+            "{:.0} items/s, {} failed items, {} failed {units}",
+            p.items as f64 / secs,
+            p.failed_items,
+            p.failed_units
         ));
+    }
+}
+
+/// The figures of one progress event.
+struct Figures<'a> {
+    unit: &'a str,
+    done: u64,
+    total: u64,
+    items: u64,
+    failed_items: u64,
+    failed_units: u64,
+}
+
+impl<'a> Figures<'a> {
+    /// The step and figures of a progress event; `None` for any other event.
+    fn of(event: &'a Event) -> Option<(&'a str, Self)> {
+        match event {
+            Event::Progress {
+                step,
+                unit,
+                done,
+                total,
+                items,
+                failed_items,
+                failed_units,
+            } => Some((
+                step,
+                Figures {
+                    unit,
+                    done: *done,
+                    total: *total,
+                    items: *items,
+                    failed_items: *failed_items,
+                    failed_units: *failed_units,
+                },
+            )),
+            _ => None,
+        }
     }
 }
 
@@ -176,21 +206,11 @@ impl EventSink for BarSink {
     fn emit(&self, event: &Event) {
         match event {
             Event::StepStarted { step, .. } => self.start(step),
-            Event::Progress {
-                step,
-                done,
-                total,
-                items,
-                failed_items,
-                failed_mini_batches,
-            } => self.progress(
-                step,
-                *done,
-                *total,
-                *items,
-                *failed_items,
-                *failed_mini_batches,
-            ),
+            Event::Progress { .. } => {
+                if let Some((step, p)) = Figures::of(event) {
+                    self.progress(step, p);
+                }
+            }
             other => {
                 if let Event::StepFinished { step, .. } | Event::StepFailed { step, .. } = other {
                     self.finish(step);

@@ -4,8 +4,9 @@
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 
-use stepgraph_engine::GraphSnapshot;
+use stepgraph_engine::model::SnapshotDataEdge;
 use stepgraph_engine::{Decision, Plan};
+use stepgraph_engine::{GraphSnapshot, StepRecord};
 
 /// Milliseconds as `850ms`, `2.1s`, `3m05s`.
 pub(crate) fn duration(ms: u64) -> String {
@@ -31,6 +32,42 @@ pub(crate) fn bytes(n: u64) -> String {
         format!("{n} B")
     } else {
         format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// A table row for a step: its name and status word, then `cells`.
+pub(crate) fn step_row(s: &StepRecord, cells: impl IntoIterator<Item = String>) -> Vec<String> {
+    [s.name.clone(), status_word(s.status.as_str())]
+        .into_iter()
+        .chain(cells)
+        .collect()
+}
+
+/// The paragraph telling that step `s` failed, and why.
+pub(crate) fn step_failure(s: &StepRecord) -> String {
+    format!(
+        "\nstep {:?} failed:\n{}",
+        s.name,
+        s.error.as_deref().unwrap_or("").trim_end()
+    )
+}
+
+/// A Unix time in ms as RFC 3339 (UTC, seconds).
+pub(crate) fn time(ms: u64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// The plural of a unit name (`mini-batch` -> `mini-batches`), for counts.
+pub(crate) fn plural(unit: &str) -> String {
+    let unit = if unit.is_empty() { "unit" } else { unit };
+    if ["s", "x", "z", "ch", "sh"]
+        .iter()
+        .any(|e| unit.ends_with(e))
+    {
+        format!("{unit}es")
+    } else {
+        format!("{unit}s")
     }
 }
 
@@ -187,6 +224,41 @@ pub(crate) fn graph_text(g: &GraphSnapshot, statuses: &Statuses) -> String {
     out
 }
 
+/// An input that reads a dataset: (dataset number, node number, port).
+type DatasetInput<'g> = (usize, usize, &'g str);
+
+/// The inputs that read datasets (not pipeline data), and the datasets by name with their
+/// numbers (in order of first use).
+fn dataset_inputs(g: &GraphSnapshot) -> (Vec<DatasetInput<'_>>, BTreeMap<&str, usize>) {
+    let mut inputs = Vec::new();
+    let mut datasets = BTreeMap::new();
+    for (i, n) in g.nodes.iter().enumerate() {
+        for p in n.inputs.iter().filter(|p| p.kind != "pipeline_data") {
+            let k = datasets.len();
+            let d = *datasets.entry(p.data.as_str()).or_insert(k);
+            inputs.push((d, i, p.port.as_str()));
+        }
+    }
+    (inputs, datasets)
+}
+
+/// The edges between known nodes, as (producer number, consumer number, data edge).
+fn numbered_edges(g: &GraphSnapshot) -> Vec<(usize, usize, Option<&SnapshotDataEdge>)> {
+    let idx: BTreeMap<&str, usize> = g
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.name.as_str(), i))
+        .collect();
+    g.edges
+        .iter()
+        .filter_map(|e| {
+            let (a, b) = (idx.get(e.from.as_str())?, idx.get(e.to.as_str())?);
+            Some((*a, *b, e.data.as_ref()))
+        })
+        .collect()
+}
+
 fn dot_escape(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"")
 }
@@ -213,22 +285,12 @@ pub(crate) fn graph_dot(g: &GraphSnapshot, statuses: &Statuses) -> String {
             dot_escape(&status)
         ));
     }
-    let idx: BTreeMap<&str, usize> = g
-        .nodes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| (n.name.as_str(), i))
-        .collect();
-    let mut datasets = BTreeMap::new();
-    for (i, n) in g.nodes.iter().enumerate() {
-        for p in n.inputs.iter().filter(|p| p.kind != "pipeline_data") {
-            let k = datasets.len();
-            let d = *datasets.entry(p.data.clone()).or_insert(k);
-            out.push_str(&format!(
-                "  d{d} -> n{i} [label=\"{}\"];\n",
-                dot_escape(&p.port)
-            ));
-        }
+    let (inputs, datasets) = dataset_inputs(g);
+    for (d, i, port) in inputs {
+        out.push_str(&format!(
+            "  d{d} -> n{i} [label=\"{}\"];\n",
+            dot_escape(port)
+        ));
     }
     for (name, d) in &datasets {
         out.push_str(&format!(
@@ -236,11 +298,8 @@ pub(crate) fn graph_dot(g: &GraphSnapshot, statuses: &Statuses) -> String {
             dot_escape(name)
         ));
     }
-    for e in &g.edges {
-        let (Some(a), Some(b)) = (idx.get(e.from.as_str()), idx.get(e.to.as_str())) else {
-            continue;
-        };
-        match &e.data {
+    for (a, b, data) in numbered_edges(g) {
+        match data {
             Some(d) => out.push_str(&format!(
                 "  n{a} -> n{b} [label=\"{}\"];\n",
                 dot_escape(&d.data)
@@ -272,31 +331,31 @@ pub(crate) fn graph_mermaid(g: &GraphSnapshot, statuses: &Statuses) -> String {
             mermaid_text(&n.execution_type)
         ));
     }
-    let idx: BTreeMap<&str, usize> = g
-        .nodes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| (n.name.as_str(), i))
-        .collect();
-    let mut datasets: BTreeMap<String, usize> = BTreeMap::new();
-    for (i, n) in g.nodes.iter().enumerate() {
-        for p in n.inputs.iter().filter(|p| p.kind != "pipeline_data") {
-            let k = datasets.len();
-            let d = *datasets.entry(p.data.clone()).or_insert(k);
-            out.push_str(&format!("  d{d} --> n{i}\n"));
-        }
+    let (inputs, datasets) = dataset_inputs(g);
+    for (d, i, _) in inputs {
+        out.push_str(&format!("  d{d} --> n{i}\n"));
     }
     for (name, d) in &datasets {
         out.push_str(&format!("  d{d}[(\"{}\")]\n", mermaid_text(name)));
     }
-    for e in &g.edges {
-        let (Some(a), Some(b)) = (idx.get(e.from.as_str()), idx.get(e.to.as_str())) else {
-            continue;
-        };
-        match &e.data {
+    for (a, b, data) in numbered_edges(g) {
+        match data {
             Some(d) => out.push_str(&format!("  n{a} -->|\"{}\"| n{b}\n", mermaid_text(&d.data))),
             None => out.push_str(&format!("  n{a} -.->|run_after| n{b}\n")),
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unit_names_are_made_plural_for_counts() {
+        assert_eq!(plural("mini-batch"), "mini-batches");
+        assert_eq!(plural("page"), "pages");
+        assert_eq!(plural("box"), "boxes");
+        assert_eq!(plural(""), "units");
+    }
 }

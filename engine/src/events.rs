@@ -74,10 +74,12 @@ pub enum Event {
         /// Why.
         reason: String,
     },
-    /// Progress of a step made of units (mini-batches).
+    /// Progress of a step made of units (ParallelRunStep: mini-batches).
     Progress {
         /// Step name.
         step: String,
+        /// What one unit is called, singular (`"mini-batch"`).
+        unit: String,
         /// Units done (including failed and resumed ones).
         done: u64,
         /// Units in all.
@@ -87,7 +89,7 @@ pub enum Event {
         /// Items failed.
         failed_items: u64,
         /// Units failed.
-        failed_mini_batches: u64,
+        failed_units: u64,
     },
     /// A message from a step (retries, worker restarts, resumes).
     Message {
@@ -162,5 +164,29 @@ impl EventSink for CollectSink {
         if let Ok(mut e) = self.events.lock() {
             e.push(event.clone());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_events_name_their_unit() {
+        let e = Event::Progress {
+            step: "s".into(),
+            unit: "mini-batch".into(),
+            done: 2,
+            total: 5,
+            items: 7,
+            failed_items: 1,
+            failed_units: 1,
+        };
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"event": "progress", "step": "s", "unit": "mini-batch", "done": 2,
+                "total": 5, "items": 7, "failed_items": 1, "failed_units": 1})
+        );
     }
 }

@@ -46,6 +46,7 @@ pub mod data;
 pub mod error;
 pub mod events;
 pub mod fingerprint;
+mod graph;
 pub mod model;
 pub mod module_def;
 pub mod name;
@@ -65,12 +66,13 @@ pub use data::{
 pub use error::{BuildError, BuildErrors, EngineError, StepError, StoreError};
 pub use events::{CollectSink, Event, EventSink, NullSink};
 pub use fingerprint::{diff, Component, ComponentChange, Fingerprint, NodeKey, Preimage};
+pub use graph::{Edge, GraphBuilder, Node};
 pub use model::{GraphSnapshot, StepCounts, StepStatus};
 pub use module_def::{
     create_module_def, Argument, CodeIdentity, ModuleDef, ModuleDefBuilder, SourceRules,
 };
 pub use name::StepName;
-pub use pipeline::{Edge, GraphBuilder, Node, Pipeline, PipelineBuilder};
+pub use pipeline::{Pipeline, PipelineBuilder, StepGraph};
 pub use plan::{plan, Decision, Plan, PlanOptions, PlannedStep, RunReason};
 pub use resolve::{source_files, value_to_arg};
 pub use run::{new_run_id, run, RunOptions, RunSummary};

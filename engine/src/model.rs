@@ -8,19 +8,78 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// Counters a step reports (ParallelRunStep fills all of them; simple steps leave zeros).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Counters a step reports. A step that works in units (ParallelRunStep: mini-batches) names
+/// its unit and counts them; a simple step leaves zeros and no unit.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "StepCountsRecord")]
 pub struct StepCounts {
+    /// What one unit is called, singular (`"mini-batch"`); empty when the step has no units.
+    pub unit: String,
     /// Items processed (files or rows).
     pub items: u64,
     /// Items that failed.
     pub failed_items: u64,
-    /// Mini-batches in the step.
-    pub mini_batches: u64,
-    /// Mini-batches that failed after all tries.
-    pub failed_mini_batches: u64,
-    /// Mini-batches taken from an interrupted earlier run instead of being run again.
-    pub resumed_mini_batches: u64,
+    /// Units in the step.
+    pub units: u64,
+    /// Units that failed after all tries.
+    pub failed_units: u64,
+    /// Units taken from an interrupted earlier run instead of being run again.
+    pub resumed_units: u64,
+}
+
+impl StepCounts {
+    /// Counters of a step made of `total` units called `unit` (singular), nothing done yet.
+    pub fn in_units(unit: impl Into<String>, total: u64) -> Self {
+        StepCounts {
+            unit: unit.into(),
+            units: total,
+            ..StepCounts::default()
+        }
+    }
+
+    /// Whether the step counted units (only then are its counters worth showing).
+    pub fn has_units(&self) -> bool {
+        self.units > 0
+    }
+}
+
+/// How [`StepCounts`] is read: today's field names, and those of records written before the
+/// counters were generic (`mini_batches`, … without a unit name).
+#[derive(Deserialize)]
+struct StepCountsRecord {
+    #[serde(default)]
+    unit: Option<String>,
+    #[serde(default)]
+    items: u64,
+    #[serde(default)]
+    failed_items: u64,
+    #[serde(default, alias = "mini_batches")]
+    units: u64,
+    #[serde(default, alias = "failed_mini_batches")]
+    failed_units: u64,
+    #[serde(default, alias = "resumed_mini_batches")]
+    resumed_units: u64,
+}
+
+/// The unit of records written before units were named: only ParallelRunStep counted units.
+const UNNAMED_UNIT: &str = "mini-batch";
+
+impl From<StepCountsRecord> for StepCounts {
+    fn from(r: StepCountsRecord) -> Self {
+        let unit = match r.unit {
+            Some(unit) => unit,
+            None if r.units > 0 => UNNAMED_UNIT.to_string(),
+            None => String::new(),
+        };
+        StepCounts {
+            unit,
+            items: r.items,
+            failed_items: r.failed_items,
+            units: r.units,
+            failed_units: r.failed_units,
+            resumed_units: r.resumed_units,
+        }
+    }
 }
 
 /// What happened to a step in a run.
@@ -116,4 +175,42 @@ pub struct GraphSnapshot {
     pub edges: Vec<SnapshotEdge>,
     /// Pipeline parameters and defaults.
     pub parameters: BTreeMap<String, Value>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_written_before_units_were_named_still_load() {
+        let old = r#"{"items":12,"failed_items":1,"mini_batches":3,"failed_mini_batches":1,"resumed_mini_batches":2}"#;
+        let c: StepCounts = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            c,
+            StepCounts {
+                unit: "mini-batch".into(),
+                items: 12,
+                failed_items: 1,
+                units: 3,
+                failed_units: 1,
+                resumed_units: 2,
+            }
+        );
+        let none = r#"{"items":0,"failed_items":0,"mini_batches":0,"failed_mini_batches":0,"resumed_mini_batches":0}"#;
+        let c: StepCounts = serde_json::from_str(none).unwrap();
+        assert_eq!(c, StepCounts::default());
+    }
+
+    #[test]
+    fn counts_round_trip_with_their_unit() {
+        let mut c = StepCounts::in_units("page", 4);
+        c.failed_units = 1;
+        c.items = 9;
+        let json = serde_json::to_string(&c).unwrap();
+        assert!(json.contains(r#""unit":"page""#), "{json}");
+        assert!(json.contains(r#""failed_units":1"#), "{json}");
+        assert_eq!(serde_json::from_str::<StepCounts>(&json).unwrap(), c);
+        assert!(c.has_units());
+        assert!(!StepCounts::default().has_units());
+    }
 }

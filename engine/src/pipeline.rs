@@ -11,65 +11,14 @@ use serde_json::Value;
 
 use crate::data::{DataSource, InputRole, PipelineParameter};
 use crate::error::{BuildError, BuildErrors};
+use crate::graph::{Edge, GraphBuilder, Node};
 use crate::model::{GraphSnapshot, SnapshotDataEdge, SnapshotEdge, SnapshotNode, SnapshotPort};
 use crate::module_def::{Argument, ModuleDef};
 use crate::name::{check_data_name, StepName};
 use crate::step::{BuildContext, Datastore, Step};
 
-/// A node: one step with its declaration.
-#[derive(Clone)]
-pub struct Node {
-    /// The step's name (validated in `build`).
-    pub name: String,
-    /// What the step declared.
-    pub module_def: ModuleDef,
-    pub(crate) step: Arc<dyn Step>,
-}
-
-impl std::fmt::Debug for Node {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Node")
-            .field("name", &self.name)
-            .field("module_def", &self.module_def)
-            .finish_non_exhaustive()
-    }
-}
-
-/// An edge of the graph.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Edge {
-    /// Data flows from an output port to an input port.
-    Data {
-        /// Producer's output port.
-        from_port: String,
-        /// Consumer's input port.
-        to_port: String,
-        /// The `PipelineData` name.
-        data: String,
-    },
-    /// `run_after`: ordering without data.
-    Sequence,
-}
-
-/// The graph under construction; handed to [`Step::create_node`].
-pub struct GraphBuilder<'g> {
-    graph: &'g mut StableDiGraph<Node, Edge>,
-    current: Arc<dyn Step>,
-    added: Vec<NodeIndex>,
-}
-
-impl GraphBuilder<'_> {
-    /// Add a node for the step being built, holding `def`.
-    pub fn add_node(&mut self, def: ModuleDef) -> NodeIndex {
-        let idx = self.graph.add_node(Node {
-            name: self.current.name().to_string(),
-            module_def: def,
-            step: self.current.clone(),
-        });
-        self.added.push(idx);
-        idx
-    }
-}
+/// The graph of a pipeline: its steps and the data and sequencing edges between them.
+pub type StepGraph = StableDiGraph<Node<dyn Step>, Edge>;
 
 /// Collects steps; [`PipelineBuilder::build`] validates and freezes them.
 pub struct PipelineBuilder {
@@ -118,175 +67,25 @@ impl PipelineBuilder {
     /// Every problem found: bad or duplicate names, dangling references, data with zero or
     /// several producers, cycles (as their full chain), invalid step configuration.
     pub fn build(self) -> Result<Pipeline, BuildErrors> {
-        let context = BuildContext {
-            pipeline: self.name.clone(),
-        };
-        let datastore = Datastore {
-            name: "workspaceblobstore".into(),
-        };
-        let mut graph = StableDiGraph::<Node, Edge>::new();
         let mut errors = Vec::new();
-        let mut by_name: HashMap<String, NodeIndex> = HashMap::new();
-
-        for step in &self.steps {
-            let name = step.name().to_string();
-            if by_name.contains_key(&name) {
-                if !errors.contains(&BuildError::DuplicateStepName { step: name.clone() }) {
-                    errors.push(BuildError::DuplicateStepName { step: name.clone() });
-                }
-                continue;
-            }
-            // Checked once per name: a repeated bad name is one InvalidStepName, not several.
-            if let Err(e) = StepName::new(&name) {
-                errors.push(e);
-            }
-            let mut gb = GraphBuilder {
-                graph: &mut graph,
-                current: step.clone(),
-                added: Vec::new(),
-            };
-            match step.create_node(&mut gb, &datastore, &context) {
-                Ok(()) => {
-                    if let Some(idx) = gb.added.first() {
-                        by_name.insert(name, *idx);
-                    }
-                }
-                Err(e) => errors.push(e),
-            }
-        }
-
+        let (mut graph, by_name) = self.add_nodes(&mut errors);
         // Ports, parameters and argument references.
         let mut params: BTreeMap<String, PipelineParameter> = BTreeMap::new();
         for p in &self.parameters {
             params.insert(p.name.clone(), p.clone());
         }
         for idx in graph.node_indices() {
-            let node = &graph[idx];
-            let def = &node.module_def;
-            check_path_names(&node.name, def, &mut errors);
-            let mut ports = BTreeSet::new();
-            for port in def
-                .inputs
-                .iter()
-                .map(|i| &i.name)
-                .chain(def.outputs.iter().map(|o| &o.name))
-            {
-                if !ports.insert(port.clone()) {
-                    errors.push(BuildError::DuplicatePort {
-                        step: node.name.clone(),
-                        port: port.clone(),
-                    });
-                }
-            }
-            for a in &def.arguments {
-                let (what, port, exists) = match a {
-                    Argument::Input(p) => {
-                        ("input port", p, def.inputs.iter().any(|i| &i.name == p))
-                    }
-                    Argument::Output(p) => {
-                        ("output port", p, def.outputs.iter().any(|o| &o.name == p))
-                    }
-                    _ => continue,
-                };
-                if !exists {
-                    errors.push(BuildError::UnknownReference {
-                        step: node.name.clone(),
-                        field: "arguments".into(),
-                        what: what.into(),
-                        name: port.clone(),
-                    });
-                }
-            }
-            for p in def.parameters() {
-                match params.get(&p.name) {
-                    Some(q) if q.default_value != p.default_value => {
-                        let e = BuildError::ConflictingParameter {
-                            name: p.name.clone(),
-                        };
-                        if !errors.contains(&e) {
-                            errors.push(e);
-                        }
-                    }
-                    Some(_) => {}
-                    None => {
-                        params.insert(p.name.clone(), p.clone());
-                    }
-                }
-            }
+            check_node(&graph[idx], &mut params, &mut errors);
         }
-
-        // Producers of each PipelineData.
-        let mut producers: BTreeMap<String, Vec<(NodeIndex, String)>> = BTreeMap::new();
-        for idx in graph.node_indices() {
-            for o in &graph[idx].module_def.outputs {
-                producers
-                    .entry(o.data.name().to_string())
-                    .or_default()
-                    .push((idx, o.name.clone()));
-            }
-        }
-        for (data, prods) in &producers {
-            if prods.len() > 1 {
-                let mut steps: Vec<String> =
-                    prods.iter().map(|(i, _)| graph[*i].name.clone()).collect();
-                steps.sort();
-                errors.push(BuildError::MultipleProducers {
-                    data: data.clone(),
-                    steps,
-                });
-            }
-        }
-
+        let producers = producers(&graph, &mut errors);
         // Data and sequencing edges.
         let mut new_edges = Vec::new();
         for idx in graph.node_indices() {
-            let node = &graph[idx];
-            for input in &node.module_def.inputs {
-                if let DataSource::Pipeline(d) = &input.source {
-                    match producers.get(d.name()).and_then(|p| p.first()) {
-                        Some((from, from_port)) => new_edges.push((
-                            *from,
-                            idx,
-                            Edge::Data {
-                                from_port: from_port.clone(),
-                                to_port: input.name.clone(),
-                                data: d.name().to_string(),
-                            },
-                        )),
-                        None => errors.push(BuildError::NoProducer {
-                            step: node.name.clone(),
-                            port: input.name.clone(),
-                            data: d.name().to_string(),
-                        }),
-                    }
-                }
-            }
-            for after in &node.module_def.run_after {
-                // Azure's sequencing ports: a step without them can be neither ordered after
-                // another step nor have one ordered after it.
-                let no_ports = |n: &Node| !n.module_def.create_sequencing_ports;
-                match by_name.get(after) {
-                    Some(from) if no_ports(node) || no_ports(&graph[*from]) => {
-                        let without = if no_ports(node) { &node.name } else { after };
-                        errors.push(BuildError::NoSequencingPorts {
-                            step: node.name.clone(),
-                            after: after.clone(),
-                            without: without.clone(),
-                        });
-                    }
-                    Some(from) => new_edges.push((*from, idx, Edge::Sequence)),
-                    None => errors.push(BuildError::UnknownStep {
-                        step: node.name.clone(),
-                        field: "run_after".into(),
-                        name: after.clone(),
-                    }),
-                }
-            }
+            new_edges.extend(node_edges(&graph, idx, &producers, &by_name, &mut errors));
         }
         for (a, b, e) in new_edges {
             graph.add_edge(a, b, e);
         }
-
         let order = match topological_order(&graph) {
             Ok(order) => order,
             Err(cycles) => {
@@ -305,6 +104,180 @@ impl PipelineBuilder {
             parameters: params,
         })
     }
+
+    /// Let every step add its node (Azure's `create_node`); step names are checked here.
+    fn add_nodes(&self, errors: &mut Vec<BuildError>) -> (StepGraph, HashMap<String, NodeIndex>) {
+        let context = BuildContext {
+            pipeline: self.name.clone(),
+        };
+        let datastore = Datastore {
+            name: "workspaceblobstore".into(),
+        };
+        let mut graph = StepGraph::default();
+        let mut by_name: HashMap<String, NodeIndex> = HashMap::new();
+        for step in &self.steps {
+            let name = step.name().to_string();
+            if by_name.contains_key(&name) {
+                if !errors.contains(&BuildError::DuplicateStepName { step: name.clone() }) {
+                    errors.push(BuildError::DuplicateStepName { step: name.clone() });
+                }
+                continue;
+            }
+            // Checked once per name: a repeated bad name is one InvalidStepName, not several.
+            if let Err(e) = StepName::new(&name) {
+                errors.push(e);
+            }
+            let mut gb = GraphBuilder::new(&mut graph, name.clone(), step.clone());
+            match step.create_node(&mut gb, &datastore, &context) {
+                Ok(()) => {
+                    if let Some(idx) = gb.added().first() {
+                        by_name.insert(name, *idx);
+                    }
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        (graph, by_name)
+    }
+}
+
+/// Check one node's names, ports and argument references, and merge the parameters it
+/// declares into `params` (one default per name).
+fn check_node(
+    node: &Node<dyn Step>,
+    params: &mut BTreeMap<String, PipelineParameter>,
+    errors: &mut Vec<BuildError>,
+) {
+    let def = &node.module_def;
+    check_path_names(&node.name, def, errors);
+    let mut ports = BTreeSet::new();
+    for port in def
+        .inputs
+        .iter()
+        .map(|i| &i.name)
+        .chain(def.outputs.iter().map(|o| &o.name))
+    {
+        if !ports.insert(port.clone()) {
+            errors.push(BuildError::DuplicatePort {
+                step: node.name.clone(),
+                port: port.clone(),
+            });
+        }
+    }
+    for a in &def.arguments {
+        let (what, port, exists) = match a {
+            Argument::Input(p) => ("input port", p, def.inputs.iter().any(|i| &i.name == p)),
+            Argument::Output(p) => ("output port", p, def.outputs.iter().any(|o| &o.name == p)),
+            _ => continue,
+        };
+        if !exists {
+            errors.push(BuildError::UnknownReference {
+                step: node.name.clone(),
+                field: "arguments".into(),
+                what: what.into(),
+                name: port.clone(),
+            });
+        }
+    }
+    for p in def.parameters() {
+        match params.get(&p.name) {
+            Some(q) if q.default_value != p.default_value => {
+                let e = BuildError::ConflictingParameter {
+                    name: p.name.clone(),
+                };
+                if !errors.contains(&e) {
+                    errors.push(e);
+                }
+            }
+            Some(_) => {}
+            None => {
+                params.insert(p.name.clone(), p.clone());
+            }
+        }
+    }
+}
+
+/// The producers (node, output port) of each `PipelineData`; more than one is an error.
+fn producers(
+    graph: &StepGraph,
+    errors: &mut Vec<BuildError>,
+) -> BTreeMap<String, Vec<(NodeIndex, String)>> {
+    let mut producers: BTreeMap<String, Vec<(NodeIndex, String)>> = BTreeMap::new();
+    for idx in graph.node_indices() {
+        for o in &graph[idx].module_def.outputs {
+            producers
+                .entry(o.data.name().to_string())
+                .or_default()
+                .push((idx, o.name.clone()));
+        }
+    }
+    for (data, prods) in &producers {
+        if prods.len() > 1 {
+            let mut steps: Vec<String> =
+                prods.iter().map(|(i, _)| graph[*i].name.clone()).collect();
+            steps.sort();
+            errors.push(BuildError::MultipleProducers {
+                data: data.clone(),
+                steps,
+            });
+        }
+    }
+    producers
+}
+
+/// The edges into node `idx`: from the producer of each pipeline-data input, and from each
+/// step it runs after.
+fn node_edges(
+    graph: &StepGraph,
+    idx: NodeIndex,
+    producers: &BTreeMap<String, Vec<(NodeIndex, String)>>,
+    by_name: &HashMap<String, NodeIndex>,
+    errors: &mut Vec<BuildError>,
+) -> Vec<(NodeIndex, NodeIndex, Edge)> {
+    let node = &graph[idx];
+    let mut edges = Vec::new();
+    for input in &node.module_def.inputs {
+        if let DataSource::Pipeline(d) = &input.source {
+            match producers.get(d.name()).and_then(|p| p.first()) {
+                Some((from, from_port)) => edges.push((
+                    *from,
+                    idx,
+                    Edge::Data {
+                        from_port: from_port.clone(),
+                        to_port: input.name.clone(),
+                        data: d.name().to_string(),
+                    },
+                )),
+                None => errors.push(BuildError::NoProducer {
+                    step: node.name.clone(),
+                    port: input.name.clone(),
+                    data: d.name().to_string(),
+                }),
+            }
+        }
+    }
+    for after in &node.module_def.run_after {
+        // Azure's sequencing ports: a step without them can be neither ordered after another
+        // step nor have one ordered after it.
+        let no_ports = |n: &Node<dyn Step>| !n.module_def.create_sequencing_ports;
+        match by_name.get(after) {
+            Some(from) if no_ports(node) || no_ports(&graph[*from]) => {
+                let without = if no_ports(node) { &node.name } else { after };
+                errors.push(BuildError::NoSequencingPorts {
+                    step: node.name.clone(),
+                    after: after.clone(),
+                    without: without.clone(),
+                });
+            }
+            Some(from) => edges.push((*from, idx, Edge::Sequence)),
+            None => errors.push(BuildError::UnknownStep {
+                step: node.name.clone(),
+                field: "run_after".into(),
+                name: after.clone(),
+            }),
+        }
+    }
+    edges
 }
 
 /// Every name of `def` that becomes a path component (ports, data and dataset names) must pass
@@ -340,7 +313,7 @@ fn check_path_names(step: &str, def: &ModuleDef, errors: &mut Vec<BuildError>) {
 
 /// Kahn's algorithm with ties broken by step name, so the order is the same however the
 /// steps were inserted. On a cycle, every cycle is reported as its full chain.
-fn topological_order(graph: &StableDiGraph<Node, Edge>) -> Result<Vec<NodeIndex>, Vec<BuildError>> {
+fn topological_order(graph: &StepGraph) -> Result<Vec<NodeIndex>, Vec<BuildError>> {
     let mut indegree: HashMap<NodeIndex, usize> = graph
         .node_indices()
         .map(|n| (n, graph.neighbors_directed(n, Direction::Incoming).count()))
@@ -381,7 +354,7 @@ fn topological_order(graph: &StableDiGraph<Node, Edge>) -> Result<Vec<NodeIndex>
 
 /// One cycle through a strongly connected component, starting at its smallest name:
 /// `a -> b -> c -> a`.
-fn cycle_chain(graph: &StableDiGraph<Node, Edge>, scc: &[NodeIndex]) -> Vec<String> {
+fn cycle_chain(graph: &StepGraph, scc: &[NodeIndex]) -> Vec<String> {
     let members: BTreeSet<NodeIndex> = scc.iter().copied().collect();
     let Some(start) = scc.iter().min_by_key(|n| graph[**n].name.clone()).copied() else {
         return Vec::new();
@@ -426,7 +399,7 @@ fn cycle_chain(graph: &StableDiGraph<Node, Edge>, scc: &[NodeIndex]) -> Vec<Stri
 #[derive(Debug, Clone)]
 pub struct Pipeline {
     name: String,
-    graph: StableDiGraph<Node, Edge>,
+    graph: StepGraph,
     order: Vec<NodeIndex>,
     by_name: HashMap<String, NodeIndex>,
     parameters: BTreeMap<String, PipelineParameter>,
@@ -444,7 +417,7 @@ impl Pipeline {
     }
 
     /// The graph.
-    pub fn graph(&self) -> &StableDiGraph<Node, Edge> {
+    pub fn graph(&self) -> &StepGraph {
         &self.graph
     }
 
@@ -459,7 +432,7 @@ impl Pipeline {
     }
 
     /// The node at `idx`.
-    pub fn node(&self, idx: NodeIndex) -> &Node {
+    pub fn node(&self, idx: NodeIndex) -> &Node<dyn Step> {
         &self.graph[idx]
     }
 

@@ -3,13 +3,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use petgraph::stable_graph::NodeIndex;
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::error::EngineError;
 use crate::fingerprint::{diff, ComponentChange, Fingerprint};
-use crate::pipeline::{Edge, Pipeline};
-use crate::resolve::{prepare, OutputsMap, UpstreamOutput};
+use crate::graph::Edge;
+use crate::pipeline::Pipeline;
+use crate::resolve::{prepare, OutputsMap, Prepared, UpstreamOutput};
 use crate::store::records::CacheEntry;
 use crate::store::Store;
 
@@ -179,20 +181,7 @@ pub fn plan(pipeline: &Pipeline, store: &Store, opts: &PlanOptions) -> Result<Pl
     for &idx in pipeline.topological_order() {
         let node = pipeline.node(idx);
         let def = &node.module_def;
-        let mut waiting: Vec<String> = pipeline
-            .graph()
-            .edges_directed(idx, petgraph::Direction::Incoming)
-            .filter(|e| matches!(e.weight(), Edge::Data { .. }))
-            .map(|e| {
-                pipeline
-                    .node(petgraph::visit::EdgeRef::source(&e))
-                    .name
-                    .clone()
-            })
-            .filter(|n| !reused.contains(n))
-            .collect();
-        waiting.sort();
-        waiting.dedup();
+        let waiting = producers_not_reused(pipeline, idx, &reused);
         if !waiting.is_empty() {
             steps.push(PlannedStep {
                 name: node.name.clone(),
@@ -251,13 +240,7 @@ pub fn plan(pipeline: &Pipeline, store: &Store, opts: &PlanOptions) -> Result<Pl
                 },
             }
         } else {
-            let reason = match store.latest_get(pipeline.name(), &node.name)? {
-                None => RunReason::NeverRun,
-                Some(latest) if latest.key == key => RunReason::NotCached,
-                Some(latest) => RunReason::Changed {
-                    changes: diff(&latest.fingerprint, &prepared.fingerprint),
-                },
-            };
+            let reason = why_not_cached(store, pipeline.name(), &node.name, &prepared)?;
             Decision::Run { key, reason }
         };
         steps.push(PlannedStep {
@@ -269,5 +252,46 @@ pub fn plan(pipeline: &Pipeline, store: &Store, opts: &PlanOptions) -> Result<Pl
     Ok(Plan {
         pipeline: pipeline.name().to_string(),
         steps,
+    })
+}
+
+/// The producers of node `idx`'s data inputs that will not be reused (sorted, once each):
+/// until they run, its key is unknown.
+fn producers_not_reused(
+    pipeline: &Pipeline,
+    idx: NodeIndex,
+    reused: &BTreeSet<String>,
+) -> Vec<String> {
+    let mut waiting: Vec<String> = pipeline
+        .graph()
+        .edges_directed(idx, petgraph::Direction::Incoming)
+        .filter(|e| matches!(e.weight(), Edge::Data { .. }))
+        .map(|e| {
+            pipeline
+                .node(petgraph::visit::EdgeRef::source(&e))
+                .name
+                .clone()
+        })
+        .filter(|n| !reused.contains(n))
+        .collect();
+    waiting.sort();
+    waiting.dedup();
+    waiting
+}
+
+/// Why a step whose key has no cache entry runs: never ran, or ran with this key and was not
+/// cached, or its fingerprint changed since its latest run (and how).
+fn why_not_cached(
+    store: &Store,
+    pipeline: &str,
+    step: &str,
+    prepared: &Prepared,
+) -> Result<RunReason, EngineError> {
+    Ok(match store.latest_get(pipeline, step)? {
+        None => RunReason::NeverRun,
+        Some(latest) if latest.key == prepared.key.0 => RunReason::NotCached,
+        Some(latest) => RunReason::Changed {
+            changes: diff(&latest.fingerprint, &prepared.fingerprint),
+        },
     })
 }

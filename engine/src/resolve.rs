@@ -8,10 +8,10 @@ use petgraph::stable_graph::NodeIndex;
 use rayon::prelude::*;
 use serde_json::Value;
 
-use crate::data::{list_files, DataSource, DatasetFile, InputRole};
+use crate::data::{list_files, DataSource, DatasetFile, InputPortBinding, InputRole};
 use crate::error::EngineError;
 use crate::fingerprint::{Component, Fingerprint, NodeKey};
-use crate::module_def::{Argument, CodeIdentity, SourceRules};
+use crate::module_def::{Argument, CodeIdentity, ModuleDef, SourceRules};
 use crate::pipeline::Pipeline;
 use crate::step::{InputKind, ResolvedInput};
 use crate::store::records::OutputManifest;
@@ -54,6 +54,46 @@ pub(crate) fn prepare(
 ) -> Result<Prepared, EngineError> {
     let node = pipeline.node(idx);
     let def = &node.module_def;
+    let mut fp = declared_components(&node.name, def, params, store, verify)?;
+    let mut inputs = BTreeMap::new();
+    for binding in &def.inputs {
+        let prefix = match binding.role {
+            InputRole::Main => "inputs",
+            InputRole::Side => "side_inputs",
+        };
+        let (path, kind, manifest) =
+            resolve_input(pipeline, idx, binding, upstream, store, verify)?;
+        let path = std::path::absolute(&path).unwrap_or(path);
+        fp.insert(
+            format!("{prefix}.{}", binding.name),
+            Component::manifest(manifest),
+        );
+        inputs.insert(
+            binding.name.clone(),
+            ResolvedInput {
+                port: binding.name.clone(),
+                role: binding.role,
+                path,
+                kind,
+            },
+        );
+    }
+    let key = fp.key();
+    Ok(Prepared {
+        fingerprint: fp,
+        key,
+        inputs,
+    })
+}
+
+/// The components a step declares: kind, config, version, code, arguments, params, env.
+fn declared_components(
+    step: &str,
+    def: &ModuleDef,
+    params: &BTreeMap<String, Value>,
+    store: &Store,
+    verify: bool,
+) -> Result<Fingerprint, EngineError> {
     let mut fp = Fingerprint::default();
     fp.insert(
         "kind",
@@ -71,7 +111,7 @@ pub(crate) fn prepare(
         Some(CodeIdentity::SourceDirectory { dir, rules }) => {
             let manifest = snapshot_source_dir(dir, rules, store, verify).map_err(|message| {
                 EngineError::InvalidInput {
-                    step: node.name.clone(),
+                    step: step.to_string(),
                     port: "source_directory".into(),
                     message,
                 }
@@ -83,7 +123,7 @@ pub(crate) fn prepare(
             // its declared version, so two steps that both say "v1" never share outputs.
             fp.insert(
                 "code",
-                Component::value(serde_json::json!({ "step": node.name, "version": v })),
+                Component::value(serde_json::json!({ "step": step, "version": v })),
             );
         }
         None => {}
@@ -122,89 +162,75 @@ pub(crate) fn prepare(
     if !env.is_empty() {
         fp.insert("env", Component::value(Value::Object(env)));
     }
+    Ok(fp)
+}
 
-    let mut inputs = BTreeMap::new();
-    for binding in &def.inputs {
-        let prefix = match binding.role {
-            InputRole::Main => "inputs",
-            InputRole::Side => "side_inputs",
-        };
-        let input_err = |message: String| EngineError::InvalidInput {
-            step: node.name.clone(),
-            port: binding.name.clone(),
-            message,
-        };
-        let (path, kind, manifest) = match &binding.source {
-            DataSource::Pipeline(_) => {
-                let (from, port) = pipeline
-                    .producer_of(idx, &binding.name)
-                    .ok_or_else(|| input_err("no producer".into()))?;
-                let out = upstream
-                    .get(&(from, port.to_string()))
-                    .ok_or_else(|| input_err("upstream output is not available".into()))?;
-                let path = out.path.clone().unwrap_or_default();
-                let files = out
-                    .manifest
-                    .files
-                    .keys()
-                    .map(|rel| DatasetFile {
-                        relative: rel.clone(),
-                        path: path.join(rel),
-                    })
-                    .collect();
-                let manifest = out
-                    .manifest
-                    .files
-                    .iter()
-                    .map(|(k, o)| (k.clone(), o.hash.clone()))
-                    .collect();
-                (path, InputKind::Files(files), manifest)
-            }
-            DataSource::Reference(r) => {
-                let files = list_files(&r.path, None).map_err(input_err)?;
-                let manifest = hash_all(&files, store, verify).map_err(input_err)?;
-                (r.path.clone(), InputKind::Files(files), manifest)
-            }
-            DataSource::Files(ds) => {
-                let files = ds.list().map_err(input_err)?;
-                let manifest = hash_all(&files, store, verify).map_err(input_err)?;
-                (ds.path.clone(), InputKind::Files(files), manifest)
-            }
-            DataSource::Tabular(ds) => {
-                let files = ds.list().map_err(input_err)?;
-                let manifest = hash_all(&files, store, verify).map_err(input_err)?;
-                let path = ds.paths.first().cloned().unwrap_or_default();
-                (
-                    path,
-                    InputKind::Tabular {
-                        format: ds.format,
-                        files,
-                    },
-                    manifest,
-                )
-            }
-        };
-        let path = std::path::absolute(&path).unwrap_or(path);
-        fp.insert(
-            format!("{prefix}.{}", binding.name),
-            Component::manifest(manifest),
-        );
-        inputs.insert(
-            binding.name.clone(),
-            ResolvedInput {
-                port: binding.name.clone(),
-                role: binding.role,
+/// What input `binding` of node `idx` resolves to: its folder, how to read it, and its
+/// manifest (relative path -> content hash).
+fn resolve_input(
+    pipeline: &Pipeline,
+    idx: NodeIndex,
+    binding: &InputPortBinding,
+    upstream: &OutputsMap,
+    store: &Store,
+    verify: bool,
+) -> Result<(PathBuf, InputKind, BTreeMap<String, String>), EngineError> {
+    let input_err = |message: String| EngineError::InvalidInput {
+        step: pipeline.node(idx).name.clone(),
+        port: binding.name.clone(),
+        message,
+    };
+    let resolved = match &binding.source {
+        DataSource::Pipeline(_) => {
+            let (from, port) = pipeline
+                .producer_of(idx, &binding.name)
+                .ok_or_else(|| input_err("no producer".into()))?;
+            let out = upstream
+                .get(&(from, port.to_string()))
+                .ok_or_else(|| input_err("upstream output is not available".into()))?;
+            let path = out.path.clone().unwrap_or_default();
+            let files = out
+                .manifest
+                .files
+                .keys()
+                .map(|rel| DatasetFile {
+                    relative: rel.clone(),
+                    path: path.join(rel),
+                })
+                .collect();
+            let manifest = out
+                .manifest
+                .files
+                .iter()
+                .map(|(k, o)| (k.clone(), o.hash.clone()))
+                .collect();
+            (path, InputKind::Files(files), manifest)
+        }
+        DataSource::Reference(r) => {
+            let files = list_files(&r.path, None).map_err(input_err)?;
+            let manifest = hash_all(&files, store, verify).map_err(input_err)?;
+            (r.path.clone(), InputKind::Files(files), manifest)
+        }
+        DataSource::Files(ds) => {
+            let files = ds.list().map_err(input_err)?;
+            let manifest = hash_all(&files, store, verify).map_err(input_err)?;
+            (ds.path.clone(), InputKind::Files(files), manifest)
+        }
+        DataSource::Tabular(ds) => {
+            let files = ds.list().map_err(input_err)?;
+            let manifest = hash_all(&files, store, verify).map_err(input_err)?;
+            let path = ds.paths.first().cloned().unwrap_or_default();
+            (
                 path,
-                kind,
-            },
-        );
-    }
-    let key = fp.key();
-    Ok(Prepared {
-        fingerprint: fp,
-        key,
-        inputs,
-    })
+                InputKind::Tabular {
+                    format: ds.format,
+                    files,
+                },
+                manifest,
+            )
+        }
+    };
+    Ok(resolved)
 }
 
 /// Content hashes of `files` (memoised, in parallel), keyed by relative path.

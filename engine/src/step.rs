@@ -8,12 +8,12 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::data::{DatasetFile, InputRole, TabularFormat};
-use crate::error::{BuildError, StepError};
+use crate::error::{BuildError, StepError, StoreError};
 use crate::events::{Event, EventSink};
+use crate::graph::GraphBuilder;
 use crate::model::StepCounts;
 use crate::module_def::ModuleDef;
-use crate::pipeline::GraphBuilder;
-use crate::store::Store;
+use crate::store::{ProgressLog, Store};
 
 /// What a step builder knows about the pipeline it is added to.
 #[derive(Debug, Clone, Default)]
@@ -48,7 +48,7 @@ pub trait Step: Send + Sync {
     /// Whatever [`Step::create_module_def`] returns.
     fn create_node(
         &self,
-        graph: &mut GraphBuilder<'_>,
+        graph: &mut GraphBuilder<'_, dyn Step>,
         default_datastore: &Datastore,
         context: &BuildContext,
     ) -> Result<(), BuildError> {
@@ -146,8 +146,8 @@ pub struct StepContext<'a> {
     pub work_dir: &'a Path,
     /// The step's log folder (`logs/`; `logs/user`, `logs/sys` below it).
     pub log_dir: &'a Path,
-    /// The store (for resume progress).
-    pub store: &'a Store,
+    /// The store, reached only through the handles below (resume progress, staging).
+    pub(crate) store: &'a Store,
     /// Events out.
     pub events: &'a dyn EventSink,
     /// Set when the run is cancelled.
@@ -157,7 +157,42 @@ pub struct StepContext<'a> {
     pub resume: bool,
 }
 
-impl StepContext<'_> {
+impl<'a> StepContext<'a> {
+    /// The id of this step's resume progress: its key *and* its name, because two steps of
+    /// one pipeline with the same definition share a key and may run at the same time.
+    fn progress_id(&self) -> String {
+        format!("{}.{}", self.key, self.step)
+    }
+
+    /// This step's resume log (`progress/<key>.<step>.bin`): results committed by an earlier,
+    /// interrupted run with the same key, and where to commit new ones.
+    ///
+    /// # Errors
+    /// I/O errors opening the data file.
+    pub fn resume_log(&self) -> Result<ProgressLog<'a>, StoreError> {
+        self.store.progress_log(&self.progress_id())
+    }
+
+    /// Forget this step's resume progress: its log and its staging folder.
+    ///
+    /// # Errors
+    /// Db or I/O errors.
+    pub fn clear_resume(&self) -> Result<(), StoreError> {
+        self.store.clear_progress(&self.progress_id())
+    }
+
+    /// A folder of this step's own that survives a crash and is removed with its resume
+    /// progress (`progress/<key>.<step>.d`). Not created here.
+    pub fn staging_dir(&self) -> PathBuf {
+        self.store.staging_dir(&self.progress_id())
+    }
+
+    /// The store's folder. A step that copies or lists folders leaves it out (a store is
+    /// never an input).
+    pub fn store_dir(&self) -> &'a Path {
+        self.store.root()
+    }
+
     /// Emit a message event for this step.
     pub fn message(&self, level: &str, text: impl Into<String>) {
         self.events.emit(&Event::Message {
@@ -165,5 +200,53 @@ impl StepContext<'_> {
             level: level.to_string(),
             text: text.into(),
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::NullSink;
+    use crate::store::OpenOptions;
+
+    #[test]
+    fn a_step_reaches_its_own_resume_progress_and_staging_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("s"), OpenOptions::default()).unwrap();
+        let empty_inputs = BTreeMap::new();
+        let empty_outputs = BTreeMap::new();
+        let empty_params = BTreeMap::new();
+        let empty_env = BTreeMap::new();
+        let cancel = CancelFlag::new();
+        let ctx = StepContext {
+            step: "count",
+            pipeline: "p",
+            key: "k1",
+            run_id: "r1",
+            inputs: &empty_inputs,
+            outputs: &empty_outputs,
+            params: &empty_params,
+            arguments: &[],
+            environment_variables: &empty_env,
+            work_dir: dir.path(),
+            log_dir: dir.path(),
+            store: &store,
+            events: &NullSink,
+            cancel: &cancel,
+            resume: true,
+        };
+        assert_eq!(ctx.store_dir(), store.root());
+        let staging = ctx.staging_dir();
+        assert_eq!(staging, store.root().join("progress").join("k1.count.d"));
+        let mut log = ctx.resume_log().unwrap();
+        log.append(0, serde_json::json!({"items": 1}), b"row")
+            .unwrap();
+        log.commit().unwrap();
+        drop(log);
+        assert_eq!(ctx.resume_log().unwrap().committed().unwrap().len(), 1);
+        std::fs::create_dir_all(staging.join("output")).unwrap();
+        ctx.clear_resume().unwrap();
+        assert!(!staging.exists());
+        assert!(ctx.resume_log().unwrap().committed().unwrap().is_empty());
     }
 }

@@ -187,7 +187,7 @@ impl Step for CommandStep {
         let cwd = match &self.source_directory {
             Some(dir) => {
                 let copy = ctx.work_dir.join("source");
-                crate::process::copy_source(dir, &copy, ctx.store.root()).map_err(|e| {
+                crate::process::copy_source(dir, &copy, ctx.store_dir()).map_err(|e| {
                     StepError::new(format!("copying source_directory {}: {e}", dir.display()))
                 })?;
                 copy

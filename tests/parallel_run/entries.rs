@@ -60,7 +60,7 @@ def run(mini_batch):
         .map(|i| format!("prefix-X {} a.lbl,b.lbl\n", doc_name(i)))
         .collect();
     assert_eq!(output(&run), expected);
-    assert_eq!((r.counts.items, r.counts.mini_batches), (4, 2));
+    assert_eq!((r.counts.items, r.counts.units), (4, 2));
     let mut seen = crate::parallel_run::support::lines(&calls);
     seen.sort();
     assert_eq!(seen, ["doc-01.txt doc-02.txt", "doc-03.txt doc-04.txt"]);
@@ -104,7 +104,7 @@ fn check_entry_command(argv: &[&str]) {
         .map(|i| format!("{} doc {i}\n", doc_name(i)))
         .collect();
     assert_eq!(output(&run), expected);
-    assert_eq!((r.counts.items, r.counts.mini_batches), (5, 3));
+    assert_eq!((r.counts.items, r.counts.units), (5, 3));
 }
 
 #[test]

@@ -66,7 +66,7 @@ fn error_threshold_equal_to_the_failed_items_succeeds() {
     let (run, _) = run_bad(&ws, 3, |c| c.error_threshold(3));
     let r = ran(&run);
     assert_eq!(r.counts.failed_items, 3);
-    assert_eq!(r.counts.failed_mini_batches, 3);
+    assert_eq!(r.counts.failed_units, 3);
     assert_eq!(
         output(&run),
         "ok-4.txt\nok-5.txt\nok-6.txt\nok-7.txt\nok-8.txt\n"
@@ -86,7 +86,7 @@ fn allowed_failed_count_equal_to_the_failed_mini_batches_succeeds() {
     let ws = Workspace::new();
     let (run, _) = run_bad(&ws, 3, |c| c.error_threshold(-1).allowed_failed_count(3));
     let r = ran(&run);
-    assert_eq!(r.counts.failed_mini_batches, 3);
+    assert_eq!(r.counts.failed_units, 3);
 }
 
 #[test]
@@ -104,8 +104,8 @@ fn allowed_failed_percent_exactly_reached_succeeds() {
         c.error_threshold(-1).allowed_failed_percent(25.0)
     });
     let r = ran(&run);
-    assert_eq!(r.counts.failed_mini_batches, 2);
-    assert_eq!(r.counts.mini_batches, 8);
+    assert_eq!(r.counts.failed_units, 2);
+    assert_eq!(r.counts.units, 8);
 }
 
 #[test]

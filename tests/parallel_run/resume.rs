@@ -126,7 +126,7 @@ fn killed_run_resumes_from_committed_mini_batches() -> TestResult {
     let store = Store::open(root.join("store"), OpenOptions::default())?;
     let (run, sink) = run_pipeline(&store, &pipeline(root, &calls));
     let r = ran(&run);
-    let resumed = r.counts.resumed_mini_batches;
+    let resumed = r.counts.resumed_units;
     assert!(resumed > 0, "{:?}", r.counts);
     let second_calls = lines(&calls)
         .iter()
@@ -139,7 +139,7 @@ fn killed_run_resumes_from_committed_mini_batches() -> TestResult {
         "each mini-batch not resumed is run exactly once"
     );
     assert_eq!(
-        (r.counts.items, r.counts.mini_batches, r.counts.failed_items),
+        (r.counts.items, r.counts.units, r.counts.failed_items),
         (FILES as u64, MINI_BATCHES, 0)
     );
 
@@ -156,7 +156,7 @@ fn killed_run_resumes_from_committed_mini_batches() -> TestResult {
     // The same bytes as an uninterrupted run in another store.
     let (reference, reference_output) = reference.join().map_err(|_| "reference run panicked")?;
     assert_eq!(reference.status, StepStatus::Ran, "{:?}", reference.error);
-    assert_eq!(reference.counts.resumed_mini_batches, 0);
+    assert_eq!(reference.counts.resumed_units, 0);
     assert_eq!(
         lines(&root.join("other-calls.txt")).len() as u64,
         MINI_BATCHES

@@ -96,7 +96,7 @@ fn forced_rerun_after_success_runs_every_mini_batch_again() {
     let sink = stepgraph_engine::CollectSink::default();
     let forced = stepgraph_engine::run(&pipeline, &store, &opts, &sink).expect("run starts");
     let r = ran(&forced);
-    assert_eq!(r.counts.resumed_mini_batches, 0);
+    assert_eq!(r.counts.resumed_units, 0);
     assert_eq!(crate::parallel_run::support::lines(&calls).len(), 6);
     assert_eq!(output(&forced), output(&first));
 }

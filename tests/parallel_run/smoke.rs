@@ -74,7 +74,7 @@ fn python_entry_gathers_rows_in_order_and_is_reused() -> Result<(), Box<dyn std:
         .collect();
     assert_eq!(out, expected);
     assert_eq!(rec.counts.items, 23);
-    assert_eq!(rec.counts.mini_batches, 5);
+    assert_eq!(rec.counts.units, 5);
     let log0 = std::fs::read_to_string(run.run_dir.join("score-docs/logs/user/worker-0.txt"))?;
     assert!(
         log0.contains("this print must not break the protocol"),

@@ -70,10 +70,7 @@ fn csv_rows_are_cut_by_bytes_processed_once_each_and_gathered_in_row_order() -> 
     let sizes: Vec<usize> = (0..30).map(|i| row(i).len()).collect();
     let batches = expected_batches(&sizes, 64);
     assert!(batches > 3, "the fixture must give several mini-batches");
-    assert_eq!(
-        (r.counts.items, r.counts.mini_batches),
-        (30, batches as u64)
-    );
+    assert_eq!((r.counts.items, r.counts.units), (30, batches as u64));
     let calls = lines(&calls);
     assert_eq!(calls.len(), batches);
     let mut ids: Vec<usize> = Vec::new();
@@ -121,7 +118,7 @@ fn json_lines_rows_are_gathered_in_row_order() -> TestResult {
         .map(|i| format!("{{\"id\": {i}, \"word\": \"w{i}\"}}\n").len())
         .collect();
     assert_eq!(
-        (r.counts.items, r.counts.mini_batches),
+        (r.counts.items, r.counts.units),
         (20, expected_batches(&sizes, 100) as u64)
     );
     Ok(())
@@ -164,7 +161,7 @@ fn partition_keys_give_one_mini_batch_per_key_with_its_value_in_the_context() ->
     .environment_variable("CALLS_LOG", calls.display().to_string());
     let (run, _) = run_csv(&ws, cfg, "sales", vec![file]);
     let r = ran(&run);
-    assert_eq!((r.counts.items, r.counts.mini_batches), (12, 3));
+    assert_eq!((r.counts.items, r.counts.units), (12, 3));
     let mut seen = lines(&calls);
     seen.sort();
     assert_eq!(
@@ -211,7 +208,7 @@ fn csv_quoted_fields_crlf_and_a_missing_final_newline_stay_whole_rows() -> TestR
     .usual("1");
     let (run, _) = run_csv(&ws, cfg, "table", vec![a, b]);
     let r = ran(&run);
-    assert_eq!((r.counts.items, r.counts.mini_batches), (5, 5));
+    assert_eq!((r.counts.items, r.counts.units), (5, 5));
     assert_eq!(
         output(&run),
         "1 plain\n2 with, comma\n3 multi\\nline\n4 quote \"q\"\n5 last\n"
@@ -262,7 +259,7 @@ def run(mini_batch):
         .append_row_format(format);
         let (run, _) = run_csv(&ws, cfg, "letters", vec![file]);
         let r = ran(&run);
-        assert!(r.counts.mini_batches > 1, "{:?}", r.counts);
+        assert!(r.counts.units > 1, "{:?}", r.counts);
         assert_eq!(output(&run), expected, "{format:?}");
     }
     Ok(())

@@ -14,7 +14,9 @@
 //! - `reserve`: a few MiB of ballast, deleted when the disk is full so that the database can
 //!   still be opened to free space (as CockroachDB's emergency ballast).
 
+mod db;
 mod filehash;
+mod freeing;
 mod layout;
 mod lock;
 mod marker;
@@ -24,6 +26,7 @@ pub(crate) use objects::relative_slash;
 mod progress;
 pub mod records;
 mod retention;
+mod room;
 mod verify;
 
 use std::collections::BTreeSet;
@@ -35,11 +38,14 @@ pub use filehash::hash_file_uncached;
 pub use layout::RunLayout;
 pub use marker::{is_store_dir, STORE_MARKER};
 pub use progress::{ProgressLog, ProgressRecord};
-use records::{CacheEntry, LatestRecord, RunRecord, RunStatus, SCHEMA_VERSION};
+use records::{CacheEntry, LatestRecord, RunRecord, RunStatus};
 pub use retention::{EntryUsage, GcOptions, GcReport, RemovedEntry, RunsReport, StoreUsage};
 pub use verify::{DroppedEntry, VerifyReport};
 
-use crate::error::{is_disk_full, StoreError};
+use crate::error::StoreError;
+use db::{open_db, sled_err, OpenDbError};
+pub(crate) use room::{free_bytes, is_aside_db};
+use room::{has_room, make_room, refuse_foreign_folder, release_reserve, reserve_warning};
 
 /// How to open a store.
 #[derive(Debug, Clone, Copy, Default)]
@@ -125,30 +131,7 @@ impl Store {
         // sled writes when it opens (a new log segment, a snapshot) and can damage its log
         // when that fails half-way: never let it start on a full disk. Make room from the
         // reserve when allowed, else stop here with a clear error.
-        let mut reserve_used = false;
-        if !options.use_reserve && !has_room(&root, RUN_MARGIN) {
-            // A run would fill the disk and leave nothing for the commands that free space.
-            return Err(StoreError::DiskFull { path: root });
-        }
-        if !ensure_reserve(&root) && !has_room(&root, SLED_ROOM) {
-            // Garbage that needs no database to be found goes first.
-            let freed = free_without_db(&root);
-            if freed > 0 {
-                warnings.push(format!(
-                    "the disk holding {} is full: removed {} of the store's leftovers (damaged \
-                     databases moved aside, temp files) to open it",
-                    root.display(),
-                    human_bytes(freed)
-                ));
-            }
-            let room = freed > 0 && has_room(&root, SLED_ROOM);
-            if !room && options.use_reserve && release_reserve(&root) {
-                reserve_used = true;
-                warnings.push(reserve_warning(&root));
-            } else if !room && !options.use_reserve {
-                return Err(StoreError::DiskFull { path: root });
-            }
-        }
+        let mut reserve_used = make_room(&root, options, &mut warnings)?;
         let (db, rebuilt) = loop {
             match open_db(&root.join("db")) {
                 Ok(x) => break x,
@@ -181,35 +164,8 @@ impl Store {
         };
         if let Some(reason) = rebuilt {
             let r = store.rebuild_from_mirrors()?;
-            let what = match &reason.aside {
-                Aside::Missing => format!(
-                    "store database {} is missing",
-                    store.root.join("db").display()
-                ),
-                Aside::Kept(aside) => format!(
-                    "store database {} could not be used ({}); moved it to {}",
-                    store.root.join("db").display(),
-                    reason.why,
-                    aside.display()
-                ),
-                Aside::Deleted => format!(
-                    "store database {} could not be used ({}); deleted it (the disk is nearly \
-                     full, so no copy was kept)",
-                    store.root.join("db").display(),
-                    reason.why
-                ),
-            };
-            store.warnings.push(format!(
-                "{what}; rebuilt the index from the store's files: {} cache entries{}, {} runs \
-                 (objects are kept)",
-                r.entries,
-                if r.entries_dropped > 0 {
-                    format!(" ({} dropped: objects missing)", r.entries_dropped)
-                } else {
-                    String::new()
-                },
-                r.runs
-            ));
+            let warning = reason.warning(&store.root.join("db"), &r);
+            store.warnings.push(warning);
         }
         store.write_missing_mirrors();
         store.mark_interrupted();
@@ -532,263 +488,6 @@ fn put_json<T: serde::Serialize>(
     Ok(())
 }
 
-fn sled_err(root: &Path, e: sled::Error) -> StoreError {
-    match e {
-        sled::Error::Io(io) if is_disk_full(&io) => StoreError::DiskFull {
-            path: root.to_path_buf(),
-        },
-        e => StoreError::Db {
-            path: root.join("db"),
-            message: sled_message(&e),
-        },
-    }
-}
-
-/// Why the database was rebuilt.
-struct MovedAside {
-    why: String,
-    aside: Aside,
-}
-
-/// What became of the database that could not be used.
-enum Aside {
-    /// There was none (with JSON copies to rebuild from).
-    Missing,
-    /// Moved to this path (`db.corrupt-<ms>`), removed by the next `cache gc`.
-    Kept(PathBuf),
-    /// Deleted: the disk had no room to keep it.
-    Deleted,
-}
-
-enum OpenDbError {
-    /// sled's own lock on its files is held by another process.
-    Locked,
-    /// No space left.
-    Full,
-    /// Anything else that is not damage (permissions).
-    Other(StoreError),
-}
-
-/// sled's error in words (its corruption error prints Rust debug output).
-pub(crate) fn sled_message(e: &sled::Error) -> String {
-    match e {
-        sled::Error::Corruption { .. } => "its files are damaged".to_string(),
-        sled::Error::Unsupported(m) => format!("unsupported: {m}"),
-        sled::Error::ReportableBug(m) => format!("internal error of the database: {m}"),
-        sled::Error::CollectionNotFound(_) => "a tree of the database is missing".to_string(),
-        sled::Error::Io(io) => crate::error::io_message(io),
-    }
-}
-
-fn classify(e: sled::Error, path: &Path) -> Result<String, OpenDbError> {
-    match e {
-        sled::Error::Io(io) if is_disk_full(&io) => Err(OpenDbError::Full),
-        // sled 0.34 reports its flock failing only as this message.
-        sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
-            Err(OpenDbError::Locked)
-        }
-        sled::Error::Io(io) if io.kind() == std::io::ErrorKind::PermissionDenied => {
-            Err(OpenDbError::Other(StoreError::io(path, io)))
-        }
-        // Corruption, an unsupported (garbage) config, a bug report, any other I/O error.
-        e => Ok(sled_message(&e)),
-    }
-}
-
-/// Open sled. Any failure other than its lock, a full disk or a permission (garbage in its
-/// files, corruption, another sled version, another schema) moves the db aside and opens a
-/// fresh one, to be rebuilt by the caller.
-fn open_db(path: &Path) -> Result<(sled::Db, Option<MovedAside>), OpenDbError> {
-    let root = path.parent().unwrap_or(path).to_path_buf();
-    let fail = |e: sled::Error| match classify(e, path) {
-        Ok(why) => OpenDbError::Other(StoreError::Db {
-            path: path.to_path_buf(),
-            message: why,
-        }),
-        Err(e) => e,
-    };
-    if !path.exists() && mirror::has_copies(&root) {
-        // Deleted by hand: rebuild from the JSON copies as for a damaged one.
-        let db = fresh_db(&root, path)?;
-        return Ok((
-            db,
-            Some(MovedAside {
-                why: "missing".into(),
-                aside: Aside::Missing,
-            }),
-        ));
-    }
-    let why = match sled::open(path) {
-        Ok(db) => match db.get(SCHEMA_KEY) {
-            Ok(None) => {
-                db.insert(SCHEMA_KEY, SCHEMA_VERSION.to_string().as_bytes())
-                    .map_err(fail)?;
-                db.flush().map_err(fail)?;
-                return Ok((db, None));
-            }
-            Ok(Some(v)) if v.as_ref() == SCHEMA_VERSION.to_string().as_bytes() => {
-                return Ok((db, None))
-            }
-            Ok(Some(v)) => format!(
-                "schema version {} (this stepgraph uses {SCHEMA_VERSION})",
-                String::from_utf8_lossy(&v)
-            ),
-            Err(e) => classify(e, path)?,
-        },
-        Err(e) => classify(e, path)?,
-    };
-    let aside = path.with_file_name(format!("db.corrupt-{}", now_unix_ms()));
-    std::fs::rename(path, &aside).map_err(|e| OpenDbError::Other(StoreError::io(path, e)))?;
-    // Keep the damaged copy (for a bug report) only when the disk has room for it to spare.
-    let aside = if free_bytes(&root).is_some_and(|free| free >= KEEP_ASIDE_MARGIN) {
-        Aside::Kept(aside)
-    } else {
-        let _ = std::fs::remove_dir_all(&aside);
-        Aside::Deleted
-    };
-    let db = fresh_db(&root, path)?;
-    Ok((db, Some(MovedAside { why, aside })))
-}
-
-/// A new, empty db at `path` holding only the schema version (the index is then rebuilt).
-fn fresh_db(root: &Path, path: &Path) -> Result<sled::Db, OpenDbError> {
-    let db = sled::open(path).map_err(|e| match e {
-        sled::Error::Io(io) if is_disk_full(&io) => OpenDbError::Full,
-        e => OpenDbError::Other(sled_err(root, e)),
-    })?;
-    db.insert(SCHEMA_KEY, SCHEMA_VERSION.to_string().as_bytes())
-        .and_then(|_| db.flush())
-        .map_err(|e| OpenDbError::Other(sled_err(root, e)))?;
-    Ok(db)
-}
-
-fn reserve_warning(root: &Path) -> String {
-    format!(
-        "the disk holding {} is full: used the store's reserve to open it; free space, e.g. \
-         `stepgraph runs prune --keep 1` then `stepgraph cache gc`",
-        root.display()
-    )
-}
-
-/// Write `len` zero bytes to `path` (no fsync: the space is taken at write time).
-fn write_zeros(path: &Path, len: usize) -> bool {
-    use std::io::Write;
-    let ok = std::fs::File::create(path)
-        .and_then(|mut f| f.write_all(&vec![0u8; len]))
-        .is_ok();
-    if !ok {
-        let _ = std::fs::remove_file(path);
-    }
-    ok
-}
-
-/// Create the `reserve` ballast when it is missing (best effort: on a full disk it is left
-/// out, and made again at a later open). True when it was made now (so there was room).
-fn ensure_reserve(root: &Path) -> bool {
-    let path = root.join("reserve");
-    if path.exists() {
-        return false;
-    }
-    let tmp = root.join("reserve.tmp");
-    if write_zeros(&tmp, RESERVE_BYTES) && std::fs::rename(&tmp, &path).is_ok() {
-        return true;
-    }
-    let _ = std::fs::remove_file(&tmp);
-    false
-}
-
-/// Whether `len` bytes can be written on the store's disk: a probe file of that size can be
-/// written (free-space figures lie under quotas; a write does not).
-fn has_room(root: &Path, len: usize) -> bool {
-    let probe = root.join("space-probe");
-    let ok = write_zeros(&probe, len);
-    let _ = std::fs::remove_file(&probe);
-    ok
-}
-
-/// Bytes free for this user on the disk holding `path`, when the OS says.
-pub(crate) fn free_bytes(path: &Path) -> Option<u64> {
-    let s = nix::sys::statvfs::statvfs(path).ok()?;
-    #[allow(clippy::useless_conversion)]
-    let (blocks, size) = (
-        u64::from(s.blocks_available()),
-        u64::from(s.fragment_size()),
-    );
-    Some(blocks.saturating_mul(size))
-}
-
-/// Refuse a folder that holds files and is not a store: adopting it would let `cache gc`
-/// remove the user's files.
-fn refuse_foreign_folder(root: &Path) -> Result<(), StoreError> {
-    let entries = match std::fs::read_dir(root) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        // A file where the folder should be: create_dir_all says so.
-        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => return Ok(()),
-        Err(e) => return Err(StoreError::io(root, e)),
-    };
-    if is_store_dir(root) {
-        return Ok(());
-    }
-    // Files the store writes before its marker (a store interrupted at its first open).
-    const EARLY: [&str; 4] = ["lock", "reserve", "reserve.tmp", "space-probe"];
-    for e in entries.flatten() {
-        let name = e.file_name();
-        if !EARLY.iter().any(|n| name == *n) {
-            return Err(StoreError::NotAStore {
-                path: root.to_path_buf(),
-                example: name.to_string_lossy().into_owned(),
-            });
-        }
-    }
-    Ok(())
-}
-
-/// Whether `name` is a database moved aside by [`open_db`] (`db.corrupt-<ms>`).
-pub(crate) fn is_aside_db(name: &str) -> bool {
-    name.strip_prefix("db.corrupt-")
-        .is_some_and(|ms| !ms.is_empty() && ms.bytes().all(|b| b.is_ascii_digit()))
-}
-
-/// On a full disk, before the database is open: remove what is garbage by its name alone
-/// (databases moved aside, temp files of interrupted writes: we hold the lock, so nobody
-/// writes them). Returns the bytes freed.
-fn free_without_db(root: &Path) -> u64 {
-    let mut freed = 0;
-    let mut candidates = Vec::new();
-    for e in std::fs::read_dir(root).into_iter().flatten().flatten() {
-        if is_aside_db(&e.file_name().to_string_lossy()) {
-            candidates.push(e.path());
-        }
-    }
-    for e in std::fs::read_dir(root.join("objects/tmp"))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        if objects::is_temp_name(&e.file_name().to_string_lossy()) {
-            candidates.push(e.path());
-        }
-    }
-    for p in candidates {
-        freed += retention::remove_counting(&p);
-    }
-    freed
-}
-
-fn human_bytes(n: u64) -> String {
-    if n >= 1 << 20 {
-        format!("{:.1} MiB", n as f64 / f64::from(1u32 << 20))
-    } else {
-        format!("{:.1} KiB", n as f64 / 1024.0)
-    }
-}
-
-/// Delete the ballast; whether there was one.
-fn release_reserve(root: &Path) -> bool {
-    std::fs::remove_file(root.join("reserve")).is_ok()
-}
-
 /// Milliseconds since the Unix epoch.
 pub fn now_unix_ms() -> u64 {
     SystemTime::now()
@@ -798,85 +497,4 @@ pub fn now_unix_ms() -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn second_open_is_locked_and_names_the_store() -> Result<(), Box<dyn std::error::Error>> {
-        let dir = tempfile::tempdir()?;
-        let _a = Store::open(dir.path(), OpenOptions::default())?;
-        match Store::open(dir.path(), OpenOptions::default()) {
-            Err(StoreError::Locked { path, pid, .. }) => {
-                assert_eq!(path, dir.path().canonicalize()?);
-                assert_eq!(pid, std::process::id().to_string());
-            }
-            other => panic!("expected Locked, got {other:?}"),
-        }
-        Ok(())
-    }
-
-    #[test]
-    fn reopen_after_drop_keeps_records() -> Result<(), Box<dyn std::error::Error>> {
-        let dir = tempfile::tempdir()?;
-        {
-            let s = Store::open(dir.path(), OpenOptions::default())?;
-            s.latest_put(
-                "p",
-                "s",
-                &LatestRecord {
-                    key: "k".into(),
-                    fingerprint: Default::default(),
-                    run_id: "r".into(),
-                },
-            )?;
-            s.flush()?;
-        }
-        let s = Store::open(dir.path(), OpenOptions::default())?;
-        assert_eq!(
-            s.latest_get("p", "s")?.map(|r| r.key),
-            Some("k".to_string())
-        );
-        Ok(())
-    }
-
-    #[test]
-    fn a_failed_step_dir_loses_outputs_and_work_but_keeps_logs(
-    ) -> Result<(), Box<dyn std::error::Error>> {
-        let dir = tempfile::tempdir()?;
-        let s = Store::open(dir.path(), OpenOptions::default())?;
-        let step = s.run_dir("r1").join("big");
-        for sub in ["outputs/o", "work", "logs"] {
-            std::fs::create_dir_all(step.join(sub))?;
-            std::fs::write(step.join(sub).join("f"), vec![1u8; 10_000])?;
-        }
-        assert!(s.discard_failed_step_dir("r1", "big") >= 20_000);
-        assert!(!step.join("outputs").exists() && !step.join("work").exists());
-        assert!(step.join("logs/f").is_file());
-        // Never outside the run folder.
-        assert_eq!(s.discard_failed_step_dir("../x", "big"), 0);
-        assert_eq!(s.discard_failed_step_dir("r1", ".."), 0);
-        // With room on the disk, a failed step's folders are kept for a look.
-        std::fs::create_dir_all(step.join("outputs"))?;
-        if free_bytes(dir.path()).is_some_and(|f| f > RUN_MARGIN as u64 * 2) {
-            assert_eq!(s.free_after_failure("r1", "big"), 0);
-            assert!(step.join("outputs").exists());
-        }
-        Ok(())
-    }
-
-    #[test]
-    fn corrupt_db_is_moved_aside_not_a_panic() -> Result<(), Box<dyn std::error::Error>> {
-        let dir = tempfile::tempdir()?;
-        drop(Store::open(dir.path(), OpenOptions::default())?);
-        // Scribble over every file of the db.
-        for e in walkdir::WalkDir::new(dir.path().join("db")) {
-            let e = e?;
-            if e.file_type().is_file() {
-                std::fs::write(e.path(), b"garbage garbage garbage garbage")?;
-            }
-        }
-        let s = Store::open(dir.path(), OpenOptions::default())?;
-        assert!(s.cache_entries()?.is_empty());
-        Ok(())
-    }
-}
+mod tests;

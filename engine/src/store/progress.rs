@@ -45,7 +45,7 @@ impl Store {
     /// # Errors
     /// I/O errors opening the data file.
     pub fn progress_log(&self, key: &str) -> Result<ProgressLog<'_>, StoreError> {
-        let path = self.root.join("progress").join(format!("{key}.bin"));
+        let path = self.progress_data_path(key);
         let file = OpenOptions::new()
             .read(true)
             .append(true)
@@ -65,14 +65,25 @@ impl Store {
 }
 
 impl Store {
+    /// The data file of progress log `key`: `progress/<key>.bin`.
+    fn progress_data_path(&self, key: &str) -> PathBuf {
+        self.root.join("progress").join(format!("{key}.bin"))
+    }
+
+    /// The staging folder of progress log `key`: `progress/<key>.d`, where a step keeps files
+    /// that must survive a crash until its output is gathered. Not created here.
+    pub fn staging_dir(&self, key: &str) -> PathBuf {
+        self.root.join("progress").join(format!("{key}.d"))
+    }
+
     /// Forget the resume progress of `key`: its records, data file and staging folder
     /// (`progress/<key>.d`). Called once the key's cache entry is durable.
     ///
     /// # Errors
     /// Db or I/O errors.
     pub fn clear_progress(&self, key: &str) -> Result<(), StoreError> {
-        let staging = self.root.join("progress").join(format!("{key}.d"));
-        let data = self.root.join("progress").join(format!("{key}.bin"));
+        let staging = self.staging_dir(key);
+        let data = self.progress_data_path(key);
         if data.exists() {
             self.progress_log(key)?.clear()?;
         }

@@ -6,12 +6,17 @@
 //! removing an object still linked from a run folder frees nothing until that folder goes
 //! (`runs rm` / `runs prune`), and the reports say so.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::Duration;
 
+pub(crate) use super::freeing::remove_counting;
+mod policy;
+
+use self::policy::{candidates, choose, running_keys};
+use super::freeing::{disk, Freed};
 use super::records::{CacheEntry, RunRecord, RunStatus};
 use super::{now_unix_ms, Store};
 use crate::error::StoreError;
@@ -186,91 +191,6 @@ fn progress_id(name: &str) -> Option<&str> {
     (super::objects::is_hex(key, 64) && step_ok).then_some(id)
 }
 
-/// Remove a file or folder (best effort), returning the disk space really freed.
-pub(crate) fn remove_counting(path: &Path) -> u64 {
-    let mut freed = Freed::default();
-    let _ = freed.tree(path, false);
-    freed.total()
-}
-
-fn disk(meta: &fs::Metadata) -> u64 {
-    meta.blocks() * 512
-}
-
-/// Space freed by removals: a file counts when its last link goes.
-#[derive(Default)]
-struct Freed {
-    bytes: u64,
-    /// Dry runs: (dev, inode) -> (links, links seen, disk usage).
-    seen: HashMap<(u64, u64), (u64, u64, u64)>,
-}
-
-impl Freed {
-    /// Remove (or with `dry`, pretend to remove) one file or symlink.
-    fn file(&mut self, path: &Path, dry: bool) -> std::io::Result<()> {
-        let meta = fs::symlink_metadata(path)?;
-        if dry {
-            let e =
-                self.seen
-                    .entry((meta.dev(), meta.ino()))
-                    .or_insert((meta.nlink(), 0, disk(&meta)));
-            e.1 += 1;
-            return Ok(());
-        }
-        if meta.nlink() == 1 {
-            self.bytes += disk(&meta);
-        }
-        remove_with_writable_parent(path, |p| fs::remove_file(p))
-    }
-
-    /// Remove a folder and everything in it.
-    fn tree(&mut self, path: &Path, dry: bool) -> std::io::Result<()> {
-        let meta = fs::symlink_metadata(path)?;
-        if !meta.is_dir() {
-            return self.file(path, dry);
-        }
-        if !dry && meta.permissions().mode() & 0o700 != 0o700 {
-            // Work copies may hold read-only folders: their entries cannot go otherwise.
-            let mode = meta.permissions().mode() | 0o700;
-            fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
-        }
-        for e in fs::read_dir(path)? {
-            self.tree(&e?.path(), dry)?;
-        }
-        self.bytes += disk(&meta);
-        if !dry {
-            remove_with_writable_parent(path, |p| fs::remove_dir(p))?;
-        }
-        Ok(())
-    }
-
-    /// The total; for a dry run, inodes all of whose links would go.
-    fn total(&self) -> u64 {
-        self.bytes
-            + self
-                .seen
-                .values()
-                .filter(|(links, seen, _)| seen >= links)
-                .map(|(_, _, d)| d)
-                .sum::<u64>()
-    }
-}
-
-fn remove_with_writable_parent(
-    path: &Path,
-    op: impl Fn(&Path) -> std::io::Result<()>,
-) -> std::io::Result<()> {
-    match op(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-            let parent = path.parent().unwrap_or(path);
-            let mode = fs::metadata(parent)?.permissions().mode() | 0o700;
-            fs::set_permissions(parent, fs::Permissions::from_mode(mode))?;
-            op(path)
-        }
-        r => r,
-    }
-}
-
 fn ignore_missing(r: std::io::Result<()>) -> std::io::Result<()> {
     match r {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -367,120 +287,17 @@ impl Store {
     /// # Errors
     /// Db or I/O errors.
     pub fn gc(&self, opts: &GcOptions) -> Result<GcReport, StoreError> {
-        let dry = opts.dry_run;
-        let now = now_unix_ms();
         let entries = self.cache_entries()?;
         let runs = self.runs()?;
-        let step_keys = |r: &RunRecord| -> Vec<String> {
-            r.steps.iter().filter_map(|s| s.key.clone()).collect()
-        };
-        let running: HashSet<String> = runs
-            .iter()
-            .filter(|r| r.status == RunStatus::Running)
-            .flat_map(step_keys)
-            .collect();
-        let mut kept: HashSet<String> = running.clone();
-        let mut pipelines = HashSet::new();
-        for r in &runs {
-            // Newest first: the first run seen of each pipeline is its latest.
-            if pipelines.insert(r.pipeline.as_str()) {
-                kept.extend(step_keys(r));
-            }
-        }
-        if let Some(n) = opts.keep_last {
-            let mut by_step: BTreeMap<(&str, &str), Vec<&CacheEntry>> = BTreeMap::new();
-            for e in &entries {
-                by_step.entry((&e.pipeline, &e.step)).or_default().push(e);
-            }
-            for list in by_step.values_mut() {
-                list.sort_by(|a, b| (b.created_unix_ms, &b.key).cmp(&(a.created_unix_ms, &a.key)));
-                kept.extend(list.iter().take(n).map(|e| e.key.clone()));
-            }
-        }
-        let old_enough = |e: &CacheEntry| {
-            opts.older_than.is_none_or(|d| {
-                now.saturating_sub(e.created_unix_ms)
-                    > u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-            })
-        };
-        let candidates: Vec<&CacheEntry> = entries
-            .iter()
-            .filter(|e| !kept.contains(&e.key) && old_enough(e))
-            .collect();
-
+        let running = running_keys(&runs);
+        let candidates = candidates(&entries, &runs, &running, opts, now_unix_ms());
         let stats = self.object_stats()?;
-        let frees = |h: &str| {
-            stats
-                .get(h)
-                .filter(|s| s.links == 1)
-                .map(|s| s.disk)
-                .unwrap_or(0)
-        };
-        let mut refs: HashMap<&str, u64> = HashMap::new();
-        for e in &entries {
-            for h in object_hashes(e) {
-                *refs.entry(h).or_default() += 1;
-            }
-        }
-        let exclusive = |e: &CacheEntry, refs: &HashMap<&str, u64>| -> u64 {
-            object_hashes(e)
-                .into_iter()
-                .filter(|h| refs.get(h) == Some(&1))
-                .map(frees)
-                .sum()
-        };
         let mut report = GcReport {
-            dry_run: dry,
+            dry_run: opts.dry_run,
             ..GcReport::default()
         };
-        let usage_total = self.usage()?.total;
-        report.size_before = usage_total;
-        let removed: Vec<(&CacheEntry, u64)> = match opts.max_size {
-            None => candidates
-                .into_iter()
-                .map(|e| (e, exclusive(e, &refs)))
-                .collect(),
-            Some(max) => {
-                let garbage: u64 = stats
-                    .keys()
-                    .filter(|h| !refs.contains_key(h.as_str()))
-                    .map(|h| frees(h))
-                    .sum();
-                let mut projected = usage_total.saturating_sub(garbage);
-                // Cheapest to recompute per byte freed first; entries that free nothing
-                // (objects shared or linked from runs/) last.
-                let mut order: Vec<(&CacheEntry, u64)> = candidates
-                    .into_iter()
-                    .map(|e| (e, exclusive(e, &refs)))
-                    .collect();
-                order.sort_by(|(a, ab), (b, bb)| {
-                    let cost = |e: &CacheEntry, bytes: u64| {
-                        (bytes == 0, e.duration_ms as f64 / bytes.max(1) as f64)
-                    };
-                    cost(a, *ab)
-                        .partial_cmp(&cost(b, *bb))
-                        .unwrap_or(std::cmp::Ordering::Equal)
-                        .then_with(|| a.key.cmp(&b.key))
-                });
-                let mut chosen = Vec::new();
-                for (e, bytes) in order {
-                    if projected <= max {
-                        break;
-                    }
-                    for h in object_hashes(e) {
-                        if let Some(n) = refs.get_mut(h) {
-                            *n -= 1;
-                            if *n == 0 {
-                                projected = projected.saturating_sub(frees(h));
-                            }
-                        }
-                    }
-                    chosen.push((e, bytes));
-                }
-                report.over_max_size = projected > max;
-                chosen
-            }
-        };
+        report.size_before = self.usage()?.total;
+        let removed = choose(&entries, candidates, &stats, opts.max_size, &mut report);
         let removed_keys: HashSet<&str> = removed.iter().map(|(e, _)| e.key.as_str()).collect();
         report.entries = removed
             .iter()
@@ -499,26 +316,56 @@ impl Store {
             .iter()
             .filter(|e| !removed_keys.contains(e.key.as_str()))
             .collect();
-        let referenced: HashSet<&str> = remaining.iter().flat_map(|e| object_hashes(e)).collect();
-        let remaining_keys: HashSet<&str> = remaining.iter().map(|e| e.key.as_str()).collect();
-
-        let mut freed = Freed::default();
-        let entries_dir = self.entries_dir();
+        let mut sweep = Sweep {
+            dry: opts.dry_run,
+            report,
+            freed: Freed::default(),
+            removed_keys,
+            remaining_keys: remaining.iter().map(|e| e.key.as_str()).collect(),
+        };
         // 1. The entries: their JSON copies, then the index (one flush).
+        self.sweep_entries(&mut sweep)?;
+        // 2. Objects no remaining entry names.
+        let referenced: HashSet<&str> = remaining.iter().flat_map(|e| object_hashes(e)).collect();
+        self.sweep_objects(&mut sweep, &stats, &referenced)?;
+        // 3. Temp files of interrupted writes, JSON copies the index does not know, databases
+        // moved aside, run folders without a record.
+        self.sweep_leftovers(&mut sweep, &runs)?;
+        // 4. Progress nobody can resume from: no committed records, or already cached.
+        self.sweep_progress(&mut sweep, &running)?;
+        let mut report = sweep.report;
+        report.bytes = sweep.freed.total();
+        Ok(report)
+    }
+
+    fn sweep_entries(&self, sweep: &mut Sweep<'_>) -> Result<(), StoreError> {
+        let entries_dir = self.entries_dir();
         let mut batch = sled::Batch::default();
-        for key in &removed_keys {
+        for key in &sweep.removed_keys {
             let p = entries_dir.join(format!("{key}.json"));
             if p.exists() {
-                freed.file(&p, dry).map_err(|e| StoreError::io(&p, e))?;
+                sweep
+                    .freed
+                    .file(&p, sweep.dry)
+                    .map_err(|e| StoreError::io(&p, e))?;
             }
             batch.remove(key.as_bytes());
         }
-        if !dry && !removed_keys.is_empty() {
+        if !sweep.dry && !sweep.removed_keys.is_empty() {
             self.cache.apply_batch(batch).map_err(|e| self.db_err(e))?;
             self.flush()?;
         }
-        // 2. Objects no remaining entry names.
-        for (hash, stat) in &stats {
+        Ok(())
+    }
+
+    fn sweep_objects(
+        &self,
+        sweep: &mut Sweep<'_>,
+        stats: &HashMap<String, ObjStat>,
+        referenced: &HashSet<&str>,
+    ) -> Result<(), StoreError> {
+        let report = &mut sweep.report;
+        for (hash, stat) in stats {
             if referenced.contains(hash.as_str()) {
                 report.kept += 1;
                 continue;
@@ -529,7 +376,10 @@ impl Store {
                 report.still_linked_bytes += stat.disk;
             }
             let p = self.object_path(hash);
-            freed.file(&p, dry).map_err(|e| StoreError::io(&p, e))?;
+            sweep
+                .freed
+                .file(&p, sweep.dry)
+                .map_err(|e| StoreError::io(&p, e))?;
         }
         // Names the store never writes are left alone, and listed.
         let objects_dir = self.root.join("objects");
@@ -548,56 +398,63 @@ impl Store {
                 }
             }
         }
-        // 3. Temp files of interrupted writes, and JSON copies the index does not know.
+        Ok(())
+    }
+
+    fn sweep_leftovers(&self, sweep: &mut Sweep<'_>, runs: &[RunRecord]) -> Result<(), StoreError> {
         let tmp = self.root.join("objects/tmp");
         for f in fs::read_dir(&tmp).into_iter().flatten().flatten() {
             if !super::objects::is_temp_name(&f.file_name().to_string_lossy()) {
-                report.foreign.push(f.path());
+                sweep.report.foreign.push(f.path());
                 continue;
             }
-            freed
-                .tree(&f.path(), dry)
-                .map_err(|e| StoreError::io(f.path(), e))?;
+            sweep.tree(&f.path())?;
         }
-        for f in fs::read_dir(&entries_dir).into_iter().flatten().flatten() {
+        for f in fs::read_dir(self.entries_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             let name = f.file_name().to_string_lossy().into_owned();
             let temp = is_copy_temp_name(&name, is_entry_copy_name);
             if !temp && !is_entry_copy_name(&name) {
-                report.foreign.push(f.path());
+                sweep.report.foreign.push(f.path());
                 continue;
             }
             let key = name.strip_suffix(".json").unwrap_or(&name);
-            if removed_keys.contains(key) {
+            if sweep.removed_keys.contains(key) {
                 continue;
             }
-            if temp || !remaining_keys.contains(key) {
-                freed
-                    .tree(&f.path(), dry)
-                    .map_err(|e| StoreError::io(f.path(), e))?;
+            if temp || !sweep.remaining_keys.contains(key) {
+                sweep.tree(&f.path())?;
             }
         }
         // Databases moved aside as damaged: kept for a look until now.
         for f in fs::read_dir(&self.root).into_iter().flatten().flatten() {
             if super::is_aside_db(&f.file_name().to_string_lossy()) {
-                report.aside_dbs += 1;
-                freed
-                    .tree(&f.path(), dry)
-                    .map_err(|e| StoreError::io(f.path(), e))?;
+                sweep.report.aside_dbs += 1;
+                sweep.tree(&f.path())?;
             }
         }
         // Run folders without a record: nothing lists or reuses them.
-        for id in self.orphan_run_dirs(&runs) {
-            let dir = self.run_dir(&id);
-            report.orphan_runs += 1;
-            freed.tree(&dir, dry).map_err(|e| StoreError::io(&dir, e))?;
+        for id in self.orphan_run_dirs(runs) {
+            sweep.report.orphan_runs += 1;
+            sweep.tree(&self.run_dir(&id))?;
         }
-        // 4. Progress nobody can resume from: no committed records, or already cached.
+        Ok(())
+    }
+
+    fn sweep_progress(
+        &self,
+        sweep: &mut Sweep<'_>,
+        running: &HashSet<String>,
+    ) -> Result<(), StoreError> {
         let progress_dir = self.root.join("progress");
         let mut cleared: HashSet<String> = HashSet::new();
         for f in fs::read_dir(&progress_dir).into_iter().flatten().flatten() {
             let name = f.file_name().to_string_lossy().into_owned();
             let Some(id) = progress_id(&name) else {
-                report.foreign.push(f.path());
+                sweep.report.foreign.push(f.path());
                 continue;
             };
             let key = id.split('.').next().unwrap_or(id);
@@ -607,14 +464,12 @@ impl Store {
             let mut prefix = id.as_bytes().to_vec();
             prefix.push(b'/');
             let has_records = self.progress.scan_prefix(&prefix).next().is_some();
-            if has_records && !remaining_keys.contains(key) {
+            if has_records && !sweep.remaining_keys.contains(key) {
                 continue;
             }
-            report.progress += 1;
-            freed
-                .tree(&f.path(), dry)
-                .map_err(|e| StoreError::io(f.path(), e))?;
-            if !dry && has_records && cleared.insert(id.to_string()) {
+            sweep.report.progress += 1;
+            sweep.tree(&f.path())?;
+            if !sweep.dry && has_records && cleared.insert(id.to_string()) {
                 let mut batch = sled::Batch::default();
                 for k in self.progress.scan_prefix(&prefix).keys() {
                     batch.remove(k.map_err(|e| self.db_err(e))?);
@@ -624,11 +479,10 @@ impl Store {
                     .map_err(|e| self.db_err(e))?;
             }
         }
-        if !dry && !cleared.is_empty() {
+        if !sweep.dry && !cleared.is_empty() {
             self.flush()?;
         }
-        report.bytes = freed.total();
-        Ok(report)
+        Ok(())
     }
 
     /// Remove the runs `ids`: each run's folder (outputs, work copies, logs), then its record.
@@ -745,6 +599,24 @@ impl Store {
 }
 
 /// The distinct object hashes an entry names.
+/// What a gc removes, and what it found so far.
+struct Sweep<'e> {
+    dry: bool,
+    report: GcReport,
+    freed: Freed,
+    removed_keys: HashSet<&'e str>,
+    remaining_keys: HashSet<&'e str>,
+}
+
+impl Sweep<'_> {
+    /// Remove (or count, for a dry run) a file or folder.
+    fn tree(&mut self, path: &Path) -> Result<(), StoreError> {
+        self.freed
+            .tree(path, self.dry)
+            .map_err(|e| StoreError::io(path, e))
+    }
+}
+
 fn object_hashes(e: &CacheEntry) -> HashSet<&str> {
     e.outputs
         .values()
@@ -754,154 +626,4 @@ fn object_hashes(e: &CacheEntry) -> HashSet<&str> {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::collections::BTreeMap;
-    use std::time::Duration;
-
-    use super::super::records::{CacheEntry, RunRecord, RunStatus, StepRecord, SCHEMA_VERSION};
-    use super::super::{now_unix_ms, OpenOptions, Store};
-    use super::GcOptions;
-    use crate::model::{StepCounts, StepStatus};
-
-    type TestResult = Result<(), Box<dyn std::error::Error>>;
-
-    /// A cache entry of step `step` whose one output file has `len` bytes of `fill`.
-    fn entry(
-        store: &Store,
-        step: &str,
-        fill: u8,
-        len: usize,
-        duration_ms: u64,
-        age: Duration,
-    ) -> Result<String, Box<dyn std::error::Error>> {
-        let dir = tempfile::tempdir()?;
-        std::fs::write(dir.path().join("out.bin"), vec![fill; len])?;
-        let manifest = store.ingest_dir(dir.path())?;
-        let key = format!("{fill:02x}{}", "0".repeat(62));
-        store.cache_put(&CacheEntry {
-            schema: SCHEMA_VERSION,
-            key: key.clone(),
-            pipeline: "p".into(),
-            step: step.into(),
-            outputs: BTreeMap::from([("out".to_string(), manifest)]),
-            fingerprint: Default::default(),
-            counts: StepCounts::default(),
-            run_id: "r".into(),
-            duration_ms,
-            created_unix_ms: now_unix_ms() - age.as_millis() as u64,
-        })?;
-        Ok(key)
-    }
-
-    fn run_using(store: &Store, id: &str, started: u64, keys: &[&str]) -> TestResult {
-        store.run_put(&RunRecord {
-            schema: SCHEMA_VERSION,
-            id: id.into(),
-            pipeline: "p".into(),
-            started_unix_ms: started,
-            finished_unix_ms: Some(started + 1),
-            status: RunStatus::Succeeded,
-            params: BTreeMap::new(),
-            graph: Default::default(),
-            steps: keys
-                .iter()
-                .enumerate()
-                .map(|(i, k)| StepRecord {
-                    key: Some(k.to_string()),
-                    ..StepRecord::new(format!("s{i}"), StepStatus::Reused)
-                })
-                .collect(),
-            pid: None,
-        })?;
-        Ok(())
-    }
-
-    fn keys(store: &Store) -> Result<Vec<String>, Box<dyn std::error::Error>> {
-        let mut k: Vec<String> = store.cache_entries()?.into_iter().map(|e| e.key).collect();
-        k.sort();
-        Ok(k)
-    }
-
-    const MIB: usize = 1 << 20;
-
-    #[test]
-    fn default_gc_keeps_what_the_latest_run_uses_and_keep_last_keeps_more() -> TestResult {
-        let dir = tempfile::tempdir()?;
-        let store = Store::open(dir.path(), OpenOptions::default())?;
-        let day = Duration::from_secs(86_400);
-        let a = entry(&store, "s0", 1, 100, 10, day * 3)?;
-        let b = entry(&store, "s0", 2, 100, 10, day * 2)?;
-        let c = entry(&store, "s0", 3, 100, 10, day)?;
-        run_using(&store, "old", 1, &[&a])?;
-        run_using(&store, "new", 2, &[&c])?;
-        let dry = store.gc(&GcOptions {
-            keep_last: Some(2),
-            dry_run: true,
-            ..GcOptions::default()
-        })?;
-        assert_eq!(dry.entries.iter().map(|e| &e.key).collect::<Vec<_>>(), [&a]);
-        assert_eq!(keys(&store)?.len(), 3, "a dry run removes nothing");
-        // --older-than: only entries older than 2.5 days are candidates (a), but a is used
-        // by no latest run, so it goes; b (2 days) stays.
-        let r = store.gc(&GcOptions {
-            older_than: Some(day * 5 / 2),
-            ..GcOptions::default()
-        })?;
-        assert_eq!(r.entries.len(), 1);
-        assert_eq!(keys(&store)?, [b.clone(), c.clone()]);
-        assert_eq!(r.objects, 1);
-        assert!(r.bytes > 0);
-        // The default keeps only what the latest run of the pipeline used.
-        let r = store.gc(&GcOptions::default())?;
-        assert_eq!(r.entries.iter().map(|e| &e.key).collect::<Vec<_>>(), [&b]);
-        assert_eq!(keys(&store)?, [c]);
-        assert!(!store.entries_dir().join(format!("{b}.json")).exists());
-        Ok(())
-    }
-
-    #[test]
-    fn max_size_evicts_the_cheapest_recompute_per_byte_first() -> TestResult {
-        let dir = tempfile::tempdir()?;
-        let store = Store::open(dir.path(), OpenOptions::default())?;
-        let day = Duration::from_secs(86_400);
-        let slow = entry(&store, "slow", 1, MIB, 100_000, day)?;
-        let fast = entry(&store, "fast", 2, MIB, 1_000, day)?;
-        let medium = entry(&store, "medium", 3, MIB, 50_000, day)?;
-        let total = store.usage()?.total;
-        // Room for the store minus one and a half entries: two must go.
-        let max = total - (MIB as u64 * 3 / 2);
-        let r = store.gc(&GcOptions {
-            max_size: Some(max),
-            ..GcOptions::default()
-        })?;
-        let gone: Vec<&str> = r.entries.iter().map(|e| e.key.as_str()).collect();
-        assert_eq!(gone, [fast.as_str(), medium.as_str()]);
-        assert_eq!(keys(&store)?, [slow]);
-        assert!(!r.over_max_size);
-        assert!(store.usage()?.total <= max);
-        // Two objects, and their entries' JSON copies.
-        assert!(
-            (2 * MIB as u64..2 * MIB as u64 + 65536).contains(&r.bytes),
-            "{r:?}"
-        );
-        Ok(())
-    }
-
-    #[test]
-    fn a_dry_run_reports_what_the_real_gc_frees() -> TestResult {
-        let dir = tempfile::tempdir()?;
-        let store = Store::open(dir.path(), OpenOptions::default())?;
-        entry(&store, "a", 1, MIB, 1, Duration::ZERO)?;
-        entry(&store, "b", 2, 3000, 1, Duration::ZERO)?;
-        let dry = store.gc(&GcOptions {
-            dry_run: true,
-            ..GcOptions::default()
-        })?;
-        let real = store.gc(&GcOptions::default())?;
-        assert_eq!(dry.bytes, real.bytes);
-        assert_eq!(dry.entries.len(), 2);
-        assert_eq!(real.objects, 2);
-        assert!(store.cache_entries()?.is_empty());
-        Ok(())
-    }
-}
+mod tests;

@@ -106,19 +106,19 @@ impl Limits {
                 c.failed_items, self.error_threshold
             ));
         }
-        if self.allowed_failed_count.exceeded_by(c.failed_mini_batches) {
+        if self.allowed_failed_count.exceeded_by(c.failed_units) {
             return Some(format!(
                 "{} failed mini-batches exceed allowed_failed_count {}",
-                c.failed_mini_batches, self.allowed_failed_count
+                c.failed_units, self.allowed_failed_count
             ));
         }
         if let Limit::AtMost(p) = self.allowed_failed_percent {
             if all_scheduled && total > 0 {
-                let pct = c.failed_mini_batches as f64 * 100.0 / total as f64;
+                let pct = c.failed_units as f64 * 100.0 / total as f64;
                 if pct > p {
                     return Some(format!(
                         "{} of {total} mini-batches failed ({pct:.1}%), over allowed_failed_percent {p}",
-                        c.failed_mini_batches
+                        c.failed_units
                     ));
                 }
             }
@@ -320,11 +320,8 @@ impl<'a> Coordinator<'a> {
         stop: &'a AtomicBool,
         kill: &'a [KillHandle],
     ) -> Self {
-        let mut counts = StepCounts {
-            mini_batches: specs.len() as u64,
-            resumed_mini_batches: resumed.len() as u64,
-            ..StepCounts::default()
-        };
+        let mut counts = StepCounts::in_units(super::UNIT, specs.len() as u64);
+        counts.resumed_units = resumed.len() as u64;
         for meta in resumed.values() {
             counts.items += meta.get("items").and_then(Value::as_u64).unwrap_or(0);
             counts.failed_items += meta
@@ -356,11 +353,12 @@ impl<'a> Coordinator<'a> {
     fn emit_progress(&self) {
         self.ctx.events.emit(&Event::Progress {
             step: self.ctx.step.to_string(),
+            unit: self.counts.unit.clone(),
             done: self.done,
             total: self.specs.len() as u64,
             items: self.counts.items,
             failed_items: self.counts.failed_items,
-            failed_mini_batches: self.counts.failed_mini_batches,
+            failed_units: self.counts.failed_units,
         });
     }
 
@@ -503,7 +501,7 @@ impl<'a> Coordinator<'a> {
         } else {
             self.counts.items += k;
             self.counts.failed_items += k;
-            self.counts.failed_mini_batches += 1;
+            self.counts.failed_units += 1;
             self.failed.push(FailedBatch {
                 index,
                 items: describe_items(spec),

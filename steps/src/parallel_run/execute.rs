@@ -64,7 +64,7 @@ pub(super) fn execute(
     let cfg = &step.config;
     let specs = partition_inputs(step, ctx)?;
     let (mut sys_log, user_dir) = open_logs(ctx)?;
-    let staging = Staging::new(step, ctx);
+    let staging = Staging::new(ctx);
     let mut log = staging.open(ctx)?;
     let committed = log.committed()?;
     if committed.is_empty() {
@@ -178,12 +178,10 @@ fn open_logs(ctx: &StepContext<'_>) -> Result<(BufWriter<File>, PathBuf), StepEr
     Ok((sys_log, user_dir))
 }
 
-/// Where this step's progress and staged outputs live.
+/// Where this step's staged outputs live. Progress and staging belong to this step AND key
+/// (`StepContext::resume_log`, `StepContext::staging_dir`): two steps of one pipeline with the
+/// same definition share a key and may run at the same time.
 struct Staging {
-    /// Progress and staging belong to this step AND key: two steps of one pipeline with the
-    /// same definition share a key and may run at the same time; one log for both would
-    /// interleave their appends and corrupt it.
-    progress_id: String,
     /// Outputs written by entries go to a staging folder that survives a crash, so a resumed
     /// run keeps the files of mini-batches committed before it.
     dir: PathBuf,
@@ -192,28 +190,19 @@ struct Staging {
 }
 
 impl Staging {
-    fn new(step: &ParallelRunStep, ctx: &StepContext<'_>) -> Self {
-        let progress_id = format!("{}.{}", ctx.key, step.name);
-        let dir = ctx
-            .store
-            .root()
-            .join("progress")
-            .join(format!("{progress_id}.d"));
+    fn new(ctx: &StepContext<'_>) -> Self {
+        let dir = ctx.staging_dir();
         let output_dir = dir.join("output");
-        Staging {
-            progress_id,
-            dir,
-            output_dir,
-        }
+        Staging { dir, output_dir }
     }
 
     /// The progress log, emptied first when the step must not resume.
     fn open<'s>(&self, ctx: &StepContext<'s>) -> Result<ProgressLog<'s>, StepError> {
         if !ctx.resume {
             // --force / allow_reuse off / regenerate_outputs: recompute everything.
-            ctx.store.clear_progress(&self.progress_id)?;
+            ctx.clear_resume()?;
         }
-        Ok(ctx.store.progress_log(&self.progress_id)?)
+        Ok(ctx.resume_log()?)
     }
 
     /// Forget the progress records first, then move the staged files out: a crash in between
@@ -229,7 +218,7 @@ impl Staging {
         if let Some(final_out) = final_out {
             move_contents(&self.output_dir, final_out)?;
         }
-        let _ = ctx.store.clear_progress(&self.progress_id);
+        let _ = ctx.clear_resume();
         Ok(())
     }
 

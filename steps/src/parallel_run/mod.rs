@@ -40,3 +40,6 @@ pub use step_builder::ParallelRunStepBuilder;
 /// 67108864 bytes"; the engine never buffers more than this of one line. The Python harness
 /// also raises `csv.field_size_limit` to it.
 pub const MAX_PROTOCOL_LINE: usize = 64 << 20;
+
+/// What this step counts its work in (`StepCounts::unit`, progress events).
+const UNIT: &str = "mini-batch";

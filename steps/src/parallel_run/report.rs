@@ -43,7 +43,7 @@ pub(super) fn write_job_result(
     ));
     text.push_str(&format!(
         "mini-batches: {total} total, {} failed, {} resumed from an earlier run\n",
-        c.failed_mini_batches, c.resumed_mini_batches
+        c.failed_units, c.resumed_units
     ));
     text.push_str(&format!(
         "items: {} processed, {} failed\n",

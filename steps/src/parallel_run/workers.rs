@@ -104,7 +104,7 @@ fn source_copy(step: &ParallelRunStep, ctx: &StepContext<'_>) -> Result<PathBuf,
             if copy.exists() {
                 fs::remove_dir_all(&copy)?;
             }
-            crate::process::copy_source(dir, &copy, ctx.store.root()).map_err(|e| {
+            crate::process::copy_source(dir, &copy, ctx.store_dir()).map_err(|e| {
                 StepError::new(format!("copying source_directory {}: {e}", dir.display()))
             })?;
             copy.canonicalize().unwrap_or(copy)

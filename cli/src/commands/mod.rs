@@ -1,0 +1,170 @@
+//! The subcommands: parsing what they share here, one file per group (`run.rs`: run, status,
+//! explain; `runs.rs`: graph, runs, logs; `cache.rs`: cache).
+
+mod cache;
+mod run;
+mod runs;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::Value;
+use stepgraph_engine::{
+    plan, CancelFlag, Decision, EventSink, OpenOptions, Pipeline, PlanOptions, RunOptions,
+    RunReason, RunStatus, StepStatus, Store,
+};
+
+use crate::args::{CacheAction, Cli, Command, GraphFormat, RunArgs, RunsAction};
+use crate::out::{errln, out, outln};
+use crate::progress::{BarSink, JsonSink, PlainSink};
+use crate::render;
+use crate::{exit, Source};
+use stepgraph_engine::store::{GcOptions, GcReport, RunsReport};
+
+use self::cache::cmd_cache;
+use self::run::{cmd_explain, cmd_run, cmd_status};
+use self::runs::{
+    cmd_logs, cmd_run_show, cmd_runs, print_graph, print_run_graph, print_runs_report,
+};
+
+pub(crate) fn dispatch(cli: Cli, source: Source) -> Result<i32> {
+    let store_dir = cli.store.clone();
+    let wait = cli.wait;
+    // Every command but a run only reads or frees space: on a full disk it may use the
+    // store's reserve to open it.
+    let use_reserve = !matches!(&cli.command, Command::Run { opts, .. } if !opts.dry_run);
+    let open = || -> Result<Store> {
+        let store = Store::open(&store_dir, OpenOptions { wait, use_reserve })?;
+        for w in store.warnings() {
+            errln!("warning: {w}");
+        }
+        Ok(store)
+    };
+    match cli.command {
+        Command::Run { spec, opts } => {
+            let pipeline = pipeline_of(&source, spec.as_deref())?;
+            cmd_run(&pipeline, &open()?, &opts)
+        }
+        Command::Graph {
+            target,
+            format,
+            params,
+        } => cmd_graph(&source, &open()?, target.as_deref(), format, &params),
+        Command::Status { spec, params } => {
+            let pipeline = pipeline_of(&source, spec.as_deref())?;
+            cmd_status(&pipeline, &open()?, &params)
+        }
+        Command::Explain { targets, params } => {
+            let (spec, step) = match (&source, targets.as_slice()) {
+                (Source::Built(_), []) => (None, None),
+                (Source::Built(_), [s]) => (None, Some(s.clone())),
+                (Source::Spec, [spec]) => (Some(PathBuf::from(spec)), None),
+                (Source::Spec, [spec, s]) => (Some(PathBuf::from(spec)), Some(s.clone())),
+                (Source::Spec, []) => {
+                    bail!("explain needs a spec file: stepgraph explain SPEC [STEP]")
+                }
+                _ => bail!("too many arguments: explain takes [SPEC] [STEP]"),
+            };
+            let pipeline = pipeline_of(&source, spec.as_deref())?;
+            cmd_explain(&pipeline, &open()?, step.as_deref(), &params)
+        }
+        Command::Runs { action, json } => {
+            let store = open()?;
+            match action {
+                None => cmd_runs(&store, json),
+                Some(RunsAction::Show { run }) => cmd_run_show(&store, &run, json),
+                Some(RunsAction::Rm { runs, dry_run }) => {
+                    let r = store.runs_remove(&runs, dry_run)?;
+                    print_runs_report(&r)
+                }
+                Some(RunsAction::Prune { keep, dry_run }) => {
+                    let r = store.runs_prune(keep, dry_run)?;
+                    print_runs_report(&r)
+                }
+            }
+        }
+        Command::Logs { run, step, worker } => cmd_logs(&open()?, &run, &step, worker),
+        Command::Cache { action } => cmd_cache(&open()?, action),
+        Command::Validate { spec } => {
+            let pipeline = pipeline_of(&source, spec.as_deref())?;
+            outln!(
+                "ok: pipeline {:?} with {} steps ({})",
+                pipeline.name(),
+                pipeline.step_names().len(),
+                pipeline.step_names().join(", ")
+            )?;
+            Ok(exit::OK)
+        }
+    }
+}
+
+/// `graph`: a spec's or a built pipeline's graph with its plan, or the graph of a past run.
+fn cmd_graph(
+    source: &Source,
+    store: &Store,
+    target: Option<&str>,
+    format: GraphFormat,
+    params: &[String],
+) -> Result<i32> {
+    let spec_target = match (source, target) {
+        (Source::Built(_), None) => None,
+        (Source::Built(_), Some(t)) => {
+            return print_run_graph(store, t, format);
+        }
+        (Source::Spec, None) => bail!("graph needs a spec file or a run id"),
+        (Source::Spec, Some(t)) if !Path::new(t).exists() && store.run_get(t)?.is_some() => {
+            return print_run_graph(store, t, format);
+        }
+        (Source::Spec, Some(t)) => Some(PathBuf::from(t)),
+    };
+    let pipeline = pipeline_of(source, spec_target.as_deref())?;
+    let p = plan(&pipeline, store, &plan_opts(params, &[], false)?)?;
+    print_graph(
+        &pipeline.snapshot(),
+        &render::plan_statuses(&p),
+        format,
+        Some(&p),
+    )?;
+    Ok(exit::OK)
+}
+
+fn pipeline_of(source: &Source, spec: Option<&Path>) -> Result<Pipeline> {
+    match (source, spec) {
+        (Source::Built(p), None) => Ok((**p).clone()),
+        (Source::Built(_), Some(s)) => bail!(
+            "this program builds its pipeline in code; it takes no spec file (got {})",
+            s.display()
+        ),
+        (Source::Spec, None) => {
+            bail!("a spec file is required (a JSON pipeline, see `stepgraph run --help`)")
+        }
+        (Source::Spec, Some(path)) => stepgraph_steps::load_spec(path).map_err(|e| anyhow!("{e}")),
+    }
+}
+
+/// `NAME=VALUE` pairs: a value that parses as JSON is taken as JSON, else as a string.
+fn parse_params(pairs: &[String]) -> Result<BTreeMap<String, Value>> {
+    let mut out = BTreeMap::new();
+    for p in pairs {
+        let (k, v) = p
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--param {p:?}: expected NAME=VALUE"))?;
+        if k.is_empty() {
+            bail!("--param {p:?}: the name is empty");
+        }
+        let value = serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_string()));
+        out.insert(k.to_string(), value);
+    }
+    Ok(out)
+}
+
+fn plan_opts(params: &[String], force: &[String], verify: bool) -> Result<PlanOptions> {
+    Ok(PlanOptions {
+        params: parse_params(params)?,
+        force: force.iter().cloned().collect::<BTreeSet<_>>(),
+        regenerate_outputs: false,
+        verify,
+    })
+}

@@ -1,0 +1,236 @@
+//! `graph` of a run, `runs` (list, show, rm, prune) and `logs`.
+
+#[allow(clippy::wildcard_imports)]
+use super::*;
+use stepgraph_engine::StepRecord;
+
+pub(super) fn print_run_graph(store: &Store, run: &str, format: GraphFormat) -> Result<i32> {
+    let rec = store
+        .run_get(run)?
+        .ok_or_else(|| anyhow!("unknown run {run:?} (see `stepgraph runs`)"))?;
+    let statuses = rec
+        .steps
+        .iter()
+        .map(|s| (s.name.clone(), s.status.as_str().to_string()))
+        .collect();
+    print_graph(&rec.graph, &statuses, format, None)?;
+    Ok(exit::OK)
+}
+
+pub(super) fn print_graph(
+    g: &stepgraph_engine::GraphSnapshot,
+    statuses: &render::Statuses,
+    format: GraphFormat,
+    plan: Option<&stepgraph_engine::Plan>,
+) -> Result<()> {
+    match format {
+        GraphFormat::Text => out!("{}", render::graph_text(g, statuses))?,
+        GraphFormat::Dot => out!("{}", render::graph_dot(g, statuses))?,
+        GraphFormat::Mermaid => out!("{}", render::graph_mermaid(g, statuses))?,
+        GraphFormat::Json => {
+            let v = serde_json::json!({"graph": g, "status": statuses, "plan": plan});
+            outln!("{}", serde_json::to_string_pretty(&v)?)?;
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn cmd_runs(store: &Store, json: bool) -> Result<i32> {
+    let runs = store.runs()?;
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&runs)?)?;
+        return Ok(exit::OK);
+    }
+    if runs.is_empty() {
+        outln!("no runs in {}", store.root().display())?;
+        return Ok(exit::OK);
+    }
+    let rows: Vec<Vec<String>> = runs
+        .iter()
+        .map(|r| {
+            let n = |st: StepStatus| r.steps.iter().filter(|s| s.status == st).count();
+            vec![
+                r.id.clone(),
+                r.pipeline.clone(),
+                render::status_word(r.status.as_str()),
+                render::time(r.started_unix_ms),
+                r.finished_unix_ms
+                    .map(|f| render::duration(f.saturating_sub(r.started_unix_ms)))
+                    .unwrap_or_else(|| "-".into()),
+                format!(
+                    "{} ran, {} reused, {} failed, {} skipped",
+                    n(StepStatus::Ran),
+                    n(StepStatus::Reused),
+                    n(StepStatus::Failed),
+                    n(StepStatus::Skipped)
+                ),
+            ]
+        })
+        .collect();
+    out!(
+        "{}",
+        render::table(
+            &["run", "pipeline", "status", "started", "duration", "steps"],
+            &rows
+        )
+    )?;
+    Ok(exit::OK)
+}
+
+pub(super) fn cmd_run_show(store: &Store, run: &str, json: bool) -> Result<i32> {
+    let r = store
+        .run_get(run)?
+        .ok_or_else(|| anyhow!("unknown run {run:?} (see `stepgraph runs`)"))?;
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&r)?)?;
+        return Ok(exit::OK);
+    }
+    outln!(
+        "run {} of pipeline {}: {}",
+        r.id,
+        r.pipeline,
+        render::status_word(r.status.as_str())
+    )?;
+    outln!("started {}", render::time(r.started_unix_ms))?;
+    if !r.params.is_empty() {
+        let ps: Vec<String> = r.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        outln!("parameters: {}", ps.join(", "))?;
+    }
+    let rows: Vec<Vec<String>> = r
+        .steps
+        .iter()
+        .map(|s| {
+            let c = &s.counts;
+            render::step_row(
+                s,
+                [
+                    render::duration(s.duration_ms),
+                    s.key
+                        .as_deref()
+                        .map(|k| k.get(..12).unwrap_or(k).to_string())
+                        .unwrap_or_else(|| "-".into()),
+                    if c.has_units() {
+                        format!(
+                            "{} items ({} failed), {} {} ({} failed, {} resumed)",
+                            c.items,
+                            c.failed_items,
+                            c.units,
+                            render::plural(&c.unit),
+                            c.failed_units,
+                            c.resumed_units
+                        )
+                    } else {
+                        "-".into()
+                    },
+                    s.reused_from.clone().unwrap_or_default(),
+                ],
+            )
+        })
+        .collect();
+    outln!()?;
+    out!(
+        "{}",
+        render::table(
+            &["step", "status", "duration", "key", "counts", "reused from"],
+            &rows
+        )
+    )?;
+    let failed = |s: &&StepRecord| s.error.is_some() && s.status == StepStatus::Failed;
+    for s in r.steps.iter().filter(failed) {
+        outln!("{}", render::step_failure(s))?;
+    }
+    Ok(exit::OK)
+}
+
+pub(super) fn cmd_logs(store: &Store, run: &str, step: &str, worker: Option<usize>) -> Result<i32> {
+    let rec = store
+        .run_get(run)?
+        .ok_or_else(|| anyhow!("unknown run {run:?} (see `stepgraph runs`)"))?;
+    if !rec.steps.iter().any(|s| s.name == step) {
+        bail!(
+            "run {run} has no step {step:?} (steps: {})",
+            rec.steps
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let logs = store.run_layout(run).log_dir(step);
+    if let Some(w) = worker {
+        let p = logs.join("user").join(format!("worker-{w}.txt"));
+        let bytes = std::fs::read(&p)
+            .with_context(|| format!("no log for worker {w} ({})", p.display()))?;
+        crate::out::stdout_bytes(&bytes)?;
+        return Ok(exit::OK);
+    }
+    if !logs.exists() {
+        outln!(
+            "step {step:?} has no logs in run {run} (it was {})",
+            rec.steps
+                .iter()
+                .find(|s| s.name == step)
+                .map(|s| s.status.as_str())
+                .unwrap_or("?")
+        )?;
+        return Ok(exit::OK);
+    }
+    let mut files: Vec<PathBuf> = walk(&logs);
+    files.sort_by_key(|p| {
+        (
+            p.file_name().is_none_or(|n| n != "job_result.txt"),
+            p.clone(),
+        )
+    });
+    for f in files {
+        outln!("==> {} <==", f.strip_prefix(&logs).unwrap_or(&f).display())?;
+        // The bytes as they are: a log is not always UTF-8.
+        match std::fs::read(&f) {
+            Ok(bytes) => {
+                crate::out::stdout_bytes(&bytes)?;
+                if !bytes.ends_with(b"\n") && !bytes.is_empty() {
+                    outln!()?;
+                }
+            }
+            Err(e) => outln!("(cannot read {}: {e})", f.display())?,
+        }
+    }
+    Ok(exit::OK)
+}
+
+pub(super) fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+pub(super) fn print_runs_report(r: &RunsReport) -> Result<i32> {
+    let (verb, freed) = if r.dry_run {
+        ("would remove", "would free")
+    } else {
+        ("removed", "freed")
+    };
+    for id in &r.removed {
+        outln!("{verb} run {id}")?;
+    }
+    for id in &r.running {
+        outln!("kept run {id}: still running")?;
+    }
+    outln!(
+        "{verb} {} runs (kept {}); {freed} {} on disk (outputs stay in the cache until \
+         `stepgraph cache gc` removes their entries)",
+        r.removed.len(),
+        r.kept,
+        render::bytes(r.bytes)
+    )?;
+    Ok(exit::OK)
+}

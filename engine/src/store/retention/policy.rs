@@ -1,0 +1,124 @@
+//! Which cache entries `gc` removes: the rules of [`GcOptions`], kept apart from the removal.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use super::{object_hashes, GcOptions, GcReport, ObjStat};
+use crate::store::records::{CacheEntry, RunRecord, RunStatus};
+
+/// The keys of the steps of runs still going.
+pub(super) fn running_keys(runs: &[RunRecord]) -> HashSet<String> {
+    runs.iter()
+        .filter(|r| r.status == RunStatus::Running)
+        .flat_map(step_keys)
+        .collect()
+}
+
+pub(super) fn step_keys(r: &RunRecord) -> Vec<String> {
+    r.steps.iter().filter_map(|s| s.key.clone()).collect()
+}
+
+/// The entries gc may remove (rules 1 and 2 of [`GcOptions`]).
+pub(super) fn candidates<'e>(
+    entries: &'e [CacheEntry],
+    runs: &[RunRecord],
+    running: &HashSet<String>,
+    opts: &GcOptions,
+    now: u64,
+) -> Vec<&'e CacheEntry> {
+    let mut kept: HashSet<String> = running.clone();
+    let mut pipelines = HashSet::new();
+    for r in runs {
+        // Newest first: the first run seen of each pipeline is its latest.
+        if pipelines.insert(r.pipeline.as_str()) {
+            kept.extend(step_keys(r));
+        }
+    }
+    if let Some(n) = opts.keep_last {
+        let mut by_step: BTreeMap<(&str, &str), Vec<&CacheEntry>> = BTreeMap::new();
+        for e in entries {
+            by_step.entry((&e.pipeline, &e.step)).or_default().push(e);
+        }
+        for list in by_step.values_mut() {
+            list.sort_by(|a, b| (b.created_unix_ms, &b.key).cmp(&(a.created_unix_ms, &a.key)));
+            kept.extend(list.iter().take(n).map(|e| e.key.clone()));
+        }
+    }
+    let old_enough = |e: &CacheEntry| {
+        opts.older_than.is_none_or(|d| {
+            now.saturating_sub(e.created_unix_ms) > u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+        })
+    };
+    entries
+        .iter()
+        .filter(|e| !kept.contains(&e.key) && old_enough(e))
+        .collect()
+}
+
+/// The candidates to remove, with the bytes each frees alone (rule 3 of [`GcOptions`]); sets
+/// `report.over_max_size`.
+pub(super) fn choose<'e>(
+    entries: &'e [CacheEntry],
+    candidates: Vec<&'e CacheEntry>,
+    stats: &HashMap<String, ObjStat>,
+    max_size: Option<u64>,
+    report: &mut GcReport,
+) -> Vec<(&'e CacheEntry, u64)> {
+    let frees = |h: &str| {
+        stats
+            .get(h)
+            .filter(|s| s.links == 1)
+            .map(|s| s.disk)
+            .unwrap_or(0)
+    };
+    let mut refs: HashMap<&str, u64> = HashMap::new();
+    for e in entries {
+        for h in object_hashes(e) {
+            *refs.entry(h).or_default() += 1;
+        }
+    }
+    let exclusive = |e: &CacheEntry, refs: &HashMap<&str, u64>| -> u64 {
+        object_hashes(e)
+            .into_iter()
+            .filter(|h| refs.get(h) == Some(&1))
+            .map(frees)
+            .sum()
+    };
+    let with_bytes = candidates.into_iter().map(|e| (e, exclusive(e, &refs)));
+    let Some(max) = max_size else {
+        return with_bytes.collect();
+    };
+    let garbage: u64 = stats
+        .keys()
+        .filter(|h| !refs.contains_key(h.as_str()))
+        .map(|h| frees(h))
+        .sum();
+    let mut projected = report.size_before.saturating_sub(garbage);
+    // Cheapest to recompute per byte freed first; entries that free nothing (objects shared
+    // or linked from runs/) last.
+    let mut order: Vec<(&CacheEntry, u64)> = with_bytes.collect();
+    order.sort_by(|(a, ab), (b, bb)| {
+        let cost =
+            |e: &CacheEntry, bytes: u64| (bytes == 0, e.duration_ms as f64 / bytes.max(1) as f64);
+        cost(a, *ab)
+            .partial_cmp(&cost(b, *bb))
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then_with(|| a.key.cmp(&b.key))
+    });
+    let mut chosen = Vec::new();
+    for (e, bytes) in order {
+        if projected <= max {
+            break;
+        }
+        for h in object_hashes(e) {
+            if let Some(n) = refs.get_mut(h) {
+                *n -= 1;
+                if *n == 0 {
+                    projected = projected.saturating_sub(frees(h));
+                }
+            }
+        }
+        chosen.push((e, bytes));
+    }
+    report.over_max_size = projected > max;
+    chosen
+}
