@@ -419,7 +419,7 @@ pub(crate) fn check_env_names<'a>(
 fn check_file_name(name: &str) -> Result<(), ConfigError> {
     // The engine's rule for every file name that becomes a path, then the characters Azure
     // also refuses (so a name that works here works there).
-    if let Some(reason) = stepgraph_engine::name::check_file_name(name) {
+    if let Some(reason) = stepgraph_engine::check_file_name(name) {
         return Err(err("append_row_file_name", format!("{name:?} {reason}")));
     }
     const BAD: &[char] = &[':', '*', '?', '"', '<', '>', '|'];
