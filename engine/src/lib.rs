@@ -5,6 +5,8 @@
 //! - [`plan()`] computes every step's fingerprint and decides reuse without running anything;
 //! - [`run()`] executes: independent steps concurrently, cache hits materialised, a failed
 //!   step's descendants skipped;
+//! - [`Runner`] is its Rust form: `Runner::new(&store).jobs(2).run(&pipeline)?`, the options
+//!   of [`RunOptions`] and the event sink set by builder methods;
 //! - [`Store`] keeps objects (the truth) and a sled index (cache, runs, memo, progress).
 //!
 //! ```

@@ -10,7 +10,7 @@
 //!   `{params.X}` placeholders, its source folder hashed into the fingerprint.
 //!
 //! ```
-//! use stepgraph_engine::{FileDataset, NullSink, OpenOptions, Pipeline, PipelineData, RunOptions, Store};
+//! use stepgraph_engine::{FileDataset, OpenOptions, Pipeline, PipelineData, Runner, Store};
 //! use stepgraph_steps::FnStep;
 //!
 //! let dir = tempfile::tempdir()?;
@@ -25,7 +25,7 @@
 //! .output("count", PipelineData::new("count"));
 //! let pipeline = Pipeline::builder("demo").step(count).build()?;
 //! let store = Store::open(dir.path().join(".stepgraph"), OpenOptions::default())?;
-//! let summary = stepgraph_engine::run(&pipeline, &store, &RunOptions::default(), &NullSink)?;
+//! let summary = Runner::new(&store).run(&pipeline)?;
 //! assert_eq!(std::fs::read_to_string(summary.output_dir("count-docs", "count").join("n.txt"))?, "1");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
