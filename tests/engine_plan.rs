@@ -361,7 +361,7 @@ fn editing_an_fn_step_closure_reruns_it_and_explain_names_the_code() -> TestResu
     let changes = changes_text(&step.decision)?;
     assert_eq!(changes.len(), 1, "{changes:?}");
     assert!(
-        changes[0].starts_with(r#"code.version: "fn_step! closure blake3:"#),
+        changes[0].starts_with(r#"code.version: "fn_step! closure tokens blake3:"#),
         "{changes:?}"
     );
     Ok(())

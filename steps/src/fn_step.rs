@@ -97,7 +97,7 @@ impl FnStep {
     /// A step `name` running `body`, identified in the cache by a BLAKE3 hash of `source`, the
     /// body's text. [`fn_step!`](crate::fn_step) passes the closure's tokens
     /// (`stringify!`): any edit to the closure's code changes the key (comments and layout do
-    /// not), and `explain` shows it as `code.version: "fn_step! closure blake3:…"`.
+    /// not), and `explain` shows it as `code.version: "fn_step! closure tokens blake3:…"`.
     pub fn from_source(
         name: impl Into<String>,
         source: &str,
@@ -118,7 +118,7 @@ impl FnStep {
 /// The version string of a closure whose text is `source`.
 fn source_version(source: &str) -> String {
     format!(
-        "fn_step! closure blake3:{}",
+        "fn_step! closure tokens blake3:{}",
         &blake3::hash(source.as_bytes()).to_hex()[..16]
     )
 }
@@ -140,7 +140,7 @@ fn source_version(source: &str) -> String {
 ///     std::fs::write(ctx.output("out")?.join("hello.txt"), "hello!")?;
 ///     Ok(())
 /// });
-/// assert!(a.version().starts_with("fn_step! closure blake3:"));
+/// assert!(a.version().starts_with("fn_step! closure tokens blake3:"));
 /// assert_ne!(a.version(), b.version());
 /// ```
 #[macro_export]
@@ -176,8 +176,8 @@ mod tests {
     #[test]
     fn a_closure_s_text_is_its_version() {
         let v1 = source_version("|ctx| { Ok(()) }");
-        assert!(v1.starts_with("fn_step! closure blake3:"), "{v1}");
-        assert_eq!(v1.len(), "fn_step! closure blake3:".len() + 16);
+        assert!(v1.starts_with("fn_step! closure tokens blake3:"), "{v1}");
+        assert_eq!(v1.len(), "fn_step! closure tokens blake3:".len() + 16);
         assert_eq!(v1, source_version("|ctx| { Ok(()) }"));
         assert_ne!(v1, source_version("|ctx| { Ok(()); Ok(()) }"));
     }
