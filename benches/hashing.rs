@@ -9,7 +9,7 @@
 //!
 //! For each data set:
 //! - `store_hash_file_verify`: `Store::hash_file(p, true)` (also writes the memo record);
-//! - `hash_file_uncached`: `stepgraph_engine::store::hash_file_uncached` (no sled at all);
+//! - `hash_file_uncached`: `stepgraph_engine::hash_file_uncached` (no sled at all);
 //! - `b3sum_process`: `b3sum FILE...` spawned per iteration (includes process start-up;
 //!   skipped when `b3sum` is not installed).
 //!
@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 use rayon::prelude::*;
-use stepgraph_engine::store::hash_file_uncached;
+use stepgraph_engine::hash_file_uncached;
 use stepgraph_engine::{OpenOptions, Store};
 
 const BIG: u64 = 1 << 30;

@@ -10,7 +10,7 @@
 //!   `Store::hash_file(path, verify = true)` for every file, in parallel over files with rayon
 //!   (as `resolve::hash_all` does); files of 1 MiB or more use blake3's mmap + rayon path.
 //!   Includes opening the store (sled) and writing the stat memo.
-//! - `--mode uncached`: `stepgraph_engine::store::hash_file_uncached` with the same rayon
+//! - `--mode uncached`: `stepgraph_engine::hash_file_uncached` with the same rayon
 //!   fan-out, no store at all.
 //!
 //! Build: `CARGO_TARGET_DIR=/tmp/target-bench cargo build --release --example hash_files`
@@ -20,7 +20,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
 use rayon::prelude::*;
-use stepgraph_engine::store::hash_file_uncached;
+use stepgraph_engine::hash_file_uncached;
 use stepgraph_engine::{OpenOptions, Store};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -1,5 +1,6 @@
-//! A 3-step pipeline built in Rust, with a ParallelRunStep running an in-process Rust entry,
-//! given the full stepgraph CLI by `main_with`:
+//! A 3-step pipeline built in Rust (two `fn_step!`s, identified by their closures' text, and a
+//! ParallelRunStep running an in-process Rust entry), given the full stepgraph CLI by
+//! `main_with`:
 //!
 //! ```text
 //! cargo run --example word_count -- run            # run it (again: everything reused)
@@ -7,38 +8,33 @@
 //! cargo run --example word_count -- explain --param min_count=3
 //! ```
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::Path;
 
-use stepgraph::engine::{FileDataset, Pipeline, PipelineData, PipelineParameter};
-use stepgraph::steps::parallel_run::{EntryError, Row};
-use stepgraph::steps::{
-    EntryScript, FnStep, MiniBatch, MiniBatchData, ParallelRunConfig, ParallelRunStep,
-};
+use stepgraph::prelude::*;
 
-/// Counts words per file; one instance per worker.
-struct CountWords;
+/// Word frequencies per file, one row `file word:n,word:n,…` per file; one instance per
+/// worker.
+struct WordFrequencies;
 
-impl EntryScript for CountWords {
+impl EntryScript for WordFrequencies {
     fn run(&mut self, mini_batch: &MiniBatch) -> Result<Vec<Row>, EntryError> {
-        let MiniBatchData::Files(files) = &mini_batch.data else {
-            return Err("expected files".into());
-        };
-        let mut rows = Vec::with_capacity(files.len());
-        for f in files {
-            let text = std::fs::read_to_string(f)?;
-            let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-            for w in text.split_whitespace() {
-                *counts.entry(w).or_default() += 1;
-            }
-            let name = f
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let words: Vec<String> = counts.iter().map(|(w, n)| format!("{w}:{n}")).collect();
-            rows.push(format!("{name} {}", words.join(",")));
+        match &mini_batch.data {
+            MiniBatchData::Files(files) => files.iter().map(|f| frequencies(f)).collect(),
+            _ => Err("word frequencies are counted in files".into()),
         }
-        Ok(rows)
     }
+}
+
+/// One file's row: its name, then `word:n` pairs in word order.
+fn frequencies(file: &Path) -> Result<Row, EntryError> {
+    let text = std::fs::read_to_string(file)?;
+    let mut freq: BTreeMap<&str, usize> = BTreeMap::new();
+    for w in text.split_whitespace() {
+        *freq.entry(w).or_default() += 1;
+    }
+    let pairs: Vec<String> = freq.iter().map(|(w, n)| format!("{w}:{n}")).collect();
+    let name = file.file_name().map(|n| n.to_string_lossy());
+    Ok(format!("{} {}", name.unwrap_or_default(), pairs.join(",")))
 }
 
 fn main() -> std::process::ExitCode {
@@ -53,44 +49,45 @@ fn main() -> std::process::ExitCode {
 
 /// The three-step word-count pipeline over the batch-scoring example's reviews.
 fn pipeline() -> Result<Pipeline, Box<dyn std::error::Error>> {
-    let data = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("examples/pipelines/batch-scoring/data/reviews");
+    let reviews = FileDataset::from_files(
+        "reviews",
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/pipelines/batch-scoring/data/reviews"),
+    )
+    .with_pattern("*.txt");
+    let (lowercase, counts, report) = (
+        PipelineData::new("lowercase"),
+        PipelineData::new("counts"),
+        PipelineData::new("report"),
+    );
     let min_count = PipelineParameter::new("min_count", 2);
 
-    let normalise = FnStep::new("normalise", "v1", |ctx| {
-        let out = ctx.output("texts")?;
-        for f in ctx.input_files("reviews")? {
-            let text = std::fs::read_to_string(&f)?.to_lowercase();
-            let name = f
+    // Lower-cased copies of the reviews, one file each.
+    let lower = fn_step!("lower", |ctx| {
+        let into = ctx.output("lowercase")?;
+        for review in ctx.input_files("reviews")? {
+            let name = review
                 .file_name()
-                .ok_or_else(|| stepgraph::engine::StepError::new("no file name"))?;
-            std::fs::write(out.join(name), text)?;
+                .ok_or_else(|| StepError::new("no file name"))?;
+            let text = std::fs::read_to_string(&review)?;
+            std::fs::write(into.join(name), text.to_lowercase())?;
         }
         Ok(())
     })
-    .input(
-        "reviews",
-        FileDataset::from_files("reviews", data).with_pattern("*.txt"),
-    )
-    .output("texts", PipelineData::new("texts"));
+    .input("reviews", &reviews)
+    .output("lowercase", &lowercase);
 
-    let config = ParallelRunConfig::builder()
-        .rust_entry("count-words-v1", || Box::new(CountWords))
+    let frequency_config = ParallelRunConfig::builder()
+        .rust_entry("word-frequencies-v1", || Box::new(WordFrequencies))
+        .process_count_per_node(2)
         .mini_batch_size("8")
         .error_threshold(0)
-        .process_count_per_node(2)
         .build()?;
-    let count = ParallelRunStep::new(
-        "count-words",
-        config,
-        vec![PipelineData::new("texts").into()],
-        Some(PipelineData::new("counts")),
-        vec![],
-        vec![],
-        true,
-    );
+    let count = ParallelRunStep::builder("word-frequencies", frequency_config)
+        .input(&lowercase)
+        .output(&counts)
+        .build()?;
 
-    let report = FnStep::new("report", "v1", |ctx| {
+    let write_report = fn_step!("report", |ctx| {
         let min = ctx.param("min_count").and_then(|v| v.as_u64()).unwrap_or(1) as usize;
         let rows = std::fs::read_to_string(ctx.input("counts")?.join("parallel_run_step.txt"))?;
         let mut totals: BTreeMap<String, usize> = BTreeMap::new();
@@ -116,13 +113,13 @@ fn pipeline() -> Result<Pipeline, Box<dyn std::error::Error>> {
         std::fs::write(ctx.output("report")?.join("word_totals.txt"), text)?;
         Ok(())
     })
-    .input("counts", PipelineData::new("counts"))
-    .param(min_count)
-    .output("report", PipelineData::new("report"));
+    .input("counts", &counts)
+    .param(&min_count)
+    .output("report", &report);
 
     Ok(Pipeline::builder("word-count")
-        .step(normalise)
+        .step(lower)
         .step(count)
-        .step(report)
+        .step(write_report)
         .build()?)
 }

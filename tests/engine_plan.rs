@@ -8,7 +8,7 @@ use stepgraph_engine::{
     plan, run, CollectSink, Decision, FileDataset, Pipeline, PipelineData, PipelineParameter,
     PlanOptions, RunReason, Store,
 };
-use stepgraph_steps::FnStep;
+use stepgraph_steps::{fn_step, FnStep};
 
 use crate::common::{jobs, Counter, Workspace};
 
@@ -308,5 +308,61 @@ fn a_closure_s_version_is_hashed_once_as_its_code() -> Result<(), Box<dyn std::e
     let fp = plan.steps[0].fingerprint.clone().ok_or("no fingerprint")?;
     let names: Vec<&str> = fp.components.keys().map(String::as_str).collect();
     assert_eq!(names, ["code", "config", "kind"]);
+    Ok(())
+}
+
+/// `fn_step!` identifies a step by its closure's text: editing the closure changes the key,
+/// and `explain` (which prints these changes) names the `code` component and says it is the
+/// closure. Reformatting the closure or editing its comments changes nothing.
+#[test]
+fn editing_an_fn_step_closure_reruns_it_and_explain_names_the_code() -> TestResult {
+    let ws = workspace();
+    let store = ws.store();
+    let docs = FileDataset::from_files("docs", ws.path().join("docs"));
+    let count = PipelineData::new("count");
+    let first = fn_step!("counter", |ctx| {
+        let n = ctx.input_files("docs")?.len();
+        std::fs::write(ctx.output("count")?.join("n.txt"), n.to_string())?;
+        Ok(())
+    })
+    .input("docs", &docs)
+    .output("count", &count);
+    let p = Pipeline::builder("closures").step(first).build()?;
+    let ran = run(&p, &store, &jobs(1), &CollectSink::default())?;
+    let key = ran.steps[0].key.clone().ok_or("no key")?;
+
+    // The same closure, laid out differently and with a comment: still up to date.
+    #[rustfmt::skip]
+    let relaid = fn_step!("counter", |ctx| {
+        // Count the documents.
+        let n = ctx.input_files("docs")?.len();
+        std::fs::write(ctx.output("count")?.join("n.txt"),
+                       n.to_string())?;
+        Ok(())
+    })
+    .input("docs", &docs)
+    .output("count", &count);
+    let p = Pipeline::builder("closures").step(relaid).build()?;
+    assert!(decisions(&store, &p, &PlanOptions::default())?["counter"].is_up_to_date());
+
+    // An edited closure: a new key, and explain names the code component.
+    let edited = fn_step!("counter", |ctx| {
+        let n = ctx.input_files("docs")?.len() * 2;
+        std::fs::write(ctx.output("count")?.join("n.txt"), n.to_string())?;
+        Ok(())
+    })
+    .input("docs", &docs)
+    .output("count", &count);
+    let p = Pipeline::builder("closures").step(edited).build()?;
+    let planned = plan(&p, &store, &PlanOptions::default())?;
+    let step = &planned.steps[0];
+    let new_key = step.fingerprint.as_ref().ok_or("no fingerprint")?.key();
+    assert_ne!(new_key.to_string(), key);
+    let changes = changes_text(&step.decision)?;
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert!(
+        changes[0].starts_with(r#"code.version: "fn_step! closure tokens blake3:"#),
+        "{changes:?}"
+    );
     Ok(())
 }

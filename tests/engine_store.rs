@@ -4,7 +4,7 @@ use std::error::Error;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
-use stepgraph_engine::store::GcOptions;
+use stepgraph_engine::GcOptions;
 use stepgraph_engine::{
     run, CollectSink, Event, OpenOptions, Pipeline, PipelineData, RunStatus, StepStatus, Store,
     StoreError,

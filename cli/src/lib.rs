@@ -19,7 +19,7 @@
 //! ```
 #![deny(missing_docs)]
 
-pub mod args;
+mod args;
 mod commands;
 mod metrics;
 mod out;
@@ -29,7 +29,7 @@ mod render;
 use clap::Parser;
 use stepgraph_engine::{BuildErrors, Pipeline};
 
-pub use args::Cli;
+pub use args::{parse_size, CacheAction, Cli, Command, GcArgs, GraphFormat, RunArgs, RunsAction};
 
 /// Exit codes: 0 ok, 1 a step failed, 2 bad input (or the store cannot be used).
 pub mod exit {

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use serde_json::Value;
-use stepgraph_engine::store::RunLayout;
+use stepgraph_engine::RunLayout;
 
 /// The longest value shown (longer ones end with `…`).
 const MAX_VALUE_CHARS: usize = 60;

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 
-use stepgraph_engine::model::SnapshotDataEdge;
+use stepgraph_engine::SnapshotDataEdge;
 use stepgraph_engine::{Decision, Plan};
 use stepgraph_engine::{GraphSnapshot, StepRecord};
 

@@ -324,6 +324,26 @@ impl From<TabularDataset> for DataSource {
     }
 }
 
+/// Pipelines are wired by values: a step's builder takes `&texts` as well as `texts`.
+macro_rules! from_ref {
+    ($($from:ty => $to:ty),* $(,)?) => {$(
+        impl From<&$from> for $to {
+            fn from(d: &$from) -> Self {
+                d.clone().into()
+            }
+        }
+    )*};
+}
+from_ref! {
+    PipelineData => DataSource,
+    DataReference => DataSource,
+    FileDataset => DataSource,
+    TabularDataset => DataSource,
+    DataSource => DataSource,
+    PipelineData => PipelineData,
+    PipelineParameter => PipelineParameter,
+}
+
 /// Whether an input is partitioned/consumed as a main input or only handed over whole.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -423,7 +443,7 @@ pub struct Model {
 }
 
 impl Model {
-    /// The model `name` (Azure's rule: [`crate::name::check_model_name`], checked when the
+    /// The model `name` (Azure's rule: [`crate::check_model_name`], checked when the
     /// pipeline is built) registered from `path`, a file or a folder, version 1.
     pub fn new(name: impl Into<String>, path: impl Into<PathBuf>) -> Self {
         Model {

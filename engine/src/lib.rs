@@ -5,6 +5,8 @@
 //! - [`plan()`] computes every step's fingerprint and decides reuse without running anything;
 //! - [`run()`] executes: independent steps concurrently, cache hits materialised, a failed
 //!   step's descendants skipped;
+//! - [`Runner`] is its Rust form: `Runner::new(&store).jobs(2).run(&pipeline)?`, the options
+//!   of [`RunOptions`] and the event sink set by builder methods;
 //! - [`Store`] keeps objects (the truth) and a sled index (cache, runs, memo, progress).
 //!
 //! ```
@@ -42,21 +44,22 @@
 // A library never prints: it returns errors and emits events; the CLI decides what to show.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
-pub mod data;
-pub mod error;
-pub mod events;
-pub mod fingerprint;
+mod data;
+mod error;
+mod events;
+mod fingerprint;
 mod graph;
-pub mod model;
-pub mod module_def;
-pub mod name;
-pub mod pipeline;
-pub mod plan;
+mod model;
+mod module_def;
+mod name;
+mod pipeline;
+mod plan;
 pub mod relpath;
 mod resolve;
 mod run;
-pub mod step;
-pub mod store;
+mod runner;
+mod step;
+mod store;
 
 pub use data::{
     DataReference, DataSource, DatasetFile, FileDataset, InputPortBinding, InputRole, Model,
@@ -65,17 +68,33 @@ pub use data::{
 };
 pub use error::{BuildError, BuildErrors, EngineError, StepError, StoreError};
 pub use events::{CollectSink, Event, EventSink, NullSink};
-pub use fingerprint::{diff, Component, ComponentChange, Fingerprint, NodeKey, Preimage};
-pub use graph::{Edge, GraphBuilder, Node};
-pub use model::{GraphSnapshot, StepCounts, StepStatus};
-pub use module_def::{
-    create_module_def, Argument, CodeIdentity, ModuleDef, ModuleDefBuilder, SourceRules,
+pub use fingerprint::{
+    canonical_json, diff, merkle_hash, Component, ComponentChange, Fingerprint, NodeKey, Preimage,
 };
-pub use name::StepName;
+pub use graph::{Edge, GraphBuilder, Node};
+pub use model::{
+    GraphSnapshot, SnapshotDataEdge, SnapshotEdge, SnapshotNode, SnapshotPort, StepCounts,
+    StepStatus,
+};
+pub use module_def::{
+    create_module_def, passthrough_digest, Argument, CodeIdentity, ModuleDef, ModuleDefBuilder,
+    SourceRules,
+};
+pub use name::{
+    check_data_name, check_file_name, check_model_name, check_step_name, StepName, MAX_NAME_LEN,
+};
 pub use pipeline::{Pipeline, PipelineBuilder, StepGraph};
 pub use plan::{plan, Decision, Plan, PlanOptions, PlannedStep, RunReason};
 pub use resolve::{source_files, value_to_arg};
 pub use run::{new_run_id, run, RunOptions, RunSummary};
+pub use runner::Runner;
 pub use step::{BuildContext, CancelFlag, Datastore, InputKind, ResolvedInput, Step, StepContext};
-pub use store::records::{CacheEntry, RunRecord, RunStatus, StepRecord};
-pub use store::{OpenOptions, ProgressLog, ProgressRecord, Store};
+pub use store::records::{
+    CacheEntry, LatestRecord, ObjectRef, OutputManifest, RunRecord, RunStatus, StepRecord,
+    SCHEMA_VERSION,
+};
+pub use store::{
+    hash_file_uncached, is_store_dir, now_unix_ms, DroppedEntry, EntryUsage, GcOptions, GcReport,
+    OpenOptions, ProgressLog, ProgressRecord, RemovedEntry, RunLayout, RunsReport, Store,
+    StoreUsage, VerifyReport, METRICS_FILE, RUN_MARGIN, STORE_MARKER,
+};

@@ -11,12 +11,12 @@ use std::time::Duration;
 
 use serde_json::json;
 use stepgraph_engine::{
-    value_to_arg, BuildContext, BuildError, CodeIdentity, DataSource, InputPortBinding, Model,
-    ModuleDef, OutputPortBinding, PipelineData, PipelineParameter, Step, StepContext, StepCounts,
-    StepError,
+    value_to_arg, BuildContext, BuildError, CodeIdentity, DataSource, Model, ModuleDef, Step,
+    StepContext, StepCounts, StepError,
 };
 
 use crate::placeholders;
+use crate::ports::{env_methods, port_methods, StepPorts};
 
 /// Runs `command` once with `{inputs.NAME}`, `{outputs.NAME}` and `{params.NAME}` replaced by
 /// the input path, output folder and parameter value. The working folder is a copy of
@@ -30,13 +30,9 @@ pub struct CommandStep {
     name: String,
     command: Vec<String>,
     source_directory: Option<PathBuf>,
-    inputs: Vec<InputPortBinding>,
-    outputs: Vec<OutputPortBinding>,
-    params: Vec<PipelineParameter>,
+    ports: StepPorts,
     environment_variables: BTreeMap<String, String>,
     env_passthrough: Vec<String>,
-    allow_reuse: bool,
-    run_after: Vec<String>,
     models: Vec<Model>,
 }
 
@@ -50,13 +46,9 @@ impl CommandStep {
             name: name.into(),
             command: command.into_iter().map(Into::into).collect(),
             source_directory: None,
-            inputs: Vec::new(),
-            outputs: Vec::new(),
-            params: Vec::new(),
+            ports: StepPorts::default(),
             environment_variables: BTreeMap::new(),
             env_passthrough: Vec::new(),
-            allow_reuse: true,
-            run_after: Vec::new(),
             models: Vec::new(),
         }
     }
@@ -76,51 +68,8 @@ impl CommandStep {
         self
     }
 
-    /// Read `source` on input `port` (`{inputs.port}` in the command).
-    pub fn input(mut self, port: impl Into<String>, source: impl Into<DataSource>) -> Self {
-        self.inputs.push(InputPortBinding::new(port, source));
-        self
-    }
-
-    /// Produce `data` on output `port` (`{outputs.port}` in the command is its folder).
-    pub fn output(mut self, port: impl Into<String>, data: PipelineData) -> Self {
-        self.outputs.push(OutputPortBinding::new(port, data));
-        self
-    }
-
-    /// Declare pipeline parameter `p` (`{params.name}` in the command).
-    pub fn param(mut self, p: PipelineParameter) -> Self {
-        self.params.push(p);
-        self
-    }
-
-    /// Set an environment variable for the command (part of the fingerprint).
-    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.environment_variables.insert(key.into(), value.into());
-        self
-    }
-
-    /// Pass the caller's values of these environment variables through to the command (their
-    /// values are hashed into the fingerprint, so a changed value reruns the step).
-    pub fn env_passthrough<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
-        self.env_passthrough
-            .extend(names.into_iter().map(Into::into));
-        self.env_passthrough.sort();
-        self.env_passthrough.dedup();
-        self
-    }
-
-    /// Reuse cached outputs when nothing changed (default true).
-    pub fn allow_reuse(mut self, allow: bool) -> Self {
-        self.allow_reuse = allow;
-        self
-    }
-
-    /// Run after step `name`, without a data dependency.
-    pub fn run_after(mut self, name: impl Into<String>) -> Self {
-        self.run_after.push(name.into());
-        self
-    }
+    port_methods!();
+    env_methods!(env, environment_variables, env_passthrough, "the command");
 
     fn invalid(&self, field: &str, message: impl Into<String>) -> BuildError {
         BuildError::InvalidConfig {
@@ -147,10 +96,13 @@ impl Step for CommandStep {
         for arg in &self.command {
             for p in placeholders::find(arg) {
                 let (what, known) = match p.namespace.as_str() {
-                    "inputs" => ("input", self.inputs.iter().any(|i| i.name == p.name)),
-                    "outputs" => ("output", self.outputs.iter().any(|o| o.name == p.name)),
+                    "inputs" => ("input", self.ports.inputs.iter().any(|i| i.name == p.name)),
+                    "outputs" => (
+                        "output",
+                        self.ports.outputs.iter().any(|o| o.name == p.name),
+                    ),
                     _ => {
-                        let param = self.params.iter().find(|q| q.name == p.name);
+                        let param = self.ports.params.iter().find(|q| q.name == p.name);
                         if let Some(q) = param {
                             used_params.push(q.clone());
                         }
@@ -193,17 +145,18 @@ impl Step for CommandStep {
             }
         }
         crate::models::check(&self.name, &self.models)?;
-        let mut params = self.params.clone();
+        let mut params = self.ports.params.clone();
         for p in used_params {
             if !params.iter().any(|q| q.name == p.name) {
                 params.push(p);
             }
         }
-        Ok(ModuleDef::builder("command/1")
-            .inputs(self.inputs.clone())
-            .outputs(self.outputs.clone())
-            .param_defs(params)
-            .allow_reuse(self.allow_reuse)
+        let mut env_passthrough = self.env_passthrough.clone();
+        env_passthrough.sort();
+        env_passthrough.dedup();
+        Ok(self
+            .ports
+            .declare(ModuleDef::builder("command/1"), params)
             .config(json!({ "command": self.command }))
             .code(
                 self.source_directory
@@ -214,8 +167,7 @@ impl Step for CommandStep {
                     }),
             )
             .environment_variables(self.environment_variables.clone())
-            .env_passthrough(self.env_passthrough.clone())
-            .run_after(self.run_after.clone())
+            .env_passthrough(env_passthrough)
             .models(self.models.clone())
             .build())
     }
@@ -352,7 +304,7 @@ impl CommandStep {
     fn input_paths(&self, ctx: &StepContext<'_>) -> Result<BTreeMap<String, PathBuf>, StepError> {
         let mut paths = BTreeMap::new();
         for (name, input) in ctx.inputs {
-            let is_dataset = self.inputs.iter().any(|b| {
+            let is_dataset = self.ports.inputs.iter().any(|b| {
                 b.name == *name && matches!(b.source, DataSource::Files(_) | DataSource::Tabular(_))
             });
             if !is_dataset || !input.path.is_dir() {

@@ -1,13 +1,14 @@
-//! `FnStep`: a Rust closure with a declared version string.
+//! `FnStep`: a Rust closure, identified by a declared version or by its own text (`fn_step!`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde_json::Value;
 use stepgraph_engine::{
-    create_module_def, BuildContext, BuildError, DataSource, InputPortBinding, ModuleDef,
-    OutputPortBinding, PipelineData, PipelineParameter, Step, StepContext, StepCounts, StepError,
+    BuildContext, BuildError, ModuleDef, Step, StepContext, StepCounts, StepError,
 };
+
+use crate::ports::{port_methods, StepPorts};
 
 /// What a [`FnStep`] closure sees: input paths, output folders, parameters.
 pub struct FnContext<'a> {
@@ -64,17 +65,17 @@ impl<'a> FnContext<'a> {
 
 type StepFn = dyn Fn(&FnContext<'_>) -> Result<(), StepError> + Send + Sync;
 
-/// A step whose body is a Rust closure. Its code identity is the declared `version`: change
-/// the version when you change the closure, or the cache will reuse old outputs.
+/// A step whose body is a Rust closure.
+///
+/// Its code identity is either a declared version ([`FnStep::new`]: change the version when
+/// you change the closure, or the cache will reuse old outputs) or the closure's own text
+/// ([`fn_step!`](crate::fn_step), [`FnStep::from_source`]): editing the closure changes the
+/// key, as `joblib.Memory` hashes a function's code.
 #[derive(Clone)]
 pub struct FnStep {
     name: String,
     version: String,
-    inputs: Vec<InputPortBinding>,
-    outputs: Vec<OutputPortBinding>,
-    params: Vec<PipelineParameter>,
-    allow_reuse: bool,
-    run_after: Vec<String>,
+    ports: StepPorts,
     body: Arc<StepFn>,
 }
 
@@ -88,44 +89,65 @@ impl FnStep {
         FnStep {
             name: name.into(),
             version: version.into(),
-            inputs: Vec::new(),
-            outputs: Vec::new(),
-            params: Vec::new(),
-            allow_reuse: true,
-            run_after: Vec::new(),
+            ports: StepPorts::default(),
             body: Arc::new(body),
         }
     }
 
-    /// Read `source` on input port `port`.
-    pub fn input(mut self, port: impl Into<String>, source: impl Into<DataSource>) -> Self {
-        self.inputs.push(InputPortBinding::new(port, source));
-        self
+    /// A step `name` running `body`, identified in the cache by a BLAKE3 hash of `source`, the
+    /// body's text. [`fn_step!`](crate::fn_step) passes the closure's tokens
+    /// (`stringify!`): any edit to the closure's code changes the key (comments and layout do
+    /// not), and `explain` shows it as `code.version: "fn_step! closure tokens blake3:…"`.
+    pub fn from_source(
+        name: impl Into<String>,
+        source: &str,
+        body: impl Fn(&FnContext<'_>) -> Result<(), StepError> + Send + Sync + 'static,
+    ) -> Self {
+        FnStep::new(name, source_version(source), body)
     }
 
-    /// Produce `data` on output port `port`.
-    pub fn output(mut self, port: impl Into<String>, data: PipelineData) -> Self {
-        self.outputs.push(OutputPortBinding::new(port, data));
-        self
+    /// The code identity in the fingerprint: the declared version, or `fn_step! closure
+    /// blake3:<16 hex>` for a step made by [`fn_step!`](crate::fn_step).
+    pub fn version(&self) -> &str {
+        &self.version
     }
 
-    /// Read pipeline parameter `p` (it becomes part of the fingerprint).
-    pub fn param(mut self, p: PipelineParameter) -> Self {
-        self.params.push(p);
-        self
-    }
+    port_methods!();
+}
 
-    /// Reuse cached outputs when nothing changed (default true).
-    pub fn allow_reuse(mut self, allow: bool) -> Self {
-        self.allow_reuse = allow;
-        self
-    }
+/// The version string of a closure whose text is `source`.
+fn source_version(source: &str) -> String {
+    format!(
+        "fn_step! closure tokens blake3:{}",
+        &blake3::hash(source.as_bytes()).to_hex()[..16]
+    )
+}
 
-    /// Run after step `name`, without a data dependency.
-    pub fn run_after(mut self, name: impl Into<String>) -> Self {
-        self.run_after.push(name.into());
-        self
-    }
+/// A [`FnStep`] whose code identity is its closure's text: `fn_step!(name, |ctx| { ... })`.
+/// Editing the closure changes the step's key, so the step reruns; reformatting it or editing
+/// its comments does not. (The text is the compiler's rendering of the closure's tokens, so a
+/// new Rust version may render it differently and rerun such steps once.) Use
+/// [`FnStep::new`] with a version to manage the identity yourself.
+///
+/// ```
+/// use stepgraph_steps::fn_step;
+///
+/// let a = fn_step!("hello", |ctx| {
+///     std::fs::write(ctx.output("out")?.join("hello.txt"), "hello")?;
+///     Ok(())
+/// });
+/// let b = fn_step!("hello", |ctx| {
+///     std::fs::write(ctx.output("out")?.join("hello.txt"), "hello!")?;
+///     Ok(())
+/// });
+/// assert!(a.version().starts_with("fn_step! closure tokens blake3:"));
+/// assert_ne!(a.version(), b.version());
+/// ```
+#[macro_export]
+macro_rules! fn_step {
+    ($name:expr, $body:expr $(,)?) => {
+        $crate::FnStep::from_source($name, ::core::stringify!($body), $body)
+    };
 }
 
 impl Step for FnStep {
@@ -134,22 +156,44 @@ impl Step for FnStep {
     }
 
     fn create_module_def(&self, _context: &BuildContext) -> Result<ModuleDef, BuildError> {
-        let mut def = create_module_def(
-            "fn/1",
-            self.inputs.clone(),
-            self.outputs.clone(),
-            self.params.clone(),
-            true,
-            self.allow_reuse,
-            Some(self.version.clone()),
-            Vec::new(),
-        );
-        def.run_after = self.run_after.clone();
-        Ok(def)
+        Ok(self
+            .ports
+            .declare(ModuleDef::builder("fn/1"), self.ports.params.clone())
+            .version(self.version.clone())
+            .build())
     }
 
     fn execute(&self, ctx: &StepContext<'_>) -> Result<StepCounts, StepError> {
         (self.body)(&FnContext { ctx })?;
         Ok(StepCounts::default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_closure_s_text_is_its_version() {
+        let v1 = source_version("|ctx| { Ok(()) }");
+        assert!(v1.starts_with("fn_step! closure tokens blake3:"), "{v1}");
+        assert_eq!(v1.len(), "fn_step! closure tokens blake3:".len() + 16);
+        assert_eq!(v1, source_version("|ctx| { Ok(()) }"));
+        assert_ne!(v1, source_version("|ctx| { Ok(()); Ok(()) }"));
+    }
+
+    #[test]
+    fn fn_step_hashes_the_closure_tokens_not_their_layout() {
+        let a = crate::fn_step!("s", |_ctx| { Ok(()) });
+        let b = crate::fn_step!("s", |_ctx| {
+            // A comment is not code.
+            Ok(())
+        });
+        let c = crate::fn_step!("s", |_ctx| {
+            let _ = 1;
+            Ok(())
+        });
+        assert_eq!(a.version(), b.version());
+        assert_ne!(a.version(), c.version());
     }
 }

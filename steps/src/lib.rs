@@ -1,13 +1,16 @@
 //! stepgraph-steps: the step types.
 //!
-//! - [`FnStep`]: a Rust closure with a declared version;
-//! - [`ParallelRunStep`]: Azure ML's step of the same name (see [`parallel_run`]);
+//! - [`FnStep`]: a Rust closure, identified by a declared version or by its text
+//!   ([`fn_step!`]);
+//! - [`ParallelRunStep`]: Azure ML's step of the same name (its config
+//!   [`ParallelRunConfig`], its entries [`EntryScript`]; [`partition`] and [`size`] for how
+//!   inputs are cut into mini-batches);
 //! - [`load_spec`]: the JSON pipeline spec;
 //! - [`CommandStep`]: one command (argv list) with `{inputs.X}` / `{outputs.X}` /
 //!   `{params.X}` placeholders, its source folder hashed into the fingerprint.
 //!
 //! ```
-//! use stepgraph_engine::{FileDataset, NullSink, OpenOptions, Pipeline, PipelineData, RunOptions, Store};
+//! use stepgraph_engine::{FileDataset, OpenOptions, Pipeline, PipelineData, Runner, Store};
 //! use stepgraph_steps::FnStep;
 //!
 //! let dir = tempfile::tempdir()?;
@@ -22,7 +25,7 @@
 //! .output("count", PipelineData::new("count"));
 //! let pipeline = Pipeline::builder("demo").step(count).build()?;
 //! let store = Store::open(dir.path().join(".stepgraph"), OpenOptions::default())?;
-//! let summary = stepgraph_engine::run(&pipeline, &store, &RunOptions::default(), &NullSink)?;
+//! let summary = Runner::new(&store).run(&pipeline)?;
 //! assert_eq!(std::fs::read_to_string(summary.output_dir("count-docs", "count").join("n.txt"))?, "1");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -33,15 +36,18 @@
 mod command_step;
 mod fn_step;
 mod models;
-pub mod parallel_run;
-pub mod placeholders;
+mod parallel_run;
+mod placeholders;
+mod ports;
 mod process;
-pub mod spec;
+mod spec;
 
 pub use command_step::CommandStep;
 pub use fn_step::{FnContext, FnStep};
 pub use parallel_run::{
-    AppendRowFormat, Entry, EntryContext, EntryError, EntryScript, MiniBatch, MiniBatchData,
-    OutputAction, ParallelRunConfig, ParallelRunStep,
+    partition, size, AppendRowFormat, ConfigError, Entry, EntryContext, EntryError, EntryFactory,
+    EntryScript, Limit, MiniBatch, MiniBatchData, OutputAction, ParallelRunConfig,
+    ParallelRunConfigBuilder, ParallelRunStep, ParallelRunStepBuilder, Row, COMMIT_INTERVAL,
+    MAX_PROTOCOL_LINE,
 };
-pub use spec::{load_spec, parse_spec, SpecError};
+pub use spec::{load_spec, parse_spec, SpecError, MAX_SPEC_BYTES};

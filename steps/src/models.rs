@@ -8,7 +8,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
-use stepgraph_engine::store::METRICS_FILE;
+use stepgraph_engine::METRICS_FILE;
 use stepgraph_engine::{BuildError, Model, ResolvedModel, StepError};
 
 /// The step's name, for the shim's messages.

@@ -2,15 +2,15 @@
 
 /// One placeholder found in a string.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Placeholder {
+pub(crate) struct Placeholder {
     /// `inputs`, `outputs` or `params`.
-    pub namespace: String,
+    pub(crate) namespace: String,
     /// The name after the dot.
-    pub name: String,
+    pub(crate) name: String,
 }
 
 /// The placeholders of `s`, in order. Braces that do not form a placeholder are left alone.
-pub fn find(s: &str) -> Vec<Placeholder> {
+pub(crate) fn find(s: &str) -> Vec<Placeholder> {
     let mut out = Vec::new();
     substitute(s, |ns, name| {
         out.push(Placeholder {
@@ -23,7 +23,7 @@ pub fn find(s: &str) -> Vec<Placeholder> {
 }
 
 /// Replace each placeholder for which `f` returns a value; keep the others verbatim.
-pub fn substitute(s: &str, mut f: impl FnMut(&str, &str) -> Option<String>) -> String {
+pub(crate) fn substitute(s: &str, mut f: impl FnMut(&str, &str) -> Option<String>) -> String {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(open) = rest.find('{') {

@@ -23,8 +23,8 @@ fn run_bad(
     ws: &Workspace,
     bad: usize,
     limits: impl FnOnce(
-        stepgraph_steps::parallel_run::ParallelRunConfigBuilder,
-    ) -> stepgraph_steps::parallel_run::ParallelRunConfigBuilder,
+        stepgraph_steps::ParallelRunConfigBuilder,
+    ) -> stepgraph_steps::ParallelRunConfigBuilder,
 ) -> (stepgraph_engine::RunSummary, stepgraph_engine::CollectSink) {
     let data = ws.path().join("data");
     for i in 1..=8 {

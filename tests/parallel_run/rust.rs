@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use stepgraph_steps::parallel_run::EntryError;
+use stepgraph_steps::EntryError;
 use stepgraph_steps::{EntryContext, EntryScript, MiniBatch, MiniBatchData, ParallelRunConfig};
 
 use crate::common::Workspace;

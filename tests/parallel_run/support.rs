@@ -9,7 +9,7 @@ use stepgraph_engine::{
     StepRecord, StepStatus, Store,
 };
 use stepgraph_engine::{FileDataset, TabularDataset};
-use stepgraph_steps::parallel_run::ParallelRunConfigBuilder;
+use stepgraph_steps::ParallelRunConfigBuilder;
 use stepgraph_steps::{FnStep, ParallelRunStep};
 
 use crate::common::Workspace;

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use stepgraph_engine::TabularDataset;
 
-use stepgraph_steps::parallel_run::ParallelRunConfigBuilder;
+use stepgraph_steps::ParallelRunConfigBuilder;
 
 use crate::common::Workspace;
 use crate::parallel_run::support::{

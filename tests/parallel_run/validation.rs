@@ -5,7 +5,7 @@ use stepgraph_engine::{
     Argument, BuildError, BuildErrors, DataSource, FileDataset, Pipeline, PipelineData,
     TabularDataset,
 };
-use stepgraph_steps::parallel_run::ParallelRunConfigBuilder;
+use stepgraph_steps::ParallelRunConfigBuilder;
 use stepgraph_steps::{OutputAction, ParallelRunStep};
 
 use crate::common::Workspace;

@@ -21,7 +21,7 @@ use crate::out::{errln, out, outln};
 use crate::progress::{BarSink, JsonSink, PlainSink};
 use crate::render;
 use crate::{exit, Source};
-use stepgraph_engine::store::{GcOptions, GcReport, RunsReport};
+use stepgraph_engine::{GcOptions, GcReport, RunsReport};
 
 use self::cache::cmd_cache;
 use self::run::{cmd_explain, cmd_run, cmd_status};

@@ -24,7 +24,7 @@ mod mirror;
 mod objects;
 pub(crate) use objects::relative_slash;
 mod progress;
-pub mod records;
+pub(crate) mod records;
 mod retention;
 mod room;
 mod verify;

@@ -226,10 +226,10 @@ pub struct ParallelRunConfig {
 }
 
 /// The most workers one step may start on this machine.
-pub const MAX_WORKERS: u64 = 1024;
+pub(crate) const MAX_WORKERS: u64 = 1024;
 
 /// Azure's reserved argument names, which a step's `arguments` may not use.
-pub const RESERVED_ARGUMENTS: &[&str] = &[
+pub(crate) const RESERVED_ARGUMENTS: &[&str] = &[
     "--mini_batch_size",
     "--error_threshold",
     "--allowed_failed_count",
@@ -419,7 +419,7 @@ pub(crate) fn check_env_names<'a>(
 fn check_file_name(name: &str) -> Result<(), ConfigError> {
     // The engine's rule for every file name that becomes a path, then the characters Azure
     // also refuses (so a name that works here works there).
-    if let Some(reason) = stepgraph_engine::name::check_file_name(name) {
+    if let Some(reason) = stepgraph_engine::check_file_name(name) {
         return Err(err("append_row_file_name", format!("{name:?} {reason}")));
     }
     const BAD: &[char] = &[':', '*', '?', '"', '<', '>', '|'];
@@ -437,7 +437,7 @@ fn check_file_name(name: &str) -> Result<(), ConfigError> {
 ///
 /// # Errors
 /// A [`ConfigError`] naming `arguments`.
-pub fn check_arguments(args: &[String]) -> Result<(), ConfigError> {
+pub(crate) fn check_arguments(args: &[String]) -> Result<(), ConfigError> {
     if let Some(first) = args.first() {
         if !first.starts_with('-') {
             return Err(err(

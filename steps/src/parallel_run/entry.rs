@@ -7,7 +7,8 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::partition::{MiniBatchSpec, Segment, TabularFormat};
+use super::partition::{MiniBatchSpec, Segment};
+use stepgraph_engine::TabularFormat;
 
 /// Errors an entry returns; the message is what the user sees.
 pub type EntryError = Box<dyn std::error::Error + Send + Sync>;
@@ -108,7 +109,7 @@ pub type EntryFactory = Arc<dyn Fn() -> Box<dyn EntryScript> + Send + Sync>;
 ///
 /// # Errors
 /// A message naming the file when it cannot be read or parsed.
-pub fn load(index: u64, spec: &MiniBatchSpec) -> Result<MiniBatch, String> {
+pub(crate) fn load(index: u64, spec: &MiniBatchSpec) -> Result<MiniBatch, String> {
     match spec {
         MiniBatchSpec::Files { files } => Ok(MiniBatch {
             index,

@@ -3,14 +3,14 @@
 //! running an entry script (`init()` once per worker, `run(mini_batch)` per mini-batch), with
 //! retries, timeouts, failure limits, gathered outputs and resume after a crash.
 //!
-//! The step is declared in `step.rs` (checked at build, with its config from `config.rs` and
+//! The step is declared in `step.rs` (its Rust builder in `step_builder.rs`; checked at build, with its config from `config.rs` and
 //! `size.rs`), runs in `execute.rs` (inputs cut by `partition/`, workers set up in
 //! `workers.rs` and driven by `dispatch.rs` over `worker.rs` and `protocol.rs`, rows gathered
 //! by `gather.rs`) and reports in `report.rs`.
 
-pub mod config;
+mod config;
 mod dispatch;
-pub mod entry;
+mod entry;
 mod execute;
 mod gather;
 mod harness;
@@ -19,6 +19,7 @@ mod protocol;
 mod report;
 pub mod size;
 mod step;
+mod step_builder;
 mod worker;
 mod workers;
 mod writes;
@@ -33,6 +34,7 @@ pub use entry::{
 };
 pub(crate) use harness::install_azureml;
 pub use step::ParallelRunStep;
+pub use step_builder::ParallelRunStepBuilder;
 
 /// The longest line, in bytes without its newline, a worker may send or receive in the
 /// worker protocol (64 MiB). A longer line fails the try with "worker protocol line over

@@ -25,8 +25,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
 use super::config::AppendRowFormat;
-use super::partition::{MiniBatchSpec, Segment, TabularFormat};
+use super::partition::{MiniBatchSpec, Segment};
 use super::MAX_PROTOCOL_LINE;
+use stepgraph_engine::TabularFormat;
 
 /// The protocol version stepgraph speaks (`init`'s `"protocol"`).
 pub(crate) const PROTOCOL_VERSION: u32 = 1;

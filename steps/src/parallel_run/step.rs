@@ -15,6 +15,39 @@ use super::config::{self, Entry, OutputAction, ParallelRunConfig};
 const FORMAT_VERSION: u32 = 1;
 
 /// Azure's `ParallelRunStep`.
+///
+/// Two ways to make one, giving the same step: [`ParallelRunStep::builder`], the Rust form,
+/// and [`ParallelRunStep::new`], Azure's constructor with its seven positional arguments (for
+/// pipelines ported from Azure). Either way the main inputs are ports `input`, `input_1`, …
+/// (in order), side inputs are ports named after their data, and the output is port `output`.
+///
+/// ```
+/// use stepgraph_engine::{FileDataset, PipelineData};
+/// use stepgraph_steps::{EntryError, EntryScript, MiniBatch, ParallelRunConfig, ParallelRunStep, Row};
+///
+/// struct Count;
+/// impl EntryScript for Count {
+///     fn run(&mut self, mini_batch: &MiniBatch) -> Result<Vec<Row>, EntryError> {
+///         Ok(vec![mini_batch.len().to_string()])
+///     }
+/// }
+///
+/// let dir = tempfile::tempdir()?;
+/// let texts = FileDataset::from_files("texts", dir.path());
+/// let counts = PipelineData::new("counts");
+/// let config = ParallelRunConfig::builder()
+///     .rust_entry("count-v1", || Box::new(Count))
+///     .error_threshold(0)
+///     .build()?;
+/// let step = ParallelRunStep::builder("count", config.clone())
+///     .input(&texts)
+///     .output(&counts)
+///     .build()?;
+/// // Azure's form of the same step.
+/// let azure = ParallelRunStep::new("count", config, vec![texts.into()], Some(counts), vec![], vec![], true);
+/// assert_eq!(format!("{step:?}"), format!("{azure:?}"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct ParallelRunStep {
     pub(super) name: String,
@@ -22,15 +55,16 @@ pub struct ParallelRunStep {
     pub(super) inputs: Vec<DataSource>,
     pub(super) output: Option<PipelineData>,
     pub(super) side_inputs: Vec<DataSource>,
-    arguments: Vec<Argument>,
-    allow_reuse: bool,
-    run_after: Vec<String>,
-    models: Vec<Model>,
+    pub(super) arguments: Vec<Argument>,
+    pub(super) allow_reuse: bool,
+    pub(super) run_after: Vec<String>,
+    pub(super) models: Vec<Model>,
 }
 
 impl ParallelRunStep {
-    /// Azure's constructor: `ParallelRunStep(name, parallel_run_config, inputs, output,
-    /// side_inputs, arguments, allow_reuse)`.
+    /// Azure's constructor, the Azure-parity form: `ParallelRunStep(name,
+    /// parallel_run_config, inputs, output, side_inputs, arguments, allow_reuse)`, positional
+    /// as in Azure's SDK. [`ParallelRunStep::builder`] is the Rust form of the same step.
     pub fn new(
         name: impl Into<String>,
         parallel_run_config: ParallelRunConfig,

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 use serde_json::Value;
-use stepgraph_engine::name::check_data_name;
+use stepgraph_engine::check_data_name;
 use stepgraph_engine::{DataReference, DataSource, FileDataset, TabularDataset, TabularFormat};
 
 use super::json::{self, OneOrMany, Seg};

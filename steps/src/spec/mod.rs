@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::Value;
-use stepgraph_engine::name::check_data_name;
+use stepgraph_engine::check_data_name;
 use stepgraph_engine::{DataSource, Pipeline, PipelineData, PipelineParameter, Step};
 
 mod command;

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Deserialize;
 use serde_json::Value;
-use stepgraph_engine::name::check_model_name;
+use stepgraph_engine::check_model_name;
 use stepgraph_engine::Model;
 
 use super::json::{self, Seg};

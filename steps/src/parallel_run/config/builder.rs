@@ -15,6 +15,7 @@ use super::{
     check_env_names, check_file_name, err, AppendRowFormat, ConfigError, Entry, Limit,
     OutputAction, ParallelRunConfig, MAX_WORKERS,
 };
+use crate::ports::env_methods;
 
 /// Builder for [`ParallelRunConfig`] (Azure's defaults; `error_threshold` is required).
 ///
@@ -107,18 +108,12 @@ impl ParallelRunConfigBuilder {
         self.output_action = Some(a.as_str().to_string());
         self
     }
-    /// Set an environment variable in each worker.
-    pub fn environment_variable(mut self, k: impl Into<String>, v: impl Into<String>) -> Self {
-        self.environment_variables.insert(k.into(), v.into());
-        self
-    }
-    /// Pass the caller's values of these environment variables through to the workers
-    /// (their values are hashed into the fingerprint, so a changed value reruns the step).
-    pub fn env_passthrough<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
-        self.env_passthrough
-            .extend(names.into_iter().map(Into::into));
-        self
-    }
+    env_methods!(
+        environment_variable,
+        environment_variables,
+        env_passthrough,
+        "each worker"
+    );
     /// Format of the gathered rows (default text).
     pub fn append_row_format(mut self, f: AppendRowFormat) -> Self {
         self.append_row_format = Some(f.as_str().to_string());

@@ -48,10 +48,10 @@ const IO_BUFFER_BYTES: usize = 256 * 1024;
 /// The UTF-8 byte order mark, ignored before the first JSON Lines record.
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
-/// Format of a tabular input file: the engine's one [`TabularFormat`]. CSV has a header record
-/// (RFC 4180 quoting; LF, CRLF or CR line terminators); JSON Lines is one JSON object per
-/// non-blank line.
-pub use stepgraph_engine::TabularFormat;
+// Format of a tabular input file: the engine's one `TabularFormat`. CSV has a header record
+// (RFC 4180 quoting; LF, CRLF or CR line terminators); JSON Lines is one JSON object per
+// non-blank line.
+use stepgraph_engine::TabularFormat;
 
 /// One tabular input file.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
