@@ -31,6 +31,7 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 mod command_step;
+pub mod environment;
 mod fn_step;
 pub mod parallel_run;
 pub mod placeholders;
@@ -38,9 +39,10 @@ mod process;
 pub mod spec;
 
 pub use command_step::CommandStep;
+pub use environment::{Environment, EnvironmentError};
 pub use fn_step::{FnContext, FnStep};
 pub use parallel_run::{
     AppendRowFormat, Entry, EntryContext, EntryError, EntryScript, MiniBatch, MiniBatchData,
-    OutputAction, ParallelRunConfig, ParallelRunStep,
+    OutputAction, ParallelRunConfig, ParallelRunStep, TabularInput,
 };
 pub use spec::{load_spec, parse_spec, SpecError};
