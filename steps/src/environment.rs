@@ -410,14 +410,15 @@ fn uv_on_path() -> bool {
 /// Lists the installed distributions as `pip freeze` does (without pip, setuptools, wheel,
 /// distribute), with the standard library only, so uv-built environments (no pip) say the
 /// same as pip-built ones.
-const FREEZE_PY: &str = "import importlib.metadata as m\n\
-skip = {'pip', 'setuptools', 'wheel', 'distribute'}\n\
-names = set()\n\
-for d in m.distributions():\n\
-    n = d.metadata['Name'] or ''\n\
-    if n.lower() not in skip and n:\n\
-        names.add(n + '==' + d.version)\n\
-print('\\n'.join(sorted(names, key=str.lower)))\n";
+const FREEZE_PY: &str = r#"import importlib.metadata as m
+skip = {"pip", "setuptools", "wheel", "distribute"}
+names = set()
+for d in m.distributions():
+    n = d.metadata["Name"] or ""
+    if n and n.lower() not in skip:
+        names.add(n + "==" + d.version)
+print("\n".join(sorted(names, key=str.lower)))
+"#;
 
 /// Build the environment into `dir` (its previous content, an unfinished build, is removed
 /// first): the virtual environment, the requirements installed, then `freeze.txt`. The log
@@ -510,10 +511,11 @@ fn build(dir: &Path, python: &Path, requirements: &[String]) -> Result<Vec<Strin
         .map_err(|e| format!("cannot run {}: {e}", venv_python.display()))?;
     if !out.status.success() {
         let _ = log.write_all(&out.stderr);
-        return Err(failure_message(
-            &log_path,
-            requirements,
-            "listing the installed packages failed",
+        return Err(format!(
+            "building the environment failed: listing the installed packages failed ({}); \
+             build log {}",
+            out.status,
+            log_path.display()
         ));
     }
     let freeze = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -620,8 +622,8 @@ fn parse_value(v: &Value) -> Result<Environment, String> {
                     }
                     (other, _) => {
                         return Err(format!(
-                            "unknown field {other:?} (expected one of \"python\", \
-                             \"requirements\", \"name\")"
+                            "{other:?} is not a field of an environment (it takes \
+                             \"python\", \"requirements\" and \"name\")"
                         ))
                     }
                 }

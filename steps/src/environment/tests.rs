@@ -31,7 +31,7 @@ fn bad_environments_say_what_was_expected() {
         (r#"{"python": 3}"#, "\"python\": expected an interpreter"),
         (r#"{"requirements": [1]}"#, "expected requirement strings"),
         (r#"{"requirements": {}}"#, "expected a list of requirements"),
-        (r#"{"packages": []}"#, "unknown field \"packages\""),
+        (r#"{"packages": []}"#, "\"packages\" is not a field"),
     ] {
         match parse(text) {
             Err(e) => assert!(e.contains(says), "{text}: {e}"),
