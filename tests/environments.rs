@@ -290,6 +290,27 @@ fn an_environment_in_a_spec_reads_its_requirements_file_next_to_the_spec() -> Te
         ) && missing.contains("nope.txt"),
         "{missing}"
     );
+    // Command steps take the same field.
+    let command = |env: &str| {
+        let text = format!(
+            r#"{{"name": "p", "steps": [{{"name": "cmd", "type": "command",
+              "command": ["python3", "-c", "pass"], "environment": {env}}}]}}"#
+        );
+        stepgraph_steps::parse_spec(&text, "pipeline.json", ws.path())
+    };
+    if let Err(e) = command(r#"{"requirements": "env/requirements.txt"}"#) {
+        return Err(format!("a command step's environment: {e}").into());
+    }
+    let missing = match command(r#"{"requirements": "env/nope.txt"}"#) {
+        Err(e) => e.to_string(),
+        Ok(_) => return Err("a missing requirements file parsed".into()),
+    };
+    assert!(
+        missing.starts_with(
+            "pipeline.json: step \"cmd\": field \"environment.requirements\": cannot read"
+        ),
+        "{missing}"
+    );
     let unknown = match parse(r#"{"conda": "env.yml"}"#) {
         Err(e) => e.to_string(),
         Ok(_) => return Err("an unknown field parsed".into()),
