@@ -2,7 +2,9 @@
 //! edges, fingerprints and run directories from it and knows nothing else about the step.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -95,6 +97,33 @@ pub struct ModuleDef {
     pub env_passthrough: Vec<String>,
     /// Steps that must finish before this one, without a data dependency.
     pub run_after: Vec<String>,
+    /// Fingerprint components the step computes when the node is resolved (e.g. a Python
+    /// environment built into the store: `environment`), by component name.
+    pub computed: BTreeMap<String, SharedComponent>,
+}
+
+/// A fingerprint component a step computes itself when its node is resolved, from things
+/// outside the graph (a Python environment built into the store's `envs/`).
+pub trait ComputedComponent: Send + Sync + fmt::Debug {
+    /// The component's value. `envs_dir` is the store's folder of environments (`envs/`,
+    /// created by the component when it builds one); `build` is false while
+    /// planning (`plan`, `status`, `explain`: stay cheap, build nothing) and true when the
+    /// step is about to run (build what the value needs). A value that names a folder of
+    /// `envs/` as `{"env_hash": "<hex>"}` keeps it from `cache gc` while an entry holds it.
+    ///
+    /// # Errors
+    /// A message (the engine names the step and the component).
+    fn compute(&self, envs_dir: &Path, build: bool) -> Result<serde_json::Value, String>;
+}
+
+/// A shared [`ComputedComponent`] (compared by identity).
+#[derive(Debug, Clone)]
+pub struct SharedComponent(pub Arc<dyn ComputedComponent>);
+
+impl PartialEq for SharedComponent {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 /// Azure's `create_module_def(execution_type, input_bindings, output_bindings, param_defs,
@@ -143,6 +172,7 @@ impl ModuleDef {
             environment_variables: BTreeMap::new(),
             env_passthrough: Vec::new(),
             run_after: Vec::new(),
+            computed: BTreeMap::new(),
         })
     }
 }
@@ -226,6 +256,12 @@ impl ModuleDefBuilder {
     /// Steps that must finish first.
     pub fn run_after(mut self, steps: Vec<String>) -> Self {
         self.0.run_after = steps;
+        self
+    }
+
+    /// A fingerprint component the step computes when its node is resolved.
+    pub fn computed(mut self, name: impl Into<String>, c: Arc<dyn ComputedComponent>) -> Self {
+        self.0.computed.insert(name.into(), SharedComponent(c));
         self
     }
 

@@ -43,9 +43,10 @@ Details the engine can rely on:
 * "columns" is only sent with append_row_format "csv".
 * User code sees stdin as /dev/null and fd 1 as a copy of stderr.
 
-Only the standard library is required.  pandas is used when importable (tabular
-mini-batches become DataFrames); set ``STEPGRAPH_NO_PANDAS=1`` to force the
-list-of-dicts path even when pandas is installed.
+Only the standard library is required.  Tabular mini-batches are DataFrames when
+init says ``"tabular_format": "dataframe"`` (pandas must then be importable: init
+fails otherwise) and lists of dicts with ``"records"``; without the field pandas is
+used when importable.  ``STEPGRAPH_NO_PANDAS=1`` makes pandas count as missing.
 
 Compatible with Python 3.8+.
 """
@@ -194,18 +195,31 @@ def open_channel():
 # Reading mini-batches
 
 
-def _pandas():
-    """The pandas module, or None when missing or disabled by STEPGRAPH_NO_PANDAS."""
+PANDAS_MISSING = (
+    "tabular inputs need pandas in the step's environment: add pandas to "
+    "environment.requirements"
+)
+
+
+def _import_pandas():
+    """(pandas module or None, why not). STEPGRAPH_NO_PANDAS=1 makes pandas missing (tests)."""
     flag = os.environ.get("STEPGRAPH_NO_PANDAS", "").strip().lower()
     if flag not in ("", "0", "false", "no"):
-        return None
+        return None, "STEPGRAPH_NO_PANDAS is set"
     try:
         import pandas
-    except ImportError:
-        return None
+    except ImportError as exc:
+        return None, "cannot import pandas in %s: %s" % (sys.executable, exc)
     except Exception as exc:  # e.g. a pandas/numpy binary mismatch
-        sys.stderr.write("stepgraph worker: pandas unusable, using lists of dicts: %r\n" % (exc,))
-        return None
+        return None, "pandas is unusable in %s: %r" % (sys.executable, exc)
+    return pandas, None
+
+
+def _pandas():
+    """The pandas module, or None when missing or disabled by STEPGRAPH_NO_PANDAS."""
+    pandas, why = _import_pandas()
+    if pandas is None and why and not why.startswith("cannot import"):
+        sys.stderr.write("stepgraph worker: %s\n" % why)
     return pandas
 
 
@@ -599,6 +613,22 @@ class Worker(object):
             message["side_inputs"] = dict(
                 (k, decode_path(v)) for k, v in message["side_inputs"].items()
             )
+        # What run() gets for tabular mini-batches: "dataframe" (pandas required: the step
+        # fails here, at start, without it) or "records" (lists of dicts). Without the field
+        # (direct protocol use, no tabular input) pandas is used when importable.
+        self.tabular_format = message.get("tabular_format")
+        if self.tabular_format not in (None, "dataframe", "records"):
+            raise InitError(
+                "unsupported tabular_format %r (expected dataframe or records)"
+                % (self.tabular_format,)
+            )
+        if self.tabular_format == "dataframe":
+            pandas, why = _import_pandas()
+            if pandas is None:
+                raise InitError("%s (%s)" % (PANDAS_MISSING, why))
+            self._pd, self._pd_loaded = pandas, True
+        elif self.tabular_format == "records":
+            self._pd, self._pd_loaded = None, True
         self.row_format = message.get("append_row_format") or "text"
         if self.row_format not in ROW_FORMATS:
             raise InitError(

@@ -33,6 +33,7 @@ pub struct CommandStep {
     ports: StepPorts,
     environment_variables: BTreeMap<String, String>,
     env_passthrough: Vec<String>,
+    environment: Option<crate::environment::Environment>,
 }
 
 impl CommandStep {
@@ -48,7 +49,17 @@ impl CommandStep {
             ports: StepPorts::default(),
             environment_variables: BTreeMap::new(),
             env_passthrough: Vec::new(),
+            environment: None,
         }
+    }
+
+    /// Run the command in a Python environment: with requirements, stepgraph builds it (once
+    /// per content hash, into the store) and puts its `bin/` first on PATH (`python3` and
+    /// its scripts), with `VIRTUAL_ENV` set. Its hash and freeze are the `environment`
+    /// fingerprint component.
+    pub fn environment(mut self, env: impl Into<crate::environment::Environment>) -> Self {
+        self.environment = Some(env.into());
+        self
     }
 
     /// The folder holding the step's scripts; hashed into the fingerprint, used as working folder.
@@ -142,10 +153,21 @@ impl Step for CommandStep {
         let mut env_passthrough = self.env_passthrough.clone();
         env_passthrough.sort();
         env_passthrough.dedup();
+        let mut def = ModuleDef::builder("command/1");
+        let mut config = json!({ "command": self.command });
+        if let Some(env) = &self.environment {
+            let mut env = env.clone();
+            env.load()
+                .map_err(|e| self.invalid("environment", e.message))?;
+            config["environment"] = env.config_value();
+            if let Some(c) = env.component() {
+                def = def.computed(crate::environment::ENVIRONMENT_COMPONENT, c);
+            }
+        }
         Ok(self
             .ports
-            .declare(ModuleDef::builder("command/1"), params)
-            .config(json!({ "command": self.command }))
+            .declare(def, params)
+            .config(config)
             .code(
                 self.source_directory
                     .clone()
@@ -194,8 +216,27 @@ impl Step for CommandStep {
             }
             None => ctx.work_dir.to_path_buf(),
         };
+        // The environment was built when the step was resolved; this finds it.
+        let built = match &self.environment {
+            Some(env) => {
+                let mut env = env.clone();
+                env.load()
+                    .map_err(|e| StepError::new(format!("environment: {e}")))?;
+                env.ensure_built(&ctx.envs_dir())
+                    .map_err(|e| StepError::new(format!("environment: {e}")))?
+            }
+            None => None,
+        };
         // Marks the command's processes; dropping it kills whatever the command left behind.
         let tree = crate::process::ProcessTree::new();
+        let mut env = crate::process::step_env(
+            &self.env_passthrough,
+            &self.environment_variables,
+            tree.token(),
+        );
+        if let Some(b) = &built {
+            b.set_vars(&mut env);
+        }
         let mut cmd = Command::new(program);
         cmd.args(args)
             .process_group(0)
@@ -204,11 +245,7 @@ impl Step for CommandStep {
             .stdout(stdout)
             .stderr(stderr)
             .env_clear()
-            .envs(crate::process::step_env(
-                &self.env_passthrough,
-                &self.environment_variables,
-                tree.token(),
-            ))
+            .envs(env)
             .env("PYTHONDONTWRITEBYTECODE", "1");
         for (k, v) in ctx.params {
             cmd.env(format!("AML_PARAMETER_{k}"), value_to_arg(v));

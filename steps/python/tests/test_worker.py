@@ -661,6 +661,31 @@ class TabularTests(WorkerTestCase):
             ],
         )
 
+    def test_tabular_format_dataframe_without_pandas_fails_init_with_the_fix(self):
+        worker = self.spawn(NO_PANDAS)
+        reply = worker.request(
+            self.init_message(self.script(TABULAR_SCRIPT), tabular_format="dataframe")
+        )
+        self.assertEqual(reply.get("type"), "init_failed", reply)
+        self.assertIn(
+            "tabular inputs need pandas in the step's environment: add pandas to "
+            "environment.requirements",
+            reply["error"],
+        )
+
+    def test_tabular_format_records_gives_dicts_even_with_pandas(self):
+        worker = self.start(TABULAR_SCRIPT, tabular_format="records")
+        got = self.run_tabular(worker, 2, [self.jsonl_segment([0, 1])])
+        self.assertEqual(got["kind"], "list")
+
+    def test_an_unknown_tabular_format_fails_init(self):
+        worker = self.spawn()
+        reply = worker.request(
+            self.init_message(self.script(TABULAR_SCRIPT), tabular_format="arrow")
+        )
+        self.assertEqual(reply.get("type"), "init_failed", reply)
+        self.assertIn("unsupported tabular_format", reply["error"])
+
     def test_jsonl_as_list_of_dicts(self):
         worker = self.start(TABULAR_SCRIPT, env=NO_PANDAS)
         got = self.run_tabular(worker, 2, [self.jsonl_segment([0, 1, 3])])

@@ -26,7 +26,7 @@ mod writes;
 
 pub use config::{
     AppendRowFormat, ConfigError, Entry, Limit, OutputAction, ParallelRunConfig,
-    ParallelRunConfigBuilder,
+    ParallelRunConfigBuilder, TabularInput,
 };
 pub use dispatch::COMMIT_INTERVAL;
 pub use entry::{

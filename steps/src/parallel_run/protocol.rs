@@ -74,6 +74,9 @@ pub(crate) struct Init {
     pub(crate) append_row_format: AppendRowFormat,
     /// Whether results must carry their `rows` (output_action `append_row`).
     pub(crate) collect_rows: bool,
+    /// For tabular inputs, what `run()` receives: `dataframe` (pandas required) or `records`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) tabular_format: Option<String>,
 }
 
 /// The `run` request: one mini-batch.

@@ -244,7 +244,13 @@ impl Step for ParallelRunStep {
         if let Value::Object(m) = &mut config {
             m.insert("format_version".into(), json!(FORMAT_VERSION));
         }
-        Ok(ModuleDef::builder("parallel_run/1")
+        let mut def = ModuleDef::builder("parallel_run/1");
+        if let (Entry::Python { .. } | Entry::Command { .. }, Some(env)) =
+            (cfg.entry(), cfg.python_environment().component())
+        {
+            def = def.computed(crate::environment::ENVIRONMENT_COMPONENT, env);
+        }
+        Ok(def
             .inputs(inputs)
             .outputs(outputs)
             .allow_reuse(self.allow_reuse)

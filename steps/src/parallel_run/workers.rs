@@ -30,6 +30,14 @@ pub(super) fn make_workers(
     let n = cfg.workers();
     let mut kill = Vec::new();
     let source_dir = source_copy(step, ctx)?;
+    // The environment was built when the step was resolved; this finds it (under its lock).
+    let built = match cfg.entry() {
+        Entry::Rust { .. } => None,
+        _ => cfg
+            .python_environment()
+            .ensure_built(&ctx.envs_dir())
+            .map_err(|e| StepError::new(format!("environment: {e}")))?,
+    };
     let (argv, entry_script) = match cfg.entry() {
         Entry::Rust { factory, .. } => {
             return Ok((rust_workers(n, factory, ctx, output_dir, side_inputs), kill));
@@ -38,7 +46,10 @@ pub(super) fn make_workers(
             let harness = harness::install(&ctx.work_dir.join(".harness"))?;
             (
                 vec![
-                    OsString::from(cfg.environment()),
+                    built.as_ref().map_or_else(
+                        || OsString::from(cfg.environment()),
+                        |b| b.python().into_os_string(),
+                    ),
                     "-X".into(),
                     "faulthandler".into(),
                     harness.into_os_string(),
@@ -51,7 +62,15 @@ pub(super) fn make_workers(
             (argv, PathBuf::new())
         }
     };
-    let env = process_env(step, ctx, tree, output_dir);
+    let mut env = process_env(step, ctx, tree, output_dir);
+    if let Some(b) = &built {
+        b.set_vars(&mut env);
+    }
+    let tabular = ctx
+        .inputs
+        .values()
+        .any(|i| matches!(i.kind, stepgraph_engine::InputKind::Tabular { .. }));
+    let tabular_format = tabular.then(|| cfg.tabular_format().as_str().to_string());
     let mut workers: Vec<Box<dyn Worker>> = Vec::with_capacity(n);
     let collect_rows = cfg.output_action() == OutputAction::AppendRow;
     for w in 0..n {
@@ -74,6 +93,7 @@ pub(super) fn make_workers(
             max_line_bytes: MAX_PROTOCOL_LINE as u64,
             append_row_format: cfg.append_row_format(),
             collect_rows,
+            tabular_format: tabular_format.clone(),
         };
         let worker = ProcessWorker::new(
             ProcessSpec {

@@ -342,10 +342,11 @@ const ALL_FIELDS: &str = r#"{"name": "all-fields",
          "logging_level": "INFO", "description": "d"}},
       {"name": "by-key", "type": "parallel_run", "inputs": ["rows"], "output": "out2",
        "parallel_run_config": {"entry_command": ["python3", "w.py"], "partition_keys": ["k"],
-         "error_threshold": -1}},
+         "error_threshold": -1, "tabular_format": "records"}},
       {"name": "cmd", "type": "command", "command": ["true", "{inputs.a}", "{outputs.o}"],
        "source_directory": "scripts", "inputs": {"a": "out1"}, "outputs": ["o"],
        "environment_variables": {"B": "2"}, "env_passthrough": ["USER"], "allow_reuse": false,
+       "environment": "python3",
        "run_after": ["by-key"]}
      ]}"#;
 
