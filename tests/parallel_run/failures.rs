@@ -79,11 +79,7 @@ fn check_retry_succeeds(mode: &str, failure_text: &str) {
     let r = ran(&run);
     assert_eq!(output(&run), all_ok_rows(10, &[]));
     assert_eq!(
-        (
-            r.counts.items,
-            r.counts.failed_items,
-            r.counts.failed_units
-        ),
+        (r.counts.items, r.counts.failed_items, r.counts.failed_units),
         (10, 0, 0)
     );
     let sys = sys_log(&run);

@@ -176,10 +176,7 @@ fn check_one_failure_retried(
     let (run, sink, shared) = run_rust(&ws, plan, 1, 0);
     let r = ran(&run);
     assert_eq!(output(&run), all_rows());
-    assert_eq!(
-        (r.counts.failed_items, r.counts.failed_units),
-        (0, 0)
-    );
+    assert_eq!((r.counts.failed_items, r.counts.failed_units), (0, 0));
     assert_eq!(shared.inits.load(Ordering::SeqCst), inits, "{why}");
     (sys_log(&run), sink)
 }
@@ -224,11 +221,7 @@ fn rust_entry_returning_fewer_rows_counts_failed_items() {
     let (run, _, _) = run_rust(&ws, plan, 2, 1);
     let r = ran(&run);
     assert_eq!(
-        (
-            r.counts.items,
-            r.counts.failed_items,
-            r.counts.failed_units
-        ),
+        (r.counts.items, r.counts.failed_items, r.counts.failed_units),
         (20, 1, 0)
     );
     // Mini-batch 0 holds rows 0..=8 (4 + 8 × 5 = 44 bytes reach the 40-byte cut at row 8);

@@ -182,12 +182,7 @@ pub(crate) fn ran(run: &RunSummary) -> &StepRecord {
 /// The step's `(items, failed items, mini-batches, failed mini-batches)`.
 pub(crate) fn counts(r: &StepRecord) -> (u64, u64, u64, u64) {
     let c = &r.counts;
-    (
-        c.items,
-        c.failed_items,
-        c.units,
-        c.failed_units,
-    )
+    (c.items, c.failed_items, c.units, c.failed_units)
 }
 
 /// The gathered append_row file (default name).

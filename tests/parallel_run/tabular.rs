@@ -70,10 +70,7 @@ fn csv_rows_are_cut_by_bytes_processed_once_each_and_gathered_in_row_order() -> 
     let sizes: Vec<usize> = (0..30).map(|i| row(i).len()).collect();
     let batches = expected_batches(&sizes, 64);
     assert!(batches > 3, "the fixture must give several mini-batches");
-    assert_eq!(
-        (r.counts.items, r.counts.units),
-        (30, batches as u64)
-    );
+    assert_eq!((r.counts.items, r.counts.units), (30, batches as u64));
     let calls = lines(&calls);
     assert_eq!(calls.len(), batches);
     let mut ids: Vec<usize> = Vec::new();

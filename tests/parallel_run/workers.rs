@@ -41,10 +41,7 @@ def run(mini_batch):
     );
     let r = ran(&run);
     assert_eq!(output(&run), all_ok_rows(6, &[]));
-    assert_eq!(
-        (r.counts.failed_items, r.counts.failed_units),
-        (0, 0)
-    );
+    assert_eq!((r.counts.failed_items, r.counts.failed_units), (0, 0));
     let sys = sys_log(&run);
     assert!(
         sys.contains("run() did not return within run_invocation_timeout (1 s); the worker was killed and replaced"),

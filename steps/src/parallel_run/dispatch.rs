@@ -69,12 +69,20 @@ pub(crate) fn describe_items(spec: &MiniBatchSpec) -> String {
             .unwrap_or_default()
     };
     match spec {
-        MiniBatchSpec::Files { files } => {
+        MiniBatchSpec::Files {
+            files,
+            partition_key_value,
+            ..
+        } => {
             let names: Vec<String> = files.iter().take(5).map(|f| name(f)).collect();
-            if files.len() > 5 {
+            let list = if files.len() > 5 {
                 format!("{} and {} more", names.join(", "), files.len() - 5)
             } else {
                 names.join(", ")
+            };
+            match partition_key_value {
+                Some(k) => format!("{list} where {k:?}"),
+                None => list,
             }
         }
         MiniBatchSpec::Tabular {

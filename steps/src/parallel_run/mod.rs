@@ -4,11 +4,13 @@
 //! retries, timeouts, failure limits, gathered outputs and resume after a crash.
 //!
 //! The step is declared in `step.rs` (checked at build, with its config from `config.rs` and
-//! `size.rs`), runs in `execute.rs` (inputs cut by `partition/`, workers set up in
+//! `size.rs`), runs in `execute.rs` (inputs cut by `partition/`, with the datasets' `partition_format`
+//! values from `datasets.rs`; workers set up in
 //! `workers.rs` and driven by `dispatch.rs` over `worker.rs` and `protocol.rs`, rows gathered
 //! by `gather.rs`) and reports in `report.rs`.
 
 pub mod config;
+mod datasets;
 mod dispatch;
 pub mod entry;
 mod execute;

@@ -93,6 +93,12 @@ pub(crate) enum Items {
     Files {
         /// The files, in input order.
         files: Vec<WirePath>,
+        /// With partition keys: the values every file shares (absent without).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        partition_key_value: Option<BTreeMap<String, String>>,
+        /// With a `partition_format`: each file's partition values (absent without).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        partitions: Vec<BTreeMap<String, String>>,
     },
     /// Rows of CSV or JSON Lines files, as byte ranges (a TabularDataset).
     Tabular {
@@ -100,6 +106,10 @@ pub(crate) enum Items {
         segments: Vec<WireSegment>,
         /// With partition keys: the key columns' values (`null` without).
         partition_key_value: Option<BTreeMap<String, String>>,
+        /// With a `partition_format`: each segment's partition values, appended to its rows
+        /// as columns (absent without).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        partitions: Vec<BTreeMap<String, String>>,
     },
 }
 
@@ -120,16 +130,24 @@ impl Run {
     /// The `run` request for mini-batch `index`.
     pub(crate) fn new(index: u64, spec: &MiniBatchSpec) -> Self {
         let items = match spec {
-            MiniBatchSpec::Files { files } => Items::Files {
+            MiniBatchSpec::Files {
+                files,
+                partition_key_value,
+                partitions,
+            } => Items::Files {
                 files: files.iter().map(|f| WirePath::from(f.as_path())).collect(),
+                partition_key_value: partition_key_value.clone(),
+                partitions: partitions.clone(),
             },
             MiniBatchSpec::Tabular {
                 segments,
                 partition_key_value,
+                partitions,
                 ..
             } => Items::Tabular {
                 segments: segments.iter().map(WireSegment::from).collect(),
                 partition_key_value: partition_key_value.clone(),
+                partitions: partitions.clone(),
             },
         };
         Run { index, items }
