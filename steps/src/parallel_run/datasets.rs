@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 use stepgraph_engine::{DataSource, DatasetFile};
 
-use super::partition::{MiniBatchSpec, PartitionFormat};
+use super::partition::{MiniBatchSpec, PartitionFormat, PartitionValues};
 use super::step::input_port;
 
 /// A main input's `partition_format`, if it has one.
@@ -133,9 +133,9 @@ pub(super) fn values_of(
     format: Option<&PartitionFormat>,
     files: &[DatasetFile],
     strict: bool,
-) -> Result<Vec<BTreeMap<String, String>>, String> {
+) -> Result<Vec<PartitionValues>, String> {
     let Some(format) = format else {
-        return Ok(vec![BTreeMap::new(); files.len()]);
+        return Ok(vec![PartitionValues::default(); files.len()]);
     };
     files
         .iter()
@@ -149,27 +149,27 @@ pub(super) fn values_of(
                     source.name(),
                     format.to_string()
                 )),
-                None => Ok(BTreeMap::new()),
+                None => Ok(PartitionValues::default()),
             }
         })
         .collect()
 }
 
-/// Partition values: key -> value.
-pub(super) type Values = BTreeMap<String, String>;
-
 /// One group of [`group_by_keys`]: its key values and its items with their values.
-pub(super) type Group<T> = (Values, Vec<(T, Values)>);
+pub(super) type Group<T> = (BTreeMap<String, String>, Vec<(T, PartitionValues)>);
 
 /// Group items by their values of `keys`, in order of first appearance; items keep their
 /// order within a group.
-pub(super) fn group_by_keys<T: Clone>(items: &[(T, Values)], keys: &[String]) -> Vec<Group<T>> {
+pub(super) fn group_by_keys<T: Clone>(
+    items: &[(T, PartitionValues)],
+    keys: &[String],
+) -> Vec<Group<T>> {
     let mut groups: Vec<Group<T>> = Vec::new();
     let mut index: BTreeMap<Vec<String>, usize> = BTreeMap::new();
     for (item, values) in items {
         let key: Vec<String> = keys
             .iter()
-            .map(|k| values.get(k).cloned().unwrap_or_default())
+            .map(|k| values.get(k).unwrap_or_default().to_string())
             .collect();
         let at = *index.entry(key.clone()).or_insert_with(|| {
             let kv = keys.iter().cloned().zip(key).collect();
@@ -183,7 +183,7 @@ pub(super) fn group_by_keys<T: Clone>(items: &[(T, Values)], keys: &[String]) ->
 
 /// One files mini-batch per key combination, in order of first appearance.
 pub(super) fn partition_files_by_keys(
-    files: &[(PathBuf, BTreeMap<String, String>)],
+    files: &[(PathBuf, PartitionValues)],
     keys: &[String],
 ) -> Vec<MiniBatchSpec> {
     group_by_keys(files, keys)
@@ -209,25 +209,34 @@ mod tests {
             .collect()
     }
 
+    fn pv(p: &[(&str, &str)]) -> PartitionValues {
+        PartitionValues(
+            p.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+        )
+    }
+
     #[test]
     fn files_group_by_keys_in_first_appearance_order() {
         let files = vec![
             (
                 PathBuf::from("b/x/rock.wav"),
-                kv(&[("user", "b"), ("genres", "rock")]),
+                pv(&[("user", "b"), ("genres", "rock")]),
             ),
             (
                 PathBuf::from("a/x/jazz.wav"),
-                kv(&[("user", "a"), ("genres", "jazz")]),
+                pv(&[("user", "a"), ("genres", "jazz")]),
             ),
             (
                 PathBuf::from("b/y/rock.wav"),
-                kv(&[("user", "b"), ("genres", "rock")]),
+                pv(&[("user", "b"), ("genres", "rock")]),
             ),
         ];
         let keys = vec!["user".to_string(), "genres".to_string()];
         let batches = partition_files_by_keys(&files, &keys);
-        let got: Vec<(Vec<PathBuf>, Option<Values>)> = batches
+        type Batch = (Vec<PathBuf>, Option<BTreeMap<String, String>>);
+        let got: Vec<Batch> = batches
             .into_iter()
             .map(|b| match b {
                 MiniBatchSpec::Files {

@@ -12,7 +12,7 @@ use stepgraph_engine::{
 };
 
 use super::config::OutputAction;
-use super::partition::{self, MiniBatchSpec, TabularSource};
+use super::partition::{self, MiniBatchSpec, PartitionValues, TabularSource};
 use super::size::BatchSize;
 use super::step::{input_port, ParallelRunStep};
 use super::workers::make_workers;
@@ -35,8 +35,8 @@ fn partition_inputs(
             .flatten()
             .any(|f| k.iter().any(|k| f.keys().contains(k)))
     });
-    let mut files: Vec<(PathBuf, BTreeMap<String, String>)> = Vec::new();
-    let mut sources: Vec<(TabularSource, BTreeMap<String, String>)> = Vec::new();
+    let mut files: Vec<(PathBuf, PartitionValues)> = Vec::new();
+    let mut sources: Vec<(TabularSource, PartitionValues)> = Vec::new();
     for (i, source) in step.inputs.iter().enumerate() {
         let port = input_port(i);
         let Some(input) = ctx.inputs.get(&port) else {
@@ -116,12 +116,12 @@ fn partition_inputs(
 /// segment's file looked up by path).
 fn attach_partitions(
     specs: &mut [MiniBatchSpec],
-    files: &[(PathBuf, BTreeMap<String, String>)],
-    sources: &[(TabularSource, BTreeMap<String, String>)],
+    files: &[(PathBuf, PartitionValues)],
+    sources: &[(TabularSource, PartitionValues)],
 ) {
-    let of_file: std::collections::HashMap<&Path, &BTreeMap<String, String>> =
+    let of_file: std::collections::HashMap<&Path, &PartitionValues> =
         files.iter().map(|(p, v)| (p.as_path(), v)).collect();
-    let of_source: std::collections::HashMap<&Path, &BTreeMap<String, String>> =
+    let of_source: std::collections::HashMap<&Path, &PartitionValues> =
         sources.iter().map(|(s, v)| (s.path.as_path(), v)).collect();
     for spec in specs {
         match spec {

@@ -25,7 +25,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
 use super::config::AppendRowFormat;
-use super::partition::{MiniBatchSpec, Segment, TabularFormat};
+use super::partition::{MiniBatchSpec, PartitionValues, Segment, TabularFormat};
 use super::MAX_PROTOCOL_LINE;
 
 /// The protocol version stepgraph speaks (`init`'s `"protocol"`).
@@ -98,7 +98,7 @@ pub(crate) enum Items {
         partition_key_value: Option<BTreeMap<String, String>>,
         /// With a `partition_format`: each file's partition values (absent without).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        partitions: Vec<BTreeMap<String, String>>,
+        partitions: Vec<PartitionValues>,
     },
     /// Rows of CSV or JSON Lines files, as byte ranges (a TabularDataset).
     Tabular {
@@ -109,7 +109,7 @@ pub(crate) enum Items {
         /// With a `partition_format`: each segment's partition values, appended to its rows
         /// as columns (absent without).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        partitions: Vec<BTreeMap<String, String>>,
+        partitions: Vec<PartitionValues>,
     },
 }
 

@@ -15,6 +15,71 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use serde::de::{MapAccess, Visitor};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A file's partition values in the order of the format's fields (the order of the columns
+/// they become). On the wire, a JSON object whose keys keep that order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct PartitionValues(pub Vec<(String, String)>);
+
+impl PartitionValues {
+    /// The value of field `key`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// True when there are no values.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<const N: usize> From<[(&str, &str); N]> for PartitionValues {
+    fn from(pairs: [(&str, &str); N]) -> Self {
+        PartitionValues(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+}
+
+impl Serialize for PartitionValues {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for PartitionValues {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Pairs;
+        impl<'de> Visitor<'de> for Pairs {
+            type Value = PartitionValues;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object of partition values")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some((k, v)) = map.next_entry::<String, String>()? {
+                    out.push((k, v));
+                }
+                Ok(PartitionValues(out))
+            }
+        }
+        deserializer.deserialize_map(Pairs)
+    }
+}
+
 /// An error in a `partition_format`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("partition_format {format:?}: {reason}")]
@@ -174,7 +239,7 @@ impl PartitionFormat {
 
     /// The partition values of the file at `relative` (`/`-separated, relative to the
     /// dataset), or `None` when it does not match.
-    pub fn values(&self, relative: &str) -> Option<BTreeMap<String, String>> {
+    pub fn values(&self, relative: &str) -> Option<PartitionValues> {
         let relative = relative.strip_prefix('/').unwrap_or(relative);
         let starts = std::iter::once(0).chain(
             relative
@@ -185,7 +250,7 @@ impl PartitionFormat {
         for start in starts {
             let mut out = Vec::new();
             if match_pieces(&self.pieces, &relative[start..], &mut out) {
-                return Some(out.into_iter().collect());
+                return Some(PartitionValues(out));
             }
         }
         None
@@ -340,10 +405,11 @@ mod tests {
     use proptest::prelude::*;
 
     fn values(format: &str, path: &str) -> Option<Vec<(String, String)>> {
-        PartitionFormat::parse(format)
-            .ok()?
-            .values(path)
-            .map(|m| m.into_iter().collect())
+        PartitionFormat::parse(format).ok()?.values(path).map(|m| {
+            let mut v = m.0;
+            v.sort();
+            v
+        })
     }
 
     fn pairs(p: &[(&str, &str)]) -> Option<Vec<(String, String)>> {
@@ -391,6 +457,17 @@ mod tests {
             pairs(&[("f", "a"), ("m", "2024-03-01")])
         );
         assert_eq!(values("{m:yyyy/MM}/{f}.csv", "2024/3/a.csv"), None);
+    }
+
+    #[test]
+    fn values_keep_the_formats_order_on_the_wire() {
+        let v = PartitionFormat::parse("{user}/{season}/{genres}.wav")
+            .ok()
+            .and_then(|f| f.values("ana/summer/jazz.wav"));
+        let text = serde_json::to_string(&v).unwrap_or_default();
+        assert_eq!(text, r#"{"user":"ana","season":"summer","genres":"jazz"}"#);
+        let back: Option<PartitionValues> = serde_json::from_str(&text).ok();
+        assert_eq!(back, v);
     }
 
     #[test]
@@ -458,9 +535,9 @@ mod tests {
             // earlier; values without the extension's text always come back exactly.
             let last_ok = fields.last().is_some_and(|(_, v, _)| !v.contains('.'));
             if last_ok {
-                let want: BTreeMap<String, String> =
+                let want: Vec<(String, String)> =
                     fields.iter().map(|(n, v, _)| (n.clone(), v.clone())).collect();
-                prop_assert_eq!(got, Some(want));
+                prop_assert_eq!(got.map(|g| g.0), Some(want));
             } else {
                 prop_assert!(got.is_some());
             }
@@ -480,11 +557,11 @@ mod tests {
         fn dates_round_trip(y in 1000u32..9999, m in 1u32..13, d in 1u32..29, h in 0u32..24) {
             let p = PartitionFormat::parse("{when:yyyy/MM/dd/HH}/{f}.csv").map_err(|e| TestCaseError::fail(e.to_string()))?;
             let got = p.values(&format!("{y:04}/{m:02}/{d:02}/{h:02}/part-1.csv"));
-            let want: BTreeMap<String, String> = [
-                ("f".to_string(), "part-1".to_string()),
+            let want = vec![
                 ("when".to_string(), format!("{y:04}-{m:02}-{d:02}T{h:02}:00:00")),
-            ].into_iter().collect();
-            prop_assert_eq!(got, Some(want));
+                ("f".to_string(), "part-1".to_string()),
+            ];
+            prop_assert_eq!(got.map(|g| g.0), Some(want));
         }
     }
 }

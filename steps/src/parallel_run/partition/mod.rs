@@ -40,7 +40,7 @@ mod keys;
 mod test_support;
 
 use self::csv::CsvScanner;
-pub use format::{FormatError, PartitionFormat};
+pub use format::{FormatError, PartitionFormat, PartitionValues};
 use jsonl::scan_jsonl_lines;
 pub use keys::partition_by_keys;
 
@@ -106,7 +106,7 @@ pub enum MiniBatchSpec {
         partition_key_value: Option<BTreeMap<String, String>>,
         /// With a `partition_format`: each file's partition values, one per file (empty
         /// without a format).
-        partitions: Vec<BTreeMap<String, String>>,
+        partitions: Vec<PartitionValues>,
     },
     /// A mini-batch of a TabularDataset.
     Tabular {
@@ -121,7 +121,7 @@ pub enum MiniBatchSpec {
         partition_key_value: Option<BTreeMap<String, String>>,
         /// With a `partition_format`: each segment's file's partition values, one per
         /// segment (empty without a format).
-        partitions: Vec<BTreeMap<String, String>>,
+        partitions: Vec<PartitionValues>,
     },
 }
 

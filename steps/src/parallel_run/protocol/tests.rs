@@ -110,11 +110,7 @@ fn readme_examples_say_what_stepgraph_sends() {
         .iter()
         .find(|v| v["type"] == "run" && v["kind"] == "files" && v["partitions"].is_array())
         .cloned();
-    let values = BTreeMap::from([
-        ("user".to_string(), "ana".to_string()),
-        ("season".to_string(), "summer".to_string()),
-        ("genres".to_string(), "jazz".to_string()),
-    ]);
+    let values = PartitionValues::from([("user", "ana"), ("season", "summer"), ("genres", "jazz")]);
     let spec = MiniBatchSpec::Files {
         files: vec![PathBuf::from("/data/ana/summer/jazz.wav")],
         partition_key_value: Some(BTreeMap::from([
