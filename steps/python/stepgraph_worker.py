@@ -42,7 +42,9 @@ Details the engine can rely on:
   or not iterable, rows that cannot be serialised) gives an "error" reply and
   the worker keeps serving.
 * "columns" is only sent with append_row_format "csv".
-* User code sees stdin as /dev/null and fd 1 as a copy of stderr.
+* User code sees stdin as /dev/null; after init, fd 1 is
+  logs/user/stdout/<node>/<process>.stdout.txt (a copy of stderr before, or
+  without a log folder).
 
 Only the standard library is required.  pandas is used when importable (tabular
 mini-batches become DataFrames); set ``STEPGRAPH_NO_PANDAS=1`` to force the
@@ -189,6 +191,27 @@ def open_channel():
     os.dup2(devnull, 0)
     os.close(devnull)
     return Channel(reader, writer)
+
+
+def _redirect_stdout(log_dir, agent_name):
+    """Point fd 1 (what user code prints) at ``logs/user/stdout/<node>/<process>.stdout.txt``,
+    where Azure keeps it; stderr stays the engine's ``logs/user/stderr/...`` file. Without a
+    log folder, or when the file cannot be opened, fd 1 stays a copy of stderr."""
+    if not log_dir:
+        return
+    from azureml_user import parallel_run
+
+    path = parallel_run.user_log_path(log_dir, "stdout", ".stdout.txt", agent_name)
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    except OSError as exc:
+        sys.stderr.write("stepgraph worker: cannot open %r, prints go to stderr: %s\n" % (path, exc))
+        return
+    sys.stdout.flush()
+    os.dup2(fd, 1)
+    os.close(fd)
+    sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)
 
 
 # --------------------------------------------------------------------------
@@ -756,6 +779,7 @@ class Worker(object):
             agent_name=message.get("agent_name"),
             config=config,
         )
+        _redirect_stdout(message.get("log_dir"), message.get("agent_name"))
 
         module = import_entry_script(entry)
         self.module = module

@@ -203,8 +203,17 @@ def run(mini_batch):
     .process_count_per_node(1);
     let (run, _) = run_docs(&ws, cfg, data);
     ran(&run);
-    let log = crate::parallel_run::support::log_file(&run, "user/worker-0.log");
+    // One place, as Azure lays it out: logs/user/entry_script_log/<node>/<process>.log.txt.
+    let log =
+        crate::parallel_run::support::log_file(&run, "user/entry_script_log/0/process000.log.txt");
+    assert_eq!(log.matches("init of worker-0").count(), 1, "{log}");
     assert!(log.contains("|INFO|worker-0|init of worker-0"), "{log}");
+    let everything = crate::parallel_run::support::user_logs(&run);
+    assert_eq!(
+        everything.matches("init of worker-0").count(),
+        1,
+        "each logger line once in logs/user: {everything}"
+    );
     assert!(
         log.contains("|WARNING|worker-0|scoring doc-01.txt"),
         "{log}"

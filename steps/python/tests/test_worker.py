@@ -120,6 +120,15 @@ class WorkerTestCase(unittest.TestCase):
             f.write(content)
         return path
 
+    def user_log(self, kind, suffix, agent="worker-0"):
+        """A file of Azure's logs/user layout (node 0; a harness started without the
+        engine's STEPGRAPH_PROCESS_NAME names the process after its agent); "" if absent."""
+        path = os.path.join(self.logs, kind, "0", agent + suffix)
+        if not os.path.exists(path):
+            return ""
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+
     def script(self, source, name="score.py"):
         return self.write(os.path.join("scripts", name), textwrap.dedent(source))
 
@@ -203,7 +212,9 @@ class FilesTests(WorkerTestCase):
         self.assertEqual(worker.request({"type": "shutdown"}), {"type": "bye"})
         self.assertIsNone(worker.recv_line(), "nothing may follow bye on stdout")
         self.assertEqual(worker.wait(), 0)
-        err = worker.stderr()
+        # Prints go where Azure keeps them (logs/user/stdout/<node>/<process>.stdout.txt),
+        # never into the protocol.
+        err = self.user_log("stdout", ".stdout.txt")
         for text in (
             "print at import",
             "print in init",
@@ -452,13 +463,14 @@ class ArgumentsAndEntryScriptTests(WorkerTestCase):
                 "worker-7",
             ],
         )
+        # One place, as Azure's logs/user/entry_script_log/<node>/<process>.log.txt: not
+        # also on stderr (which would show each line twice in `stepgraph logs`).
         err = worker.stderr()
-        self.assertRegex(err, r"\|INFO\|worker-7\|logger works at import")
-        self.assertRegex(err, r"\|WARNING\|worker-7\|warning from init")
-        with open(os.path.join(self.logs, "worker-7.log")) as f:
-            log_file = f.read()
-        self.assertIn("logger works at import", log_file)
-        self.assertIn("warning from init", log_file)
+        self.assertNotIn("logger works at import", err)
+        log_file = self.user_log("entry_script_log", ".log.txt", agent="worker-7")
+        self.assertRegex(log_file, r"\|INFO\|worker-7\|logger works at import")
+        self.assertRegex(log_file, r"\|WARNING\|worker-7\|warning from init")
+        self.assertEqual(log_file.count("logger works at import"), 1, log_file)
 
     def test_summary_only_script_writes_into_output_dir(self):
         worker = self.start(
@@ -502,7 +514,7 @@ class ShutdownTests(WorkerTestCase):
         self.assertEqual(worker.request({"type": "shutdown"}), {"type": "bye"})
         self.assertEqual(worker.wait(), 0)
         self.assertTrue(os.path.exists(self.marker()))
-        self.assertIn("shutdown printed", worker.stderr())
+        self.assertIn("shutdown printed", self.user_log("stdout", ".stdout.txt"))
 
     def test_failing_shutdown_is_not_fatal(self):
         worker = self.start(self.SCRIPT % (self.tmp, "raise OSError('flush failed')"))
