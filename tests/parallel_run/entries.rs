@@ -214,6 +214,17 @@ def run(mini_batch):
         1,
         "each logger line once in logs/user: {everything}"
     );
+    // The process's system log, as Azure's logs/sys/node/<node>/<process>.txt: each
+    // mini-batch picked up and done.
+    let sys = crate::parallel_run::support::log_file(&run, "sys/node/0/process000.txt");
+    assert!(
+        sys.contains("mini-batch 0: picked up, 2 items (doc-01.txt, doc-02.txt)"),
+        "{sys}"
+    );
+    assert!(
+        sys.contains("mini-batch 0: done: 2 items, 2 succeeded, 0 failed in "),
+        "{sys}"
+    );
     assert!(
         log.contains("|WARNING|worker-0|scoring doc-01.txt"),
         "{log}"

@@ -206,6 +206,11 @@ impl Dispatch<'_, '_> {
             for (wid, mut worker) in workers.into_iter().enumerate() {
                 let (job_rx, res_tx, stop) = (job_rx.clone(), res_tx.clone(), &stop);
                 scope.spawn(move |_| {
+                    let mut node_log = super::node_log::NodeLog::open(
+                        ctx.log_dir,
+                        wid,
+                        config.process_count_per_node(),
+                    );
                     for index in job_rx.iter() {
                         let Some(spec) = specs.get(index as usize) else {
                             continue;
@@ -214,7 +219,11 @@ impl Dispatch<'_, '_> {
                         let outcome = if stop.load(Ordering::SeqCst) {
                             TryOutcome::Cancelled
                         } else {
-                            run_watched(worker.as_mut(), index, spec, watch)
+                            node_log.started(index, spec);
+                            let began = Instant::now();
+                            let outcome = run_watched(worker.as_mut(), index, spec, watch);
+                            node_log.finished(index, spec, &outcome, began.elapsed());
+                            outcome
                         };
                         if res_tx.send((wid, index, outcome)).is_err() {
                             break;

@@ -7,7 +7,8 @@
 //! `size.rs`), runs in `execute.rs` (inputs cut by `partition/`, with the datasets' `partition_format`
 //! values from `datasets.rs`; workers set up in
 //! `workers.rs` and driven by `dispatch.rs` over `worker.rs` and `protocol.rs`, rows gathered
-//! by `gather.rs`) and reports in `report.rs`.
+//! by `gather.rs`, each process's `logs/sys/node/` log by `node_log.rs`) and reports in
+//! `report.rs`.
 
 pub mod config;
 mod datasets;
@@ -16,6 +17,7 @@ pub mod entry;
 mod execute;
 mod gather;
 mod harness;
+mod node_log;
 pub mod partition;
 mod protocol;
 mod report;
