@@ -237,3 +237,27 @@ fn a_tabular_folder_with_a_stray_readme_is_read_through_its_pattern() -> TestRes
     assert_eq!(counts(r).0, 2);
     Ok(())
 }
+
+#[test]
+fn a_json_spec_declares_partition_format_pattern_and_partition_keys_on_files() -> TestResult {
+    let ws = Workspace::new();
+    songs(&ws);
+    ws.write("scripts/by_partition.py", BY_PARTITION);
+    let spec = ws.write(
+        "pipeline.json",
+        r#"{"name": "songs",
+  "datasets": {"songs": {"type": "file", "path": "songs", "pattern": "*/*/*.wav",
+                         "partition_format": "{user}/{season}/{genres}.wav"}},
+  "steps": [{"name": "score", "type": "parallel_run", "inputs": ["songs"], "output": "scores",
+    "parallel_run_config": {"source_directory": "scripts", "entry_script": "by_partition.py",
+      "error_threshold": 0, "process_count_per_node": 2, "partition_keys": ["user", "genres"]}}]}"#,
+    );
+    let pipeline = stepgraph_steps::load_spec(&spec)?;
+    let (run, _) = crate::parallel_run::support::run_pipeline(&ws.store(), &pipeline);
+    ran(&run);
+    assert_eq!(
+        output(&run).lines().map(|l| &l[..9]).collect::<Vec<_>>(),
+        ["0 ana jaz", "0 ana jaz", "1 ana roc", "2 bob jaz"]
+    );
+    Ok(())
+}

@@ -227,6 +227,34 @@ class FilesTests(WorkerTestCase):
         ):
             self.assertIn(text, err)
 
+    def test_context_dataset_of_a_files_mini_batch(self):
+        worker = self.start(
+            """
+            def run(mini_batch, mini_batch_context):
+                dataset = mini_batch_context.dataset
+                assert dataset.to_path() == mini_batch and len(dataset) == len(mini_batch)
+                return [repr(dataset), repr(mini_batch_context.partition_key_value)] + [
+                    "%s=%s" % (p, v.get("user")) for p, v in zip(dataset, dataset.partition_values())
+                ]
+            """
+        )
+        reply = worker.request({
+            "type": "run", "index": 2, "kind": "files", "files": ["/d/ana/a.wav", "/d/bob/b.wav"],
+            "partition_key_value": {"user": "ana"},
+            "partitions": [{"user": "ana"}, {"user": "bob"}],
+        })
+        self.assertResult(reply, 2, [
+            "FileDataset(mini-batch 2: 2 files ['a.wav', 'b.wav'])",
+            "{'user': 'ana'}",
+            "/d/ana/a.wav=ana",
+            "/d/bob/b.wav=bob",
+        ])
+        # Without partitions or keys: empty values, an empty key.
+        reply = worker.request({"type": "run", "index": 3, "kind": "files", "files": ["/d/c.wav"]})
+        self.assertResult(reply, 3, [
+            "FileDataset(mini-batch 3: 1 file ['c.wav'])", "{}", "/d/c.wav=None",
+        ])
+
     def test_user_code_reading_stdin_gets_eof(self):
         worker = self.start(
             """
@@ -629,6 +657,42 @@ class TabularTests(WorkerTestCase):
         self.assertEqual(reply.get("type"), "result", "%r\nstderr:\n%s" % (reply, worker.stderr()))
         self.assertEqual(reply["count"], 1)
         return json.loads(reply["rows"][0])
+
+    @unittest.skipUnless(HAVE_PANDAS, "pandas not installed")
+    def test_partition_values_are_columns_after_the_files_own(self):
+        worker = self.start(
+            """
+            import json
+
+            def run(mini_batch, mini_batch_context):
+                dataset = mini_batch_context.dataset
+                frame = dataset.to_pandas_dataframe()
+                frame["id"] = 0  # a copy: the mini-batch is unchanged
+                return [json.dumps({
+                    "columns": [str(c) for c in mini_batch.columns],
+                    "region": list(mini_batch["region"]),
+                    "ids": [int(i) for i in mini_batch["id"]],
+                    "repr": repr(dataset),
+                    "context": repr(mini_batch_context).split("(")[0],
+                    "index": mini_batch_context.minibatch_index,
+                })]
+            """
+        )
+        got = self.run_tabular(
+            worker,
+            4,
+            [self.csv_segment([1, 2]), self.csv_segment([3])],
+            partition_key_value=None,
+            partitions=[{"region": "eu", "year": "2023"}, {"region": "us", "year": "2024"}],
+        )
+        self.assertEqual(got["columns"], ["id", "name", "score", "region", "year"])
+        self.assertEqual(got["region"], ["eu", "eu", "us"])
+        self.assertEqual(got["ids"], [1, 2, 3])
+        self.assertEqual(
+            got["repr"],
+            "TabularDataset(mini-batch 4: 3 rows, columns ['id', 'name', 'score', 'region', 'year'])",
+        )
+        self.assertEqual((got["context"], got["index"]), ("MiniBatchContext", 4))
 
     def test_csv_ranges_as_list_of_dicts(self):
         worker = self.start(TABULAR_SCRIPT, env=NO_PANDAS)
