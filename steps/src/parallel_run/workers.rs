@@ -75,8 +75,19 @@ pub(super) fn make_workers(
     let collect_rows = cfg.output_action() == OutputAction::AppendRow;
     for w in 0..n {
         let agent = format!("worker-{w}");
+        let place = LogPlace::of(w, cfg.process_count_per_node());
         let mut env = env.clone();
         env.insert("STEPGRAPH_WORKER_ID".into(), w.to_string().into());
+        env.insert("STEPGRAPH_NODE_ID".into(), place.node.clone().into());
+        env.insert(
+            "STEPGRAPH_PROCESS_NAME".into(),
+            place.process.clone().into(),
+        );
+        let log_path = place.stderr_log(user_dir);
+        if let Some(parent) = log_path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| StepError::new(format!("{}: {e}", parent.display())))?;
+        }
         let init = protocol::Init {
             protocol: protocol::PROTOCOL_VERSION,
             entry_script: protocol::WirePath(entry_script.clone()),
@@ -100,7 +111,7 @@ pub(super) fn make_workers(
                 argv: argv.clone(),
                 cwd: source_dir.clone(),
                 env,
-                log_path: user_dir.join(format!("{agent}.txt")),
+                log_path,
                 init,
                 timeout: cfg.run_invocation_timeout(),
             },
@@ -110,6 +121,38 @@ pub(super) fn make_workers(
         workers.push(Box::new(worker));
     }
     Ok((workers, kill))
+}
+
+/// Where a worker's logs go, as Azure lays them out: worker `w` is process `w mod
+/// process_count_per_node` (`process000` …) of node `w / process_count_per_node` (`0` …; Azure
+/// names a node by its address). Its stderr goes to
+/// `logs/user/stderr/<node>/<process>.stderr.txt`; the Python harness writes what user code
+/// prints to `logs/user/stdout/<node>/<process>.stdout.txt` and the `EntryScript` logger to
+/// `logs/user/entry_script_log/<node>/<process>.log.txt`.
+pub(super) struct LogPlace {
+    /// The node's name.
+    pub(super) node: String,
+    /// The process's name on its node.
+    pub(super) process: String,
+}
+
+impl LogPlace {
+    /// The place of worker `w`.
+    pub(super) fn of(w: usize, per_node: u32) -> Self {
+        let per_node = (per_node as usize).max(1);
+        LogPlace {
+            node: (w / per_node).to_string(),
+            process: format!("process{:03}", w % per_node),
+        }
+    }
+
+    /// `<user_dir>/stderr/<node>/<process>.stderr.txt`.
+    pub(super) fn stderr_log(&self, user_dir: &Path) -> PathBuf {
+        user_dir
+            .join("stderr")
+            .join(&self.node)
+            .join(format!("{}.stderr.txt", self.process))
+    }
 }
 
 /// The folder the workers run in. Workers run in a copy of exactly the source folder's

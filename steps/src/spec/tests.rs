@@ -256,7 +256,11 @@ fn type_errors_name_file_step_field_and_expectation() {
             ),
             (
                 GOOD.replace("\"pattern\"", "\"patern\""),
-                "pipeline.json: dataset \"images\": unknown field \"patern\" (expected \"path\" or \"pattern\")".into(),
+                "pipeline.json: dataset \"images\": unknown field \"patern\" (expected one of \"path\", \"pattern\", \"partition_format\")".into(),
+            ),
+            (
+                GOOD.replace("\"pattern\": \"**/*.txt\"", "\"partition_format\": \"{user/{genre}.wav\""),
+                "pipeline.json: dataset \"images\": field \"partition_format\": a '{' inside a field".into(),
             ),
             (
                 GOOD.replace("\"path\": \"data\"", "\"path\": 7"),
@@ -326,8 +330,9 @@ fn type_errors_name_file_step_field_and_expectation() {
 const ALL_FIELDS: &str = r#"{"name": "all-fields",
      "parameters": {"n": 3},
      "datasets": {
-       "files": {"type": "file", "path": "data", "pattern": "*.txt"},
-       "rows": {"type": "tabular", "path": ["data/a.csv"], "format": "csv"},
+       "files": {"type": "file", "path": "data", "pattern": "*.txt", "partition_format": "{doc}.txt"},
+       "rows": {"type": "tabular", "path": ["data/a.csv"], "format": "csv", "pattern": "*.csv",
+                "partition_format": "{part}.csv"},
        "model": {"type": "reference", "path": "data"}},
      "steps": [
       {"name": "by-batch", "type": "parallel_run", "inputs": ["files"], "side_inputs": ["model"],
