@@ -3,6 +3,8 @@
 # so a fresh machine passes and a warm one pays nothing:
 # - graphviz: the `graph --format dot` test renders with dot;
 # - pandas: the DataFrame path of the Python harness;
+# - uv: builds step environments (`environment` with requirements) in the tests/environments.rs
+#   tests, which fail (never skip) in CI without it;
 # - the MSRV toolchain (rust-version in Cargo.toml), for the MSRV build;
 # - cargo-deny, for the advisories and licenses check.
 set -euo pipefail
@@ -16,6 +18,9 @@ if ! command -v dot >/dev/null 2>&1; then
 fi
 if ! python3 -c "import pandas" >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check pandas
+fi
+if ! command -v uv >/dev/null 2>&1; then
+  python3 -m pip install --quiet --disable-pip-version-check uv
 fi
 if ! rustup run "$MSRV" rustc --version >/dev/null 2>&1; then
   rustup toolchain install "$MSRV" --profile minimal

@@ -126,8 +126,8 @@ pub mod prelude {
     };
     pub use stepgraph_steps::{
         fn_step, AppendRowFormat, CommandStep, ConfigError, EntryContext, EntryError, EntryScript,
-        FnContext, FnStep, Limit, MiniBatch, MiniBatchData, OutputAction, ParallelRunConfig,
-        ParallelRunStep, Row,
+        Environment, FnContext, FnStep, Limit, MiniBatch, MiniBatchData, OutputAction,
+        ParallelRunConfig, ParallelRunStep, Row, TabularInput,
     };
 }
 

@@ -197,7 +197,7 @@ fn python_entries_read_csv_fields_over_128_kib() {
     let cfg = python(ws.path(), "len.py")
         .error_threshold(0)
         .mini_batch_size("4MB")
-        .environment_variable("STEPGRAPH_NO_PANDAS", "1")
+        .tabular_format(stepgraph_steps::TabularInput::Records)
         .process_count_per_node(1);
     let table = TabularDataset::from_delimited_files("table", vec![csv]);
     let (run, _) = run_one(&ws.store(), step(cfg, table, &[]));

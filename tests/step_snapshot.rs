@@ -129,6 +129,7 @@ fn a_command_step_s_dataset_input_holds_exactly_the_listed_files() -> TestResult
         name: "d".into(),
         path: ws.path().join("data"),
         pattern: Some("**/*.txt".into()),
+        partition_format: None,
     };
     let p = Pipeline::builder("pattern")
         .step(

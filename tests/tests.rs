@@ -9,6 +9,10 @@ mod azure_models;
 // Tests for a run killed with SIGKILL (the real `stepgraph` binary) and resumed, in a loop.
 mod crash_loop;
 
+// Tests for step environments: built once per content hash into envs/, fingerprinted, gc'd;
+// tabular inputs need pandas unless tabular_format is records.
+mod environments;
+
 // Tests for CommandStep: an argv (no shell) running a script from a hashed source directory.
 mod engine_command;
 

@@ -278,7 +278,24 @@ fn runs_logs_and_show() {
     let logs = p.run(&["logs", &id, "score-docs"]).ok().stdout();
     assert!(logs.contains("==> job_result.txt <=="), "{logs}");
     assert!(logs.contains("items: 12 processed, 0 failed"), "{logs}");
-    p.run(&["logs", &id, "score-docs", "--worker", "0"]).ok();
+    // Azure's layout: logs/user/<stream>/<node>/<process>.*, workers node by node.
+    assert!(
+        logs.contains("==> user/stderr/0/process001.stderr.txt <=="),
+        "{logs}"
+    );
+    let worker = p
+        .run(&["logs", &id, "score-docs", "--worker", "1"])
+        .ok()
+        .stdout();
+    assert!(
+        worker.contains("==> user/stderr/0/process001.stderr.txt <=="),
+        "{worker}"
+    );
+    assert!(!worker.contains("process000"), "{worker}");
+    let err = p
+        .run(&["logs", &id, "score-docs", "--worker", "2"])
+        .fails(2);
+    assert!(err.contains("no log for worker 2"), "{err}");
     let err = p.run(&["logs", &id, "nope"]).fails(2);
     assert!(err.contains("has no step \"nope\""), "{err}");
     p.run(&["runs", "show", "nope"]).fails(2);

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use globset::{Glob, GlobMatcher};
+use globset::GlobMatcher;
 
 use crate::store::is_store_dir;
 use serde_json::Value;
@@ -54,8 +54,13 @@ pub struct FileDataset {
     pub name: String,
     /// The folder (or single file).
     pub path: PathBuf,
-    /// Glob over relative paths (`**/*.png`); `None` means every file.
+    /// Glob over relative paths (`**/*.png`, `*/*/*.wav`: `*` stays within one folder,
+    /// `**` crosses folders); `None` means every file.
     pub pattern: Option<String>,
+    /// Azure's `partition_format` (`{user}/{season}/{genre}.wav`): partition values read from
+    /// each file's relative path, for `partition_keys` and the entry. The owning step parses
+    /// and checks it.
+    pub partition_format: Option<String>,
 }
 
 impl FileDataset {
@@ -65,12 +70,19 @@ impl FileDataset {
             name: name.into(),
             path: path.into(),
             pattern: None,
+            partition_format: None,
         }
     }
 
     /// Only the files whose relative path matches `pattern`.
     pub fn with_pattern(mut self, pattern: impl Into<String>) -> Self {
         self.pattern = Some(pattern.into());
+        self
+    }
+
+    /// Azure's `partition_format`: partition values from each file's relative path.
+    pub fn with_partition_format(mut self, format: impl Into<String>) -> Self {
+        self.partition_format = Some(format.into());
         self
     }
 
@@ -117,6 +129,13 @@ pub struct TabularDataset {
     pub paths: Vec<PathBuf>,
     /// Their format.
     pub format: TabularFormat,
+    /// Glob over the paths of a folder's files relative to that folder (as for
+    /// [`FileDataset::pattern`]): other files (a README) are not read. Given files are
+    /// always read.
+    pub pattern: Option<String>,
+    /// Azure's `partition_format`: values read from each file's path relative to its
+    /// folder, appended to its rows as columns (Azure's virtual columns).
+    pub partition_format: Option<String>,
 }
 
 impl TabularDataset {
@@ -126,6 +145,8 @@ impl TabularDataset {
             name: name.into(),
             paths,
             format: TabularFormat::Csv,
+            pattern: None,
+            partition_format: None,
         }
     }
 
@@ -135,7 +156,21 @@ impl TabularDataset {
             name: name.into(),
             paths,
             format: TabularFormat::JsonLines,
+            pattern: None,
+            partition_format: None,
         }
+    }
+
+    /// Only the files of a folder whose path relative to it matches `pattern`.
+    pub fn with_pattern(mut self, pattern: impl Into<String>) -> Self {
+        self.pattern = Some(pattern.into());
+        self
+    }
+
+    /// Azure's `partition_format`: values from each file's path, appended as columns.
+    pub fn with_partition_format(mut self, format: impl Into<String>) -> Self {
+        self.partition_format = Some(format.into());
+        self
     }
 
     /// The dataset's files in order: each given file, and each folder's files sorted.
@@ -143,9 +178,13 @@ impl TabularDataset {
     /// # Errors
     /// A message when a path is missing or unreadable.
     pub fn list(&self) -> Result<Vec<DatasetFile>, String> {
+        let matcher = match &self.pattern {
+            Some(p) => Some(compile_glob(p)?),
+            None => None,
+        };
         let mut out = Vec::new();
         for (i, p) in self.paths.iter().enumerate() {
-            let mut files = list_files(p, None)?;
+            let mut files = list_files(p, matcher.as_ref())?;
             if p.is_dir() {
                 let base = p.file_name().map(|n| crate::relpath::encode(Path::new(n)));
                 if let Some(b) = &base {
@@ -178,8 +217,12 @@ pub struct DatasetFile {
     pub path: PathBuf,
 }
 
+/// `*` and `?` stay within one folder (`*/*/*.wav` is three levels deep), `**` crosses
+/// folders (`**/*.jpg` also matches `a.jpg`), as in Azure's path globs.
 fn compile_glob(pattern: &str) -> Result<GlobMatcher, String> {
-    Glob::new(pattern)
+    globset::GlobBuilder::new(pattern)
+        .literal_separator(true)
+        .build()
         .map(|g| g.compile_matcher())
         .map_err(|e| format!("invalid pattern {pattern:?}: {e}"))
 }
@@ -418,6 +461,54 @@ mod tests {
         let ds = FileDataset::from_files("imgs", dir.path()).with_pattern("**/*.png");
         let rel: Vec<_> = ds.list()?.into_iter().map(|f| f.relative).collect();
         assert_eq!(rel, ["a.png", "b/c.png", "z.png"]);
+        Ok(())
+    }
+
+    #[test]
+    fn globs_with_folders_count_levels() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        for f in [
+            "top.wav",
+            "ana/summer/jazz.wav",
+            "ana/summer/deep/x.wav",
+            "ana/b.jpg",
+            "c.jpg",
+        ] {
+            let p = dir.path().join(f);
+            if let Some(parent) = p.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(p, f)?;
+        }
+        let rel = |pattern: &str| -> Result<Vec<String>, String> {
+            Ok(FileDataset::from_files("d", dir.path())
+                .with_pattern(pattern)
+                .list()?
+                .into_iter()
+                .map(|f| f.relative)
+                .collect())
+        };
+        assert_eq!(rel("*/*/*.wav")?, ["ana/summer/jazz.wav"]);
+        assert_eq!(rel("*.wav")?, ["top.wav"]);
+        assert_eq!(rel("**/*.jpg")?, ["ana/b.jpg", "c.jpg"]);
+        assert_eq!(rel("**/*.wav")?.len(), 3);
+        Ok(())
+    }
+
+    #[test]
+    fn a_tabular_pattern_leaves_stray_files_out() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        std::fs::write(dir.path().join("a.csv"), "x\n1\n")?;
+        std::fs::write(dir.path().join("README.md"), "# data")?;
+        let ds = TabularDataset::from_delimited_files("t", vec![dir.path().to_path_buf()])
+            .with_pattern("*.csv");
+        let files = ds.list()?;
+        assert_eq!(files.len(), 1);
+        assert!(
+            files[0].relative.ends_with("/a.csv"),
+            "{:?}",
+            files[0].relative
+        );
         Ok(())
     }
 

@@ -306,6 +306,17 @@ pub enum EngineError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// A component the step computes could not be computed (an environment that failed to
+    /// build).
+    #[error("step {step:?}: {component}: {message}")]
+    Component {
+        /// The step.
+        step: String,
+        /// The component (`environment`).
+        component: String,
+        /// What went wrong.
+        message: String,
+    },
     /// An input dataset is invalid (bad glob, missing files).
     #[error("step {step:?}: input {port:?}: {message}")]
     InvalidInput {

@@ -77,8 +77,8 @@ pub use model::{
     StepStatus,
 };
 pub use module_def::{
-    create_module_def, passthrough_digest, Argument, CodeIdentity, ModuleDef, ModuleDefBuilder,
-    SourceRules,
+    create_module_def, passthrough_digest, Argument, CodeIdentity, ComputedComponent, ModuleDef,
+    ModuleDefBuilder, SharedComponent, SourceRules,
 };
 pub use name::{
     check_data_name, check_file_name, check_model_name, check_step_name, StepName, MAX_NAME_LEN,
@@ -89,6 +89,7 @@ pub use resolve::{source_files, value_to_arg};
 pub use run::{new_run_id, run, RunOptions, RunSummary};
 pub use runner::Runner;
 pub use step::{BuildContext, CancelFlag, Datastore, InputKind, ResolvedInput, Step, StepContext};
+pub use store::envs::{is_env_hash, ENV_HASH_KEY};
 pub use store::records::{
     CacheEntry, LatestRecord, ObjectRef, OutputManifest, RunRecord, RunStatus, StepRecord,
     SCHEMA_VERSION,

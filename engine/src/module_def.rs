@@ -2,7 +2,9 @@
 //! edges, fingerprints and run directories from it and knows nothing else about the step.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -98,6 +100,33 @@ pub struct ModuleDef {
     /// Models the step reads: each is hashed into the fingerprint (`models.<name>`) and laid
     /// out read-only for the step (see [`Model`]).
     pub models: Vec<Model>,
+    /// Fingerprint components the step computes when the node is resolved (e.g. a Python
+    /// environment built into the store: `environment`), by component name.
+    pub computed: BTreeMap<String, SharedComponent>,
+}
+
+/// A fingerprint component a step computes itself when its node is resolved, from things
+/// outside the graph (a Python environment built into the store's `envs/`).
+pub trait ComputedComponent: Send + Sync + fmt::Debug {
+    /// The component's value. `envs_dir` is the store's folder of environments (`envs/`,
+    /// created by the component when it builds one); `build` is false while
+    /// planning (`plan`, `status`, `explain`: stay cheap, build nothing) and true when the
+    /// step is about to run (build what the value needs). A value that names a folder of
+    /// `envs/` as `{"env_hash": "<hex>"}` keeps it from `cache gc` while an entry holds it.
+    ///
+    /// # Errors
+    /// A message (the engine names the step and the component).
+    fn compute(&self, envs_dir: &Path, build: bool) -> Result<serde_json::Value, String>;
+}
+
+/// A shared [`ComputedComponent`] (compared by identity).
+#[derive(Debug, Clone)]
+pub struct SharedComponent(pub Arc<dyn ComputedComponent>);
+
+impl PartialEq for SharedComponent {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 /// Azure's `create_module_def(execution_type, input_bindings, output_bindings, param_defs,
@@ -147,6 +176,7 @@ impl ModuleDef {
             env_passthrough: Vec::new(),
             run_after: Vec::new(),
             models: Vec::new(),
+            computed: BTreeMap::new(),
         })
     }
 }
@@ -236,6 +266,12 @@ impl ModuleDefBuilder {
     /// The models the step reads.
     pub fn models(mut self, models: Vec<Model>) -> Self {
         self.0.models = models;
+        self
+    }
+
+    /// A fingerprint component the step computes when its node is resolved.
+    pub fn computed(mut self, name: impl Into<String>, c: Arc<dyn ComputedComponent>) -> Self {
+        self.0.computed.insert(name.into(), SharedComponent(c));
         self
     }
 

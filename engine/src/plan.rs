@@ -190,7 +190,7 @@ pub fn plan(pipeline: &Pipeline, store: &Store, opts: &PlanOptions) -> Result<Pl
             });
             continue;
         }
-        let prepared = match prepare(pipeline, idx, &outputs, &params, store, opts.verify) {
+        let prepared = match prepare(pipeline, idx, &outputs, &params, store, opts.verify, false) {
             Ok(p) => p,
             Err(e) => {
                 steps.push(PlannedStep {

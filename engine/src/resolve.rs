@@ -55,10 +55,22 @@ pub(crate) fn prepare(
     params: &BTreeMap<String, Value>,
     store: &Store,
     verify: bool,
+    build: bool,
 ) -> Result<Prepared, EngineError> {
     let node = pipeline.node(idx);
     let def = &node.module_def;
     let mut fp = declared_components(&node.name, def, params, store, verify)?;
+    // Components the step computes (a built environment): `build` only when it will run.
+    for (name, c) in &def.computed {
+        let value =
+            c.0.compute(&crate::store::envs::envs_dir(store.root()), build)
+                .map_err(|message| EngineError::Component {
+                    step: node.name.clone(),
+                    component: name.clone(),
+                    message,
+                })?;
+        fp.insert(name.clone(), Component::value(value));
+    }
     let mut inputs = BTreeMap::new();
     for binding in &def.inputs {
         let prefix = match binding.role {

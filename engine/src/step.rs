@@ -195,6 +195,12 @@ impl<'a> StepContext<'a> {
         self.store.root()
     }
 
+    /// The store's folder of built environments (`envs/`), shared by every step and kept by
+    /// `cache gc` while an entry names an environment in it.
+    pub fn envs_dir(&self) -> PathBuf {
+        crate::store::envs::envs_dir(self.store.root())
+    }
+
     /// Emit a message event for this step.
     pub fn message(&self, level: &str, text: impl Into<String>) {
         self.events.emit(&Event::Message {

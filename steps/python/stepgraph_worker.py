@@ -12,9 +12,10 @@ in the README's worker protocol section, tested against both sides)::
 
     -> {"type":"init", "protocol":1, "entry_script":..., ...}
     <- {"type":"ready","pid":N}  |  {"type":"init_failed","error":...} + exit 3
-    -> {"type":"run","index":I,"kind":"files","files":[...]}
+    -> {"type":"run","index":I,"kind":"files","files":[...]
+        [,"partition_key_value":{...}][,"partitions":[{...}, ...]]}
     -> {"type":"run","index":I,"kind":"tabular","segments":[...],
-        "partition_key_value":{...}}
+        "partition_key_value":{...}[,"partitions":[{...}, ...]]}
     <- {"type":"result","index":I,"count":N[,"rows":[...]][,"columns":[...]]}
      | {"type":"error","index":I,"error":...}
     -> {"type":"shutdown"}
@@ -41,15 +42,18 @@ Details the engine can rely on:
   or not iterable, rows that cannot be serialised) gives an "error" reply and
   the worker keeps serving.
 * "columns" is only sent with append_row_format "csv".
-* User code sees stdin as /dev/null and fd 1 as a copy of stderr.
+* User code sees stdin as /dev/null; after init, fd 1 is
+  logs/user/stdout/<node>/<process>.stdout.txt (a copy of stderr before, or
+  without a log folder).
 
 The harness ships ``azureml_user`` (Azure's ``EntryScript``) and ``azureml``,
 a shim with ``azureml.core.Model.get_model_path`` and ``Run.get_context()``
 that refuses every other ``azureml`` import (see ``azureml/_shim.py``).
 
-Only the standard library is required.  pandas is used when importable (tabular
-mini-batches become DataFrames); set ``STEPGRAPH_NO_PANDAS=1`` to force the
-list-of-dicts path even when pandas is installed.
+Only the standard library is required.  Tabular mini-batches are DataFrames when
+init says ``"tabular_format": "dataframe"`` (pandas must then be importable: init
+fails otherwise) and lists of dicts with ``"records"``; without the field pandas is
+used when importable.  ``STEPGRAPH_NO_PANDAS=1`` makes pandas count as missing.
 
 Compatible with Python 3.8+.
 """
@@ -194,22 +198,56 @@ def open_channel():
     return Channel(reader, writer)
 
 
+def _redirect_stdout(log_dir, agent_name):
+    """Point fd 1 (what user code prints) at ``logs/user/stdout/<node>/<process>.stdout.txt``,
+    where Azure keeps it; stderr stays the engine's ``logs/user/stderr/...`` file. Without a
+    log folder, or when the file cannot be opened, fd 1 stays a copy of stderr."""
+    if not log_dir:
+        return
+    from azureml_user import parallel_run
+
+    path = parallel_run.user_log_path(log_dir, "stdout", ".stdout.txt", agent_name)
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    except OSError as exc:
+        sys.stderr.write("stepgraph worker: cannot open %r, prints go to stderr: %s\n" % (path, exc))
+        return
+    sys.stdout.flush()
+    os.dup2(fd, 1)
+    os.close(fd)
+    sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)
+
+
 # --------------------------------------------------------------------------
 # Reading mini-batches
 
 
-def _pandas():
-    """The pandas module, or None when missing or disabled by STEPGRAPH_NO_PANDAS."""
+PANDAS_MISSING = (
+    "tabular inputs need pandas in the step's environment: add pandas to "
+    "environment.requirements"
+)
+
+
+def _import_pandas():
+    """(pandas module or None, why not). STEPGRAPH_NO_PANDAS=1 makes pandas missing (tests)."""
     flag = os.environ.get("STEPGRAPH_NO_PANDAS", "").strip().lower()
     if flag not in ("", "0", "false", "no"):
-        return None
+        return None, "STEPGRAPH_NO_PANDAS is set"
     try:
         import pandas
-    except ImportError:
-        return None
+    except ImportError as exc:
+        return None, "cannot import pandas in %s: %s" % (sys.executable, exc)
     except Exception as exc:  # e.g. a pandas/numpy binary mismatch
-        sys.stderr.write("stepgraph worker: pandas unusable, using lists of dicts: %r\n" % (exc,))
-        return None
+        return None, "pandas is unusable in %s: %r" % (sys.executable, exc)
+    return pandas, None
+
+
+def _pandas():
+    """The pandas module, or None when missing or disabled by STEPGRAPH_NO_PANDAS."""
+    pandas, why = _import_pandas()
+    if pandas is None and why and not why.startswith("cannot import"):
+        sys.stderr.write("stepgraph worker: %s\n" % why)
     return pandas
 
 
@@ -251,29 +289,35 @@ def _jsonl_records(data, path):
     return records
 
 
-def read_tabular(segments, pd):
-    """Rows of a tabular mini-batch: a DataFrame if ``pd`` is given, else a list of dicts."""
+def _add_partition_columns(values, frame, rows, start):
+    """Append a segment's partition values as columns (Azure's virtual columns): to the
+    last frame, or to the dicts of ``rows`` from ``start`` on."""
+    if not values:
+        return
+    if frame is not None:
+        for key, value in values.items():
+            if key not in frame.columns:
+                frame[key] = value
+        return
+    for row in rows[start:]:
+        for key, value in values.items():
+            row.setdefault(key, value)
+
+
+def read_tabular(segments, pd, partitions=None):
+    """Rows of a tabular mini-batch: a DataFrame if ``pd`` is given, else a list of dicts.
+
+    ``partitions`` (one dict per segment) are appended as columns after the file's own."""
     frames = []
     rows = []
-    for segment in segments:
-        fmt = segment.get("format", "csv")
-        header, data = _read_segment_bytes(segment)
-        if fmt == "csv":
-            if pd is not None:
-                frames.append(pd.read_csv(io.BytesIO(header + data), encoding="utf-8-sig"))
-            else:
-                text = (header + data).decode("utf-8-sig")
-                rows.extend(dict(r) for r in csv.DictReader(io.StringIO(text, newline="")))
-        elif fmt == "jsonl":
-            records = _jsonl_records(data, decode_path(segment["path"]))
-            if pd is not None:
-                # DataFrame(list of dicts) keeps the keys' first-seen order,
-                # i.e. the file's column order; read_json would reorder/convert.
-                frames.append(pd.DataFrame(records))
-            else:
-                rows.extend(records)
-        else:
-            raise ValueError("unsupported tabular format %r in segment %r" % (fmt, segment.get("path")))
+    partitions = partitions or []
+    for number, segment in enumerate(segments):
+        values = partitions[number] if number < len(partitions) else None
+        frames_before, rows_before = len(frames), len(rows)
+        _read_one_segment(segment, pd, frames, rows)
+        _add_partition_columns(
+            values, frames[-1] if len(frames) > frames_before else None, rows, rows_before
+        )
     if pd is None:
         return rows
     if not frames:
@@ -283,17 +327,111 @@ def read_tabular(segments, pd):
     return pd.concat(frames, ignore_index=True)
 
 
+def _read_one_segment(segment, pd, frames, rows):
+    """Read one segment into ``frames`` (with pandas) or ``rows``."""
+    fmt = segment.get("format", "csv")
+    header, data = _read_segment_bytes(segment)
+    if fmt == "csv":
+        if pd is not None:
+            frames.append(pd.read_csv(io.BytesIO(header + data), encoding="utf-8-sig"))
+        else:
+            text = (header + data).decode("utf-8-sig")
+            rows.extend(dict(r) for r in csv.DictReader(io.StringIO(text, newline="")))
+    elif fmt == "jsonl":
+        records = _jsonl_records(data, decode_path(segment["path"]))
+        if pd is not None:
+            # DataFrame(list of dicts) keeps the keys' first-seen order,
+            # i.e. the file's column order; read_json would reorder/convert.
+            frames.append(pd.DataFrame(records))
+        else:
+            rows.extend(records)
+    else:
+        raise ValueError("unsupported tabular format %r in segment %r" % (fmt, segment.get("path")))
+
+
+class MiniBatchFileDataset(object):
+    """``mini_batch_context.dataset`` for files: the mini-batch's subset of the dataset."""
+
+    def __init__(self, paths, partitions, minibatch_index):
+        self._paths = list(paths)
+        self.partitions = [dict(p) for p in partitions] if partitions else [{} for _ in self._paths]
+        self.minibatch_index = minibatch_index
+
+    def to_path(self):
+        """The mini-batch's files, as paths that open here (Azure: the files' paths)."""
+        return list(self._paths)
+
+    def partition_values(self):
+        """Each file's partition values (from the dataset's partition_format), in order."""
+        return [dict(p) for p in self.partitions]
+
+    def __len__(self):
+        return len(self._paths)
+
+    def __iter__(self):
+        return iter(self._paths)
+
+    def __repr__(self):
+        shown = ", ".join(repr(os.path.basename(p)) for p in self._paths[:3])
+        more = " and %d more" % (len(self._paths) - 3) if len(self._paths) > 3 else ""
+        return "FileDataset(mini-batch %s: %d file%s [%s%s])" % (
+            self.minibatch_index,
+            len(self._paths),
+            "" if len(self._paths) == 1 else "s",
+            shown,
+            more,
+        )
+
+
+class MiniBatchTabularDataset(object):
+    """``mini_batch_context.dataset`` for tabular inputs: the mini-batch's rows."""
+
+    def __init__(self, data, minibatch_index):
+        self._data = data
+        self.minibatch_index = minibatch_index
+
+    def to_pandas_dataframe(self):
+        """The mini-batch's rows as a new pandas DataFrame (partition columns included)."""
+        pd = sys.modules.get("pandas") or _pandas()
+        if pd is None:
+            raise ImportError("to_pandas_dataframe() needs pandas in the step's environment")
+        if _is_dataframe(self._data):
+            return self._data.copy()
+        return pd.DataFrame(self._data)
+
+    def __len__(self):
+        return len(self._data)
+
+    def __repr__(self):
+        if _is_dataframe(self._data):
+            columns = [str(c) for c in self._data.columns]
+        else:
+            columns = []
+            for row in self._data:
+                for key in row:
+                    if key not in columns:
+                        columns.append(key)
+        return "TabularDataset(mini-batch %s: %d row%s, columns %r)" % (
+            self.minibatch_index,
+            len(self._data),
+            "" if len(self._data) == 1 else "s",
+            columns,
+        )
+
+
 class MiniBatchContext(object):
     """Second argument of ``run(mini_batch, mini_batch_context)``."""
 
-    def __init__(self, partition_key_value, minibatch_index):
+    def __init__(self, partition_key_value, minibatch_index, dataset=None):
         self.partition_key_value = partition_key_value
         self.minibatch_index = minibatch_index
+        self.dataset = dataset
 
     def __repr__(self):
-        return "MiniBatchContext(partition_key_value=%r, minibatch_index=%r)" % (
+        return "MiniBatchContext(partition_key_value=%r, minibatch_index=%r, dataset=%r)" % (
             self.partition_key_value,
             self.minibatch_index,
+            self.dataset,
         )
 
 
@@ -603,6 +741,22 @@ class Worker(object):
             message["side_inputs"] = dict(
                 (k, decode_path(v)) for k, v in message["side_inputs"].items()
             )
+        # What run() gets for tabular mini-batches: "dataframe" (pandas required: the step
+        # fails here, at start, without it) or "records" (lists of dicts). Without the field
+        # (direct protocol use, no tabular input) pandas is used when importable.
+        self.tabular_format = message.get("tabular_format")
+        if self.tabular_format not in (None, "dataframe", "records"):
+            raise InitError(
+                "unsupported tabular_format %r (expected dataframe or records)"
+                % (self.tabular_format,)
+            )
+        if self.tabular_format == "dataframe":
+            pandas, why = _import_pandas()
+            if pandas is None:
+                raise InitError("%s (%s)" % (PANDAS_MISSING, why))
+            self._pd, self._pd_loaded = pandas, True
+        elif self.tabular_format == "records":
+            self._pd, self._pd_loaded = None, True
         self.row_format = message.get("append_row_format") or "text"
         if self.row_format not in ROW_FORMATS:
             raise InitError(
@@ -663,6 +817,7 @@ class Worker(object):
             agent_name=message.get("agent_name"),
             config=config,
         )
+        _redirect_stdout(message.get("log_dir"), message.get("agent_name"))
 
         # Run.get_context().input_datasets: the side inputs by name (and the
         # named inputs stepgraph lists in STEPGRAPH_INPUT_DATASETS).
@@ -699,7 +854,9 @@ class Worker(object):
         if kind == "files":
             return [decode_path(p) for p in message.get("files") or []]
         if kind == "tabular":
-            return read_tabular(message.get("segments") or [], self.pandas())
+            return read_tabular(
+                message.get("segments") or [], self.pandas(), message.get("partitions")
+            )
         raise ValueError("unknown mini-batch kind %r (expected files or tabular)" % kind)
 
     def handle_run(self, message):
@@ -707,7 +864,13 @@ class Worker(object):
         try:
             mini_batch = self.build_mini_batch(message)
             if self.run_with_context:
-                context = MiniBatchContext(message.get("partition_key_value") or {}, index)
+                if message.get("kind") == "files":
+                    dataset = MiniBatchFileDataset(mini_batch, message.get("partitions"), index)
+                else:
+                    dataset = MiniBatchTabularDataset(mini_batch, index)
+                context = MiniBatchContext(
+                    message.get("partition_key_value") or {}, index, dataset
+                )
                 result = self.run_func(mini_batch, context)
             else:
                 result = self.run_func(mini_batch)

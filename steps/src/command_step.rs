@@ -34,6 +34,7 @@ pub struct CommandStep {
     environment_variables: BTreeMap<String, String>,
     env_passthrough: Vec<String>,
     models: Vec<Model>,
+    environment: Option<crate::environment::Environment>,
 }
 
 impl CommandStep {
@@ -50,7 +51,17 @@ impl CommandStep {
             environment_variables: BTreeMap::new(),
             env_passthrough: Vec::new(),
             models: Vec::new(),
+            environment: None,
         }
+    }
+
+    /// Run the command in a Python environment: with requirements, stepgraph builds it (once
+    /// per content hash, into the store) and puts its `bin/` first on PATH (`python3` and
+    /// its scripts), with `VIRTUAL_ENV` set. Its hash and freeze are the `environment`
+    /// fingerprint component.
+    pub fn environment(mut self, env: impl Into<crate::environment::Environment>) -> Self {
+        self.environment = Some(env.into());
+        self
     }
 
     /// Read model `model`: its content is an input of the step (fingerprint component
@@ -154,10 +165,21 @@ impl Step for CommandStep {
         let mut env_passthrough = self.env_passthrough.clone();
         env_passthrough.sort();
         env_passthrough.dedup();
+        let mut def = ModuleDef::builder("command/1");
+        let mut config = json!({ "command": self.command });
+        if let Some(env) = &self.environment {
+            let mut env = env.clone();
+            env.load()
+                .map_err(|e| self.invalid("environment", e.message))?;
+            config["environment"] = env.config_value();
+            if let Some(c) = env.component() {
+                def = def.computed(crate::environment::ENVIRONMENT_COMPONENT, c);
+            }
+        }
         Ok(self
             .ports
-            .declare(ModuleDef::builder("command/1"), params)
-            .config(json!({ "command": self.command }))
+            .declare(def, params)
+            .config(config)
             .code(
                 self.source_directory
                     .clone()
@@ -207,6 +229,17 @@ impl Step for CommandStep {
             }
             None => ctx.work_dir.to_path_buf(),
         };
+        // The environment was built when the step was resolved; this finds it.
+        let built = match &self.environment {
+            Some(env) => {
+                let mut env = env.clone();
+                env.load()
+                    .map_err(|e| StepError::new(format!("environment: {e}")))?;
+                env.ensure_built(&ctx.envs_dir())
+                    .map_err(|e| StepError::new(format!("environment: {e}")))?
+            }
+            None => None,
+        };
         // Marks the command's processes; dropping it kills whatever the command left behind.
         let tree = crate::process::ProcessTree::new();
         let mut env = crate::process::step_env(
@@ -214,6 +247,9 @@ impl Step for CommandStep {
             &self.environment_variables,
             tree.token(),
         );
+        if let Some(b) = &built {
+            b.set_vars(&mut env);
+        }
         env.extend(self.shim_env(ctx, &input_paths, env.get(OsStr::new("PYTHONPATH")))?);
         let mut cmd = Command::new(program);
         cmd.args(args)

@@ -34,6 +34,7 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 mod command_step;
+mod environment;
 mod fn_step;
 mod models;
 mod parallel_run;
@@ -43,11 +44,12 @@ mod process;
 mod spec;
 
 pub use command_step::CommandStep;
+pub use environment::{Environment, EnvironmentError};
 pub use fn_step::{FnContext, FnStep};
 pub use parallel_run::{
     partition, size, AppendRowFormat, ConfigError, Entry, EntryContext, EntryError, EntryFactory,
     EntryScript, Limit, MiniBatch, MiniBatchData, OutputAction, ParallelRunConfig,
-    ParallelRunConfigBuilder, ParallelRunStep, ParallelRunStepBuilder, Row, COMMIT_INTERVAL,
-    MAX_PROTOCOL_LINE,
+    ParallelRunConfigBuilder, ParallelRunStep, ParallelRunStepBuilder, Row, TabularInput,
+    COMMIT_INTERVAL, MAX_PROTOCOL_LINE,
 };
 pub use spec::{load_spec, parse_spec, SpecError, MAX_SPEC_BYTES};

@@ -203,8 +203,28 @@ def run(mini_batch):
     .process_count_per_node(1);
     let (run, _) = run_docs(&ws, cfg, data);
     ran(&run);
-    let log = crate::parallel_run::support::log_file(&run, "user/worker-0.log");
+    // One place, as Azure lays it out: logs/user/entry_script_log/<node>/<process>.log.txt.
+    let log =
+        crate::parallel_run::support::log_file(&run, "user/entry_script_log/0/process000.log.txt");
+    assert_eq!(log.matches("init of worker-0").count(), 1, "{log}");
     assert!(log.contains("|INFO|worker-0|init of worker-0"), "{log}");
+    let everything = crate::parallel_run::support::user_logs(&run);
+    assert_eq!(
+        everything.matches("init of worker-0").count(),
+        1,
+        "each logger line once in logs/user: {everything}"
+    );
+    // The process's system log, as Azure's logs/sys/node/<node>/<process>.txt: each
+    // mini-batch picked up and done.
+    let sys = crate::parallel_run::support::log_file(&run, "sys/node/0/process000.txt");
+    assert!(
+        sys.contains("mini-batch 0: picked up, 2 items (doc-01.txt, doc-02.txt)"),
+        "{sys}"
+    );
+    assert!(
+        sys.contains("mini-batch 0: done: 2 items, 2 succeeded, 0 failed in "),
+        "{sys}"
+    );
     assert!(
         log.contains("|WARNING|worker-0|scoring doc-01.txt"),
         "{log}"

@@ -39,3 +39,7 @@ mod rust;
 
 // Tests for resuming a killed run from its committed mini-batches.
 mod resume;
+
+// Tests for datasets as Azure builds them: partition_format on files and tables,
+// partition_keys on files, mini_batch_context.dataset, patterns leaving stray files out.
+mod datasets;

@@ -75,7 +75,11 @@ fn python_entry_gathers_rows_in_order_and_is_reused() -> Result<(), Box<dyn std:
     assert_eq!(out, expected);
     assert_eq!(rec.counts.items, 23);
     assert_eq!(rec.counts.units, 5);
-    let log0 = std::fs::read_to_string(run.run_dir.join("score-docs/logs/user/worker-0.txt"))?;
+    // What the script prints is where Azure keeps it: logs/user/stdout/<node>/<process>.
+    let log0 = std::fs::read_to_string(
+        run.run_dir
+            .join("score-docs/logs/user/stdout/0/process000.stdout.txt"),
+    )?;
     assert!(
         log0.contains("this print must not break the protocol"),
         "{log0}"

@@ -212,12 +212,22 @@ pub(crate) fn log_file(run: &RunSummary, rel: &str) -> String {
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
-/// Every worker's user log (`logs/user/worker-*.txt`), concatenated.
+/// Every file below the step's `logs/user/` (Azure's layout: `stdout/`, `stderr/`,
+/// `entry_script_log/`, each `<node>/<process>.*`), concatenated in path order.
 pub(crate) fn user_logs(run: &RunSummary) -> String {
+    fn files(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                files(&path, out);
+            } else {
+                out.push(path);
+            }
+        }
+    }
     let dir = run.run_dir.join(STEP).join("logs").join("user");
-    let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
-        .unwrap_or_default();
+    let mut names: Vec<PathBuf> = Vec::new();
+    files(&dir, &mut names);
     names.sort();
     names
         .iter()

@@ -35,6 +35,10 @@ enum Inputs {
     Files,
     /// `docs` and the tabular dataset `table` (`table.csv`) together.
     FilesAndTable,
+    /// `docs` with the partition_format `{region}/{name}.txt`.
+    PartitionedFiles,
+    /// `docs` with a partition_format that does not parse.
+    BadPartitionFormat,
 }
 
 /// One case (named as the test it was before the table): a step `score` over `inputs` running `entry` (the workspace holds only `ok.py`),
@@ -107,13 +111,40 @@ const CASES: &[Case] = &[
     },
     Case {
         // Valid for tabular inputs, so the config itself builds.
-        name: "partition_keys_on_a_file_dataset_are_refused_naming_partition_keys",
+        name: "partition_keys_on_a_file_dataset_without_partition_format_are_refused_naming_partition_keys",
         entry: "ok.py",
         config: |c| c.partition_keys(["region"]),
         inputs: Inputs::Files,
         output: true,
         args: &[],
         expected: &["score.partition_keys"],
+    },
+    Case {
+        name: "partition_keys_not_in_the_file_datasets_partition_format_are_refused_naming_partition_keys",
+        entry: "ok.py",
+        config: |c| c.partition_keys(["user"]),
+        inputs: Inputs::PartitionedFiles,
+        output: true,
+        args: &[],
+        expected: &["score.partition_keys"],
+    },
+    Case {
+        name: "partition_keys_of_the_file_datasets_partition_format_build",
+        entry: "ok.py",
+        config: |c| c.partition_keys(["region", "name"]),
+        inputs: Inputs::PartitionedFiles,
+        output: true,
+        args: &[],
+        expected: &[],
+    },
+    Case {
+        name: "a_partition_format_that_does_not_parse_is_refused_naming_partition_format",
+        entry: "ok.py",
+        config: |c| c,
+        inputs: Inputs::BadPartitionFormat,
+        output: true,
+        args: &[],
+        expected: &["score.partition_format"],
     },
     Case {
         name: "positional_first_argument_is_refused_naming_arguments",
@@ -166,6 +197,12 @@ fn each_invalid_configuration_is_refused_naming_its_field_and_valid_ones_build()
                 files(),
                 TabularDataset::from_delimited_files("table", vec![root.join("table.csv")]).into(),
             ],
+            Inputs::PartitionedFiles => vec![FileDataset::from_files("docs", root.join("data"))
+                .with_partition_format("{region}/{name}.txt")
+                .into()],
+            Inputs::BadPartitionFormat => vec![FileDataset::from_files("docs", root.join("data"))
+                .with_partition_format("{region/{name}.txt")
+                .into()],
         };
         let step = ParallelRunStep::new(
             STEP,

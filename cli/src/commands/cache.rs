@@ -139,6 +139,9 @@ pub(super) fn print_gc_report(r: &GcReport, max_size: Option<u64>) -> Result<()>
         r.progress,
         render::bytes(r.bytes)
     )?;
+    if r.envs > 0 {
+        outln!("{verb} {} environments no entry uses (envs/)", r.envs)?;
+    }
     if r.aside_dbs > 0 || r.orphan_runs > 0 {
         outln!(
             "{verb} {} damaged databases moved aside earlier and {} run folders without a record",

@@ -165,11 +165,7 @@ pub(super) fn cmd_logs(store: &Store, run: &str, step: &str, worker: Option<usiz
     }
     let logs = store.run_layout(run).log_dir(step);
     if let Some(w) = worker {
-        let p = logs.join("user").join(format!("worker-{w}.txt"));
-        let bytes = std::fs::read(&p)
-            .with_context(|| format!("no log for worker {w} ({})", p.display()))?;
-        crate::out::stdout_bytes(&bytes)?;
-        return Ok(exit::OK);
+        return print_worker_logs(&logs, w);
     }
     if !logs.exists() {
         outln!(
@@ -203,6 +199,65 @@ pub(super) fn cmd_logs(store: &Store, run: &str, step: &str, worker: Option<usiz
         }
     }
     Ok(exit::OK)
+}
+
+/// Worker `w`'s logs in Azure's layout (`logs/user/{stdout,stderr,entry_script_log}/<node>/
+/// <process>.*`; workers are numbered node by node, process by process), or the single
+/// `logs/user/worker-N.txt` of runs made before that layout.
+fn print_worker_logs(logs: &Path, w: usize) -> Result<i32> {
+    let user = logs.join("user");
+    let Some((node, process)) = worker_places(&user).into_iter().nth(w) else {
+        let p = user.join(format!("worker-{w}.txt"));
+        let bytes = std::fs::read(&p)
+            .with_context(|| format!("no log for worker {w} ({})", user.display()))?;
+        crate::out::stdout_bytes(&bytes)?;
+        return Ok(exit::OK);
+    };
+    for (kind, suffix) in [
+        ("stdout", ".stdout.txt"),
+        ("stderr", ".stderr.txt"),
+        ("entry_script_log", ".log.txt"),
+    ] {
+        let rel = Path::new("user")
+            .join(kind)
+            .join(&node)
+            .join(format!("{process}{suffix}"));
+        let Ok(bytes) = std::fs::read(logs.join(&rel)) else {
+            continue;
+        };
+        outln!("==> {} <==", rel.display())?;
+        crate::out::stdout_bytes(&bytes)?;
+        if !bytes.ends_with(b"\n") && !bytes.is_empty() {
+            outln!()?;
+        }
+    }
+    Ok(exit::OK)
+}
+
+/// The (node, process) of every worker that wrote `user/stderr/<node>/<process>.stderr.txt`
+/// (the engine creates it for each), in worker order: nodes by number, processes by name.
+fn worker_places(user: &Path) -> Vec<(String, String)> {
+    let names = |dir: &Path| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let stderr = user.join("stderr");
+    let mut nodes = names(&stderr);
+    nodes.sort_by_key(|n| (n.parse::<u64>().unwrap_or(u64::MAX), n.clone()));
+    let mut out = Vec::new();
+    for node in nodes {
+        let mut processes: Vec<String> = names(&stderr.join(&node))
+            .into_iter()
+            .filter_map(|f| f.strip_suffix(".stderr.txt").map(str::to_string))
+            .collect();
+        processes.sort();
+        out.extend(processes.into_iter().map(|p| (node.clone(), p)));
+    }
+    out
 }
 
 pub(super) fn walk(dir: &Path) -> Vec<PathBuf> {

@@ -107,6 +107,7 @@ impl<'a> NodeExec<'a> {
             self.params,
             self.store,
             self.opts.plan.verify,
+            true,
         ) {
             Ok(p) => p,
             Err(e) => return self.fail(record, e.to_string(), t0),
@@ -431,6 +432,7 @@ impl<'a> NodeExec<'a> {
             &job.upstream,
             self.params,
             self.store,
+            false,
             false,
         ) {
             Ok(after) if after.key == prepared.key => None,

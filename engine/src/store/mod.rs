@@ -15,6 +15,7 @@
 //!   still be opened to free space (as CockroachDB's emergency ballast).
 
 mod db;
+pub(crate) mod envs;
 mod filehash;
 mod freeing;
 mod layout;

@@ -86,6 +86,8 @@ pub struct GcReport {
     pub still_linked_bytes: u64,
     /// Progress files and staging folders removed.
     pub progress: u64,
+    /// Environments (`envs/<hash>/`) no remaining entry holds, removed.
+    pub envs: u64,
     /// The store's disk usage before.
     pub size_before: u64,
     /// With `max_size`: the store is still bigger than it after removing every candidate.
@@ -333,6 +335,9 @@ impl Store {
         self.sweep_leftovers(&mut sweep, &runs)?;
         // 4. Progress nobody can resume from: no committed records, or already cached.
         self.sweep_progress(&mut sweep, &running)?;
+        // 5. Environments no remaining entry holds (and failed builds).
+        let envs = super::envs::referenced(remaining.iter().copied());
+        self.sweep_envs(&mut sweep, &envs)?;
         let mut report = sweep.report;
         report.bytes = sweep.freed.total();
         Ok(report)
@@ -481,6 +486,25 @@ impl Store {
         }
         if !sweep.dry && !cleared.is_empty() {
             self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn sweep_envs(&self, sweep: &mut Sweep<'_>, held: &HashSet<String>) -> Result<(), StoreError> {
+        use super::envs::{classify, EnvName};
+        let dir = super::envs::envs_dir(&self.root);
+        for f in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = f.file_name().to_string_lossy().into_owned();
+            match classify(&name) {
+                EnvName::Foreign => sweep.report.foreign.push(f.path()),
+                EnvName::Env(h) if held.contains(&h) => {}
+                EnvName::Env(_) => {
+                    if !name.ends_with(".lock") {
+                        sweep.report.envs += 1;
+                    }
+                    sweep.tree(&f.path())?;
+                }
+            }
         }
         Ok(())
     }

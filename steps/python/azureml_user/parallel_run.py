@@ -51,6 +51,23 @@ class _AgentFilter(logging.Filter):
         return True
 
 
+def log_place(agent_name):
+    """(node, process) names of this worker in Azure's log layout.
+
+    The engine sets ``STEPGRAPH_NODE_ID`` (``0`` ...) and ``STEPGRAPH_PROCESS_NAME``
+    (``process000`` ...); without them (a harness started by hand) node ``0`` and the
+    agent's name."""
+    node = os.environ.get("STEPGRAPH_NODE_ID") or "0"
+    process = os.environ.get("STEPGRAPH_PROCESS_NAME") or agent_name or "worker"
+    return node, process
+
+
+def user_log_path(log_dir, kind, suffix, agent_name):
+    """``<log_dir>/<kind>/<node>/<process><suffix>``, as Azure lays out ``logs/user``."""
+    node, process = log_place(agent_name)
+    return os.path.join(log_dir, kind, node, process + suffix)
+
+
 def _build_logger(agent_name, log_dir):
     logger = logging.getLogger(agent_name)
     # Drop handlers of a previous configuration (only happens when
@@ -67,20 +84,20 @@ def _build_logger(agent_name, log_dir):
     formatter = logging.Formatter(_LOG_FORMAT)
     agent_filter = _AgentFilter(agent_name)
 
-    handlers = [logging.StreamHandler(sys.stderr)]
+    # One place, as on Azure: logs/user/entry_script_log/<node>/<process>.log.txt (stderr
+    # only without a log folder, or when the file cannot be written).
+    handlers = []
     if log_dir:
+        path = user_log_path(log_dir, "entry_script_log", ".log.txt", agent_name)
         try:
-            os.makedirs(log_dir, exist_ok=True)
-            handlers.append(
-                logging.FileHandler(
-                    os.path.join(log_dir, agent_name + ".log"), encoding="utf-8"
-                )
-            )
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            handlers.append(logging.FileHandler(path, encoding="utf-8"))
         except OSError as exc:
-            # Not fatal: the stderr handler still goes to the engine's log.
             sys.stderr.write(
-                "stepgraph: cannot write log file in %r: %s\n" % (log_dir, exc)
+                "stepgraph: cannot write log file %r: %s\n" % (path, exc)
             )
+    if not handlers:
+        handlers.append(logging.StreamHandler(sys.stderr))
     for handler in handlers:
         handler._stepgraph = True
         handler.setFormatter(formatter)
@@ -139,7 +156,8 @@ class EntryScript(object):
 
     @property
     def logger(self):
-        """``logging.Logger`` named after the agent: stderr + ``<log_dir>/<agent>.log``."""
+        """``logging.Logger`` named after the agent, writing to
+        ``<log_dir>/entry_script_log/<node>/<process>.log.txt`` (stderr without a log folder)."""
         _ensure_defaults()
         return _state["logger"]
 

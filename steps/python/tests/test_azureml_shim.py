@@ -480,7 +480,8 @@ class WorkerShimTests(WorkerTestCase):
             [(r["agent"], r["kind"], r["name"], r["value"]) for r in records],
             [("worker-3", "log", "mini_batch_items", 2), ("worker-3", "log", "mini_batch_items", 1)],
         )
-        self.assertIn("model loaded from", worker.stderr())
+        log_file = self.user_log("entry_script_log", ".log.txt", agent="worker-3")
+        self.assertIn("model loaded from", log_file)
 
     def test_undeclared_model_fails_init_with_the_fix(self):
         env = self.model_env()

@@ -35,6 +35,14 @@ def run(mini_batch):
     return ["%s %d" % (n, os.path.getsize(p)) for n, p in zip(names, mini_batch)]
 """
 
+PARTITIONED_SCRIPT = """
+def run(mini_batch, mini_batch_context):
+    key = mini_batch_context.partition_key_value
+    values = mini_batch_context.dataset.partition_values()
+    assert mini_batch_context.dataset.to_path() == mini_batch, mini_batch_context.dataset
+    return ["%s %s %s" % (key["user"], key["genres"], v["season"]) for v in values]
+"""
+
 FAILING_INIT_SCRIPT = """
 def init():
     raise RuntimeError("no model")
@@ -124,7 +132,7 @@ class ReadmeExampleTests(WorkerTestCase):
         worker, reply = self.init(EXAMPLE_SCRIPT)
         self.assertDocumented(reply, "ready")
 
-        run = self.request("run", kind="files")
+        run = self.request("run", kind="files", index=7)
         folder = os.fsencode(self.tmp)
         named = []
         for i, path in enumerate(run["files"]):
@@ -161,6 +169,15 @@ class ReadmeExampleTests(WorkerTestCase):
         self.assertDocumented(reply, "result")
         self.assertEqual(reply["columns"], ["id", "score"])
         self.assertEqual(reply["rows"], ["1,0.5", "2,0.25"])
+
+        # Files cut by partition_keys, with each file's partition values.
+        worker, reply = self.init(PARTITIONED_SCRIPT)
+        self.assertDocumented(reply, "ready")
+        run = self.request("run", kind="files", index=9)
+        run["files"] = [self.write("data/jazz.wav", "x")]
+        reply = worker.request(run)
+        self.assertDocumented(reply, "result")
+        self.assertEqual(reply["rows"], ["ana jazz summer"])
 
         # A request the worker does not know.
         reply = worker.request({"type": "hello"})

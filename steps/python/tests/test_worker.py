@@ -120,6 +120,15 @@ class WorkerTestCase(unittest.TestCase):
             f.write(content)
         return path
 
+    def user_log(self, kind, suffix, agent="worker-0"):
+        """A file of Azure's logs/user layout (node 0; a harness started without the
+        engine's STEPGRAPH_PROCESS_NAME names the process after its agent); "" if absent."""
+        path = os.path.join(self.logs, kind, "0", agent + suffix)
+        if not os.path.exists(path):
+            return ""
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+
     def script(self, source, name="score.py"):
         return self.write(os.path.join("scripts", name), textwrap.dedent(source))
 
@@ -203,7 +212,9 @@ class FilesTests(WorkerTestCase):
         self.assertEqual(worker.request({"type": "shutdown"}), {"type": "bye"})
         self.assertIsNone(worker.recv_line(), "nothing may follow bye on stdout")
         self.assertEqual(worker.wait(), 0)
-        err = worker.stderr()
+        # Prints go where Azure keeps them (logs/user/stdout/<node>/<process>.stdout.txt),
+        # never into the protocol.
+        err = self.user_log("stdout", ".stdout.txt")
         for text in (
             "print at import",
             "print in init",
@@ -215,6 +226,34 @@ class FilesTests(WorkerTestCase):
             "child process output",
         ):
             self.assertIn(text, err)
+
+    def test_context_dataset_of_a_files_mini_batch(self):
+        worker = self.start(
+            """
+            def run(mini_batch, mini_batch_context):
+                dataset = mini_batch_context.dataset
+                assert dataset.to_path() == mini_batch and len(dataset) == len(mini_batch)
+                return [repr(dataset), repr(mini_batch_context.partition_key_value)] + [
+                    "%s=%s" % (p, v.get("user")) for p, v in zip(dataset, dataset.partition_values())
+                ]
+            """
+        )
+        reply = worker.request({
+            "type": "run", "index": 2, "kind": "files", "files": ["/d/ana/a.wav", "/d/bob/b.wav"],
+            "partition_key_value": {"user": "ana"},
+            "partitions": [{"user": "ana"}, {"user": "bob"}],
+        })
+        self.assertResult(reply, 2, [
+            "FileDataset(mini-batch 2: 2 files ['a.wav', 'b.wav'])",
+            "{'user': 'ana'}",
+            "/d/ana/a.wav=ana",
+            "/d/bob/b.wav=bob",
+        ])
+        # Without partitions or keys: empty values, an empty key.
+        reply = worker.request({"type": "run", "index": 3, "kind": "files", "files": ["/d/c.wav"]})
+        self.assertResult(reply, 3, [
+            "FileDataset(mini-batch 3: 1 file ['c.wav'])", "{}", "/d/c.wav=None",
+        ])
 
     def test_user_code_reading_stdin_gets_eof(self):
         worker = self.start(
@@ -452,13 +491,14 @@ class ArgumentsAndEntryScriptTests(WorkerTestCase):
                 "worker-7",
             ],
         )
+        # One place, as Azure's logs/user/entry_script_log/<node>/<process>.log.txt: not
+        # also on stderr (which would show each line twice in `stepgraph logs`).
         err = worker.stderr()
-        self.assertRegex(err, r"\|INFO\|worker-7\|logger works at import")
-        self.assertRegex(err, r"\|WARNING\|worker-7\|warning from init")
-        with open(os.path.join(self.logs, "worker-7.log")) as f:
-            log_file = f.read()
-        self.assertIn("logger works at import", log_file)
-        self.assertIn("warning from init", log_file)
+        self.assertNotIn("logger works at import", err)
+        log_file = self.user_log("entry_script_log", ".log.txt", agent="worker-7")
+        self.assertRegex(log_file, r"\|INFO\|worker-7\|logger works at import")
+        self.assertRegex(log_file, r"\|WARNING\|worker-7\|warning from init")
+        self.assertEqual(log_file.count("logger works at import"), 1, log_file)
 
     def test_summary_only_script_writes_into_output_dir(self):
         worker = self.start(
@@ -502,7 +542,7 @@ class ShutdownTests(WorkerTestCase):
         self.assertEqual(worker.request({"type": "shutdown"}), {"type": "bye"})
         self.assertEqual(worker.wait(), 0)
         self.assertTrue(os.path.exists(self.marker()))
-        self.assertIn("shutdown printed", worker.stderr())
+        self.assertIn("shutdown printed", self.user_log("stdout", ".stdout.txt"))
 
     def test_failing_shutdown_is_not_fatal(self):
         worker = self.start(self.SCRIPT % (self.tmp, "raise OSError('flush failed')"))
@@ -618,6 +658,42 @@ class TabularTests(WorkerTestCase):
         self.assertEqual(reply["count"], 1)
         return json.loads(reply["rows"][0])
 
+    @unittest.skipUnless(HAVE_PANDAS, "pandas not installed")
+    def test_partition_values_are_columns_after_the_files_own(self):
+        worker = self.start(
+            """
+            import json
+
+            def run(mini_batch, mini_batch_context):
+                dataset = mini_batch_context.dataset
+                frame = dataset.to_pandas_dataframe()
+                frame["id"] = 0  # a copy: the mini-batch is unchanged
+                return [json.dumps({
+                    "columns": [str(c) for c in mini_batch.columns],
+                    "region": list(mini_batch["region"]),
+                    "ids": [int(i) for i in mini_batch["id"]],
+                    "repr": repr(dataset),
+                    "context": repr(mini_batch_context).split("(")[0],
+                    "index": mini_batch_context.minibatch_index,
+                })]
+            """
+        )
+        got = self.run_tabular(
+            worker,
+            4,
+            [self.csv_segment([1, 2]), self.csv_segment([3])],
+            partition_key_value=None,
+            partitions=[{"region": "eu", "year": "2023"}, {"region": "us", "year": "2024"}],
+        )
+        self.assertEqual(got["columns"], ["id", "name", "score", "region", "year"])
+        self.assertEqual(got["region"], ["eu", "eu", "us"])
+        self.assertEqual(got["ids"], [1, 2, 3])
+        self.assertEqual(
+            got["repr"],
+            "TabularDataset(mini-batch 4: 3 rows, columns ['id', 'name', 'score', 'region', 'year'])",
+        )
+        self.assertEqual((got["context"], got["index"]), ("MiniBatchContext", 4))
+
     def test_csv_ranges_as_list_of_dicts(self):
         worker = self.start(TABULAR_SCRIPT, env=NO_PANDAS)
         # Lines 1-2 as one range, then 5 and 4 (skipping 3), plus line 2 again
@@ -660,6 +736,31 @@ class TabularTests(WorkerTestCase):
                 {"id": 3, "name": "carol", "score": 2.5},
             ],
         )
+
+    def test_tabular_format_dataframe_without_pandas_fails_init_with_the_fix(self):
+        worker = self.spawn(NO_PANDAS)
+        reply = worker.request(
+            self.init_message(self.script(TABULAR_SCRIPT), tabular_format="dataframe")
+        )
+        self.assertEqual(reply.get("type"), "init_failed", reply)
+        self.assertIn(
+            "tabular inputs need pandas in the step's environment: add pandas to "
+            "environment.requirements",
+            reply["error"],
+        )
+
+    def test_tabular_format_records_gives_dicts_even_with_pandas(self):
+        worker = self.start(TABULAR_SCRIPT, tabular_format="records")
+        got = self.run_tabular(worker, 2, [self.jsonl_segment([0, 1])])
+        self.assertEqual(got["kind"], "list")
+
+    def test_an_unknown_tabular_format_fails_init(self):
+        worker = self.spawn()
+        reply = worker.request(
+            self.init_message(self.script(TABULAR_SCRIPT), tabular_format="arrow")
+        )
+        self.assertEqual(reply.get("type"), "init_failed", reply)
+        self.assertIn("unsupported tabular_format", reply["error"])
 
     def test_jsonl_as_list_of_dicts(self):
         worker = self.start(TABULAR_SCRIPT, env=NO_PANDAS)

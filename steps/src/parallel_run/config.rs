@@ -168,6 +168,42 @@ impl AppendRowFormat {
     }
 }
 
+/// What `run()` receives for a tabular mini-batch (`tabular_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TabularInput {
+    /// A pandas DataFrame, as on Azure (pandas must be importable in the step's
+    /// environment, or the step fails at start).
+    #[default]
+    DataFrame,
+    /// A list of dicts (one per row), without pandas.
+    Records,
+}
+
+impl TabularInput {
+    /// `dataframe` or `records`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TabularInput::DataFrame => "dataframe",
+            TabularInput::Records => "records",
+        }
+    }
+
+    /// Parse `dataframe` or `records`.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming `tabular_format`.
+    pub fn parse(s: &str) -> Result<Self, ConfigError> {
+        match s {
+            "dataframe" => Ok(TabularInput::DataFrame),
+            "records" => Ok(TabularInput::Records),
+            other => Err(err(
+                "tabular_format",
+                format!("must be \"dataframe\" or \"records\", not {other:?}"),
+            )),
+        }
+    }
+}
+
 /// The entry that processes mini-batches.
 #[derive(Clone)]
 pub enum Entry {
@@ -220,7 +256,8 @@ pub struct ParallelRunConfig {
     run_invocation_timeout: Duration,
     run_max_try: u32,
     partition_keys: Option<Vec<String>>,
-    environment: String,
+    environment: crate::environment::Environment,
+    tabular_format: TabularInput,
     logging_level: String,
     description: Option<String>,
 }
@@ -353,9 +390,19 @@ impl ParallelRunConfig {
         self.partition_keys.as_deref()
     }
 
-    /// The interpreter for Python entries (default `python3`).
+    /// The base interpreter for Python entries (default `python3`).
     pub fn environment(&self) -> &str {
+        self.environment.interpreter()
+    }
+
+    /// The whole environment: the interpreter and the requirements stepgraph installs.
+    pub fn python_environment(&self) -> &crate::environment::Environment {
         &self.environment
+    }
+
+    /// What `run()` receives for a tabular mini-batch (default a DataFrame).
+    pub fn tabular_format(&self) -> TabularInput {
+        self.tabular_format
     }
 
     /// The logging level (not in the fingerprint).
@@ -379,7 +426,7 @@ impl ParallelRunConfig {
     pub fn fingerprint_config(&self) -> Value {
         let entry = match &self.entry {
             Entry::Python { entry_script } => {
-                json!({"type": "python", "entry_script": entry_script, "environment": self.environment})
+                json!({"type": "python", "entry_script": entry_script, "environment": self.environment.config_value()})
             }
             Entry::Command { entry_command } => {
                 json!({"type": "command", "entry_command": entry_command})
@@ -398,6 +445,7 @@ impl ParallelRunConfig {
             "run_invocation_timeout": self.run_invocation_timeout.as_secs(),
             "run_max_try": self.run_max_try,
             "partition_keys": self.partition_keys,
+            "tabular_format": self.tabular_format.as_str(),
         })
     }
 }

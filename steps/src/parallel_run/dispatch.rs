@@ -69,12 +69,20 @@ pub(crate) fn describe_items(spec: &MiniBatchSpec) -> String {
             .unwrap_or_default()
     };
     match spec {
-        MiniBatchSpec::Files { files } => {
+        MiniBatchSpec::Files {
+            files,
+            partition_key_value,
+            ..
+        } => {
             let names: Vec<String> = files.iter().take(5).map(|f| name(f)).collect();
-            if files.len() > 5 {
+            let list = if files.len() > 5 {
                 format!("{} and {} more", names.join(", "), files.len() - 5)
             } else {
                 names.join(", ")
+            };
+            match partition_key_value {
+                Some(k) => format!("{list} where {k:?}"),
+                None => list,
             }
         }
         MiniBatchSpec::Tabular {
@@ -198,6 +206,11 @@ impl Dispatch<'_, '_> {
             for (wid, mut worker) in workers.into_iter().enumerate() {
                 let (job_rx, res_tx, stop) = (job_rx.clone(), res_tx.clone(), &stop);
                 scope.spawn(move |_| {
+                    let mut node_log = super::node_log::NodeLog::open(
+                        ctx.log_dir,
+                        wid,
+                        config.process_count_per_node(),
+                    );
                     for index in job_rx.iter() {
                         let Some(spec) = specs.get(index as usize) else {
                             continue;
@@ -206,7 +219,11 @@ impl Dispatch<'_, '_> {
                         let outcome = if stop.load(Ordering::SeqCst) {
                             TryOutcome::Cancelled
                         } else {
-                            run_watched(worker.as_mut(), index, spec, watch)
+                            node_log.started(index, spec);
+                            let began = Instant::now();
+                            let outcome = run_watched(worker.as_mut(), index, spec, watch);
+                            node_log.finished(index, spec, &outcome, began.elapsed());
+                            outcome
                         };
                         if res_tx.send((wid, index, outcome)).is_err() {
                             break;

@@ -111,10 +111,14 @@ pub type EntryFactory = Arc<dyn Fn() -> Box<dyn EntryScript> + Send + Sync>;
 /// A message naming the file when it cannot be read or parsed.
 pub(crate) fn load(index: u64, spec: &MiniBatchSpec) -> Result<MiniBatch, String> {
     match spec {
-        MiniBatchSpec::Files { files } => Ok(MiniBatch {
+        MiniBatchSpec::Files {
+            files,
+            partition_key_value,
+            ..
+        } => Ok(MiniBatch {
             index,
             data: MiniBatchData::Files(files.clone()),
-            partition_key_value: None,
+            partition_key_value: partition_key_value.clone(),
         }),
         MiniBatchSpec::Tabular {
             segments,

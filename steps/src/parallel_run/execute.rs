@@ -12,11 +12,11 @@ use stepgraph_engine::{
 };
 
 use super::config::OutputAction;
-use super::partition::{self, MiniBatchSpec, TabularSource};
+use super::partition::{self, MiniBatchSpec, PartitionValues, TabularSource};
 use super::size::BatchSize;
 use super::step::{input_port, ParallelRunStep};
 use super::workers::make_workers;
-use super::{dispatch, gather, report, writes};
+use super::{datasets, dispatch, gather, report, writes};
 
 /// Mini-batches of the step's main inputs, in deterministic order.
 fn partition_inputs(
@@ -24,35 +24,136 @@ fn partition_inputs(
     ctx: &StepContext<'_>,
 ) -> Result<Vec<MiniBatchSpec>, StepError> {
     let cfg = &step.config;
-    let mut files = Vec::new();
-    let mut sources = Vec::new();
-    for i in 0..step.inputs.len() {
+    let formats = step
+        .partition_formats()
+        .map_err(|e| StepError::new(format!("partitioning inputs: {e}")))?;
+    let keys = cfg.partition_keys();
+    // Keys read from the paths' partition values rather than from columns.
+    let keys_from_paths = keys.is_some_and(|k| {
+        formats
+            .iter()
+            .flatten()
+            .any(|f| k.iter().any(|k| f.keys().contains(k)))
+    });
+    let mut files: Vec<(PathBuf, PartitionValues)> = Vec::new();
+    let mut sources: Vec<(TabularSource, PartitionValues)> = Vec::new();
+    for (i, source) in step.inputs.iter().enumerate() {
         let port = input_port(i);
         let Some(input) = ctx.inputs.get(&port) else {
             return Err(StepError::new(format!("input {port:?} was not resolved")));
         };
+        let format = formats.get(i).and_then(Option::as_ref);
+        let values = datasets::values_of(source, format, input.files(), keys_from_paths)
+            .map_err(|e| StepError::new(format!("partitioning inputs: {e}")))?;
         match &input.kind {
-            InputKind::Files(fs) => files.extend(fs.iter().map(|f| f.path.clone())),
+            InputKind::Files(fs) => {
+                files.extend(fs.iter().map(|f| f.path.clone()).zip(values));
+            }
             InputKind::Tabular { format, files: fs } => {
                 let format = *format;
                 sources.extend(
                     fs.iter()
-                        .map(|f| TabularSource::new(f.path.clone(), format)),
+                        .map(|f| TabularSource::new(f.path.clone(), format))
+                        .zip(values),
                 );
             }
         }
     }
+    let with_partitions = formats.iter().any(Option::is_some);
     let err = |e: partition::PartitionError| StepError::new(format!("partitioning inputs: {e}"));
-    if let (false, Some(keys)) = (sources.is_empty(), cfg.partition_keys()) {
-        return partition::partition_by_keys(&sources, keys).map_err(err);
+    let mut specs = match keys {
+        Some(keys) if keys_from_paths && sources.is_empty() => {
+            datasets::partition_files_by_keys(&files, keys)
+        }
+        Some(keys) if keys_from_paths => {
+            // Every row of a file shares its partition values: one mini-batch of whole
+            // files per key combination.
+            let mut out = Vec::new();
+            for (kv, members) in datasets::group_by_keys(&sources, keys) {
+                let group: Vec<TabularSource> = members.into_iter().map(|(s, _)| s).collect();
+                for mut spec in partition::partition_tabular(&group, u64::MAX).map_err(err)? {
+                    if let MiniBatchSpec::Tabular {
+                        partition_key_value,
+                        ..
+                    } = &mut spec
+                    {
+                        *partition_key_value = Some(kv.clone());
+                    }
+                    out.push(spec);
+                }
+            }
+            out
+        }
+        Some(keys) if !sources.is_empty() => {
+            let plain: Vec<TabularSource> = sources.iter().map(|(s, _)| s.clone()).collect();
+            partition::partition_by_keys(&plain, keys).map_err(err)?
+        }
+        _ => {
+            // The size was resolved against the same inputs when the step was built.
+            let size = cfg
+                .batch_size(!sources.is_empty())
+                .map_err(|e| StepError::new(format!("partitioning inputs: {e}")))?;
+            match size {
+                BatchSize::Bytes(bytes) => {
+                    let plain: Vec<TabularSource> =
+                        sources.iter().map(|(s, _)| s.clone()).collect();
+                    partition::partition_tabular(&plain, bytes).map_err(err)?
+                }
+                BatchSize::Files(n) => {
+                    let plain: Vec<PathBuf> = files.iter().map(|(f, _)| f.clone()).collect();
+                    partition::partition_files(&plain, n)
+                }
+            }
+        }
+    };
+    if with_partitions {
+        attach_partitions(&mut specs, &files, &sources);
     }
-    // The size was resolved against the same inputs when the step was built.
-    let size = cfg
-        .batch_size(!sources.is_empty())
-        .map_err(|e| StepError::new(format!("partitioning inputs: {e}")))?;
-    match size {
-        BatchSize::Bytes(bytes) => partition::partition_tabular(&sources, bytes).map_err(err),
-        BatchSize::Files(n) => Ok(partition::partition_files(&files, n)),
+    Ok(specs)
+}
+
+/// Give each file and segment of `specs` its partition values (files in input order; a
+/// segment's file looked up by path).
+fn attach_partitions(
+    specs: &mut [MiniBatchSpec],
+    files: &[(PathBuf, PartitionValues)],
+    sources: &[(TabularSource, PartitionValues)],
+) {
+    let of_file: std::collections::HashMap<&Path, &PartitionValues> =
+        files.iter().map(|(p, v)| (p.as_path(), v)).collect();
+    let of_source: std::collections::HashMap<&Path, &PartitionValues> =
+        sources.iter().map(|(s, v)| (s.path.as_path(), v)).collect();
+    for spec in specs {
+        match spec {
+            MiniBatchSpec::Files {
+                files, partitions, ..
+            } => {
+                *partitions = files
+                    .iter()
+                    .map(|f| {
+                        of_file
+                            .get(f.as_path())
+                            .map(|v| (*v).clone())
+                            .unwrap_or_default()
+                    })
+                    .collect();
+            }
+            MiniBatchSpec::Tabular {
+                segments,
+                partitions,
+                ..
+            } => {
+                *partitions = segments
+                    .iter()
+                    .map(|s| {
+                        of_source
+                            .get(s.path.as_path())
+                            .map(|v| (*v).clone())
+                            .unwrap_or_default()
+                    })
+                    .collect();
+            }
+        }
     }
 }
 

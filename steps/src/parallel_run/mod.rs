@@ -3,17 +3,22 @@
 //! running an entry script (`init()` once per worker, `run(mini_batch)` per mini-batch), with
 //! retries, timeouts, failure limits, gathered outputs and resume after a crash.
 //!
-//! The step is declared in `step.rs` (its Rust builder in `step_builder.rs`; checked at build, with its config from `config.rs` and
-//! `size.rs`), runs in `execute.rs` (inputs cut by `partition/`, workers set up in
+//! The step is declared in `step.rs` (its Rust builder in `step_builder.rs`; checked at
+//! build, with its config from `config.rs` and `size.rs`), runs in `execute.rs` (inputs cut
+//! by `partition/`, with the datasets' `partition_format` values from `datasets.rs`; workers
+//! set up in
 //! `workers.rs` and driven by `dispatch.rs` over `worker.rs` and `protocol.rs`, rows gathered
-//! by `gather.rs`) and reports in `report.rs`.
+//! by `gather.rs`, each process's `logs/sys/node/` log by `node_log.rs`) and reports in
+//! `report.rs`.
 
 mod config;
+mod datasets;
 mod dispatch;
 mod entry;
 mod execute;
 mod gather;
 mod harness;
+mod node_log;
 pub mod partition;
 mod protocol;
 mod report;
@@ -26,7 +31,7 @@ mod writes;
 
 pub use config::{
     AppendRowFormat, ConfigError, Entry, Limit, OutputAction, ParallelRunConfig,
-    ParallelRunConfigBuilder,
+    ParallelRunConfigBuilder, TabularInput,
 };
 pub use dispatch::COMMIT_INTERVAL;
 pub use entry::{

@@ -25,7 +25,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
 use super::config::AppendRowFormat;
-use super::partition::{MiniBatchSpec, Segment};
+use super::partition::{MiniBatchSpec, PartitionValues, Segment};
 use super::MAX_PROTOCOL_LINE;
 use stepgraph_engine::TabularFormat;
 
@@ -74,6 +74,9 @@ pub(crate) struct Init {
     pub(crate) append_row_format: AppendRowFormat,
     /// Whether results must carry their `rows` (output_action `append_row`).
     pub(crate) collect_rows: bool,
+    /// For tabular inputs, what `run()` receives: `dataframe` (pandas required) or `records`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) tabular_format: Option<String>,
 }
 
 /// The `run` request: one mini-batch.
@@ -94,6 +97,12 @@ pub(crate) enum Items {
     Files {
         /// The files, in input order.
         files: Vec<WirePath>,
+        /// With partition keys: the values every file shares (absent without).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        partition_key_value: Option<BTreeMap<String, String>>,
+        /// With a `partition_format`: each file's partition values (absent without).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        partitions: Vec<PartitionValues>,
     },
     /// Rows of CSV or JSON Lines files, as byte ranges (a TabularDataset).
     Tabular {
@@ -101,6 +110,10 @@ pub(crate) enum Items {
         segments: Vec<WireSegment>,
         /// With partition keys: the key columns' values (`null` without).
         partition_key_value: Option<BTreeMap<String, String>>,
+        /// With a `partition_format`: each segment's partition values, appended to its rows
+        /// as columns (absent without).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        partitions: Vec<PartitionValues>,
     },
 }
 
@@ -121,16 +134,24 @@ impl Run {
     /// The `run` request for mini-batch `index`.
     pub(crate) fn new(index: u64, spec: &MiniBatchSpec) -> Self {
         let items = match spec {
-            MiniBatchSpec::Files { files } => Items::Files {
+            MiniBatchSpec::Files {
+                files,
+                partition_key_value,
+                partitions,
+            } => Items::Files {
                 files: files.iter().map(|f| WirePath::from(f.as_path())).collect(),
+                partition_key_value: partition_key_value.clone(),
+                partitions: partitions.clone(),
             },
             MiniBatchSpec::Tabular {
                 segments,
                 partition_key_value,
+                partitions,
                 ..
             } => Items::Tabular {
                 segments: segments.iter().map(WireSegment::from).collect(),
                 partition_key_value: partition_key_value.clone(),
+                partitions: partitions.clone(),
             },
         };
         Run { index, items }

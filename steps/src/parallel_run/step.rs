@@ -155,6 +155,14 @@ impl ParallelRunStep {
         Ok(tabular)
     }
 
+    /// Each main input's parsed `partition_format` (`None` without one).
+    pub(super) fn partition_formats(
+        &self,
+    ) -> Result<Vec<Option<super::partition::PartitionFormat>>, BuildError> {
+        super::datasets::partition_formats(&self.inputs)
+            .map_err(|m| self.invalid("partition_format", m))
+    }
+
     /// The source folder exists, and so does a Python entry script in it. Returns the folder.
     fn check_entry_files(&self) -> Result<Option<PathBuf>, BuildError> {
         let cfg = &self.config;
@@ -206,8 +214,10 @@ impl Step for ParallelRunStep {
         if let Err(e) = cfg.batch_size(tabular) {
             return Err(self.invalid("mini_batch_size", e.to_string()));
         }
-        if cfg.partition_keys().is_some() && !tabular {
-            return Err(self.invalid("partition_keys", "only works with tabular inputs"));
+        let formats = self.partition_formats()?;
+        if let Some(keys) = cfg.partition_keys() {
+            super::datasets::check_partition_keys(&self.inputs, &formats, keys, tabular)
+                .map_err(|m| self.invalid("partition_keys", m))?;
         }
         if self.output.is_none() && cfg.output_action() == OutputAction::AppendRow {
             return Err(self.invalid("output", "is required unless output_action is summary_only"));
@@ -254,8 +264,19 @@ impl Step for ParallelRunStep {
         let mut config = cfg.fingerprint_config();
         if let Value::Object(m) = &mut config {
             m.insert("format_version".into(), json!(FORMAT_VERSION));
+            // What the step sees of its datasets beyond their files (present only when set,
+            // so keys of steps without them do not change).
+            if let Some(d) = super::datasets::fingerprint(&self.inputs) {
+                m.insert("datasets".into(), d);
+            }
         }
-        Ok(ModuleDef::builder("parallel_run/1")
+        let mut def = ModuleDef::builder("parallel_run/1");
+        if let (Entry::Python { .. } | Entry::Command { .. }, Some(env)) =
+            (cfg.entry(), cfg.python_environment().component())
+        {
+            def = def.computed(crate::environment::ENVIRONMENT_COMPONENT, env);
+        }
+        Ok(def
             .inputs(inputs)
             .outputs(outputs)
             .allow_reuse(self.allow_reuse)

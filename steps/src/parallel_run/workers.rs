@@ -30,6 +30,14 @@ pub(super) fn make_workers(
     let n = cfg.workers();
     let mut kill = Vec::new();
     let source_dir = source_copy(step, ctx)?;
+    // The environment was built when the step was resolved; this finds it (under its lock).
+    let built = match cfg.entry() {
+        Entry::Rust { .. } => None,
+        _ => cfg
+            .python_environment()
+            .ensure_built(&ctx.envs_dir())
+            .map_err(|e| StepError::new(format!("environment: {e}")))?,
+    };
     let (argv, entry_script) = match cfg.entry() {
         Entry::Rust { factory, .. } => {
             return Ok((rust_workers(n, factory, ctx, output_dir, side_inputs), kill));
@@ -38,7 +46,10 @@ pub(super) fn make_workers(
             let harness = harness::install(&ctx.work_dir.join(".harness"))?;
             (
                 vec![
-                    OsString::from(cfg.environment()),
+                    built.as_ref().map_or_else(
+                        || OsString::from(cfg.environment()),
+                        |b| b.python().into_os_string(),
+                    ),
                     "-X".into(),
                     "faulthandler".into(),
                     harness.into_os_string(),
@@ -52,13 +63,32 @@ pub(super) fn make_workers(
         }
     };
     let mut env = process_env(step, ctx, tree, output_dir);
+    if let Some(b) = &built {
+        b.set_vars(&mut env);
+    }
     env.extend(shim_env(step, ctx, side_inputs)?);
+    let tabular = ctx
+        .inputs
+        .values()
+        .any(|i| matches!(i.kind, stepgraph_engine::InputKind::Tabular { .. }));
+    let tabular_format = tabular.then(|| cfg.tabular_format().as_str().to_string());
     let mut workers: Vec<Box<dyn Worker>> = Vec::with_capacity(n);
     let collect_rows = cfg.output_action() == OutputAction::AppendRow;
     for w in 0..n {
         let agent = format!("worker-{w}");
+        let place = LogPlace::of(w, cfg.process_count_per_node());
         let mut env = env.clone();
         env.insert("STEPGRAPH_WORKER_ID".into(), w.to_string().into());
+        env.insert("STEPGRAPH_NODE_ID".into(), place.node.clone().into());
+        env.insert(
+            "STEPGRAPH_PROCESS_NAME".into(),
+            place.process.clone().into(),
+        );
+        let log_path = place.stderr_log(user_dir);
+        if let Some(parent) = log_path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| StepError::new(format!("{}: {e}", parent.display())))?;
+        }
         let init = protocol::Init {
             protocol: protocol::PROTOCOL_VERSION,
             entry_script: protocol::WirePath(entry_script.clone()),
@@ -75,13 +105,14 @@ pub(super) fn make_workers(
             max_line_bytes: MAX_PROTOCOL_LINE as u64,
             append_row_format: cfg.append_row_format(),
             collect_rows,
+            tabular_format: tabular_format.clone(),
         };
         let worker = ProcessWorker::new(
             ProcessSpec {
                 argv: argv.clone(),
                 cwd: source_dir.clone(),
                 env,
-                log_path: user_dir.join(format!("{agent}.txt")),
+                log_path,
                 init,
                 timeout: cfg.run_invocation_timeout(),
             },
@@ -91,6 +122,38 @@ pub(super) fn make_workers(
         workers.push(Box::new(worker));
     }
     Ok((workers, kill))
+}
+
+/// Where a worker's logs go, as Azure lays them out: worker `w` is process `w mod
+/// process_count_per_node` (`process000` …) of node `w / process_count_per_node` (`0` …; Azure
+/// names a node by its address). Its stderr goes to
+/// `logs/user/stderr/<node>/<process>.stderr.txt`; the Python harness writes what user code
+/// prints to `logs/user/stdout/<node>/<process>.stdout.txt` and the `EntryScript` logger to
+/// `logs/user/entry_script_log/<node>/<process>.log.txt`.
+pub(super) struct LogPlace {
+    /// The node's name.
+    pub(super) node: String,
+    /// The process's name on its node.
+    pub(super) process: String,
+}
+
+impl LogPlace {
+    /// The place of worker `w`.
+    pub(super) fn of(w: usize, per_node: u32) -> Self {
+        let per_node = (per_node as usize).max(1);
+        LogPlace {
+            node: (w / per_node).to_string(),
+            process: format!("process{:03}", w % per_node),
+        }
+    }
+
+    /// `<user_dir>/stderr/<node>/<process>.stderr.txt`.
+    pub(super) fn stderr_log(&self, user_dir: &Path) -> PathBuf {
+        user_dir
+            .join("stderr")
+            .join(&self.node)
+            .join(format!("{}.stderr.txt", self.process))
+    }
 }
 
 /// The folder the workers run in. Workers run in a copy of exactly the source folder's

@@ -24,6 +24,7 @@ pub(super) struct CommandSpec {
     environment_variables: BTreeMap<String, String>,
     #[serde(default)]
     env_passthrough: Vec<String>,
+    environment: Option<crate::environment::Environment>,
     #[serde(default = "yes")]
     allow_reuse: bool,
     #[serde(default)]
@@ -71,6 +72,22 @@ impl StepSpec for CommandSpec {
             step = step.env(k, v);
         }
         step = step.env_passthrough(self.env_passthrough);
+        if let Some(env) = self.environment {
+            let mut env = env.map_file(|f| cx.resolve(f));
+            match env.load() {
+                Ok(()) => step = step.environment(env),
+                Err(e) => {
+                    let field = match e.field.as_str() {
+                        "" => "environment".to_string(),
+                        f => format!("environment.{f}"),
+                    };
+                    errors.push(format!(
+                        "{}: step {name:?}: field {field:?}: {}",
+                        cx.file, e.message
+                    ));
+                }
+            }
+        }
         // A `{params.NAME}` placeholder in the command makes the step take that parameter.
         for p in self.command.iter().flat_map(|arg| placeholders::find(arg)) {
             if let Some(param) = cx.params.get(&p.name).filter(|_| p.namespace == "params") {

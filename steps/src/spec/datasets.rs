@@ -24,6 +24,7 @@ enum DatasetSpec {
 struct FileDatasetSpec {
     path: String,
     pattern: Option<String>,
+    partition_format: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -31,6 +32,8 @@ struct FileDatasetSpec {
 struct TabularDatasetSpec {
     path: OneOrMany,
     format: Option<String>,
+    pattern: Option<String>,
+    partition_format: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -73,14 +76,28 @@ impl DatasetSpec {
     /// The dataset `name`, its paths resolved against the spec's folder.
     fn into_source(self, cx: &Context<'_>, name: &str) -> Result<DataSource, String> {
         Ok(match self {
-            DatasetSpec::File(FileDatasetSpec { path, pattern }) => {
+            DatasetSpec::File(FileDatasetSpec {
+                path,
+                pattern,
+                partition_format,
+            }) => {
+                check_partition_format(cx.file, name, partition_format.as_deref())?;
                 let mut ds = FileDataset::from_files(name, cx.resolve(&path));
                 if let Some(p) = pattern {
                     ds = ds.with_pattern(p);
                 }
+                if let Some(f) = partition_format {
+                    ds = ds.with_partition_format(f);
+                }
                 ds.into()
             }
-            DatasetSpec::Tabular(TabularDatasetSpec { path, format }) => {
+            DatasetSpec::Tabular(TabularDatasetSpec {
+                path,
+                format,
+                pattern,
+                partition_format,
+            }) => {
+                check_partition_format(cx.file, name, partition_format.as_deref())?;
                 let paths: Vec<PathBuf> = match path {
                     OneOrMany::One(p) => vec![cx.resolve(&p)],
                     OneOrMany::Many(ps) => ps.iter().map(|p| cx.resolve(p)).collect(),
@@ -95,6 +112,8 @@ impl DatasetSpec {
                     name: name.to_string(),
                     paths,
                     format,
+                    pattern,
+                    partition_format,
                 }
                 .into()
             }
@@ -102,6 +121,17 @@ impl DatasetSpec {
                 DataReference::new(name, cx.resolve(&path)).into()
             }
         })
+    }
+}
+
+/// A `partition_format` that does not parse is an error naming the dataset and the field.
+fn check_partition_format(file: &str, name: &str, format: Option<&str>) -> Result<(), String> {
+    match format.map(crate::parallel_run::partition::PartitionFormat::parse) {
+        Some(Err(e)) => Err(format!(
+            "{file}: dataset {name:?}: field \"partition_format\": {}",
+            e.reason
+        )),
+        _ => Ok(()),
     }
 }
 

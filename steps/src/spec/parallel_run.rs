@@ -139,6 +139,7 @@ fn config(
         _ => {}
     }
     b.map_source_directory(|d| cx.resolve(d))
+        .map_environment_file(|f| cx.resolve(f))
         .build()
         .map_err(|e| (e.field, e.message))
 }

@@ -256,7 +256,11 @@ fn type_errors_name_file_step_field_and_expectation() {
             ),
             (
                 GOOD.replace("\"pattern\"", "\"patern\""),
-                "pipeline.json: dataset \"images\": unknown field \"patern\" (expected \"path\" or \"pattern\")".into(),
+                "pipeline.json: dataset \"images\": unknown field \"patern\" (expected one of \"path\", \"pattern\", \"partition_format\")".into(),
+            ),
+            (
+                GOOD.replace("\"pattern\": \"**/*.txt\"", "\"partition_format\": \"{user/{genre}.wav\""),
+                "pipeline.json: dataset \"images\": field \"partition_format\": a '{' inside a field".into(),
             ),
             (
                 GOOD.replace("\"path\": \"data\"", "\"path\": 7"),
@@ -326,8 +330,9 @@ fn type_errors_name_file_step_field_and_expectation() {
 const ALL_FIELDS: &str = r#"{"name": "all-fields",
      "parameters": {"n": 3},
      "datasets": {
-       "files": {"type": "file", "path": "data", "pattern": "*.txt"},
-       "rows": {"type": "tabular", "path": ["data/a.csv"], "format": "csv"},
+       "files": {"type": "file", "path": "data", "pattern": "*.txt", "partition_format": "{doc}.txt"},
+       "rows": {"type": "tabular", "path": ["data/a.csv"], "format": "csv", "pattern": "*.csv",
+                "partition_format": "{part}.csv"},
        "model": {"type": "reference", "path": "data"}},
      "models": {"iris": {"path": "data", "version": 2}},
      "steps": [
@@ -344,10 +349,11 @@ const ALL_FIELDS: &str = r#"{"name": "all-fields",
          "logging_level": "INFO", "description": "d"}},
       {"name": "by-key", "type": "parallel_run", "inputs": ["rows"], "output": "out2",
        "parallel_run_config": {"entry_command": ["python3", "w.py"], "partition_keys": ["k"],
-         "error_threshold": -1}},
+         "error_threshold": -1, "tabular_format": "records"}},
       {"name": "cmd", "type": "command", "command": ["true", "{inputs.a}", "{outputs.o}"],
        "source_directory": "scripts", "inputs": {"a": "out1"}, "outputs": ["o"],
        "environment_variables": {"B": "2"}, "env_passthrough": ["USER"], "allow_reuse": false,
+       "environment": "python3",
        "run_after": ["by-key"], "models": ["iris"]}
      ]}"#;
 

@@ -147,3 +147,44 @@ fn a_dry_run_reports_what_the_real_gc_frees() -> TestResult {
     assert!(store.cache_entries()?.is_empty());
     Ok(())
 }
+
+#[test]
+fn gc_removes_the_environments_no_remaining_entry_holds() -> TestResult {
+    use crate::fingerprint::{Component, Fingerprint};
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(dir.path().join("s"), OpenOptions::default())?;
+    let held = "0123456789abcdef0123456789abcdef";
+    let loose = "fedcba9876543210fedcba9876543210";
+    let key = entry(&store, "a", 1, 10, 1, Duration::ZERO)?;
+    let mut e = store.cache_get(&key)?.ok_or("no entry")?;
+    let mut fp = Fingerprint::default();
+    fp.insert(
+        "environment",
+        Component::value(serde_json::json!({ "env_hash": held, "freeze": ["six==1.16.0"] })),
+    );
+    e.fingerprint = fp;
+    store.cache_put(&e)?;
+    run_using(&store, "r1", now_unix_ms(), &[&key])?;
+    let envs = store.root().join("envs");
+    for h in [held, loose] {
+        std::fs::create_dir_all(envs.join(h).join("venv/bin"))?;
+        std::fs::write(envs.join(h).join("freeze.txt"), "six==1.16.0\n")?;
+        std::fs::write(envs.join(format!("{h}.lock")), "")?;
+    }
+    std::fs::write(envs.join("README"), "mine")?;
+    let dry = store.gc(&GcOptions {
+        dry_run: true,
+        ..GcOptions::default()
+    })?;
+    assert_eq!(dry.envs, 1);
+    assert!(envs.join(loose).is_dir());
+    let report = store.gc(&GcOptions::default())?;
+    assert_eq!(report.envs, 1);
+    assert!(report.foreign.contains(&envs.join("README")), "{report:?}");
+    assert!(envs.join(held).join("freeze.txt").is_file());
+    assert!(envs.join(format!("{held}.lock")).is_file());
+    assert!(!envs.join(loose).exists());
+    assert!(!envs.join(format!("{loose}.lock")).exists());
+    assert!(envs.join("README").is_file());
+    Ok(())
+}

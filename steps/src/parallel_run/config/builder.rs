@@ -13,8 +13,9 @@ use super::super::entry::EntryScript;
 use super::super::size::{MiniBatchSize, SizeText};
 use super::{
     check_env_names, check_file_name, err, AppendRowFormat, ConfigError, Entry, Limit,
-    OutputAction, ParallelRunConfig, MAX_WORKERS,
+    OutputAction, ParallelRunConfig, TabularInput, MAX_WORKERS,
 };
+use crate::environment::Environment;
 use crate::ports::env_methods;
 
 /// Builder for [`ParallelRunConfig`] (Azure's defaults; `error_threshold` is required).
@@ -43,7 +44,8 @@ pub struct ParallelRunConfigBuilder {
     run_invocation_timeout: Option<i64>,
     run_max_try: Option<i64>,
     partition_keys: Option<Vec<String>>,
-    environment: Option<String>,
+    environment: Option<Environment>,
+    tabular_format: Option<String>,
     logging_level: Option<String>,
     description: Option<String>,
     /// An in-process Rust entry (never from a spec).
@@ -119,6 +121,11 @@ impl ParallelRunConfigBuilder {
         self.append_row_format = Some(f.as_str().to_string());
         self
     }
+    /// What `run()` receives for a tabular mini-batch (default a pandas DataFrame).
+    pub fn tabular_format(mut self, f: TabularInput) -> Self {
+        self.tabular_format = Some(f.as_str().to_string());
+        self
+    }
     /// Group tabular rows by these columns.
     pub fn partition_keys<S: Into<String>>(mut self, keys: impl IntoIterator<Item = S>) -> Self {
         self.partition_keys = Some(keys.into_iter().map(Into::into).collect());
@@ -142,8 +149,9 @@ impl ParallelRunConfigBuilder {
         run_invocation_timeout: i64;
         /// Tries per mini-batch (default 3).
         run_max_try: i64;
-        /// Interpreter for Python entries (default `python3`).
-        environment: impl Into<String>;
+        /// The Python environment: an interpreter (`"python3"`, the default) or an
+        /// [`Environment`] with requirements stepgraph installs.
+        environment: impl Into<Environment>;
         /// Logging level (not in the fingerprint).
         logging_level: impl Into<String>;
         /// Description (not in the fingerprint).
@@ -168,6 +176,13 @@ impl ParallelRunConfigBuilder {
         self
     }
 
+    /// The environment's requirements file mapped by `f` (a spec resolves it against the
+    /// spec's folder).
+    pub(crate) fn map_environment_file(mut self, f: impl FnOnce(&Path) -> PathBuf) -> Self {
+        self.environment = self.environment.map(|e| e.map_file(f));
+        self
+    }
+
     /// Check every rule that does not depend on the inputs.
     ///
     /// # Errors
@@ -181,6 +196,18 @@ impl ParallelRunConfigBuilder {
             Some(f) => AppendRowFormat::parse(&f)?,
             None => AppendRowFormat::default(),
         };
+        let tabular_format = match self.tabular_format.take() {
+            Some(f) => TabularInput::parse(&f)?,
+            None => TabularInput::default(),
+        };
+        let mut environment = self.environment.take().unwrap_or_default();
+        environment.load().map_err(|e| {
+            let field = match e.field.as_str() {
+                "" => "environment".to_string(),
+                f => format!("environment.{f}"),
+            };
+            err(&field, e.message)
+        })?;
         let (entry, source_directory) = self.entry()?;
         let (error_threshold, allowed_failed_count, allowed_failed_percent) = self.limits()?;
         let mini_batch_size = match &self.mini_batch_size {
@@ -219,7 +246,8 @@ impl ParallelRunConfigBuilder {
             run_invocation_timeout: Duration::from_secs(run_invocation_timeout),
             run_max_try: u32::try_from(run_max_try).unwrap_or(u32::MAX),
             partition_keys: self.partition_keys,
-            environment: self.environment.unwrap_or_else(|| "python3".to_string()),
+            environment,
+            tabular_format,
             logging_level: self.logging_level.unwrap_or_else(|| "INFO".to_string()),
             description: self.description,
         })

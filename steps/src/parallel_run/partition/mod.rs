@@ -33,12 +33,14 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 mod csv;
+pub mod format;
 mod jsonl;
 mod keys;
 #[cfg(test)]
 mod test_support;
 
 use self::csv::CsvScanner;
+pub use format::{FormatError, PartitionFormat, PartitionValues};
 use jsonl::scan_jsonl_lines;
 pub use keys::partition_by_keys;
 
@@ -100,6 +102,11 @@ pub enum MiniBatchSpec {
     Files {
         /// The files of the mini-batch, in input order.
         files: Vec<PathBuf>,
+        /// With `partition_keys`: the values shared by every file of the mini-batch.
+        partition_key_value: Option<BTreeMap<String, String>>,
+        /// With a `partition_format`: each file's partition values, one per file (empty
+        /// without a format).
+        partitions: Vec<PartitionValues>,
     },
     /// A mini-batch of a TabularDataset.
     Tabular {
@@ -112,6 +119,9 @@ pub enum MiniBatchSpec {
         /// For [`partition_by_keys`]: the key column values shared by every row
         /// of the mini-batch; `None` for [`partition_tabular`].
         partition_key_value: Option<BTreeMap<String, String>>,
+        /// With a `partition_format`: each segment's file's partition values, one per
+        /// segment (empty without a format).
+        partitions: Vec<PartitionValues>,
     },
 }
 
@@ -120,7 +130,7 @@ impl MiniBatchSpec {
     /// a tabular one.
     pub fn item_count(&self) -> u64 {
         match self {
-            MiniBatchSpec::Files { files } => files.len() as u64,
+            MiniBatchSpec::Files { files, .. } => files.len() as u64,
             MiniBatchSpec::Tabular { rows, .. } => *rows,
         }
     }
@@ -195,6 +205,8 @@ pub fn partition_files(files: &[PathBuf], per_batch: u64) -> Vec<MiniBatchSpec> 
         .chunks(per_batch)
         .map(|chunk| MiniBatchSpec::Files {
             files: chunk.to_vec(),
+            partition_key_value: None,
+            partitions: Vec::new(),
         })
         .collect()
 }
@@ -298,6 +310,7 @@ impl BatchBuilder {
             rows: self.rows,
             bytes: self.bytes,
             partition_key_value,
+            partitions: Vec::new(),
         }
     }
 }
@@ -319,7 +332,11 @@ mod tests {
         let batches = partition_files(&files, 2);
         let expected: Vec<MiniBatchSpec> = [&files[0..2], &files[2..4], &files[4..5]]
             .iter()
-            .map(|c| MiniBatchSpec::Files { files: c.to_vec() })
+            .map(|c| MiniBatchSpec::Files {
+                files: c.to_vec(),
+                partition_key_value: None,
+                partitions: Vec::new(),
+            })
             .collect();
         assert_eq!(batches, expected);
         assert_eq!(
@@ -386,6 +403,7 @@ mod tests {
                 rows: 4,
                 bytes: 26,
                 partition_key_value: None,
+                partitions: Vec::new(),
             },
             MiniBatchSpec::Tabular {
                 segments: vec![
@@ -405,6 +423,7 @@ mod tests {
                 rows: 2,
                 bytes: 19,
                 partition_key_value: None,
+                partitions: Vec::new(),
             },
         ];
         assert_eq!(batches, expected);

@@ -33,6 +33,7 @@ pub(super) fn tabular(
             rows,
             bytes,
             partition_key_value,
+            ..
         } => (segments, *rows, *bytes, partition_key_value.as_ref()),
         MiniBatchSpec::Files { .. } => panic!("expected a tabular mini-batch"),
     }

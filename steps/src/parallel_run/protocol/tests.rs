@@ -62,7 +62,10 @@ fn every_readme_example_is_a_request_or_a_reply_and_serialises_back_the_same() {
             "result"
         ]
     );
-    assert_eq!(requests["run"], 2, "a files and a tabular run");
+    assert_eq!(
+        requests["run"], 3,
+        "a files, a tabular and a partitioned files run"
+    );
     assert!(examples.iter().any(|v| v["files"][1]["b64"].is_string()));
 }
 
@@ -80,6 +83,8 @@ fn readme_examples_say_what_stepgraph_sends() {
             PathBuf::from("/data/a.txt"),
             PathBuf::from(OsStr::from_bytes(b"/data/b\xff.txt")),
         ],
+        partition_key_value: None,
+        partitions: Vec::new(),
     };
     assert_eq!(
         serde_json::to_value(Request::Run(Run::new(7, &spec))).ok(),
@@ -95,10 +100,28 @@ fn readme_examples_say_what_stepgraph_sends() {
         rows: 3,
         bytes: 532,
         partition_key_value: Some(BTreeMap::from([("region".into(), "eu".into())])),
+        partitions: Vec::new(),
     };
     assert_eq!(
         serde_json::to_value(Request::Run(Run::new(8, &spec))).ok(),
         find("tabular")
+    );
+    let partitioned = examples
+        .iter()
+        .find(|v| v["type"] == "run" && v["kind"] == "files" && v["partitions"].is_array())
+        .cloned();
+    let values = PartitionValues::from([("user", "ana"), ("season", "summer"), ("genres", "jazz")]);
+    let spec = MiniBatchSpec::Files {
+        files: vec![PathBuf::from("/data/ana/summer/jazz.wav")],
+        partition_key_value: Some(BTreeMap::from([
+            ("user".into(), "ana".into()),
+            ("genres".into(), "jazz".into()),
+        ])),
+        partitions: vec![values],
+    };
+    assert_eq!(
+        serde_json::to_value(Request::Run(Run::new(9, &spec))).ok(),
+        partitioned
     );
     let Some(Request::Init(init)) = examples.iter().find_map(|v| {
         Request::deserialize(v)
@@ -120,6 +143,7 @@ fn the_wire_format_is_the_one_workers_already_speak() {
         rows: 0,
         bytes: 0,
         partition_key_value: None,
+        partitions: Vec::new(),
     };
     assert_eq!(
         serde_json::to_value(Request::Run(Run::new(3, &spec))).ok(),

@@ -1,0 +1,110 @@
+use super::*;
+
+fn parse(text: &str) -> Result<Environment, String> {
+    parse_value(&serde_json::from_str::<Value>(text).map_err(|e| e.to_string())?)
+}
+
+#[test]
+fn a_string_is_an_interpreter_and_an_object_adds_requirements() -> Result<(), String> {
+    let plain = parse(r#""python3.11""#)?;
+    assert_eq!(plain, Environment::python("python3.11"));
+    assert!(!plain.has_requirements());
+    let listed = parse(r#"{"python": "python3", "requirements": ["six==1.16.0", " # c", ""]}"#)?;
+    assert_eq!(
+        listed,
+        Environment::python("python3").requirements(["six==1.16.0"])
+    );
+    assert!(listed.has_requirements());
+    let file = parse(r#"{"requirements": "requirements.txt"}"#)?;
+    assert_eq!(file.interpreter(), "python3");
+    assert_eq!(file.file.as_deref(), Some(Path::new("requirements.txt")));
+    let empty = parse(r#"{"requirements": []}"#)?;
+    assert!(!empty.has_requirements());
+    Ok(())
+}
+
+#[test]
+fn bad_environments_say_what_was_expected() {
+    for (text, says) in [
+        ("5", "expected an interpreter"),
+        (r#""""#, "expected an interpreter"),
+        (r#"{"python": 3}"#, "\"python\": expected an interpreter"),
+        (r#"{"requirements": [1]}"#, "expected requirement strings"),
+        (r#"{"requirements": {}}"#, "expected a list of requirements"),
+        (r#"{"packages": []}"#, "\"packages\" is not a field"),
+    ] {
+        match parse(text) {
+            Err(e) => assert!(e.contains(says), "{text}: {e}"),
+            Ok(env) => panic!("{text} parsed as {env:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_requirements_file_is_read_and_checked() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let p = dir.path().join("requirements.txt");
+    fs::write(&p, "# pinned\nsix==1.16.0  # small\n\nattrs==23.1.0\n")?;
+    let env = Environment::from_pip_requirements("scoring", &p)?;
+    assert_eq!(env.requirement_lines(), ["six==1.16.0", "attrs==23.1.0"]);
+    let missing = Environment::from_pip_requirements("x", dir.path().join("nope.txt"));
+    assert!(
+        matches!(missing, Err(e) if e.field == "requirements" && e.message.contains("nope.txt"))
+    );
+    fs::write(&p, "-r other.txt\n")?;
+    let options = Environment::from_pip_requirements("x", &p);
+    assert!(matches!(options, Err(e) if e.message.contains("not supported")));
+    fs::write(&p, "# nothing\n")?;
+    let empty = Environment::from_pip_requirements("x", &p);
+    assert!(matches!(empty, Err(e) if e.message.contains("no requirement")));
+    Ok(())
+}
+
+#[test]
+fn the_hash_covers_requirements_and_interpreter_version_only() {
+    let a = env_hash("3.11.7 x86_64", &["six==1.16.0".to_string()]);
+    assert_eq!(a.len(), 32);
+    assert!(stepgraph_engine::is_env_hash(&a));
+    assert_eq!(a, env_hash("3.11.7 x86_64", &["six==1.16.0".to_string()]));
+    assert_ne!(a, env_hash("3.11.7 x86_64", &["six==1.15.0".to_string()]));
+    assert_ne!(a, env_hash("3.12.1 x86_64", &["six==1.16.0".to_string()]));
+    // Comments and blank lines are not content.
+    let noisy = Environment::python("python3").requirements(["", "# pin", "six==1.16.0 # ok"]);
+    assert_eq!(env_hash("3.11.7 x86_64", noisy.requirement_lines()), a);
+}
+
+#[test]
+fn a_failed_build_names_the_requirement_the_log_names() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let log = dir.path().join("build.log");
+    fs::write(
+        &log,
+        "$ pip install\nERROR: No matching distribution found for stepgraph_nope==1.0\n",
+    )?;
+    let reqs = ["six==1.16.0".to_string(), "stepgraph-nope==1.0".to_string()];
+    let m = failure_message(&log, &reqs, "exit status: 1");
+    assert!(
+        m.contains("installing requirement \"stepgraph-nope==1.0\" failed"),
+        "{m}"
+    );
+    assert!(m.contains("No matching distribution"), "{m}");
+    assert!(m.contains(&log.display().to_string()), "{m}");
+    fs::write(&log, "network down\n")?;
+    let m = failure_message(&log, &reqs, "exit status: 2");
+    assert!(m.contains("six==1.16.0, stepgraph-nope==1.0"), "{m}");
+    assert_eq!(
+        requirement_name("pandas[excel]>=1.5; python_version>'3'"),
+        "pandas"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_plain_interpreter_builds_nothing_and_adds_no_component() -> Result<(), String> {
+    let env = Environment::python("python3");
+    assert!(env.component().is_none());
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    assert!(env.ensure_built(dir.path())?.is_none());
+    assert!(!dir.path().join("envs").exists());
+    Ok(())
+}

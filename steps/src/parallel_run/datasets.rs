@@ -1,0 +1,291 @@
+//! What the step reads of its datasets beyond their files: Azure's `partition_format`
+//! (values from each file's path), checked at build, hashed into the fingerprint, and used
+//! to cut mini-batches by `partition_keys` and to tell the entry each file's values.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+use stepgraph_engine::{DataSource, DatasetFile};
+
+use super::partition::{MiniBatchSpec, PartitionFormat, PartitionValues};
+use super::step::input_port;
+
+/// A main input's `partition_format`, if it has one.
+fn format_of(source: &DataSource) -> Option<&str> {
+    match source {
+        DataSource::Files(f) => f.partition_format.as_deref(),
+        DataSource::Tabular(t) => t.partition_format.as_deref(),
+        DataSource::Pipeline(_) | DataSource::Reference(_) => None,
+    }
+}
+
+/// Each main input's parsed `partition_format`.
+///
+/// # Errors
+/// A message naming the dataset whose format does not parse.
+pub(super) fn partition_formats(
+    inputs: &[DataSource],
+) -> Result<Vec<Option<PartitionFormat>>, String> {
+    inputs
+        .iter()
+        .map(|s| {
+            format_of(s)
+                .map(|f| {
+                    PartitionFormat::parse(f)
+                        .map_err(|e| format!("dataset {:?}: {}", s.name(), e.reason))
+                })
+                .transpose()
+        })
+        .collect()
+}
+
+/// `partition_keys` fit the inputs: on files, every key is a field of every input's
+/// `partition_format`; on tabular inputs, the keys are either all columns (no key in any
+/// format) or all fields of every input's format.
+pub(super) fn check_partition_keys(
+    inputs: &[DataSource],
+    formats: &[Option<PartitionFormat>],
+    keys: &[String],
+    tabular: bool,
+) -> Result<(), String> {
+    let in_format =
+        |f: &Option<PartitionFormat>, k: &String| f.as_ref().is_some_and(|f| f.keys().contains(k));
+    if tabular && !formats.iter().any(|f| keys.iter().any(|k| in_format(f, k))) {
+        return Ok(());
+    }
+    for (source, format) in inputs.iter().zip(formats) {
+        let Some(f) = format else {
+            return Err(format!(
+                "partition_keys on a {} dataset need its partition_format: dataset {:?} has none \
+                 (e.g. \"partition_format\": \"{{{}}}/{{name}}.csv\")",
+                source.kind(),
+                source.name(),
+                keys.first().map(String::as_str).unwrap_or("key"),
+            ));
+        };
+        if let Some(k) = keys.iter().find(|k| !f.keys().contains(k)) {
+            return Err(format!(
+                "key {k:?} is not in the partition_format {:?} of dataset {:?} (its keys: {})",
+                f.to_string(),
+                source.name(),
+                f.keys().join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The fingerprint part for the inputs' `partition_format` (and a tabular `pattern`), keyed
+/// by port; `None` when no input has either.
+pub(super) fn fingerprint(inputs: &[DataSource]) -> Option<Value> {
+    let mut out = serde_json::Map::new();
+    for (i, s) in inputs.iter().enumerate() {
+        let pattern = match s {
+            DataSource::Tabular(t) => t.pattern.as_deref(),
+            _ => None,
+        };
+        let format = format_of(s);
+        if pattern.is_some() || format.is_some() {
+            out.insert(
+                input_port(i),
+                json!({"partition_format": format, "pattern": pattern}),
+            );
+        }
+    }
+    (!out.is_empty()).then_some(Value::Object(out))
+}
+
+/// The path of `file` relative to the dataset `source` it came from (`/`-separated), which
+/// the `partition_format` is matched against.
+pub(super) fn relative_to_dataset(source: &DataSource, file: &DatasetFile) -> String {
+    let roots: Vec<PathBuf> = match source {
+        DataSource::Tabular(t) => t.paths.clone(),
+        DataSource::Files(f) => vec![f.path.clone()],
+        DataSource::Pipeline(_) | DataSource::Reference(_) => Vec::new(),
+    };
+    for root in roots {
+        let Ok(root) = std::path::absolute(&root) else {
+            continue;
+        };
+        if root == file.path {
+            return file_name(&file.path);
+        }
+        if let Ok(rel) = file.path.strip_prefix(&root) {
+            return stepgraph_engine::relpath::encode(rel);
+        }
+    }
+    file.relative.clone()
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| stepgraph_engine::relpath::encode(Path::new(n)))
+        .unwrap_or_default()
+}
+
+/// The partition values of each file of input `port` (empty maps when it has no format).
+///
+/// # Errors
+/// With `strict` (the values cut mini-batches), a file whose path does not match the format.
+pub(super) fn values_of(
+    source: &DataSource,
+    format: Option<&PartitionFormat>,
+    files: &[DatasetFile],
+    strict: bool,
+) -> Result<Vec<PartitionValues>, String> {
+    let Some(format) = format else {
+        return Ok(vec![PartitionValues::default(); files.len()]);
+    };
+    files
+        .iter()
+        .map(|f| {
+            let rel = relative_to_dataset(source, f);
+            match format.values(&rel) {
+                Some(v) => Ok(v),
+                None if strict => Err(format!(
+                    "{rel} in dataset {:?} does not match its partition_format {:?}, so it has \
+                     no partition_keys values (leave such files out with a \"pattern\")",
+                    source.name(),
+                    format.to_string()
+                )),
+                None => Ok(PartitionValues::default()),
+            }
+        })
+        .collect()
+}
+
+/// One group of [`group_by_keys`]: its key values and its items with their values.
+pub(super) type Group<T> = (BTreeMap<String, String>, Vec<(T, PartitionValues)>);
+
+/// Group items by their values of `keys`, in order of first appearance; items keep their
+/// order within a group.
+pub(super) fn group_by_keys<T: Clone>(
+    items: &[(T, PartitionValues)],
+    keys: &[String],
+) -> Vec<Group<T>> {
+    let mut groups: Vec<Group<T>> = Vec::new();
+    let mut index: BTreeMap<Vec<String>, usize> = BTreeMap::new();
+    for (item, values) in items {
+        let key: Vec<String> = keys
+            .iter()
+            .map(|k| values.get(k).unwrap_or_default().to_string())
+            .collect();
+        let at = *index.entry(key.clone()).or_insert_with(|| {
+            let kv = keys.iter().cloned().zip(key).collect();
+            groups.push((kv, Vec::new()));
+            groups.len() - 1
+        });
+        groups[at].1.push((item.clone(), values.clone()));
+    }
+    groups
+}
+
+/// One files mini-batch per key combination, in order of first appearance.
+pub(super) fn partition_files_by_keys(
+    files: &[(PathBuf, PartitionValues)],
+    keys: &[String],
+) -> Vec<MiniBatchSpec> {
+    group_by_keys(files, keys)
+        .into_iter()
+        .map(|(kv, members)| {
+            let (files, partitions) = members.into_iter().unzip();
+            MiniBatchSpec::Files {
+                files,
+                partition_key_value: Some(kv),
+                partitions,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kv(p: &[(&str, &str)]) -> BTreeMap<String, String> {
+        p.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    fn pv(p: &[(&str, &str)]) -> PartitionValues {
+        PartitionValues(
+            p.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn files_group_by_keys_in_first_appearance_order() {
+        let files = vec![
+            (
+                PathBuf::from("b/x/rock.wav"),
+                pv(&[("user", "b"), ("genres", "rock")]),
+            ),
+            (
+                PathBuf::from("a/x/jazz.wav"),
+                pv(&[("user", "a"), ("genres", "jazz")]),
+            ),
+            (
+                PathBuf::from("b/y/rock.wav"),
+                pv(&[("user", "b"), ("genres", "rock")]),
+            ),
+        ];
+        let keys = vec!["user".to_string(), "genres".to_string()];
+        let batches = partition_files_by_keys(&files, &keys);
+        type Batch = (Vec<PathBuf>, Option<BTreeMap<String, String>>);
+        let got: Vec<Batch> = batches
+            .into_iter()
+            .map(|b| match b {
+                MiniBatchSpec::Files {
+                    files,
+                    partition_key_value,
+                    ..
+                } => (files, partition_key_value),
+                MiniBatchSpec::Tabular { .. } => (Vec::new(), None),
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    vec![PathBuf::from("b/x/rock.wav"), PathBuf::from("b/y/rock.wav")],
+                    Some(kv(&[("user", "b"), ("genres", "rock")]))
+                ),
+                (
+                    vec![PathBuf::from("a/x/jazz.wav")],
+                    Some(kv(&[("user", "a"), ("genres", "jazz")]))
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn keys_must_be_in_every_files_format() {
+        let with = DataSource::Files(
+            stepgraph_engine::FileDataset::from_files("songs", "d")
+                .with_partition_format("{user}/{season}/{genres}.wav"),
+        );
+        let without = DataSource::Files(stepgraph_engine::FileDataset::from_files("raw", "d"));
+        let keys = vec!["user".to_string(), "genres".to_string()];
+        let ok = partition_formats(std::slice::from_ref(&with)).unwrap_or_default();
+        assert_eq!(
+            check_partition_keys(std::slice::from_ref(&with), &ok, &keys, false),
+            Ok(())
+        );
+        let bad_key = vec!["region".to_string()];
+        let e = check_partition_keys(&[with], &ok, &bad_key, false)
+            .err()
+            .unwrap_or_default();
+        assert!(e.contains("\"region\"") && e.contains("songs"), "{e}");
+        let e = check_partition_keys(&[without], &[None], &keys, false)
+            .err()
+            .unwrap_or_default();
+        assert!(
+            e.contains("partition_format") && e.contains("\"raw\""),
+            "{e}"
+        );
+    }
+}
