@@ -75,8 +75,10 @@ pub(crate) fn environment(
         serde_json::Value::Object(named).to_string().into(),
     );
     let model_dir = work_dir.join("azureml-models");
+    // A layout from an earlier try goes: its files are read-only, its folders are not, so it
+    // can be removed.
     if model_dir.symlink_metadata().is_ok() {
-        remove_read_only_tree(&model_dir)
+        std::fs::remove_dir_all(&model_dir)
             .map_err(|e| StepError::new(format!("clearing {}: {e}", model_dir.display())))?;
     }
     std::fs::create_dir_all(&model_dir)?;
@@ -96,13 +98,6 @@ pub(crate) fn environment(
     );
     env.insert(MODEL_DIR_VAR.into(), model_dir.into_os_string());
     Ok(env)
-}
-
-/// Remove a folder whose files may be read-only (a model layout from an earlier try).
-fn remove_read_only_tree(dir: &Path) -> std::io::Result<()> {
-    // Read-only files in writable folders can be removed: only the folders matter, and the
-    // layout never makes those read-only.
-    std::fs::remove_dir_all(dir)
 }
 
 #[cfg(test)]
