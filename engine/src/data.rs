@@ -191,7 +191,7 @@ pub(crate) fn list_files(
 ) -> Result<Vec<DatasetFile>, String> {
     // Absolute, so steps that run elsewhere (workers in their own folder) can open them.
     let root = &std::path::absolute(root).map_err(|e| format!("{}: {e}", root.display()))?;
-    let meta = std::fs::metadata(root).map_err(|e| format!("{}: {e}", root.display()))?;
+    let meta = fs_err::metadata(root).map_err(|e| format!("{}: {e}", root.display()))?;
     if meta.is_dir() && is_store_dir(root) {
         return Err(format!(
             "{} is a stepgraph store, not data: its files change with every run",
@@ -391,9 +391,9 @@ mod tests {
     #[test]
     fn file_dataset_lists_sorted_and_filtered() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
-        std::fs::create_dir_all(dir.path().join("b"))?;
+        fs_err::create_dir_all(dir.path().join("b"))?;
         for f in ["z.png", "a.png", "b/c.png", "b/d.txt"] {
-            std::fs::write(dir.path().join(f), f)?;
+            fs_err::write(dir.path().join(f), f)?;
         }
         let ds = FileDataset::from_files("imgs", dir.path()).with_pattern("**/*.png");
         let rel: Vec<_> = ds.list()?.into_iter().map(|f| f.relative).collect();

@@ -346,8 +346,8 @@ mod tests {
             (".gitignore", "*.tmp\n"),
         ] {
             let p = src.join(rel);
-            std::fs::create_dir_all(p.parent().ok_or("no parent")?)?;
-            std::fs::write(p, text)?;
+            fs_err::create_dir_all(p.parent().ok_or("no parent")?)?;
+            fs_err::write(p, text)?;
         }
         let names = |rules: &SourceRules| -> Result<Vec<String>, String> {
             Ok(snapshot_source_dir(&src, rules, &store, false)?

@@ -220,9 +220,9 @@ impl<'a> NodeExec<'a> {
         for d in keyed.out_dirs.values().chain([&work_dir, &log_dir]) {
             // A step rerun in this run starts from empty folders, not from its first result.
             if job.rerun_damaged && d.exists() {
-                std::fs::remove_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+                fs_err::remove_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
             }
-            std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+            fs_err::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
         }
         let arguments = self.arguments(def, prepared, &keyed.out_dirs);
         // A step sees exactly the parameters in its fingerprint (`params.<name>`): a value it
@@ -485,7 +485,7 @@ impl<'a> NodeExec<'a> {
                 }
                 Err(e) => {
                     if matches!(e, StoreError::DamagedObject { .. }) {
-                        let _ = std::fs::remove_file(self.store.object_path(&obj.hash));
+                        let _ = fs_err::remove_file(self.store.object_path(&obj.hash));
                     }
                     damaged
                         .entry(node)
@@ -528,7 +528,7 @@ struct ObjectStat {
 impl ObjectStat {
     fn of(path: &std::path::Path) -> Option<ObjectStat> {
         use std::os::unix::fs::MetadataExt;
-        let m = std::fs::metadata(path).ok()?;
+        let m = fs_err::metadata(path).ok()?;
         Some(ObjectStat {
             size: m.size(),
             ino: m.ino(),

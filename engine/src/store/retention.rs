@@ -7,7 +7,7 @@
 //! (`runs rm` / `runs prune`), and the reports say so.
 
 use std::collections::{HashMap, HashSet};
-use std::fs;
+use fs_err as fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::Duration;
