@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::fs::File;
+use fs_err::File;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -224,7 +224,7 @@ impl Step for CommandStep {
             return Err(StepError::new("the command is empty"));
         };
         let user_logs = ctx.log_dir.join("user");
-        std::fs::create_dir_all(&user_logs)?;
+        fs_err::create_dir_all(&user_logs)?;
         let stdout_path = user_logs.join("stdout.txt");
         let stderr_path = user_logs.join("stderr.txt");
         let stdout = File::create(&stdout_path)?;
@@ -248,8 +248,8 @@ impl Step for CommandStep {
             .process_group(0)
             .current_dir(&cwd)
             .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr)
+            .stdout(stdout.into_file())
+            .stderr(stderr.into_file())
             .env_clear()
             .envs(crate::process::step_env(
                 &self.env_passthrough,
@@ -338,9 +338,9 @@ fn link_listed_files(
     view: &Path,
 ) -> Result<(), String> {
     if view.symlink_metadata().is_ok() {
-        std::fs::remove_dir_all(view).map_err(|e| format!("clearing {}: {e}", view.display()))?;
+        fs_err::remove_dir_all(view).map_err(|e| format!("clearing {}: {e}", view.display()))?;
     }
-    std::fs::create_dir_all(view).map_err(|e| format!("creating {}: {e}", view.display()))?;
+    fs_err::create_dir_all(view).map_err(|e| format!("creating {}: {e}", view.display()))?;
     for f in files {
         let relative = match f.path.strip_prefix(root) {
             Ok(r) if !r.as_os_str().is_empty() => r.to_path_buf(),
@@ -350,10 +350,10 @@ fn link_listed_files(
             .map_err(|e| format!("locating {}: {e}", f.path.display()))?;
         let link = view.join(&relative);
         if let Some(parent) = link.parent() {
-            std::fs::create_dir_all(parent)
+            fs_err::create_dir_all(parent)
                 .map_err(|e| format!("creating {}: {e}", parent.display()))?;
         }
-        std::os::unix::fs::symlink(&target, &link)
+        fs_err::os::unix::fs::symlink(&target, &link)
             .map_err(|e| format!("linking {}: {e}", link.display()))?;
     }
     Ok(())

@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{OsStr, OsString};
-use std::fs::File;
+use fs_err::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
@@ -416,7 +416,7 @@ struct ProcInfo {
 
 /// Every process of /proc with its parent, group and step token (unreadable ones are skipped).
 fn scan_proc() -> Vec<ProcInfo> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
+    let Ok(dir) = fs_err::read_dir("/proc") else {
         return Vec::new();
     };
     let mut out = Vec::new();
@@ -428,7 +428,7 @@ fn scan_proc() -> Vec<ProcInfo> {
         else {
             continue;
         };
-        let Ok(stat) = std::fs::read(entry.path().join("stat")) else {
+        let Ok(stat) = fs_err::read(entry.path().join("stat")) else {
             continue;
         };
         // "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
@@ -444,7 +444,7 @@ fn scan_proc() -> Vec<ProcInfo> {
         ) else {
             continue;
         };
-        let token = std::fs::read(entry.path().join("environ"))
+        let token = fs_err::read(entry.path().join("environ"))
             .ok()
             .and_then(|env| {
                 let prefix = format!("{STEP_TOKEN_VAR}=");
@@ -485,7 +485,7 @@ pub(crate) fn source_rules() -> stepgraph_engine::SourceRules {
 /// inside the source folder) is never copied.
 pub(crate) fn copy_source(from: &Path, to: &Path, store_root: &Path) -> Result<(), String> {
     let files = stepgraph_engine::source_files(from, &source_rules(), store_root)?;
-    std::fs::create_dir_all(to).map_err(|e| format!("creating {}: {e}", to.display()))?;
+    fs_err::create_dir_all(to).map_err(|e| format!("creating {}: {e}", to.display()))?;
     for f in files {
         let relative = match f.path.strip_prefix(from) {
             Ok(r) => r.to_path_buf(),
@@ -493,7 +493,7 @@ pub(crate) fn copy_source(from: &Path, to: &Path, store_root: &Path) -> Result<(
         };
         let dest = to.join(&relative);
         if let Some(parent) = dest.parent() {
-            std::fs::create_dir_all(parent)
+            fs_err::create_dir_all(parent)
                 .map_err(|e| format!("creating {}: {e}", parent.display()))?;
         }
         copy_regular_file(&f.path, &dest)
@@ -506,8 +506,8 @@ pub(crate) fn copy_source(from: &Path, to: &Path, store_root: &Path) -> Result<(
 /// blocking and checked to be a regular file before it is read, so a file replaced by a fifo
 /// after it was listed can never hang the copy.
 fn copy_regular_file(from: &Path, to: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut src = std::fs::OpenOptions::new()
+    use fs_err::os::unix::fs::OpenOptionsExt;
+    let mut src = fs_err::OpenOptions::new()
         .read(true)
         .custom_flags(nix::libc::O_NONBLOCK)
         .open(from)?;
@@ -527,13 +527,13 @@ pub(crate) fn copy_tree(
     to: &Path,
     keep: &dyn Fn(&Path) -> bool,
 ) -> std::io::Result<()> {
-    let kind = std::fs::metadata(from)?.file_type();
+    let kind = fs_err::metadata(from)?.file_type();
     if !kind.is_dir() {
-        std::fs::copy(from, to)?;
+        fs_err::copy(from, to)?;
         return Ok(());
     }
-    std::fs::create_dir_all(to)?;
-    for entry in std::fs::read_dir(from)? {
+    fs_err::create_dir_all(to)?;
+    for entry in fs_err::read_dir(from)? {
         let path = entry?.path();
         if keep(&path) {
             if let Some(name) = path.file_name() {
@@ -581,7 +581,7 @@ mod tests {
         assert!(!e.chars().any(|c| c.is_control() && c != '\n'));
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("stderr.txt");
-        std::fs::write(&p, b"\x1b[31mboom").expect("write");
+        fs_err::write(&p, b"\x1b[31mboom").expect("write");
         assert_eq!(file_excerpt(&p), "\\x1b[31mboom");
     }
 
@@ -601,7 +601,7 @@ mod tests {
         let mut body = b"HEAD".to_vec();
         body.extend(vec![b'.'; 100_000]);
         body.extend(b"TAIL");
-        std::fs::write(&p, &body).expect("write");
+        fs_err::write(&p, &body).expect("write");
         let e = file_excerpt(&p);
         assert!(e.starts_with("HEAD") && e.ends_with("TAIL"));
         assert!(e.contains(&format!("… {} bytes omitted …", body.len() - 8192)));

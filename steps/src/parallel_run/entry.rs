@@ -2,8 +2,8 @@
 //! one instance per worker, made by a factory; and the loading of a mini-batch's data.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::os::unix::fs::FileExt;
+use fs_err::File;
+use fs_err::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 

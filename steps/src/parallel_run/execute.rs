@@ -2,7 +2,7 @@
 //! mini-batches to the workers, gather the output and move it into place.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
+use fs_err::{self as fs, File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 

@@ -4,7 +4,7 @@
 //! memory stays bounded however long an earlier mini-batch takes.
 
 use std::collections::BTreeMap;
-use std::fs::File;
+use fs_err::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 

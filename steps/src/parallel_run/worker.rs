@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::fs::OpenOptions;
+use fs_err::OpenOptions;
 use std::io::BufReader;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -149,7 +149,7 @@ impl ProcessWorker {
             .envs(&self.spec.env)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::from(log));
+            .stderr(Stdio::from(log.into_file()));
         let mut child = crate::process::spawn(&mut cmd)
             .map_err(|e| format!("cannot start worker {program:?}: {e}"))?;
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::fs;
+use fs_err as fs;
 use std::path::{Path, PathBuf};
 
 use stepgraph_engine::{StepContext, StepError};

@@ -162,7 +162,7 @@ pub fn load_spec(path: &Path) -> Result<Pipeline, SpecError> {
     let cannot =
         |e: std::io::Error| SpecError::one(format!("{}: cannot read: {e}", path.display()));
     let mut bytes = Vec::new();
-    std::fs::File::open(path)
+    fs_err::File::open(path)
         .map_err(cannot)?
         .take(MAX_SPEC_BYTES + 1)
         .read_to_end(&mut bytes)

@@ -2,7 +2,7 @@
 //! for key grouping, each line parsed as a JSON object.
 
 use std::fmt::Write as _;
-use std::fs::File;
+use fs_err::File;
 use std::io::{self, BufRead, BufReader};
 use std::path::Path;
 

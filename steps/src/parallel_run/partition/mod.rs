@@ -308,7 +308,7 @@ mod tests {
     use super::test_support::*;
     use super::*;
     use proptest::prelude::*;
-    use std::fs;
+    use fs_err as fs;
     use tempfile::TempDir;
 
     // ---- files -----------------------------------------------------------------
