@@ -159,7 +159,7 @@ pub(super) fn cmd_logs(store: &Store, run: &str, step: &str, worker: Option<usiz
     let logs = store.run_layout(run).log_dir(step);
     if let Some(w) = worker {
         let p = logs.join("user").join(format!("worker-{w}.txt"));
-        let bytes = std::fs::read(&p)
+        let bytes = fs_err::read(&p)
             .with_context(|| format!("no log for worker {w} ({})", p.display()))?;
         crate::out::stdout_bytes(&bytes)?;
         return Ok(exit::OK);
@@ -185,7 +185,7 @@ pub(super) fn cmd_logs(store: &Store, run: &str, step: &str, worker: Option<usiz
     for f in files {
         outln!("==> {} <==", f.strip_prefix(&logs).unwrap_or(&f).display())?;
         // The bytes as they are: a log is not always UTF-8.
-        match std::fs::read(&f) {
+        match fs_err::read(&f) {
             Ok(bytes) => {
                 crate::out::stdout_bytes(&bytes)?;
                 if !bytes.ends_with(b"\n") && !bytes.is_empty() {
@@ -200,7 +200,7 @@ pub(super) fn cmd_logs(store: &Store, run: &str, step: &str, worker: Option<usiz
 
 pub(super) fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(dir) {
+    if let Ok(rd) = fs_err::read_dir(dir) {
         for e in rd.flatten() {
             let p = e.path();
             if p.is_dir() {
