@@ -1,9 +1,9 @@
 //! `CommandStep`: runs one command (an argv list, never a shell string) once, the role of
 //! Azure's `PythonScriptStep`.
 
+use fs_err::File;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use fs_err::File;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -13,9 +13,9 @@
 //! - Anything a step prints that ends up in an error, a log summary or the store is a bounded
 //!   [`excerpt`].
 
+use fs_err::File;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{OsStr, OsString};
-use fs_err::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;

@@ -159,8 +159,8 @@ pub(super) fn cmd_logs(store: &Store, run: &str, step: &str, worker: Option<usiz
     let logs = store.run_layout(run).log_dir(step);
     if let Some(w) = worker {
         let p = logs.join("user").join(format!("worker-{w}.txt"));
-        let bytes = fs_err::read(&p)
-            .with_context(|| format!("no log for worker {w} ({})", p.display()))?;
+        let bytes =
+            fs_err::read(&p).with_context(|| format!("no log for worker {w} ({})", p.display()))?;
         crate::out::stdout_bytes(&bytes)?;
         return Ok(exit::OK);
     }

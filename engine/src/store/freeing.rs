@@ -1,8 +1,8 @@
 //! Removing files and counting the disk space that really goes: sizes as `du` counts them
 //! (`st_blocks * 512`), each inode once, and a file only when its last link goes.
 
-use std::collections::HashMap;
 use fs_err as fs;
+use std::collections::HashMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 

@@ -1,8 +1,8 @@
 //! Content-addressed objects: immutable, read-only files named by their blake3 hash, written
 //! to a temp file, fsynced and renamed into place.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
 use fs_err::{self as fs, File};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 

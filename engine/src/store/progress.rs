@@ -3,10 +3,10 @@
 //! `<key>.<step>` as the id). A commit fsyncs the
 //! data file once and flushes sled once, however many results it covers.
 
-use std::collections::BTreeMap;
-use fs_err::{File, OpenOptions};
-use std::io::Write;
 use fs_err::os::unix::fs::FileExt;
+use fs_err::{File, OpenOptions};
+use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};

@@ -1,9 +1,9 @@
 //! The in-process Rust entry: an [`EntryScript`] trait (Azure's `init` / `run` / `shutdown`),
 //! one instance per worker, made by a factory; and the loading of a mini-batch's data.
 
-use std::collections::BTreeMap;
-use fs_err::File;
 use fs_err::os::unix::fs::FileExt;
+use fs_err::File;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 

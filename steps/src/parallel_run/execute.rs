@@ -1,8 +1,8 @@
 //! The step's execution: partition the inputs, resume from committed progress, dispatch the
 //! mini-batches to the workers, gather the output and move it into place.
 
-use std::collections::BTreeMap;
 use fs_err::{self as fs, File, OpenOptions};
+use std::collections::BTreeMap;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 

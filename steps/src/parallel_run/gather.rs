@@ -3,8 +3,8 @@
 //! one that finishes early waits as a log position and is read back when its turn comes, so
 //! memory stays bounded however long an earlier mini-batch takes.
 
-use std::collections::BTreeMap;
 use fs_err::File;
+use std::collections::BTreeMap;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 

@@ -1,9 +1,9 @@
 //! Workers: long-lived processes speaking the JSON-lines protocol (Python harness or any
 //! program), or in-process Rust entry instances. A worker runs one mini-batch try at a time.
 
+use fs_err::OpenOptions;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use fs_err::OpenOptions;
 use std::io::BufReader;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;

@@ -1,9 +1,9 @@
 //! Worker set-up: Rust entries in-process, Python entries through the harness, and
 //! `entry_command` programs, each with its environment and `init` message.
 
+use fs_err as fs;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use fs_err as fs;
 use std::path::{Path, PathBuf};
 
 use stepgraph_engine::{StepContext, StepError};

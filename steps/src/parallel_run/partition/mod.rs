@@ -307,8 +307,8 @@ mod tests {
     use super::jsonl::is_json_whitespace;
     use super::test_support::*;
     use super::*;
-    use proptest::prelude::*;
     use fs_err as fs;
+    use proptest::prelude::*;
     use tempfile::TempDir;
 
     // ---- files -----------------------------------------------------------------
