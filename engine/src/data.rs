@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use globset::{Glob, GlobMatcher};
 
+use crate::error::FilesError;
 use crate::store::is_store_dir;
 use serde_json::Value;
 
@@ -77,8 +78,8 @@ impl FileDataset {
     /// The dataset's files sorted by relative path (`/`-separated).
     ///
     /// # Errors
-    /// A message when the glob is invalid or the folder cannot be read.
-    pub fn list(&self) -> Result<Vec<DatasetFile>, String> {
+    /// When the glob is invalid or the folder cannot be read.
+    pub fn list(&self) -> Result<Vec<DatasetFile>, FilesError> {
         let matcher = match &self.pattern {
             Some(p) => Some(compile_glob(p)?),
             None => None,
@@ -141,8 +142,8 @@ impl TabularDataset {
     /// The dataset's files in order: each given file, and each folder's files sorted.
     ///
     /// # Errors
-    /// A message when a path is missing or unreadable.
-    pub fn list(&self) -> Result<Vec<DatasetFile>, String> {
+    /// When a path is missing or unreadable.
+    pub fn list(&self) -> Result<Vec<DatasetFile>, FilesError> {
         let mut out = Vec::new();
         for (i, p) in self.paths.iter().enumerate() {
             let mut files = list_files(p, None)?;
@@ -178,25 +179,31 @@ pub struct DatasetFile {
     pub path: PathBuf,
 }
 
-fn compile_glob(pattern: &str) -> Result<GlobMatcher, String> {
+fn compile_glob(pattern: &str) -> Result<GlobMatcher, FilesError> {
     Glob::new(pattern)
         .map(|g| g.compile_matcher())
-        .map_err(|e| format!("invalid pattern {pattern:?}: {e}"))
+        .map_err(|e| FilesError::Pattern {
+            what: "invalid pattern",
+            pattern: pattern.to_string(),
+            source: e.into(),
+        })
 }
 
 /// Files below `root` (or `root` itself when it is a file), sorted by relative path.
 pub(crate) fn list_files(
     root: &Path,
     matcher: Option<&GlobMatcher>,
-) -> Result<Vec<DatasetFile>, String> {
+) -> Result<Vec<DatasetFile>, FilesError> {
     // Absolute, so steps that run elsewhere (workers in their own folder) can open them.
-    let root = &std::path::absolute(root).map_err(|e| format!("{}: {e}", root.display()))?;
-    let meta = fs_err::metadata(root).map_err(|e| format!("{}: {e}", root.display()))?;
+    let root = &std::path::absolute(root).map_err(|e| FilesError::Path {
+        path: root.to_path_buf(),
+        source: e.into(),
+    })?;
+    let meta = fs_err::metadata(root)?;
     if meta.is_dir() && is_store_dir(root) {
-        return Err(format!(
-            "{} is a stepgraph store, not data: its files change with every run",
-            root.display()
-        ));
+        return Err(FilesError::IsAStore {
+            path: root.to_path_buf(),
+        });
     }
     if meta.is_file() {
         let name = root
@@ -216,7 +223,10 @@ pub(crate) fn list_files(
         .into_iter()
         .filter_entry(|e| !(e.depth() > 0 && e.file_type().is_dir() && is_store_dir(e.path())));
     for entry in walker {
-        let entry = entry.map_err(|e| format!("{}: {e}", root.display()))?;
+        let entry = entry.map_err(|e| FilesError::Path {
+            path: root.to_path_buf(),
+            source: e.into(),
+        })?;
         if !entry.file_type().is_file() {
             continue;
         }

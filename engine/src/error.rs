@@ -287,6 +287,52 @@ pub(crate) fn is_disk_full(e: &std::io::Error) -> bool {
     )
 }
 
+/// Why the files of a dataset or of a step's source folder could not be listed or hashed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FilesError {
+    /// An invalid glob: a dataset's pattern (`what`: "invalid pattern") or a step's source
+    /// rule ("source rule").
+    #[error("{what} {pattern:?}: {source}")]
+    Pattern {
+        /// Which kind of pattern.
+        what: &'static str,
+        /// The pattern as given.
+        pattern: String,
+        /// Why it is invalid.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A source folder that is not a folder.
+    #[error("{} is not a folder", path.display())]
+    NotAFolder {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// A stepgraph store given as data.
+    #[error("{} is a stepgraph store, not data: its files change with every run", path.display())]
+    IsAStore {
+        /// The store's folder.
+        path: PathBuf,
+    },
+    /// A path that could not be read or walked.
+    #[error("{}: {source}", path.display())]
+    Path {
+        /// The dataset's or folder's path.
+        path: PathBuf,
+        /// The underlying error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A folder walk that failed (its message names the path).
+    #[error(transparent)]
+    Walk(Box<dyn std::error::Error + Send + Sync>),
+    /// A file error whose message names the file (`fs_err`).
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// A file could not be hashed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// An error while planning or running a pipeline.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -424,6 +470,12 @@ where
 
 impl From<StoreError> for StepError {
     fn from(e: StoreError) -> Self {
+        StepError::with_source(String::new(), e)
+    }
+}
+
+impl From<FilesError> for StepError {
+    fn from(e: FilesError) -> Self {
         StepError::with_source(String::new(), e)
     }
 }

@@ -62,7 +62,9 @@ pub use data::{
     DataReference, DataSource, DatasetFile, FileDataset, InputPortBinding, InputRole,
     OutputPortBinding, PipelineData, PipelineParameter, TabularDataset, TabularFormat,
 };
-pub use error::{BuildError, BuildErrors, EngineError, ErrorContext, StepError, StoreError};
+pub use error::{
+    BuildError, BuildErrors, EngineError, ErrorContext, FilesError, StepError, StoreError,
+};
 pub use events::{CollectSink, Event, EventSink, NullSink};
 pub use fingerprint::{diff, Component, ComponentChange, Fingerprint, NodeKey, Preimage};
 pub use graph::{Edge, GraphBuilder, Node};
