@@ -235,7 +235,7 @@ impl Step for CommandStep {
             Some(dir) => {
                 let copy = ctx.work_dir.join("source");
                 crate::process::copy_source(dir, &copy, ctx.store_dir()).map_err(|e| {
-                    StepError::new(format!("copying source_directory {}: {e}", dir.display()))
+                    StepError::with_source(format!("copying source_directory {}", dir.display()), e)
                 })?;
                 copy
             }
@@ -319,10 +319,10 @@ impl CommandStep {
             }
             let view = ctx.work_dir.join("inputs").join(name);
             link_listed_files(&input.path, input.files(), &view).map_err(|e| {
-                StepError::new(format!(
-                    "preparing input {name} ({}): {e}",
-                    input.path.display()
-                ))
+                StepError::with_source(
+                    format!("preparing input {name} ({})", input.path.display()),
+                    e,
+                )
             })?;
             paths.insert(name.clone(), view);
         }
@@ -336,25 +336,24 @@ fn link_listed_files(
     root: &Path,
     files: &[stepgraph_engine::DatasetFile],
     view: &Path,
-) -> Result<(), String> {
+) -> Result<(), StepError> {
     if view.symlink_metadata().is_ok() {
-        fs_err::remove_dir_all(view).map_err(|e| format!("clearing {}: {e}", view.display()))?;
+        fs_err::remove_dir_all(view)?;
     }
-    fs_err::create_dir_all(view).map_err(|e| format!("creating {}: {e}", view.display()))?;
+    fs_err::create_dir_all(view)?;
     for f in files {
         let relative = match f.path.strip_prefix(root) {
             Ok(r) if !r.as_os_str().is_empty() => r.to_path_buf(),
-            _ => stepgraph_engine::relpath::decode(&f.relative).map_err(|e| e.to_string())?,
+            _ => stepgraph_engine::relpath::decode(&f.relative)
+                .map_err(|e| StepError::with_source("", e))?,
         };
         let target = std::path::absolute(&f.path)
-            .map_err(|e| format!("locating {}: {e}", f.path.display()))?;
+            .map_err(|e| StepError::with_source(format!("locating {}", f.path.display()), e))?;
         let link = view.join(&relative);
         if let Some(parent) = link.parent() {
-            fs_err::create_dir_all(parent)
-                .map_err(|e| format!("creating {}: {e}", parent.display()))?;
+            fs_err::create_dir_all(parent)?;
         }
-        fs_err::os::unix::fs::symlink(&target, &link)
-            .map_err(|e| format!("linking {}: {e}", link.display()))?;
+        fs_err::os::unix::fs::symlink(&target, &link)?;
     }
     Ok(())
 }

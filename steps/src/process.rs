@@ -27,6 +27,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
+use stepgraph_engine::{ErrorContext, StepError};
 
 /// The variable carrying a step's token into each of its processes (and, unless they clear
 /// their environment, into everything they start).
@@ -483,21 +484,20 @@ pub(crate) fn source_rules() -> stepgraph_engine::SourceRules {
 /// hashed, and nothing it writes lands in the user's folder. Only regular files are copied;
 /// a special file (a fifo, a device) is never opened. `store_root` (the store, which may sit
 /// inside the source folder) is never copied.
-pub(crate) fn copy_source(from: &Path, to: &Path, store_root: &Path) -> Result<(), String> {
+pub(crate) fn copy_source(from: &Path, to: &Path, store_root: &Path) -> Result<(), StepError> {
     let files = stepgraph_engine::source_files(from, &source_rules(), store_root)?;
-    fs_err::create_dir_all(to).map_err(|e| format!("creating {}: {e}", to.display()))?;
+    fs_err::create_dir_all(to)?;
     for f in files {
         let relative = match f.path.strip_prefix(from) {
             Ok(r) => r.to_path_buf(),
-            Err(_) => stepgraph_engine::relpath::decode(&f.relative).map_err(|e| e.to_string())?,
+            Err(_) => stepgraph_engine::relpath::decode(&f.relative).context("")?,
         };
         let dest = to.join(&relative);
         if let Some(parent) = dest.parent() {
-            fs_err::create_dir_all(parent)
-                .map_err(|e| format!("creating {}: {e}", parent.display()))?;
+            fs_err::create_dir_all(parent)?;
         }
         copy_regular_file(&f.path, &dest)
-            .map_err(|e| format!("copying {}: {e}", f.path.display()))?;
+            .with_context(|| format!("copying {}", f.path.display()))?;
     }
     Ok(())
 }

@@ -105,7 +105,7 @@ fn source_copy(step: &ParallelRunStep, ctx: &StepContext<'_>) -> Result<PathBuf,
                 fs::remove_dir_all(&copy)?;
             }
             crate::process::copy_source(dir, &copy, ctx.store_dir()).map_err(|e| {
-                StepError::new(format!("copying source_directory {}: {e}", dir.display()))
+                StepError::with_source(format!("copying source_directory {}", dir.display()), e)
             })?;
             copy.canonicalize().unwrap_or(copy)
         }
