@@ -195,8 +195,8 @@ pub enum StoreError {
         /// The run id.
         id: String,
     },
-    /// An I/O error on a path of the store.
-    #[error("{}: {source}", path.display())]
+    /// An I/O error on a path of the store (named once: an `fs_err` error names it already).
+    #[error("{}", name_once(path, source))]
     Io {
         /// The path being read or written.
         path: PathBuf,
@@ -267,6 +267,17 @@ impl StoreError {
     /// Whether this error means the disk is full.
     pub fn is_disk_full(&self) -> bool {
         matches!(self, StoreError::DiskFull { .. })
+    }
+}
+
+/// `path: error`, or the error alone when its message already names the path in backquotes,
+/// as `fs_err`'s messages do (`failed to open file \`path\`: ...`): a path is named once.
+fn name_once(path: &std::path::Path, source: &std::io::Error) -> String {
+    let text = source.to_string();
+    if text.contains(&format!("`{}`", path.display())) {
+        text
+    } else {
+        format!("{}: {text}", path.display())
     }
 }
 
@@ -341,7 +352,7 @@ pub enum EngineError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// An input could not be read.
-    #[error("step {step:?}: input {port:?}: {}: {source}", path.display())]
+    #[error("step {step:?}: input {port:?}: {}", name_once(path, source))]
     Input {
         /// The step reading it.
         step: String,
@@ -505,6 +516,21 @@ mod tests {
             e.to_string(),
             "step \"a\": duplicate step name\nstep \"b\": run_after names unknown step \"c\""
         );
+    }
+
+    #[test]
+    fn store_io_errors_name_their_path_once() {
+        let path = std::path::Path::new("/nonexistent-stepgraph-dir/objects/ab");
+        let named = StoreError::io(path, fs_err::read(path).unwrap_err()).to_string();
+        assert_eq!(
+            named
+                .matches("/nonexistent-stepgraph-dir/objects/ab")
+                .count(),
+            1
+        );
+        assert!(named.starts_with("failed to open file `"), "{named}");
+        let plain = StoreError::io(path, std::io::Error::other("boom")).to_string();
+        assert_eq!(plain, "/nonexistent-stepgraph-dir/objects/ab: boom");
     }
 
     #[test]
