@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use globset::GlobMatcher;
 
+use crate::error::FilesError;
 use crate::store::is_store_dir;
 use serde_json::Value;
 
@@ -89,8 +90,8 @@ impl FileDataset {
     /// The dataset's files sorted by relative path (`/`-separated).
     ///
     /// # Errors
-    /// A message when the glob is invalid or the folder cannot be read.
-    pub fn list(&self) -> Result<Vec<DatasetFile>, String> {
+    /// When the glob is invalid or the folder cannot be read.
+    pub fn list(&self) -> Result<Vec<DatasetFile>, FilesError> {
         let matcher = match &self.pattern {
             Some(p) => Some(compile_glob(p)?),
             None => None,
@@ -176,8 +177,8 @@ impl TabularDataset {
     /// The dataset's files in order: each given file, and each folder's files sorted.
     ///
     /// # Errors
-    /// A message when a path is missing or unreadable.
-    pub fn list(&self) -> Result<Vec<DatasetFile>, String> {
+    /// When a path is missing or unreadable.
+    pub fn list(&self) -> Result<Vec<DatasetFile>, FilesError> {
         let matcher = match &self.pattern {
             Some(p) => Some(compile_glob(p)?),
             None => None,
@@ -219,27 +220,33 @@ pub struct DatasetFile {
 
 /// `*` and `?` stay within one folder (`*/*/*.wav` is three levels deep), `**` crosses
 /// folders (`**/*.jpg` also matches `a.jpg`), as in Azure's path globs.
-fn compile_glob(pattern: &str) -> Result<GlobMatcher, String> {
+fn compile_glob(pattern: &str) -> Result<GlobMatcher, FilesError> {
     globset::GlobBuilder::new(pattern)
         .literal_separator(true)
         .build()
         .map(|g| g.compile_matcher())
-        .map_err(|e| format!("invalid pattern {pattern:?}: {e}"))
+        .map_err(|e| FilesError::Pattern {
+            what: "invalid pattern",
+            pattern: pattern.to_string(),
+            source: e.into(),
+        })
 }
 
 /// Files below `root` (or `root` itself when it is a file), sorted by relative path.
 pub(crate) fn list_files(
     root: &Path,
     matcher: Option<&GlobMatcher>,
-) -> Result<Vec<DatasetFile>, String> {
+) -> Result<Vec<DatasetFile>, FilesError> {
     // Absolute, so steps that run elsewhere (workers in their own folder) can open them.
-    let root = &std::path::absolute(root).map_err(|e| format!("{}: {e}", root.display()))?;
-    let meta = std::fs::metadata(root).map_err(|e| format!("{}: {e}", root.display()))?;
+    let root = &std::path::absolute(root).map_err(|e| FilesError::Path {
+        path: root.to_path_buf(),
+        source: e.into(),
+    })?;
+    let meta = fs_err::metadata(root)?;
     if meta.is_dir() && is_store_dir(root) {
-        return Err(format!(
-            "{} is a stepgraph store, not data: its files change with every run",
-            root.display()
-        ));
+        return Err(FilesError::IsAStore {
+            path: root.to_path_buf(),
+        });
     }
     if meta.is_file() {
         let name = root
@@ -259,7 +266,10 @@ pub(crate) fn list_files(
         .into_iter()
         .filter_entry(|e| !(e.depth() > 0 && e.file_type().is_dir() && is_store_dir(e.path())));
     for entry in walker {
-        let entry = entry.map_err(|e| format!("{}: {e}", root.display()))?;
+        let entry = entry.map_err(|e| FilesError::Path {
+            path: root.to_path_buf(),
+            source: e.into(),
+        })?;
         if !entry.file_type().is_file() {
             continue;
         }
@@ -454,9 +464,9 @@ mod tests {
     #[test]
     fn file_dataset_lists_sorted_and_filtered() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
-        std::fs::create_dir_all(dir.path().join("b"))?;
+        fs_err::create_dir_all(dir.path().join("b"))?;
         for f in ["z.png", "a.png", "b/c.png", "b/d.txt"] {
-            std::fs::write(dir.path().join(f), f)?;
+            fs_err::write(dir.path().join(f), f)?;
         }
         let ds = FileDataset::from_files("imgs", dir.path()).with_pattern("**/*.png");
         let rel: Vec<_> = ds.list()?.into_iter().map(|f| f.relative).collect();
@@ -476,11 +486,11 @@ mod tests {
         ] {
             let p = dir.path().join(f);
             if let Some(parent) = p.parent() {
-                std::fs::create_dir_all(parent)?;
+                fs_err::create_dir_all(parent)?;
             }
-            std::fs::write(p, f)?;
+            fs_err::write(p, f)?;
         }
-        let rel = |pattern: &str| -> Result<Vec<String>, String> {
+        let rel = |pattern: &str| -> Result<Vec<String>, crate::error::FilesError> {
             Ok(FileDataset::from_files("d", dir.path())
                 .with_pattern(pattern)
                 .list()?
@@ -498,8 +508,8 @@ mod tests {
     #[test]
     fn a_tabular_pattern_leaves_stray_files_out() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
-        std::fs::write(dir.path().join("a.csv"), "x\n1\n")?;
-        std::fs::write(dir.path().join("README.md"), "# data")?;
+        fs_err::write(dir.path().join("a.csv"), "x\n1\n")?;
+        fs_err::write(dir.path().join("README.md"), "# data")?;
         let ds = TabularDataset::from_delimited_files("t", vec![dir.path().to_path_buf()])
             .with_pattern("*.csv");
         let files = ds.list()?;

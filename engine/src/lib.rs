@@ -65,7 +65,9 @@ pub use data::{
     DataReference, DataSource, DatasetFile, FileDataset, InputPortBinding, InputRole,
     OutputPortBinding, PipelineData, PipelineParameter, TabularDataset, TabularFormat,
 };
-pub use error::{BuildError, BuildErrors, EngineError, StepError, StoreError};
+pub use error::{
+    BuildError, BuildErrors, EngineError, ErrorContext, FilesError, StepError, StoreError,
+};
 pub use events::{CollectSink, Event, EventSink, NullSink};
 pub use fingerprint::{
     canonical_json, diff, merkle_hash, Component, ComponentChange, Fingerprint, NodeKey, Preimage,

@@ -30,9 +30,9 @@ pub(crate) fn install(dir: &Path) -> std::io::Result<PathBuf> {
     for (rel, text) in FILES {
         let p = dir.join(rel);
         if let Some(parent) = p.parent() {
-            std::fs::create_dir_all(parent)?;
+            fs_err::create_dir_all(parent)?;
         }
-        std::fs::write(&p, text)?;
+        fs_err::write(&p, text)?;
     }
     Ok(dir.join("stepgraph_worker.py"))
 }
