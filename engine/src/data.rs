@@ -48,6 +48,23 @@ impl DataReference {
     }
 }
 
+/// `with_pattern` and `with_partition_format`, the same on both dataset types.
+macro_rules! selection_methods {
+    ($pattern_doc:literal, $format_doc:literal) => {
+        #[doc = $pattern_doc]
+        pub fn with_pattern(mut self, pattern: impl Into<String>) -> Self {
+            self.pattern = Some(pattern.into());
+            self
+        }
+
+        #[doc = $format_doc]
+        pub fn with_partition_format(mut self, format: impl Into<String>) -> Self {
+            self.partition_format = Some(format.into());
+            self
+        }
+    };
+}
+
 /// A set of files: a folder (or one file) and a glob over paths relative to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileDataset {
@@ -75,27 +92,17 @@ impl FileDataset {
         }
     }
 
-    /// Only the files whose relative path matches `pattern`.
-    pub fn with_pattern(mut self, pattern: impl Into<String>) -> Self {
-        self.pattern = Some(pattern.into());
-        self
-    }
-
-    /// Azure's `partition_format`: partition values from each file's relative path.
-    pub fn with_partition_format(mut self, format: impl Into<String>) -> Self {
-        self.partition_format = Some(format.into());
-        self
-    }
+    selection_methods!(
+        "Only the files whose relative path matches `pattern`.",
+        "Azure's `partition_format`: partition values from each file's relative path."
+    );
 
     /// The dataset's files sorted by relative path (`/`-separated).
     ///
     /// # Errors
     /// When the glob is invalid or the folder cannot be read.
     pub fn list(&self) -> Result<Vec<DatasetFile>, FilesError> {
-        let matcher = match &self.pattern {
-            Some(p) => Some(compile_glob(p)?),
-            None => None,
-        };
+        let matcher = self.pattern.as_deref().map(compile_glob).transpose()?;
         list_files(&self.path, matcher.as_ref())
     }
 }
@@ -162,27 +169,17 @@ impl TabularDataset {
         }
     }
 
-    /// Only the files of a folder whose path relative to it matches `pattern`.
-    pub fn with_pattern(mut self, pattern: impl Into<String>) -> Self {
-        self.pattern = Some(pattern.into());
-        self
-    }
-
-    /// Azure's `partition_format`: values from each file's path, appended as columns.
-    pub fn with_partition_format(mut self, format: impl Into<String>) -> Self {
-        self.partition_format = Some(format.into());
-        self
-    }
+    selection_methods!(
+        "Only the files of a folder whose path relative to it matches `pattern`.",
+        "Azure's `partition_format`: values from each file's path, appended as columns."
+    );
 
     /// The dataset's files in order: each given file, and each folder's files sorted.
     ///
     /// # Errors
     /// When a path is missing or unreadable.
     pub fn list(&self) -> Result<Vec<DatasetFile>, FilesError> {
-        let matcher = match &self.pattern {
-            Some(p) => Some(compile_glob(p)?),
-            None => None,
-        };
+        let matcher = self.pattern.as_deref().map(compile_glob).transpose()?;
         let mut out = Vec::new();
         for (i, p) in self.paths.iter().enumerate() {
             let mut files = list_files(p, matcher.as_ref())?;
