@@ -23,6 +23,9 @@
 //! Run: `CARGO_TARGET_DIR=/tmp/target-bench cargo bench --bench parallel_run_rust`
 //! (`STEPGRAPH_BENCH_ROWS` changes the row count, for a quick try.)
 
+// Benches use std::fs directly; the library uses fs_err (clippy.toml).
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
 use std::fs::File;
 use std::hint::black_box;
 use std::io::{BufWriter, Write};

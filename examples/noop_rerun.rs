@@ -14,6 +14,9 @@
 //!
 //! Build: `CARGO_TARGET_DIR=/tmp/target-bench cargo build --release --example noop_rerun`
 
+// Examples use std::fs directly; the library uses fs_err (clippy.toml).
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
 use std::path::PathBuf;
 use std::time::Instant;
 

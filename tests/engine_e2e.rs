@@ -587,6 +587,45 @@ fn panicking_step_fails_without_aborting_the_run() -> TestResult {
     Ok(())
 }
 
+/// A step whose output folder cannot be created fails with a message naming that folder and
+/// what was tried, not a bare "Not a directory". The folder's parent is a regular file (put
+/// there by the step before it), which fails for root too.
+#[test]
+fn step_whose_output_folder_cannot_be_created_fails_naming_the_folder() -> TestResult {
+    let ws = Workspace::new();
+    let store = ws.store();
+    let first = FnStep::new("first", "v1", |ctx| {
+        let run_dir = ctx.step_context().work_dir.parent().and_then(Path::parent);
+        let run_dir = run_dir.ok_or_else(|| StepError::new("no run folder"))?;
+        std::fs::write(run_dir.join("second"), "a file where a folder goes")?;
+        write_output(ctx, "out", "f.txt", "f")
+    })
+    .output("out", PipelineData::new("f"));
+    let second = FnStep::new("second", "v1", |ctx| write_output(ctx, "out", "s.txt", "s"))
+        .input("f", PipelineData::new("f"))
+        .output("out", PipelineData::new("s"));
+    let p = Pipeline::builder("blocked")
+        .step(first)
+        .step(second)
+        .build()?;
+    let s = run(&p, &store, &jobs(1), &CollectSink::default())?;
+    assert_eq!(s.status, RunStatus::Failed);
+    assert_eq!(s.step("second").map(|r| r.status), Some(StepStatus::Failed));
+    let err = s
+        .step("second")
+        .and_then(|r| r.error.clone())
+        .unwrap_or_default();
+    let folder = store.run_layout(&s.run_id).output_dir("second", "out");
+    assert!(
+        err.contains(&format!(
+            "failed to create directory `{}`",
+            folder.display()
+        )),
+        "{err}"
+    );
+    Ok(())
+}
+
 /// `late` must not start before `early` AND `slow` finished, even though `early` reaches it by
 /// two edges (two of its outputs) and `slow` only finishes after `early`.
 #[test]

@@ -1,5 +1,8 @@
 //! End-to-end tests, built as one binary (faster to link, one place to look).
 
+// Tests use std::fs directly; the library uses fs_err (clippy.toml).
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
 // Helpers shared by every module: workspaces, counters, event lists.
 mod common;
 

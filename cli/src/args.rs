@@ -223,21 +223,54 @@ pub struct GcArgs {
     pub dry_run: bool,
 }
 
+/// A duration that does not parse (clap prints it after the flag).
+#[derive(Debug, thiserror::Error)]
+#[error("{source} (expected e.g. 30m, 12h, 7d)")]
+struct DurationError {
+    /// humantime's reason.
+    source: humantime::DurationError,
+}
+
 /// `7d`, `12h`, `30m`, `1d 12h`.
-fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{e} (expected e.g. 30m, 12h, 7d)"))
+fn parse_duration(s: &str) -> Result<std::time::Duration, DurationError> {
+    humantime::parse_duration(s).map_err(|source| DurationError { source })
+}
+
+/// A size that does not parse (clap prints it after the flag).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SizeError {
+    /// No number.
+    #[error("{input:?} is not a size (expected e.g. 500MB, 2GiB, 1024)")]
+    NotASize {
+        /// The value given.
+        input: String,
+    },
+    /// A unit that is not one of the listed ones.
+    #[error("{input:?}: unknown unit {unit:?} (expected B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)")]
+    UnknownUnit {
+        /// The value given.
+        input: String,
+        /// Its unit.
+        unit: String,
+    },
+    /// More bytes than a u64 holds.
+    #[error("{input:?} is out of range")]
+    OutOfRange {
+        /// The value given.
+        input: String,
+    },
 }
 
 /// `500MB`, `2GiB`, `1024`, `10k`.
-pub fn parse_size(s: &str) -> Result<u64, String> {
+pub fn parse_size(s: &str) -> Result<u64, SizeError> {
     let t = s.trim();
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (expected e.g. 500MB, 2GiB, 1024)"))?;
+    let value: f64 = num.parse().map_err(|_| SizeError::NotASize {
+        input: s.to_string(),
+    })?;
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "kb" => 1_000,
@@ -249,14 +282,17 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "g" | "gib" => 1 << 30,
         "t" | "tib" => 1 << 40,
         other => {
-            return Err(format!(
-                "{s:?}: unknown unit {other:?} (expected B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)"
-            ))
+            return Err(SizeError::UnknownUnit {
+                input: s.to_string(),
+                unit: other.to_string(),
+            })
         }
     };
     let bytes = value * mult as f64;
     if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
-        return Err(format!("{s:?} is out of range"));
+        return Err(SizeError::OutOfRange {
+            input: s.to_string(),
+        });
     }
     Ok(bytes as u64)
 }

@@ -16,7 +16,7 @@ const MAX_VALUE_CHARS: usize = 60;
 pub(crate) fn rows(layout: &RunLayout, steps: &[&str]) -> Vec<Vec<String>> {
     let mut out = Vec::new();
     for step in steps {
-        let Ok(text) = std::fs::read_to_string(layout.metrics_file(step)) else {
+        let Ok(text) = fs_err::read_to_string(layout.metrics_file(step)) else {
             continue;
         };
         // (kind, name) -> (first position, count, last value)
@@ -89,8 +89,8 @@ mod tests {
     fn metrics_are_summarised_per_step_and_name_in_logged_order() {
         let dir = tempfile::tempdir().expect("tempdir");
         let layout = RunLayout::new(dir.path());
-        std::fs::create_dir_all(layout.step_dir("score")).expect("mkdir");
-        std::fs::write(
+        fs_err::create_dir_all(layout.step_dir("score")).expect("mkdir");
+        fs_err::write(
             layout.metrics_file("score"),
             concat!(
                 r#"{"kind":"log","name":"rows","value":3}"#,

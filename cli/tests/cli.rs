@@ -1,5 +1,8 @@
 //! Tests of the `stepgraph` binary on temporary folders.
 
+// Tests use std::fs directly; the library uses fs_err (clippy.toml).
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 

@@ -2,6 +2,9 @@
 //! (`env_passthrough`), bounded memory and errors when a worker floods its stdout, and step
 //! processes that die with `stepgraph run` on SIGTERM, SIGHUP and SIGKILL.
 
+// Tests use std::fs directly; the library uses fs_err (clippy.toml).
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
 use std::path::Path;
 use std::process::{Command, Output};
 

@@ -1,6 +1,9 @@
 //! The store from the command line: retention commands, a full disk, a damaged database,
 //! interrupted runs, and a reader that closes the pipe early.
 
+// Tests use std::fs directly; the library uses fs_err (clippy.toml).
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use globset::GlobMatcher;
 
+use crate::error::FilesError;
 use crate::store::is_store_dir;
 use serde_json::Value;
 
@@ -47,6 +48,23 @@ impl DataReference {
     }
 }
 
+/// `with_pattern` and `with_partition_format`, the same on both dataset types.
+macro_rules! selection_methods {
+    ($pattern_doc:literal, $format_doc:literal) => {
+        #[doc = $pattern_doc]
+        pub fn with_pattern(mut self, pattern: impl Into<String>) -> Self {
+            self.pattern = Some(pattern.into());
+            self
+        }
+
+        #[doc = $format_doc]
+        pub fn with_partition_format(mut self, format: impl Into<String>) -> Self {
+            self.partition_format = Some(format.into());
+            self
+        }
+    };
+}
+
 /// A set of files: a folder (or one file) and a glob over paths relative to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileDataset {
@@ -74,27 +92,17 @@ impl FileDataset {
         }
     }
 
-    /// Only the files whose relative path matches `pattern`.
-    pub fn with_pattern(mut self, pattern: impl Into<String>) -> Self {
-        self.pattern = Some(pattern.into());
-        self
-    }
-
-    /// Azure's `partition_format`: partition values from each file's relative path.
-    pub fn with_partition_format(mut self, format: impl Into<String>) -> Self {
-        self.partition_format = Some(format.into());
-        self
-    }
+    selection_methods!(
+        "Only the files whose relative path matches `pattern`.",
+        "Azure's `partition_format`: partition values from each file's relative path."
+    );
 
     /// The dataset's files sorted by relative path (`/`-separated).
     ///
     /// # Errors
-    /// A message when the glob is invalid or the folder cannot be read.
-    pub fn list(&self) -> Result<Vec<DatasetFile>, String> {
-        let matcher = match &self.pattern {
-            Some(p) => Some(compile_glob(p)?),
-            None => None,
-        };
+    /// When the glob is invalid or the folder cannot be read.
+    pub fn list(&self) -> Result<Vec<DatasetFile>, FilesError> {
+        let matcher = self.pattern.as_deref().map(compile_glob).transpose()?;
         list_files(&self.path, matcher.as_ref())
     }
 }
@@ -161,27 +169,17 @@ impl TabularDataset {
         }
     }
 
-    /// Only the files of a folder whose path relative to it matches `pattern`.
-    pub fn with_pattern(mut self, pattern: impl Into<String>) -> Self {
-        self.pattern = Some(pattern.into());
-        self
-    }
-
-    /// Azure's `partition_format`: values from each file's path, appended as columns.
-    pub fn with_partition_format(mut self, format: impl Into<String>) -> Self {
-        self.partition_format = Some(format.into());
-        self
-    }
+    selection_methods!(
+        "Only the files of a folder whose path relative to it matches `pattern`.",
+        "Azure's `partition_format`: values from each file's path, appended as columns."
+    );
 
     /// The dataset's files in order: each given file, and each folder's files sorted.
     ///
     /// # Errors
-    /// A message when a path is missing or unreadable.
-    pub fn list(&self) -> Result<Vec<DatasetFile>, String> {
-        let matcher = match &self.pattern {
-            Some(p) => Some(compile_glob(p)?),
-            None => None,
-        };
+    /// When a path is missing or unreadable.
+    pub fn list(&self) -> Result<Vec<DatasetFile>, FilesError> {
+        let matcher = self.pattern.as_deref().map(compile_glob).transpose()?;
         let mut out = Vec::new();
         for (i, p) in self.paths.iter().enumerate() {
             let mut files = list_files(p, matcher.as_ref())?;
@@ -219,27 +217,33 @@ pub struct DatasetFile {
 
 /// `*` and `?` stay within one folder (`*/*/*.wav` is three levels deep), `**` crosses
 /// folders (`**/*.jpg` also matches `a.jpg`), as in Azure's path globs.
-fn compile_glob(pattern: &str) -> Result<GlobMatcher, String> {
+fn compile_glob(pattern: &str) -> Result<GlobMatcher, FilesError> {
     globset::GlobBuilder::new(pattern)
         .literal_separator(true)
         .build()
         .map(|g| g.compile_matcher())
-        .map_err(|e| format!("invalid pattern {pattern:?}: {e}"))
+        .map_err(|e| FilesError::Pattern {
+            what: "invalid pattern",
+            pattern: pattern.to_string(),
+            source: e.into(),
+        })
 }
 
 /// Files below `root` (or `root` itself when it is a file), sorted by relative path.
 pub(crate) fn list_files(
     root: &Path,
     matcher: Option<&GlobMatcher>,
-) -> Result<Vec<DatasetFile>, String> {
+) -> Result<Vec<DatasetFile>, FilesError> {
     // Absolute, so steps that run elsewhere (workers in their own folder) can open them.
-    let root = &std::path::absolute(root).map_err(|e| format!("{}: {e}", root.display()))?;
-    let meta = std::fs::metadata(root).map_err(|e| format!("{}: {e}", root.display()))?;
+    let root = &std::path::absolute(root).map_err(|e| FilesError::Path {
+        path: root.to_path_buf(),
+        source: e.into(),
+    })?;
+    let meta = fs_err::metadata(root)?;
     if meta.is_dir() && is_store_dir(root) {
-        return Err(format!(
-            "{} is a stepgraph store, not data: its files change with every run",
-            root.display()
-        ));
+        return Err(FilesError::IsAStore {
+            path: root.to_path_buf(),
+        });
     }
     if meta.is_file() {
         let name = root
@@ -259,7 +263,10 @@ pub(crate) fn list_files(
         .into_iter()
         .filter_entry(|e| !(e.depth() > 0 && e.file_type().is_dir() && is_store_dir(e.path())));
     for entry in walker {
-        let entry = entry.map_err(|e| format!("{}: {e}", root.display()))?;
+        let entry = entry.map_err(|e| FilesError::Path {
+            path: root.to_path_buf(),
+            source: e.into(),
+        })?;
         if !entry.file_type().is_file() {
             continue;
         }
@@ -454,9 +461,9 @@ mod tests {
     #[test]
     fn file_dataset_lists_sorted_and_filtered() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
-        std::fs::create_dir_all(dir.path().join("b"))?;
+        fs_err::create_dir_all(dir.path().join("b"))?;
         for f in ["z.png", "a.png", "b/c.png", "b/d.txt"] {
-            std::fs::write(dir.path().join(f), f)?;
+            fs_err::write(dir.path().join(f), f)?;
         }
         let ds = FileDataset::from_files("imgs", dir.path()).with_pattern("**/*.png");
         let rel: Vec<_> = ds.list()?.into_iter().map(|f| f.relative).collect();
@@ -476,11 +483,11 @@ mod tests {
         ] {
             let p = dir.path().join(f);
             if let Some(parent) = p.parent() {
-                std::fs::create_dir_all(parent)?;
+                fs_err::create_dir_all(parent)?;
             }
-            std::fs::write(p, f)?;
+            fs_err::write(p, f)?;
         }
-        let rel = |pattern: &str| -> Result<Vec<String>, String> {
+        let rel = |pattern: &str| -> Result<Vec<String>, crate::error::FilesError> {
             Ok(FileDataset::from_files("d", dir.path())
                 .with_pattern(pattern)
                 .list()?
@@ -498,8 +505,8 @@ mod tests {
     #[test]
     fn a_tabular_pattern_leaves_stray_files_out() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
-        std::fs::write(dir.path().join("a.csv"), "x\n1\n")?;
-        std::fs::write(dir.path().join("README.md"), "# data")?;
+        fs_err::write(dir.path().join("a.csv"), "x\n1\n")?;
+        fs_err::write(dir.path().join("README.md"), "# data")?;
         let ds = TabularDataset::from_delimited_files("t", vec![dir.path().to_path_buf()])
             .with_pattern("*.csv");
         let files = ds.list()?;
@@ -587,15 +594,17 @@ impl Model {
     /// folder>` for a folder, sorted.
     ///
     /// # Errors
-    /// A message when the path cannot be read, or is a folder without files.
-    pub fn list(&self) -> Result<Vec<DatasetFile>, String> {
-        let root =
-            std::path::absolute(&self.path).map_err(|e| format!("{}: {e}", self.path.display()))?;
+    /// [`FilesError`] when the path cannot be read, or is a folder without files.
+    pub fn list(&self) -> Result<Vec<DatasetFile>, FilesError> {
+        let root = std::path::absolute(&self.path).map_err(|e| FilesError::Path {
+            path: self.path.clone(),
+            source: Box::new(e),
+        })?;
         let mut files = list_files(&root, None)?;
         let prefix = format!("{}/", self.version);
         if root.is_dir() {
             if files.is_empty() {
-                return Err(format!("{} is a folder without files", root.display()));
+                return Err(FilesError::NoFiles { path: root });
             }
             let base = root
                 .file_name()
@@ -632,30 +641,24 @@ impl ResolvedModel {
     /// Copies, never links: making a link read-only would change the user's own file.
     ///
     /// # Errors
-    /// A message naming the file that could not be copied.
-    pub fn materialise(&self, model_dir: &Path) -> Result<PathBuf, String> {
+    /// An I/O error naming the file that could not be copied or made read-only.
+    pub fn materialise(&self, model_dir: &Path) -> std::io::Result<PathBuf> {
         let base = model_dir.join(&self.name);
         let mut entry: Option<PathBuf> = None;
         for f in &self.files {
-            let rel = crate::relpath::decode(&f.relative).map_err(|e| e.to_string())?;
+            let rel = crate::relpath::decode(&f.relative)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
             let dest = base.join(&rel);
             if let Some(parent) = dest.parent() {
-                std::fs::create_dir_all(parent)
-                    .map_err(|e| format!("creating {}: {e}", parent.display()))?;
+                fs_err::create_dir_all(parent)?;
             }
             if dest.symlink_metadata().is_ok() {
-                std::fs::remove_file(&dest)
-                    .map_err(|e| format!("replacing {}: {e}", dest.display()))?;
+                fs_err::remove_file(&dest)?;
             }
-            std::fs::copy(&f.path, &dest).map_err(|e| {
-                format!("copying model {} file {}: {e}", self.name, f.path.display())
-            })?;
-            let mut perms = std::fs::metadata(&dest)
-                .map_err(|e| format!("{}: {e}", dest.display()))?
-                .permissions();
+            fs_err::copy(&f.path, &dest)?;
+            let mut perms = fs_err::metadata(&dest)?.permissions();
             perms.set_readonly(true);
-            std::fs::set_permissions(&dest, perms)
-                .map_err(|e| format!("making {} read-only: {e}", dest.display()))?;
+            fs_err::set_permissions(&dest, perms)?;
             if entry.is_none() {
                 // `<version>/<file or folder name>`: the first two components.
                 let mut parts = rel.components();
@@ -664,6 +667,6 @@ impl ResolvedModel {
                 }
             }
         }
-        entry.ok_or_else(|| format!("model {} has no files", self.name))
+        entry.ok_or_else(|| std::io::Error::other(format!("model {} has no files", self.name)))
     }
 }

@@ -195,8 +195,8 @@ pub enum StoreError {
         /// The run id.
         id: String,
     },
-    /// An I/O error on a path of the store.
-    #[error("{}: {source}", path.display())]
+    /// An I/O error on a path of the store (named once: an `fs_err` error names it already).
+    #[error("{}", name_once(path, source))]
     Io {
         /// The path being read or written.
         path: PathBuf,
@@ -270,6 +270,17 @@ impl StoreError {
     }
 }
 
+/// `path: error`, or the error alone when its message already names the path in backquotes,
+/// as `fs_err`'s messages do (`failed to open file \`path\`: ...`): a path is named once.
+fn name_once(path: &std::path::Path, source: &std::io::Error) -> String {
+    let text = source.to_string();
+    if text.contains(&format!("`{}`", path.display())) {
+        text
+    } else {
+        format!("{}: {text}", path.display())
+    }
+}
+
 /// An I/O error in words, without Rust's `(os error N)` suffix.
 pub(crate) fn io_message(e: &std::io::Error) -> String {
     let text = e.to_string();
@@ -287,6 +298,58 @@ pub(crate) fn is_disk_full(e: &std::io::Error) -> bool {
     )
 }
 
+/// Why the files of a dataset or of a step's source folder could not be listed or hashed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FilesError {
+    /// An invalid glob: a dataset's pattern (`what`: "invalid pattern") or a step's source
+    /// rule ("source rule").
+    #[error("{what} {pattern:?}: {source}")]
+    Pattern {
+        /// Which kind of pattern.
+        what: &'static str,
+        /// The pattern as given.
+        pattern: String,
+        /// Why it is invalid.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A source folder that is not a folder.
+    #[error("{} is not a folder", path.display())]
+    NotAFolder {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// A folder without files where files are needed (a model registered from a folder).
+    #[error("{} is a folder without files", path.display())]
+    NoFiles {
+        /// The folder.
+        path: PathBuf,
+    },
+    /// A stepgraph store given as data.
+    #[error("{} is a stepgraph store, not data: its files change with every run", path.display())]
+    IsAStore {
+        /// The store's folder.
+        path: PathBuf,
+    },
+    /// A path that could not be read or walked.
+    #[error("{}: {source}", path.display())]
+    Path {
+        /// The dataset's or folder's path.
+        path: PathBuf,
+        /// The underlying error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A folder walk that failed (its message names the path).
+    #[error(transparent)]
+    Walk(Box<dyn std::error::Error + Send + Sync>),
+    /// A file error whose message names the file (`fs_err`).
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// A file could not be hashed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// An error while planning or running a pipeline.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -295,7 +358,7 @@ pub enum EngineError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// An input could not be read.
-    #[error("step {step:?}: input {port:?}: {}: {source}", path.display())]
+    #[error("step {step:?}: input {port:?}: {}", name_once(path, source))]
     Input {
         /// The step reading it.
         step: String,
@@ -368,32 +431,97 @@ pub enum EngineError {
     Cancelled,
 }
 
-/// Why a step failed; the message is shown to the user as it is.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
+/// Why a step failed. Its `Display` is the whole text shown to the user (a context, then
+/// `: ` and the cause when there is one); [`std::error::Error::source`] gives the cause to code
+/// that wants to inspect it (as [`StoreError::Io`] does).
+#[derive(Debug, thiserror::Error)]
+#[error("{}", render_step_error(.context, .source.as_deref()))]
 pub struct StepError {
-    /// One or more lines explaining the failure (a traceback, an exit status).
-    pub message: String,
+    /// One or more lines explaining the failure (a traceback, an exit status), or what was
+    /// being done when `source` failed.
+    context: String,
+    /// The error that made the step fail, if any.
+    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+/// `context: source`, or whichever of the two there is.
+fn render_step_error(
+    context: &str,
+    source: Option<&(dyn std::error::Error + Send + Sync + 'static)>,
+) -> String {
+    match source {
+        None => context.to_string(),
+        Some(source) if context.is_empty() => source.to_string(),
+        Some(source) => format!("{context}: {source}"),
+    }
 }
 
 impl StepError {
     /// A step error with this message.
     pub fn new(message: impl Into<String>) -> Self {
         StepError {
-            message: message.into(),
+            context: message.into(),
+            source: None,
         }
+    }
+
+    /// A step error caused by `source`, with what was being done: displayed as
+    /// `context: source`, and `source` stays reachable through
+    /// [`std::error::Error::source`].
+    pub fn with_source(
+        context: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
+        StepError {
+            context: context.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// What was being done (for an error made by [`StepError::new`], the whole message).
+    pub fn context(&self) -> &str {
+        &self.context
+    }
+}
+
+/// Attaches what was being done to the error of a `Result`, making it a [`StepError`] that
+/// keeps the error as its source: `fs_err::read(p).context("reading the model")?`.
+pub trait ErrorContext<T> {
+    /// Wraps the error with `context`.
+    fn context(self, context: impl Into<String>) -> Result<T, StepError>;
+    /// Wraps the error with the context `f` returns (computed only on error).
+    fn with_context<C: Into<String>>(self, f: impl FnOnce() -> C) -> Result<T, StepError>;
+}
+
+impl<T, E> ErrorContext<T> for Result<T, E>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    fn context(self, context: impl Into<String>) -> Result<T, StepError> {
+        self.map_err(|e| StepError::with_source(context, e))
+    }
+
+    fn with_context<C: Into<String>>(self, f: impl FnOnce() -> C) -> Result<T, StepError> {
+        self.map_err(|e| StepError::with_source(f(), e))
     }
 }
 
 impl From<StoreError> for StepError {
     fn from(e: StoreError) -> Self {
-        StepError::new(e.to_string())
+        StepError::with_source(String::new(), e)
     }
 }
 
+impl From<FilesError> for StepError {
+    fn from(e: FilesError) -> Self {
+        StepError::with_source(String::new(), e)
+    }
+}
+
+/// The error as it is: with `fs_err` its message names the path and the operation.
 impl From<std::io::Error> for StepError {
     fn from(e: std::io::Error) -> Self {
-        StepError::new(e.to_string())
+        StepError::with_source(String::new(), e)
     }
 }
 
@@ -415,5 +543,49 @@ mod tests {
             e.to_string(),
             "step \"a\": duplicate step name\nstep \"b\": run_after names unknown step \"c\""
         );
+    }
+
+    #[test]
+    fn store_io_errors_name_their_path_once() {
+        let path = std::path::Path::new("/nonexistent-stepgraph-dir/objects/ab");
+        let named = StoreError::io(path, fs_err::read(path).unwrap_err()).to_string();
+        assert_eq!(
+            named
+                .matches("/nonexistent-stepgraph-dir/objects/ab")
+                .count(),
+            1
+        );
+        assert!(named.starts_with("failed to open file `"), "{named}");
+        let plain = StoreError::io(path, std::io::Error::other("boom")).to_string();
+        assert_eq!(plain, "/nonexistent-stepgraph-dir/objects/ab: boom");
+    }
+
+    #[test]
+    fn step_errors_name_the_file_and_keep_their_source() {
+        use std::error::Error as _;
+        let missing = std::path::Path::new("/nonexistent-stepgraph-dir/model.bin");
+        let e = StepError::from(fs_err::read(missing).unwrap_err());
+        assert!(
+            e.to_string()
+                .contains("/nonexistent-stepgraph-dir/model.bin"),
+            "{e}"
+        );
+        let io = e.source().and_then(|s| s.downcast_ref::<std::io::Error>());
+        assert_eq!(
+            io.map(std::io::Error::kind),
+            Some(std::io::ErrorKind::NotFound)
+        );
+
+        let e = fs_err::read(missing)
+            .context("loading the model")
+            .unwrap_err();
+        assert!(e.to_string().starts_with("loading the model: "), "{e}");
+        assert!(e.to_string().contains("model.bin"), "{e}");
+        assert_eq!(e.context(), "loading the model");
+        assert!(e.source().is_some());
+
+        let e = StepError::new("exit status 3");
+        assert_eq!(e.to_string(), "exit status 3");
+        assert!(e.source().is_none());
     }
 }

@@ -66,7 +66,9 @@ pub use data::{
     OutputPortBinding, PipelineData, PipelineParameter, ResolvedModel, TabularDataset,
     TabularFormat,
 };
-pub use error::{BuildError, BuildErrors, EngineError, StepError, StoreError};
+pub use error::{
+    BuildError, BuildErrors, EngineError, ErrorContext, FilesError, StepError, StoreError,
+};
 pub use events::{CollectSink, Event, EventSink, NullSink};
 pub use fingerprint::{
     canonical_json, diff, merkle_hash, Component, ComponentChange, Fingerprint, NodeKey, Preimage,

@@ -7,7 +7,7 @@ use petgraph::stable_graph::NodeIndex;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::error::EngineError;
+use crate::error::{EngineError, StoreError};
 use crate::fingerprint::{diff, ComponentChange, Fingerprint};
 use crate::graph::Edge;
 use crate::pipeline::Pipeline;
@@ -129,14 +129,37 @@ pub struct Plan {
     pub steps: Vec<PlannedStep>,
 }
 
+/// Why a cache entry cannot be served: one of its objects, named by its path in the output.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum EntryProblem {
+    /// The object's bytes do not match its name.
+    #[error("{rel}: object {hash} is damaged (content hash {actual})")]
+    Damaged {
+        rel: String,
+        hash: String,
+        actual: String,
+    },
+    /// The object is not in the store.
+    #[error("{rel}: object {hash} is missing")]
+    Missing { rel: String, hash: String },
+    /// The object could not be checked.
+    #[error("{rel}: {source}")]
+    Store { rel: String, source: StoreError },
+}
+
 /// Check a cache entry's objects: existence and size, or a full rehash with `verify`.
-pub(crate) fn check_entry(store: &Store, entry: &CacheEntry, verify: bool) -> Result<(), String> {
+pub(crate) fn check_entry(
+    store: &Store,
+    entry: &CacheEntry,
+    verify: bool,
+) -> Result<(), EntryProblem> {
     for m in entry.outputs.values() {
         for (rel, obj) in &m.files {
+            let rel = || rel.clone();
             if verify {
                 store
                     .verify_object(obj)
-                    .map_err(|e| format!("{rel}: {e}"))?;
+                    .map_err(|source| EntryProblem::Store { rel: rel(), source })?;
                 continue;
             }
             // Objects are immutable: the stat memo (size, mtime, inode) stands in for a
@@ -146,18 +169,22 @@ pub(crate) fn check_entry(store: &Store, entry: &CacheEntry, verify: bool) -> Re
             let p = store.object_path(&obj.hash);
             match store.hash_file(&p, false) {
                 Ok(h) if h == obj.hash => {}
-                Ok(h) => {
-                    return Err(format!(
-                        "{rel}: object {} is damaged (content hash {h})",
-                        obj.hash
-                    ))
+                Ok(actual) => {
+                    return Err(EntryProblem::Damaged {
+                        rel: rel(),
+                        hash: obj.hash.clone(),
+                        actual,
+                    })
                 }
-                Err(crate::StoreError::Io { source, .. })
+                Err(StoreError::Io { source, .. })
                     if source.kind() == std::io::ErrorKind::NotFound =>
                 {
-                    return Err(format!("{rel}: object {} is missing", obj.hash))
+                    return Err(EntryProblem::Missing {
+                        rel: rel(),
+                        hash: obj.hash.clone(),
+                    })
                 }
-                Err(e) => return Err(format!("{rel}: {e}")),
+                Err(source) => return Err(EntryProblem::Store { rel: rel(), source }),
             }
         }
     }
@@ -234,9 +261,11 @@ pub fn plan(pipeline: &Pipeline, store: &Store, opts: &PlanOptions) -> Result<Pl
                         from_run: entry.run_id,
                     }
                 }
-                Err(detail) => Decision::Run {
+                Err(problem) => Decision::Run {
                     key,
-                    reason: RunReason::CacheDamaged { detail },
+                    reason: RunReason::CacheDamaged {
+                        detail: problem.to_string(),
+                    },
                 },
             }
         } else {

@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::data::{
     list_files, DataSource, DatasetFile, InputPortBinding, InputRole, Model, ResolvedModel,
 };
-use crate::error::EngineError;
+use crate::error::{EngineError, FilesError};
 use crate::fingerprint::{Component, Fingerprint, NodeKey};
 use crate::module_def::{Argument, CodeIdentity, ModuleDef, SourceRules};
 use crate::pipeline::Pipeline;
@@ -127,11 +127,11 @@ fn declared_components(
     }
     match &def.code {
         Some(CodeIdentity::SourceDirectory { dir, rules }) => {
-            let manifest = snapshot_source_dir(dir, rules, store, verify).map_err(|message| {
+            let manifest = snapshot_source_dir(dir, rules, store, verify).map_err(|e| {
                 EngineError::InvalidInput {
                     step: step.to_string(),
                     port: "source_directory".into(),
-                    message,
+                    message: e.to_string(),
                 }
             })?;
             fp.insert("code", Component::manifest(manifest));
@@ -198,6 +198,7 @@ fn resolve_input(
         port: binding.name.clone(),
         message,
     };
+    let files_err = |e: FilesError| input_err(e.to_string());
     let resolved = match &binding.source {
         DataSource::Pipeline(_) => {
             let (from, port) = pipeline
@@ -225,18 +226,18 @@ fn resolve_input(
             (path, InputKind::Files(files), manifest)
         }
         DataSource::Reference(r) => {
-            let files = list_files(&r.path, None).map_err(input_err)?;
-            let manifest = hash_all(&files, store, verify).map_err(input_err)?;
+            let files = list_files(&r.path, None).map_err(files_err)?;
+            let manifest = hash_all(&files, store, verify).map_err(files_err)?;
             (r.path.clone(), InputKind::Files(files), manifest)
         }
         DataSource::Files(ds) => {
-            let files = ds.list().map_err(input_err)?;
-            let manifest = hash_all(&files, store, verify).map_err(input_err)?;
+            let files = ds.list().map_err(files_err)?;
+            let manifest = hash_all(&files, store, verify).map_err(files_err)?;
             (ds.path.clone(), InputKind::Files(files), manifest)
         }
         DataSource::Tabular(ds) => {
-            let files = ds.list().map_err(input_err)?;
-            let manifest = hash_all(&files, store, verify).map_err(input_err)?;
+            let files = ds.list().map_err(files_err)?;
+            let manifest = hash_all(&files, store, verify).map_err(files_err)?;
             let path = ds.paths.first().cloned().unwrap_or_default();
             (
                 path,
@@ -271,8 +272,8 @@ fn resolve_models(
         if let Some(problem) = model.check() {
             return Err(model_err(problem));
         }
-        let files = model.list().map_err(model_err)?;
-        let manifest = hash_all(&files, store, verify).map_err(model_err)?;
+        let files = model.list().map_err(|e| model_err(e.to_string()))?;
+        let manifest = hash_all(&files, store, verify).map_err(|e| model_err(e.to_string()))?;
         fp.insert(
             format!("models.{}", model.name()),
             Component::manifest(manifest),
@@ -294,14 +295,14 @@ fn hash_all(
     files: &[DatasetFile],
     store: &Store,
     verify: bool,
-) -> Result<BTreeMap<String, String>, String> {
+) -> Result<BTreeMap<String, String>, FilesError> {
     files
         .par_iter()
         .map(|f| {
             store
                 .hash_file(&f.path, verify)
                 .map(|h| (f.relative.clone(), h))
-                .map_err(|e| e.to_string())
+                .map_err(FilesError::from)
         })
         .collect()
 }
@@ -313,7 +314,7 @@ pub(crate) fn snapshot_source_dir(
     rules: &SourceRules,
     store: &Store,
     verify: bool,
-) -> Result<BTreeMap<String, String>, String> {
+) -> Result<BTreeMap<String, String>, FilesError> {
     let files = source_files(dir, rules, store.root())?;
     hash_all(&files, store, verify)
 }
@@ -326,18 +327,30 @@ pub fn source_files(
     dir: &Path,
     rules: &SourceRules,
     store_root: &Path,
-) -> Result<Vec<DatasetFile>, String> {
+) -> Result<Vec<DatasetFile>, FilesError> {
     if !dir.is_dir() {
-        return Err(format!("{} is not a folder", dir.display()));
+        return Err(FilesError::NotAFolder {
+            path: dir.to_path_buf(),
+        });
     }
     let store_root = store_root
         .canonicalize()
         .unwrap_or_else(|_| store_root.to_path_buf());
     let mut skip = globset::GlobSetBuilder::new();
     for pattern in &rules.skip {
-        skip.add(globset::Glob::new(pattern).map_err(|e| format!("source rule {pattern:?}: {e}"))?);
+        skip.add(
+            globset::Glob::new(pattern).map_err(|e| FilesError::Pattern {
+                what: "source rule",
+                pattern: pattern.clone(),
+                source: e.into(),
+            })?,
+        );
     }
-    let skip = skip.build().map_err(|e| e.to_string())?;
+    let skip = skip.build().map_err(|e| FilesError::Pattern {
+        what: "source rules",
+        pattern: rules.skip.join(", "),
+        source: e.into(),
+    })?;
     // Links are followed, as the copy a step runs in follows them: what runs is what is hashed.
     let mut builder = ignore::WalkBuilder::new(dir);
     builder
@@ -370,7 +383,7 @@ pub fn source_files(
         .build();
     let mut files = Vec::new();
     for entry in walker {
-        let entry = entry.map_err(|e| e.to_string())?;
+        let entry = entry.map_err(|e| FilesError::Walk(e.into()))?;
         if entry.file_type().is_some_and(|t| t.is_file()) {
             let relative = crate::store::relative_slash(dir, entry.path());
             files.push(DatasetFile {
@@ -402,10 +415,10 @@ mod tests {
             (".gitignore", "*.tmp\n"),
         ] {
             let p = src.join(rel);
-            std::fs::create_dir_all(p.parent().ok_or("no parent")?)?;
-            std::fs::write(p, text)?;
+            fs_err::create_dir_all(p.parent().ok_or("no parent")?)?;
+            fs_err::write(p, text)?;
         }
-        let names = |rules: &SourceRules| -> Result<Vec<String>, String> {
+        let names = |rules: &SourceRules| -> Result<Vec<String>, FilesError> {
             Ok(snapshot_source_dir(&src, rules, &store, false)?
                 .into_keys()
                 .collect())

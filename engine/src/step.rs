@@ -253,7 +253,7 @@ mod tests {
         log.commit().unwrap();
         drop(log);
         assert_eq!(ctx.resume_log().unwrap().committed().unwrap().len(), 1);
-        std::fs::create_dir_all(staging.join("output")).unwrap();
+        fs_err::create_dir_all(staging.join("output")).unwrap();
         ctx.clear_resume().unwrap();
         assert!(!staging.exists());
         assert!(ctx.resume_log().unwrap().committed().unwrap().is_empty());

@@ -1,9 +1,9 @@
 //! `CommandStep`: runs one command (an argv list, never a shell string) once, the role of
 //! Azure's `PythonScriptStep`.
 
+use fs_err::File;
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
-use std::fs::File;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -212,7 +212,7 @@ impl Step for CommandStep {
             return Err(StepError::new("the command is empty"));
         };
         let user_logs = ctx.log_dir.join("user");
-        std::fs::create_dir_all(&user_logs)?;
+        fs_err::create_dir_all(&user_logs)?;
         let stdout_path = user_logs.join("stdout.txt");
         let stderr_path = user_logs.join("stderr.txt");
         let stdout = File::create(&stdout_path)?;
@@ -223,7 +223,7 @@ impl Step for CommandStep {
             Some(dir) => {
                 let copy = ctx.work_dir.join("source");
                 crate::process::copy_source(dir, &copy, ctx.store_dir()).map_err(|e| {
-                    StepError::new(format!("copying source_directory {}: {e}", dir.display()))
+                    StepError::with_source(format!("copying source_directory {}", dir.display()), e)
                 })?;
                 copy
             }
@@ -256,8 +256,8 @@ impl Step for CommandStep {
             .process_group(0)
             .current_dir(&cwd)
             .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr)
+            .stdout(stdout.into_file())
+            .stderr(stderr.into_file())
             .env_clear()
             .envs(env)
             .env("PYTHONDONTWRITEBYTECODE", "1");
@@ -349,10 +349,10 @@ impl CommandStep {
             }
             let view = ctx.work_dir.join("inputs").join(name);
             link_listed_files(&input.path, input.files(), &view).map_err(|e| {
-                StepError::new(format!(
-                    "preparing input {name} ({}): {e}",
-                    input.path.display()
-                ))
+                StepError::with_source(
+                    format!("preparing input {name} ({})", input.path.display()),
+                    e,
+                )
             })?;
             paths.insert(name.clone(), view);
         }
@@ -366,25 +366,24 @@ fn link_listed_files(
     root: &Path,
     files: &[stepgraph_engine::DatasetFile],
     view: &Path,
-) -> Result<(), String> {
+) -> Result<(), StepError> {
     if view.symlink_metadata().is_ok() {
-        std::fs::remove_dir_all(view).map_err(|e| format!("clearing {}: {e}", view.display()))?;
+        fs_err::remove_dir_all(view)?;
     }
-    std::fs::create_dir_all(view).map_err(|e| format!("creating {}: {e}", view.display()))?;
+    fs_err::create_dir_all(view)?;
     for f in files {
         let relative = match f.path.strip_prefix(root) {
             Ok(r) if !r.as_os_str().is_empty() => r.to_path_buf(),
-            _ => stepgraph_engine::relpath::decode(&f.relative).map_err(|e| e.to_string())?,
+            _ => stepgraph_engine::relpath::decode(&f.relative)
+                .map_err(|e| StepError::with_source("", e))?,
         };
         let target = std::path::absolute(&f.path)
-            .map_err(|e| format!("locating {}: {e}", f.path.display()))?;
+            .map_err(|e| StepError::with_source(format!("locating {}", f.path.display()), e))?;
         let link = view.join(&relative);
         if let Some(parent) = link.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| format!("creating {}: {e}", parent.display()))?;
+            fs_err::create_dir_all(parent)?;
         }
-        std::os::unix::fs::symlink(&target, &link)
-            .map_err(|e| format!("linking {}: {e}", link.display()))?;
+        fs_err::os::unix::fs::symlink(&target, &link)?;
     }
     Ok(())
 }

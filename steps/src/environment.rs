@@ -14,8 +14,8 @@
 //! - Builds run under a per-environment flock (`envs/<hash>.lock`) and are complete only when
 //!   `freeze.txt` is written (last, atomically): an interrupted build is never used.
 
+use fs_err as fs;
 use std::collections::HashMap;
-use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -493,8 +493,8 @@ fn build(dir: &Path, python: &Path, requirements: &[String]) -> Result<Vec<Strin
             .env_remove("PYTHONHOME")
             .env("PIP_NO_INPUT", "1")
             .stdin(Stdio::null())
-            .stdout(out_log)
-            .stderr(err_log)
+            .stdout(out_log.into_file())
+            .stderr(err_log.into_file())
             .status();
         let failed = match status {
             Ok(s) if s.success() => None,

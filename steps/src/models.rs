@@ -78,10 +78,9 @@ pub(crate) fn environment(
     // A layout from an earlier try goes: its files are read-only, its folders are not, so it
     // can be removed.
     if model_dir.symlink_metadata().is_ok() {
-        std::fs::remove_dir_all(&model_dir)
-            .map_err(|e| StepError::new(format!("clearing {}: {e}", model_dir.display())))?;
+        fs_err::remove_dir_all(&model_dir)?;
     }
-    std::fs::create_dir_all(&model_dir)?;
+    fs_err::create_dir_all(&model_dir)?;
     let mut declared = serde_json::Map::new();
     for (name, model) in models {
         let path = model
@@ -109,11 +108,11 @@ mod tests {
     fn models_are_laid_out_read_only_as_azure_does() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let file = dir.path().join("iris.pkl");
-        std::fs::write(&file, "pickle")?;
+        fs_err::write(&file, "pickle")?;
         let folder = dir.path().join("bert-base");
-        std::fs::create_dir_all(folder.join("vocab"))?;
-        std::fs::write(folder.join("config.json"), "{}")?;
-        std::fs::write(folder.join("vocab/words.txt"), "a b")?;
+        fs_err::create_dir_all(folder.join("vocab"))?;
+        fs_err::write(folder.join("config.json"), "{}")?;
+        fs_err::write(folder.join("vocab/words.txt"), "a b")?;
         let mut models = BTreeMap::new();
         for m in [
             Model::new("iris-prs", &file),
@@ -149,20 +148,17 @@ mod tests {
                 "bert": {"version": 3, "path": bert.to_string_lossy()},
             })
         );
-        assert_eq!(std::fs::read_to_string(&iris)?, "pickle");
-        assert_eq!(
-            std::fs::read_to_string(bert.join("vocab/words.txt"))?,
-            "a b"
-        );
+        assert_eq!(fs_err::read_to_string(&iris)?, "pickle");
+        assert_eq!(fs_err::read_to_string(bert.join("vocab/words.txt"))?, "a b");
         for f in [&iris, &bert.join("config.json")] {
             assert_eq!(
-                std::fs::metadata(f)?.permissions().mode() & 0o222,
+                fs_err::metadata(f)?.permissions().mode() & 0o222,
                 0,
                 "{f:?}"
             );
         }
         // The user's files are untouched (copies, not links).
-        assert_ne!(std::fs::metadata(&file)?.permissions().mode() & 0o200, 0);
+        assert_ne!(fs_err::metadata(&file)?.permissions().mode() & 0o200, 0);
         assert_eq!(var(STEP_NAME_VAR), "score");
         assert_eq!(
             var(METRICS_VAR),

@@ -13,9 +13,9 @@
 //! - Anything a step prints that ends up in an error, a log summary or the store is a bounded
 //!   [`excerpt`].
 
+use fs_err::File;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{OsStr, OsString};
-use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
@@ -27,6 +27,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
+use stepgraph_engine::{ErrorContext, StepError};
 
 /// The variable carrying a step's token into each of its processes (and, unless they clear
 /// their environment, into everything they start).
@@ -416,7 +417,7 @@ struct ProcInfo {
 
 /// Every process of /proc with its parent, group and step token (unreadable ones are skipped).
 fn scan_proc() -> Vec<ProcInfo> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
+    let Ok(dir) = fs_err::read_dir("/proc") else {
         return Vec::new();
     };
     let mut out = Vec::new();
@@ -428,7 +429,7 @@ fn scan_proc() -> Vec<ProcInfo> {
         else {
             continue;
         };
-        let Ok(stat) = std::fs::read(entry.path().join("stat")) else {
+        let Ok(stat) = fs_err::read(entry.path().join("stat")) else {
             continue;
         };
         // "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
@@ -444,7 +445,7 @@ fn scan_proc() -> Vec<ProcInfo> {
         ) else {
             continue;
         };
-        let token = std::fs::read(entry.path().join("environ"))
+        let token = fs_err::read(entry.path().join("environ"))
             .ok()
             .and_then(|env| {
                 let prefix = format!("{STEP_TOKEN_VAR}=");
@@ -483,21 +484,20 @@ pub(crate) fn source_rules() -> stepgraph_engine::SourceRules {
 /// hashed, and nothing it writes lands in the user's folder. Only regular files are copied;
 /// a special file (a fifo, a device) is never opened. `store_root` (the store, which may sit
 /// inside the source folder) is never copied.
-pub(crate) fn copy_source(from: &Path, to: &Path, store_root: &Path) -> Result<(), String> {
+pub(crate) fn copy_source(from: &Path, to: &Path, store_root: &Path) -> Result<(), StepError> {
     let files = stepgraph_engine::source_files(from, &source_rules(), store_root)?;
-    std::fs::create_dir_all(to).map_err(|e| format!("creating {}: {e}", to.display()))?;
+    fs_err::create_dir_all(to)?;
     for f in files {
         let relative = match f.path.strip_prefix(from) {
             Ok(r) => r.to_path_buf(),
-            Err(_) => stepgraph_engine::relpath::decode(&f.relative).map_err(|e| e.to_string())?,
+            Err(_) => stepgraph_engine::relpath::decode(&f.relative).context("")?,
         };
         let dest = to.join(&relative);
         if let Some(parent) = dest.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| format!("creating {}: {e}", parent.display()))?;
+            fs_err::create_dir_all(parent)?;
         }
         copy_regular_file(&f.path, &dest)
-            .map_err(|e| format!("copying {}: {e}", f.path.display()))?;
+            .with_context(|| format!("copying {}", f.path.display()))?;
     }
     Ok(())
 }
@@ -506,8 +506,8 @@ pub(crate) fn copy_source(from: &Path, to: &Path, store_root: &Path) -> Result<(
 /// blocking and checked to be a regular file before it is read, so a file replaced by a fifo
 /// after it was listed can never hang the copy.
 fn copy_regular_file(from: &Path, to: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut src = std::fs::OpenOptions::new()
+    use fs_err::os::unix::fs::OpenOptionsExt;
+    let mut src = fs_err::OpenOptions::new()
         .read(true)
         .custom_flags(nix::libc::O_NONBLOCK)
         .open(from)?;
@@ -527,13 +527,13 @@ pub(crate) fn copy_tree(
     to: &Path,
     keep: &dyn Fn(&Path) -> bool,
 ) -> std::io::Result<()> {
-    let kind = std::fs::metadata(from)?.file_type();
+    let kind = fs_err::metadata(from)?.file_type();
     if !kind.is_dir() {
-        std::fs::copy(from, to)?;
+        fs_err::copy(from, to)?;
         return Ok(());
     }
-    std::fs::create_dir_all(to)?;
-    for entry in std::fs::read_dir(from)? {
+    fs_err::create_dir_all(to)?;
+    for entry in fs_err::read_dir(from)? {
         let path = entry?.path();
         if keep(&path) {
             if let Some(name) = path.file_name() {
@@ -581,7 +581,7 @@ mod tests {
         assert!(!e.chars().any(|c| c.is_control() && c != '\n'));
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("stderr.txt");
-        std::fs::write(&p, b"\x1b[31mboom").expect("write");
+        fs_err::write(&p, b"\x1b[31mboom").expect("write");
         assert_eq!(file_excerpt(&p), "\\x1b[31mboom");
     }
 
@@ -601,7 +601,7 @@ mod tests {
         let mut body = b"HEAD".to_vec();
         body.extend(vec![b'.'; 100_000]);
         body.extend(b"TAIL");
-        std::fs::write(&p, &body).expect("write");
+        fs_err::write(&p, &body).expect("write");
         let e = file_excerpt(&p);
         assert!(e.starts_with("HEAD") && e.ends_with("TAIL"));
         assert!(e.contains(&format!("… {} bytes omitted …", body.len() - 8192)));

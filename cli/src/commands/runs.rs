@@ -188,7 +188,7 @@ pub(super) fn cmd_logs(store: &Store, run: &str, step: &str, worker: Option<usiz
     for f in files {
         outln!("==> {} <==", f.strip_prefix(&logs).unwrap_or(&f).display())?;
         // The bytes as they are: a log is not always UTF-8.
-        match std::fs::read(&f) {
+        match fs_err::read(&f) {
             Ok(bytes) => {
                 crate::out::stdout_bytes(&bytes)?;
                 if !bytes.ends_with(b"\n") && !bytes.is_empty() {
@@ -208,7 +208,7 @@ fn print_worker_logs(logs: &Path, w: usize) -> Result<i32> {
     let user = logs.join("user");
     let Some((node, process)) = worker_places(&user).into_iter().nth(w) else {
         let p = user.join(format!("worker-{w}.txt"));
-        let bytes = std::fs::read(&p)
+        let bytes = fs_err::read(&p)
             .with_context(|| format!("no log for worker {w} ({})", user.display()))?;
         crate::out::stdout_bytes(&bytes)?;
         return Ok(exit::OK);
@@ -222,7 +222,7 @@ fn print_worker_logs(logs: &Path, w: usize) -> Result<i32> {
             .join(kind)
             .join(&node)
             .join(format!("{process}{suffix}"));
-        let Ok(bytes) = std::fs::read(logs.join(&rel)) else {
+        let Ok(bytes) = fs_err::read(logs.join(&rel)) else {
             continue;
         };
         outln!("==> {} <==", rel.display())?;
@@ -238,7 +238,7 @@ fn print_worker_logs(logs: &Path, w: usize) -> Result<i32> {
 /// (the engine creates it for each), in worker order: nodes by number, processes by name.
 fn worker_places(user: &Path) -> Vec<(String, String)> {
     let names = |dir: &Path| -> Vec<String> {
-        std::fs::read_dir(dir)
+        fs_err::read_dir(dir)
             .map(|rd| {
                 rd.filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
                     .collect()
@@ -262,7 +262,7 @@ fn worker_places(user: &Path) -> Vec<(String, String)> {
 
 pub(super) fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(dir) {
+    if let Ok(rd) = fs_err::read_dir(dir) {
         for e in rd.flatten() {
             let p = e.path();
             if p.is_dir() {

@@ -120,23 +120,21 @@ impl<'a> NodeExec<'a> {
             && !self.opts.plan.regenerate_outputs
             && !self.opts.plan.force.contains(&name);
         if reusable {
-            match self.try_reuse(&name, &keyed.key, &keyed.out_dirs, job.upstream_ran) {
-                Ok(Some((entry, outputs))) => {
-                    let _ = self
-                        .store
-                        .latest_put(self.pipeline.name(), &name, &keyed.latest);
-                    record.status = StepStatus::Reused;
-                    record.counts = entry.counts;
-                    record.reused_from = Some(entry.run_id);
-                    record.duration_ms = t0.elapsed().as_millis() as u64;
-                    record.outputs = outputs
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.manifest.hash.clone()))
-                        .collect();
-                    return NodeOutcome::Done { record, outputs };
-                }
-                Ok(None) => {}
-                Err(e) => return self.fail(record, e, t0),
+            if let Some((entry, outputs)) =
+                self.try_reuse(&name, &keyed.key, &keyed.out_dirs, job.upstream_ran)
+            {
+                let _ = self
+                    .store
+                    .latest_put(self.pipeline.name(), &name, &keyed.latest);
+                record.status = StepStatus::Reused;
+                record.counts = entry.counts;
+                record.reused_from = Some(entry.run_id);
+                record.duration_ms = t0.elapsed().as_millis() as u64;
+                record.outputs = outputs
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.manifest.hash.clone()))
+                    .collect();
+                return NodeOutcome::Done { record, outputs };
             }
         }
         // Never compute (and cache) output from stored bytes that are not what their hash
@@ -153,7 +151,7 @@ impl<'a> NodeExec<'a> {
         }
         let counts = match self.run_step(&job, node, &prepared, &keyed, reusable) {
             Ok(counts) => counts,
-            Err(message) => return self.fail(record, message, t0),
+            Err(e) => return self.fail(record, e.to_string(), t0),
         };
         self.store_outputs(record, prepared, keyed, counts, t0)
     }
@@ -208,7 +206,7 @@ impl<'a> NodeExec<'a> {
         prepared: &Prepared,
         keyed: &Keyed,
         resume: bool,
-    ) -> Result<StepCounts, String> {
+    ) -> Result<StepCounts, StepError> {
         let name = &node.name;
         let def = &node.module_def;
         self.events.emit(&Event::StepStarted {
@@ -221,9 +219,9 @@ impl<'a> NodeExec<'a> {
         for d in keyed.out_dirs.values().chain([&work_dir, &log_dir]) {
             // A step rerun in this run starts from empty folders, not from its first result.
             if job.rerun_damaged && d.exists() {
-                std::fs::remove_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+                fs_err::remove_dir_all(d)?;
             }
-            std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+            fs_err::create_dir_all(d)?;
         }
         let arguments = self.arguments(def, prepared, &keyed.out_dirs);
         // A step sees exactly the parameters in its fingerprint (`params.<name>`): a value it
@@ -254,12 +252,12 @@ impl<'a> NodeExec<'a> {
             cancel: &self.opts.cancel,
             resume,
         };
-        let counts = catch_step(|| node.step.execute(&ctx)).map_err(|e| e.message)?;
+        let counts = catch_step(|| node.step.execute(&ctx))?;
         if self.opts.cancel.is_cancelled() {
-            return Err("run cancelled".into());
+            return Err(StepError::new("run cancelled"));
         }
         match self.inputs_changed_while_running(job, prepared) {
-            Some(why) => Err(why),
+            Some(why) => Err(StepError::new(why)),
             None => Ok(counts),
         }
     }
@@ -360,7 +358,7 @@ impl<'a> NodeExec<'a> {
         NodeOutcome::Done { record, outputs }
     }
 
-    /// A verified cache hit, materialised into the run folder; `Ok(None)` on a miss (a damaged
+    /// A verified cache hit, materialised into the run folder; `None` on a miss (a damaged
     /// entry is reported and treated as a miss, never served).
     #[allow(clippy::type_complexity)]
     fn try_reuse(
@@ -369,18 +367,18 @@ impl<'a> NodeExec<'a> {
         key: &str,
         out_dirs: &BTreeMap<String, PathBuf>,
         upstream_ran: bool,
-    ) -> Result<Option<(CacheEntry, BTreeMap<String, UpstreamOutput>)>, String> {
+    ) -> Option<(CacheEntry, BTreeMap<String, UpstreamOutput>)> {
         let entry = match self.store.cache_get(key) {
             Ok(Some(e)) => e,
-            Ok(None) => return Ok(None),
+            Ok(None) => return None,
             Err(e) => {
                 self.reject(name, key, e.to_string());
-                return Ok(None);
+                return None;
             }
         };
-        if let Err(reason) = check_entry(self.store, &entry, self.opts.plan.verify) {
-            self.reject(name, key, reason);
-            return Ok(None);
+        if let Err(problem) = check_entry(self.store, &entry, self.opts.plan.verify) {
+            self.reject(name, key, problem.to_string());
+            return None;
         }
         let mut outs = BTreeMap::new();
         for (port, manifest) in &entry.outputs {
@@ -389,7 +387,7 @@ impl<'a> NodeExec<'a> {
             };
             if let Err(e) = self.store.materialise(manifest, dir) {
                 self.reject(name, key, e.to_string());
-                return Ok(None);
+                return None;
             }
             outs.insert(
                 port.clone(),
@@ -405,7 +403,7 @@ impl<'a> NodeExec<'a> {
             from_run: entry.run_id.clone(),
             early_cutoff: upstream_ran,
         });
-        Ok(Some((entry, outs)))
+        Some((entry, outs))
     }
 
     /// After a step ran: why its output must not be cached, if its inputs are no longer what
@@ -488,7 +486,7 @@ impl<'a> NodeExec<'a> {
                 }
                 Err(e) => {
                     if matches!(e, StoreError::DamagedObject { .. }) {
-                        let _ = std::fs::remove_file(self.store.object_path(&obj.hash));
+                        let _ = fs_err::remove_file(self.store.object_path(&obj.hash));
                     }
                     damaged
                         .entry(node)
@@ -531,7 +529,7 @@ struct ObjectStat {
 impl ObjectStat {
     fn of(path: &std::path::Path) -> Option<ObjectStat> {
         use std::os::unix::fs::MetadataExt;
-        let m = std::fs::metadata(path).ok()?;
+        let m = fs_err::metadata(path).ok()?;
         Some(ObjectStat {
             size: m.size(),
             ino: m.ino(),

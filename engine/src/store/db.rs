@@ -148,12 +148,12 @@ pub(super) fn open_db(path: &Path) -> Result<(sled::Db, Option<MovedAside>), Ope
         Err(e) => classify(e, path)?,
     };
     let aside = path.with_file_name(format!("db.corrupt-{}", now_unix_ms()));
-    std::fs::rename(path, &aside).map_err(|e| OpenDbError::Other(StoreError::io(path, e)))?;
+    fs_err::rename(path, &aside).map_err(|e| OpenDbError::Other(StoreError::io(path, e)))?;
     // Keep the damaged copy (for a bug report) only when the disk has room for it to spare.
     let aside = if free_bytes(&root).is_some_and(|free| free >= KEEP_ASIDE_MARGIN) {
         Aside::Kept(aside)
     } else {
-        let _ = std::fs::remove_dir_all(&aside);
+        let _ = fs_err::remove_dir_all(&aside);
         Aside::Deleted
     };
     let db = fresh_db(&root, path)?;

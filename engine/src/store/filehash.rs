@@ -1,7 +1,7 @@
 //! Content hashes of input files, memoised by (path, size, mtime, inode) like git's index, so a
 //! no-op rerun stats its inputs instead of reading them.
 
-use std::fs::File;
+use fs_err::File;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -30,7 +30,7 @@ impl Store {
     /// # Errors
     /// [`StoreError::Io`] when the file cannot be read.
     pub fn hash_file(&self, path: &Path, verify: bool) -> Result<String, StoreError> {
-        let meta = std::fs::metadata(path).map_err(|e| StoreError::io(path, e))?;
+        let meta = fs_err::metadata(path).map_err(|e| StoreError::io(path, e))?;
         let stat = [
             meta.size(),
             meta.mtime() as u64,
@@ -145,7 +145,7 @@ mod tests {
         let data: Vec<u8> = (0..(3 << 20) + 12345u32)
             .map(|i| (i * 31 % 251) as u8)
             .collect();
-        std::fs::write(&f, &data)?;
+        fs_err::write(&f, &data)?;
         let mut h = blake3::Hasher::new();
         super::hash_windows(&mut h, &f, data.len() as u64, 64 << 10)?;
         assert_eq!(h.finalize(), blake3::hash(&data));
@@ -161,11 +161,11 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let store = Store::open(dir.path().join("s"), OpenOptions::default())?;
         let f = dir.path().join("a.txt");
-        std::fs::write(&f, b"hello")?;
+        fs_err::write(&f, b"hello")?;
         let h1 = store.hash_file(&f, false)?;
         assert_eq!(h1, blake3::hash(b"hello").to_hex().to_string());
         assert_eq!(store.hash_file(&f, false)?, h1);
-        std::fs::write(&f, b"world!")?;
+        fs_err::write(&f, b"world!")?;
         assert_eq!(
             store.hash_file(&f, false)?,
             blake3::hash(b"world!").to_hex().to_string()

@@ -1,8 +1,8 @@
 //! Removing files and counting the disk space that really goes: sizes as `du` counts them
 //! (`st_blocks * 512`), each inode once, and a file only when its last link goes.
 
+use fs_err as fs;
 use std::collections::HashMap;
-use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
@@ -13,7 +13,7 @@ pub(crate) fn remove_counting(path: &Path) -> u64 {
     freed.total()
 }
 
-pub(super) fn disk(meta: &fs::Metadata) -> u64 {
+pub(super) fn disk(meta: &std::fs::Metadata) -> u64 {
     meta.blocks() * 512
 }
 
@@ -52,7 +52,7 @@ impl Freed {
         if !dry && meta.permissions().mode() & 0o700 != 0o700 {
             // Work copies may hold read-only folders: their entries cannot go otherwise.
             let mode = meta.permissions().mode() | 0o700;
-            fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
+            fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
         }
         for e in fs::read_dir(path)? {
             self.tree(&e?.path(), dry)?;
@@ -84,7 +84,7 @@ pub(super) fn remove_with_writable_parent(
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
             let parent = path.parent().unwrap_or(path);
             let mode = fs::metadata(parent)?.permissions().mode() | 0o700;
-            fs::set_permissions(parent, fs::Permissions::from_mode(mode))?;
+            fs::set_permissions(parent, std::fs::Permissions::from_mode(mode))?;
             op(path)
         }
         r => r,

@@ -25,6 +25,6 @@ pub fn is_store_dir(dir: &Path) -> bool {
 pub(crate) fn ensure_marker(root: &Path) {
     let path = root.join(STORE_MARKER);
     if !path.exists() {
-        let _ = std::fs::write(path, MARKER_TEXT);
+        let _ = fs_err::write(path, MARKER_TEXT);
     }
 }

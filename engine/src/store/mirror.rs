@@ -2,7 +2,7 @@
 //! entry is also `entries/<key>.json` and every run record `runs/<id>/run.json`, each written
 //! atomically (temp file, fsync, rename, folder fsync).
 
-use std::fs::{self, File};
+use fs_err::{self as fs, File};
 use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -119,14 +119,14 @@ impl Store {
             }
         };
         refuse_foreign_folder(&root)?;
-        std::fs::create_dir_all(&root).map_err(|e| full(&root, StoreError::io(&root, e)))?;
+        fs_err::create_dir_all(&root).map_err(|e| full(&root, StoreError::io(&root, e)))?;
         let root = root.canonicalize().map_err(|e| StoreError::io(&root, e))?;
         // The marker first: a store interrupted right after it was created is still a store.
         marker::ensure_marker(&root);
         let lock = lock::StoreLock::acquire(&root, options.wait).map_err(|e| full(&root, e))?;
         for dir in ["objects", "objects/tmp", "runs", "progress"] {
             let p = root.join(dir);
-            std::fs::create_dir_all(&p).map_err(|e| full(&root, StoreError::io(&p, e)))?;
+            fs_err::create_dir_all(&p).map_err(|e| full(&root, StoreError::io(&p, e)))?;
         }
         let mut warnings = Vec::new();
         // sled writes when it opens (a new log segment, a snapshot) and can damage its log
@@ -331,7 +331,7 @@ impl Store {
         };
         if written.is_err() && new_dir {
             // A run refused before its first record leaves no folder behind.
-            let _ = std::fs::remove_dir_all(&dir);
+            let _ = fs_err::remove_dir_all(&dir);
         }
         written
     }

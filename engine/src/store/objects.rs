@@ -1,8 +1,8 @@
 //! Content-addressed objects: immutable, read-only files named by their blake3 hash, written
 //! to a temp file, fsynced and renamed into place.
 
+use fs_err::{self as fs, File};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::fs::{self, File};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -251,7 +251,7 @@ impl Store {
 /// `src`, renamed over it), so that what consumers read in the run folder is the stored,
 /// verified object itself, not a second copy that could change unseen. Best effort: across
 /// devices `src` stays as it is.
-fn link_back(dest: &Path, src: &Path, src_meta: &fs::Metadata) {
+fn link_back(dest: &Path, src: &Path, src_meta: &std::fs::Metadata) {
     if fs::metadata(dest).is_ok_and(|d| d.ino() == src_meta.ino() && d.dev() == src_meta.dev()) {
         return;
     }
@@ -293,12 +293,12 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let store = Store::open(dir.path().join("store"), OpenOptions::default())?;
         let src = dir.path().join("src");
-        std::fs::create_dir_all(&src)?;
-        std::fs::write(src.join("f.txt"), "x")?;
+        fs_err::create_dir_all(&src)?;
+        fs_err::write(src.join("f.txt"), "x")?;
         let good = store.ingest_dir(&src)?;
         let obj = good.files.values().next().cloned().ok_or("no object")?;
         let outside = dir.path().join("outside");
-        std::fs::create_dir_all(&outside)?;
+        fs_err::create_dir_all(&outside)?;
         for bad in [
             "../escape.txt",
             "/tmp/escape.txt",
@@ -306,9 +306,9 @@ mod tests {
             "link/f.txt",
         ] {
             let dest = dir.path().join("dest");
-            let _ = std::fs::remove_dir_all(&dest);
-            std::fs::create_dir_all(&dest)?;
-            std::os::unix::fs::symlink(&outside, dest.join("link"))?;
+            let _ = fs_err::remove_dir_all(&dest);
+            fs_err::create_dir_all(&dest)?;
+            fs_err::os::unix::fs::symlink(&outside, dest.join("link"))?;
             let mut m = good.clone();
             m.files.clear();
             m.files.insert(bad.to_string(), obj.clone());
@@ -317,7 +317,7 @@ mod tests {
                 matches!(err, Err(crate::StoreError::UnsafePath { .. })),
                 "{bad}: {err:?}"
             );
-            assert_eq!(std::fs::read_dir(&outside)?.count(), 0, "{bad}");
+            assert_eq!(fs_err::read_dir(&outside)?.count(), 0, "{bad}");
         }
         Ok(())
     }
@@ -328,22 +328,22 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let store = Store::open(dir.path().join("s"), OpenOptions::default())?;
         let out = dir.path().join("out");
-        std::fs::create_dir_all(out.join("sub"))?;
-        std::fs::write(out.join("a.txt"), b"alpha")?;
-        std::fs::write(out.join("sub/b.txt"), b"beta")?;
+        fs_err::create_dir_all(out.join("sub"))?;
+        fs_err::write(out.join("a.txt"), b"alpha")?;
+        fs_err::write(out.join("sub/b.txt"), b"beta")?;
         let m = store.ingest_dir(&out)?;
         assert_eq!(m.files.keys().collect::<Vec<_>>(), ["a.txt", "sub/b.txt"]);
         let dest = dir.path().join("mat");
         store.materialise(&m, &dest)?;
-        assert_eq!(std::fs::read(dest.join("sub/b.txt"))?, b"beta");
+        assert_eq!(fs_err::read(dest.join("sub/b.txt"))?, b"beta");
         let obj = &m.files["a.txt"];
         store.verify_object(obj)?;
         let p = store.object_path(&obj.hash);
-        let mut perms = std::fs::metadata(&p)?.permissions();
+        let mut perms = fs_err::metadata(&p)?.permissions();
         #[allow(clippy::permissions_set_readonly_false)]
         perms.set_readonly(false);
-        std::fs::set_permissions(&p, perms)?;
-        std::fs::write(&p, b"alphX")?;
+        fs_err::set_permissions(&p, perms)?;
+        fs_err::write(&p, b"alphX")?;
         assert!(store.verify_object(obj).is_err());
         Ok(())
     }

@@ -3,10 +3,10 @@
 //! `<key>.<step>` as the id). A commit fsyncs the
 //! data file once and flushes sled once, however many results it covers.
 
+use fs_err::os::unix::fs::FileExt;
+use fs_err::{File, OpenOptions};
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -87,7 +87,7 @@ impl Store {
         if data.exists() {
             self.progress_log(key)?.clear()?;
         }
-        match std::fs::remove_dir_all(&staging) {
+        match fs_err::remove_dir_all(&staging) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(StoreError::io(&staging, e)),
@@ -237,7 +237,7 @@ impl ProgressLog<'_> {
             .map_err(|e| self.store.db_err(e))?;
         self.store.flush()?;
         drop(self.file);
-        match std::fs::remove_file(&self.path) {
+        match fs_err::remove_file(&self.path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(StoreError::io(&self.path, e)),

@@ -6,8 +6,8 @@
 //! removing an object still linked from a run folder frees nothing until that folder goes
 //! (`runs rm` / `runs prune`), and the reports say so.
 
+use fs_err as fs;
 use std::collections::{HashMap, HashSet};
-use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::Duration;

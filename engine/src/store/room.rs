@@ -17,11 +17,11 @@ pub(super) fn reserve_warning(root: &Path) -> String {
 /// Write `len` zero bytes to `path` (no fsync: the space is taken at write time).
 pub(super) fn write_zeros(path: &Path, len: usize) -> bool {
     use std::io::Write;
-    let ok = std::fs::File::create(path)
+    let ok = fs_err::File::create(path)
         .and_then(|mut f| f.write_all(&vec![0u8; len]))
         .is_ok();
     if !ok {
-        let _ = std::fs::remove_file(path);
+        let _ = fs_err::remove_file(path);
     }
     ok
 }
@@ -34,10 +34,10 @@ pub(super) fn ensure_reserve(root: &Path) -> bool {
         return false;
     }
     let tmp = root.join("reserve.tmp");
-    if write_zeros(&tmp, RESERVE_BYTES) && std::fs::rename(&tmp, &path).is_ok() {
+    if write_zeros(&tmp, RESERVE_BYTES) && fs_err::rename(&tmp, &path).is_ok() {
         return true;
     }
-    let _ = std::fs::remove_file(&tmp);
+    let _ = fs_err::remove_file(&tmp);
     false
 }
 
@@ -46,7 +46,7 @@ pub(super) fn ensure_reserve(root: &Path) -> bool {
 pub(super) fn has_room(root: &Path, len: usize) -> bool {
     let probe = root.join("space-probe");
     let ok = write_zeros(&probe, len);
-    let _ = std::fs::remove_file(&probe);
+    let _ = fs_err::remove_file(&probe);
     ok
 }
 
@@ -64,7 +64,7 @@ pub(crate) fn free_bytes(path: &Path) -> Option<u64> {
 /// Refuse a folder that holds files and is not a store: adopting it would let `cache gc`
 /// remove the user's files.
 pub(super) fn refuse_foreign_folder(root: &Path) -> Result<(), StoreError> {
-    let entries = match std::fs::read_dir(root) {
+    let entries = match fs_err::read_dir(root) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         // A file where the folder should be: create_dir_all says so.
@@ -100,12 +100,12 @@ pub(crate) fn is_aside_db(name: &str) -> bool {
 pub(super) fn free_without_db(root: &Path) -> u64 {
     let mut freed = 0;
     let mut candidates = Vec::new();
-    for e in std::fs::read_dir(root).into_iter().flatten().flatten() {
+    for e in fs_err::read_dir(root).into_iter().flatten().flatten() {
         if is_aside_db(&e.file_name().to_string_lossy()) {
             candidates.push(e.path());
         }
     }
-    for e in std::fs::read_dir(root.join("objects/tmp"))
+    for e in fs_err::read_dir(root.join("objects/tmp"))
         .into_iter()
         .flatten()
         .flatten()
@@ -130,7 +130,7 @@ pub(super) fn human_bytes(n: u64) -> String {
 
 /// Delete the ballast; whether there was one.
 pub(super) fn release_reserve(root: &Path) -> bool {
-    std::fs::remove_file(root.join("reserve")).is_ok()
+    fs_err::remove_file(root.join("reserve")).is_ok()
 }
 
 /// sled writes when it opens (a new log segment, a snapshot) and can damage its log when that

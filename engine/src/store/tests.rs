@@ -1,3 +1,6 @@
+// Tests use std::fs directly; the library uses fs_err (clippy.toml).
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
 use super::*;
 
 #[test]

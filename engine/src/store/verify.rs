@@ -46,7 +46,7 @@ impl Store {
                         Ok(()) => None,
                         Err(err) => {
                             if matches!(err, StoreError::DamagedObject { .. }) {
-                                let _ = std::fs::remove_file(self.object_path(&o.hash));
+                                let _ = fs_err::remove_file(self.object_path(&o.hash));
                             }
                             Some(format!("{rel}: {err}"))
                         }
@@ -106,15 +106,15 @@ mod tests {
         let store = Store::open(dir.path().join("store"), OpenOptions::default())?;
         for (name, text) in [("good", "fine bytes"), ("bad", "rotten bytes")] {
             let d = dir.path().join(name);
-            std::fs::create_dir_all(&d)?;
-            std::fs::write(d.join("f.txt"), text)?;
+            fs_err::create_dir_all(&d)?;
+            fs_err::write(d.join("f.txt"), text)?;
         }
         let good = entry(&store, &"a".repeat(64), &dir.path().join("good"))?;
         let bad = entry(&store, &"b".repeat(64), &dir.path().join("bad"))?;
         let obj = bad.outputs["out"].files["f.txt"].clone();
         let path = store.object_path(&obj.hash);
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
-        std::fs::write(&path, "Rotten bytes")?;
+        fs_err::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
+        fs_err::write(&path, "Rotten bytes")?;
 
         let report = store.verify_cache()?;
         assert_eq!(report.checked, 2);

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
 use serde_json::{json, Value};
-use stepgraph_engine::{Event, ProgressLog, StepContext, StepCounts};
+use stepgraph_engine::{Event, ProgressLog, StepContext, StepCounts, StepError};
 
 use super::config::{Limit, ParallelRunConfig};
 use super::gather::{Gatherer, Piece};
@@ -170,7 +170,7 @@ impl Dispatch<'_, '_> {
     ///
     /// # Errors
     /// The worker threads cannot start, or a commit or the gathered output failed.
-    pub(crate) fn run(self) -> Result<Outcome, String> {
+    pub(crate) fn run(self) -> Result<Outcome, StepError> {
         let Dispatch {
             ctx,
             config,
@@ -195,14 +195,14 @@ impl Dispatch<'_, '_> {
             .num_threads(n_workers.max(1))
             .thread_name(|i| format!("stepgraph-worker-{i}"))
             .build()
-            .map_err(|e| format!("cannot start worker threads: {e}"))?;
+            .map_err(|e| StepError::with_source("cannot start worker threads", e))?;
         let mut sinks = Sinks {
             log,
             gatherer,
             watch,
             sys_log,
         };
-        let result: Result<(), String> = pool.in_place_scope(|scope| {
+        let result: Result<(), StepError> = pool.in_place_scope(|scope| {
             for (wid, mut worker) in workers.into_iter().enumerate() {
                 let (job_rx, res_tx, stop) = (job_rx.clone(), res_tx.clone(), &stop);
                 scope.spawn(move |_| {
@@ -283,9 +283,9 @@ struct Sinks<'a, 'log> {
 impl Sinks<'_, '_> {
     /// Make the finished mini-batches durable; a summary_only step's write watch saves the
     /// listing of its output folder that goes with the commit.
-    fn commit(&mut self) -> Result<(), String> {
+    fn commit(&mut self) -> Result<(), StepError> {
         let listing = self.watch.and_then(WriteWatch::committing);
-        self.log.commit().map_err(|e| e.to_string())?;
+        self.log.commit()?;
         if let Some(w) = self.watch {
             w.save(listing);
         }
@@ -294,7 +294,7 @@ impl Sinks<'_, '_> {
 
     /// Commit when there is something to commit and the last commit is [`COMMIT_INTERVAL`]
     /// old.
-    fn commit_if_due(&mut self, last_commit: &mut Instant) -> Result<(), String> {
+    fn commit_if_due(&mut self, last_commit: &mut Instant) -> Result<(), StepError> {
         if self.log.pending() > 0 && last_commit.elapsed() >= COMMIT_INTERVAL {
             self.commit()?;
             *last_commit = Instant::now();
@@ -303,7 +303,7 @@ impl Sinks<'_, '_> {
     }
 
     /// Gather a finished mini-batch's piece (append_row).
-    fn gather(&mut self, index: u64, piece: Piece) -> Result<(), String> {
+    fn gather(&mut self, index: u64, piece: Piece) -> Result<(), StepError> {
         match self.gatherer.as_deref_mut() {
             Some(g) => g.add(index, piece, self.log),
             None => Ok(()),
@@ -394,7 +394,7 @@ impl<'a> Coordinator<'a> {
         reports: &Receiver<Report>,
         sinks: &mut Sinks<'_, '_>,
         n_workers: usize,
-    ) -> Result<(), String> {
+    ) -> Result<(), StepError> {
         let mut in_flight = 0usize;
         let mut last_commit = Instant::now();
         let mut last_progress = Instant::now();
@@ -451,7 +451,7 @@ impl<'a> Coordinator<'a> {
         index: u64,
         outcome: TryOutcome,
         sinks: &mut Sinks<'_, '_>,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, StepError> {
         let (cfg, ctx) = (self.config, self.ctx);
         let spec = &self.specs[index as usize];
         let k = spec.item_count();
@@ -466,10 +466,7 @@ impl<'a> Coordinator<'a> {
                 self.counts.items += k;
                 self.counts.failed_items += failed_items;
                 let meta = json!({"items": k, "count": count, "failed_items": failed_items, "columns": &columns});
-                let rec = sinks
-                    .log
-                    .append(index, meta, &rows)
-                    .map_err(|e| e.to_string())?;
+                let rec = sinks.log.append(index, meta, &rows)?;
                 sinks.gather(index, Piece::Rows { rows, columns, rec })?;
                 if failed_items > 0 {
                     let _ = writeln!(sinks.sys_log, "mini-batch {index}: run() returned {count} of {k} items; {failed_items} counted as failed");

@@ -1,9 +1,9 @@
 //! The in-process Rust entry: an [`EntryScript`] trait (Azure's `init` / `run` / `shutdown`),
 //! one instance per worker, made by a factory; and the loading of a mini-batch's data.
 
+use fs_err::os::unix::fs::FileExt;
+use fs_err::File;
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -104,12 +104,41 @@ pub trait EntryScript: Send {
 /// Makes one [`EntryScript`] per worker.
 pub type EntryFactory = Arc<dyn Fn() -> Box<dyn EntryScript> + Send + Sync>;
 
+/// Why the data of a mini-batch could not be read; every variant names the file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub(crate) enum LoadError {
+    /// The file could not be read (`fs_err`'s message names it).
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// A JSON line that does not parse.
+    #[error("{}: line {line} of mini-batch {index}: {source}", path.display())]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// The line's number in the mini-batch's data from this file (1-based).
+        line: usize,
+        /// The mini-batch.
+        index: u64,
+        /// The parser's error.
+        source: serde_json::Error,
+    },
+    /// CSV that does not parse.
+    #[error("{}: {source}", path.display())]
+    Csv {
+        /// The file.
+        path: PathBuf,
+        /// The parser's error.
+        source: csv::Error,
+    },
+}
+
 /// Read the data of a mini-batch (files are passed as paths; rows are read from their byte
 /// ranges, so memory holds one mini-batch, never the dataset).
 ///
 /// # Errors
-/// A message naming the file when it cannot be read or parsed.
-pub(crate) fn load(index: u64, spec: &MiniBatchSpec) -> Result<MiniBatch, String> {
+/// An error naming the file when it cannot be read or parsed.
+pub(crate) fn load(index: u64, spec: &MiniBatchSpec) -> Result<MiniBatch, LoadError> {
     match spec {
         MiniBatchSpec::Files {
             files,
@@ -134,13 +163,13 @@ pub(crate) fn load(index: u64, spec: &MiniBatchSpec) -> Result<MiniBatch, String
                             if line.iter().all(u8::is_ascii_whitespace) {
                                 continue;
                             }
-                            let v = serde_json::from_slice(line).map_err(|e| {
-                                format!(
-                                    "{}: line {} of mini-batch {index}: {e}",
-                                    seg.path.display(),
-                                    i + 1
-                                )
-                            })?;
+                            let v =
+                                serde_json::from_slice(line).map_err(|source| LoadError::Json {
+                                    path: seg.path.clone(),
+                                    line: i + 1,
+                                    index,
+                                    source,
+                                })?;
                             rows.push(v);
                         }
                     }
@@ -155,12 +184,13 @@ pub(crate) fn load(index: u64, spec: &MiniBatchSpec) -> Result<MiniBatch, String
                         let mut rdr = csv::ReaderBuilder::new()
                             .has_headers(true)
                             .from_reader(buf.as_slice());
-                        header = rdr
-                            .headers()
-                            .map_err(|e| format!("{}: {e}", seg.path.display()))?
-                            .clone();
+                        let csv_err = |source| LoadError::Csv {
+                            path: seg.path.clone(),
+                            source,
+                        };
+                        header = rdr.headers().map_err(csv_err)?.clone();
                         for r in rdr.records() {
-                            records.push(r.map_err(|e| format!("{}: {e}", seg.path.display()))?);
+                            records.push(r.map_err(csv_err)?);
                         }
                     }
                     MiniBatchData::Csv { header, records }
@@ -175,23 +205,21 @@ pub(crate) fn load(index: u64, spec: &MiniBatchSpec) -> Result<MiniBatch, String
     }
 }
 
-fn read_at(seg: &Segment, start: u64, end: u64) -> Result<Vec<u8>, String> {
-    let f = File::open(&seg.path).map_err(|e| format!("{}: {e}", seg.path.display()))?;
+fn read_at(seg: &Segment, start: u64, end: u64) -> Result<Vec<u8>, LoadError> {
+    let f = File::open(&seg.path)?;
     let mut buf = vec![0u8; end.saturating_sub(start) as usize];
-    f.read_exact_at(&mut buf, start)
-        .map_err(|e| format!("{}: {e}", seg.path.display()))?;
+    f.read_exact_at(&mut buf, start)?;
     Ok(buf)
 }
 
-fn read_ranges(seg: &Segment) -> Result<Vec<u8>, String> {
-    let f = File::open(&seg.path).map_err(|e| format!("{}: {e}", seg.path.display()))?;
+fn read_ranges(seg: &Segment) -> Result<Vec<u8>, LoadError> {
+    let f = File::open(&seg.path)?;
     let total: u64 = seg.ranges.iter().map(|(s, e)| e - s).sum();
     let mut buf = Vec::with_capacity(total as usize + seg.ranges.len());
     for (s, e) in &seg.ranges {
         let at = buf.len();
         buf.resize(at + (e - s) as usize, 0);
-        f.read_exact_at(&mut buf[at..], *s)
-            .map_err(|err| format!("{}: {err}", seg.path.display()))?;
+        f.read_exact_at(&mut buf[at..], *s)?;
         // A last line without its newline must not run into the next range.
         if buf.last().is_some_and(|b| *b != b'\n') {
             buf.push(b'\n');

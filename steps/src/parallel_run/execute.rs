@@ -1,8 +1,8 @@
 //! The step's execution: partition the inputs, resume from committed progress, dispatch the
 //! mini-batches to the workers, gather the output and move it into place.
 
+use fs_err::{self as fs, File, OpenOptions};
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -221,7 +221,7 @@ pub(super) fn execute(
     .run();
     // The workers have stopped (normally, on error or on abort): kill what they left behind.
     drop(tree);
-    let outcome = outcome.map_err(StepError::new)?;
+    let outcome = outcome?;
     let warnings = watch.map(|w| w.warnings()).unwrap_or_default();
     for w in &warnings {
         let _ = writeln!(sys_log, "{w}");
@@ -234,7 +234,7 @@ pub(super) fn execute(
         return Err(report::failure(step, ctx, &outcome, reason));
     }
     if let Some(g) = gatherer {
-        g.finish(specs.len() as u64).map_err(StepError::new)?;
+        g.finish(specs.len() as u64)?;
     }
     staging.deliver(step, ctx, log)?;
     Ok(outcome.counts)
@@ -257,8 +257,7 @@ fn make_gatherer(
     let mut g = gather::Gatherer::create(&path, cfg.append_row_format())?;
     for (i, rec) in committed {
         if (*i as usize) < total {
-            g.add(*i, gather::Piece::Committed(rec.clone()), log)
-                .map_err(StepError::new)?;
+            g.add(*i, gather::Piece::Committed(rec.clone()), log)?;
         }
     }
     Ok(Some(g))

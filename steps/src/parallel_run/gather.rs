@@ -3,13 +3,13 @@
 //! one that finishes early waits as a log position and is read back when its turn comes, so
 //! memory stays bounded however long an earlier mini-batch takes.
 
+use fs_err::File;
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
 use serde_json::Value;
-use stepgraph_engine::{ProgressLog, ProgressRecord};
+use stepgraph_engine::{ProgressLog, ProgressRecord, StepError};
 
 use super::config::AppendRowFormat;
 
@@ -54,7 +54,7 @@ impl Gatherer {
         index: u64,
         piece: Piece,
         log: &ProgressLog<'_>,
-    ) -> Result<(), String> {
+    ) -> Result<(), StepError> {
         if index != self.next {
             let piece = match piece {
                 Piece::Rows { rec, .. } => Piece::Committed(rec),
@@ -72,7 +72,7 @@ impl Gatherer {
         Ok(())
     }
 
-    fn write(&mut self, piece: Piece, log: &ProgressLog<'_>) -> Result<(), String> {
+    fn write(&mut self, piece: Piece, log: &ProgressLog<'_>) -> Result<(), StepError> {
         let (bytes, columns) = match piece {
             Piece::Nothing => return Ok(()),
             Piece::Rows { rows, columns, .. } => (rows, columns),
@@ -82,7 +82,7 @@ impl Gatherer {
                         .map(|v| v.as_str().unwrap_or_default().to_string())
                         .collect()
                 });
-                (log.read(&rec).map_err(|e| e.to_string())?, columns)
+                (log.read(&rec)?, columns)
             }
         };
         // CSV: one header line, from the first piece that names its columns, if it comes
@@ -90,28 +90,29 @@ impl Gatherer {
         if self.format == AppendRowFormat::Csv && !self.written_any {
             if let Some(cols) = columns {
                 let mut w = csv::Writer::from_writer(Vec::new());
-                w.write_record(&cols).map_err(|e| e.to_string())?;
-                let header = w.into_inner().map_err(|e| e.to_string())?;
-                self.out.write_all(&header).map_err(|e| e.to_string())?;
+                w.write_record(&cols)
+                    .map_err(|e| StepError::with_source("", e))?;
+                let header = w.into_inner().map_err(|e| StepError::new(e.to_string()))?;
+                self.out.write_all(&header)?;
                 self.written_any = true;
             }
         }
         if !bytes.is_empty() {
-            self.out.write_all(&bytes).map_err(|e| e.to_string())?;
+            self.out.write_all(&bytes)?;
             self.written_any = true;
         }
         Ok(())
     }
 
     /// Flush; every one of `total` mini-batches must have been added.
-    pub(crate) fn finish(mut self, total: u64) -> Result<(), String> {
+    pub(crate) fn finish(mut self, total: u64) -> Result<(), StepError> {
         if self.next != total {
-            return Err(format!(
+            return Err(StepError::new(format!(
                 "gathered {} of {total} mini-batches (mini-batch {} never finished)",
                 self.next, self.next
-            ));
+            )));
         }
         // No fsync here: the engine fsyncs the file when it becomes an object.
-        self.out.flush().map_err(|e| e.to_string())
+        Ok(self.out.flush()?)
     }
 }

@@ -67,9 +67,9 @@ fn write_files(dir: &Path, wanted: impl Fn(&str) -> bool) -> std::io::Result<()>
     for (rel, text) in FILES.iter().filter(|(rel, _)| wanted(rel)) {
         let p = dir.join(rel);
         if let Some(parent) = p.parent() {
-            std::fs::create_dir_all(parent)?;
+            fs_err::create_dir_all(parent)?;
         }
-        std::fs::write(&p, text)?;
+        fs_err::write(&p, text)?;
     }
     Ok(())
 }
@@ -80,7 +80,7 @@ mod tests {
 
     /// Every Python file of `steps/python` but its tests, relative to it, sorted.
     fn shipped_sources(root: &Path, rel: &Path, found: &mut Vec<String>) {
-        let Ok(entries) = std::fs::read_dir(root.join(rel)) else {
+        let Ok(entries) = fs_err::read_dir(root.join(rel)) else {
             return;
         };
         for entry in entries.flatten() {

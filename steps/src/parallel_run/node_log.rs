@@ -2,7 +2,7 @@
 //! line when a worker picks a mini-batch up and one when it is done (items, succeeded and
 //! failed counts, duration). Best effort: a log that cannot be written never fails the step.
 
-use std::fs::{File, OpenOptions};
+use fs_err::{File, OpenOptions};
 use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
@@ -22,7 +22,7 @@ impl NodeLog {
     pub(super) fn open(log_dir: &Path, wid: usize, per_node: u32) -> Self {
         let place = LogPlace::of(wid, per_node);
         let dir = log_dir.join("sys").join("node").join(&place.node);
-        let file = std::fs::create_dir_all(&dir).ok().and_then(|()| {
+        let file = fs_err::create_dir_all(&dir).ok().and_then(|()| {
             OpenOptions::new()
                 .create(true)
                 .append(true)

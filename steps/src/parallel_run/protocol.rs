@@ -266,16 +266,24 @@ pub(crate) enum Incoming {
     Other(Value),
 }
 
+/// A line from a worker that is not JSON; the message quotes a bounded excerpt of it.
+#[derive(Debug, thiserror::Error)]
+#[error("not a JSON line: {excerpt}")]
+pub(crate) struct NotJson {
+    /// The line's first and last bytes ([`crate::process::excerpt`]).
+    excerpt: String,
+    /// Why it does not parse.
+    source: serde_json::Error,
+}
+
 /// Parse one line from a worker (blank lines are the caller's to skip).
 ///
 /// # Errors
-/// The line is not JSON: the message quotes a bounded excerpt of it.
-pub(crate) fn parse_reply(line: &[u8]) -> Result<Incoming, String> {
-    let value: Value = serde_json::from_slice(line).map_err(|_| {
-        format!(
-            "not a JSON line: {}",
-            crate::process::excerpt(line.trim_ascii_end())
-        )
+/// The line is not JSON.
+pub(crate) fn parse_reply(line: &[u8]) -> Result<Incoming, NotJson> {
+    let value: Value = serde_json::from_slice(line).map_err(|source| NotJson {
+        excerpt: crate::process::excerpt(line.trim_ascii_end()),
+        source,
     })?;
     Ok(match Reply::deserialize(&value) {
         Ok(reply) => Incoming::Reply(reply),

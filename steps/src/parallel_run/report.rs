@@ -1,6 +1,6 @@
 //! What a run reports: `logs/job_result.txt` and the step's error when it stopped.
 
-use std::fs;
+use fs_err as fs;
 
 use stepgraph_engine::{StepContext, StepError};
 

@@ -1,9 +1,9 @@
 //! Workers: long-lived processes speaking the JSON-lines protocol (Python harness or any
 //! program), or in-process Rust entry instances. A worker runs one mini-batch try at a time.
 
+use fs_err::OpenOptions;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::fs::OpenOptions;
 use std::io::BufReader;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -129,14 +129,13 @@ impl ProcessWorker {
         self.stdin.is_some()
     }
 
-    fn start(&mut self) -> Result<(), String> {
+    fn start(&mut self) -> Result<(), StartError> {
         let log = OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&self.spec.log_path)
-            .map_err(|e| format!("{}: {e}", self.spec.log_path.display()))?;
+            .open(&self.spec.log_path)?;
         let Some((program, args)) = self.spec.argv.split_first() else {
-            return Err("the worker command is empty".into());
+            return Err(StartError::Empty);
         };
         let mut cmd = Command::new(program);
         // Its own process group, so a timeout or an abort kills what the worker started too
@@ -149,14 +148,16 @@ impl ProcessWorker {
             .envs(&self.spec.env)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::from(log));
-        let mut child = crate::process::spawn(&mut cmd)
-            .map_err(|e| format!("cannot start worker {program:?}: {e}"))?;
+            .stderr(Stdio::from(log.into_file()));
+        let mut child = crate::process::spawn(&mut cmd).map_err(|source| StartError::Spawn {
+            program: program.clone(),
+            source,
+        })?;
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             kill_tree(&mut child);
             let _ = child.wait();
             crate::process::reaped(&child);
-            return Err("worker started without pipes".into());
+            return Err(StartError::NoPipes);
         };
         // At most one line waits in the channel: a worker flooding its stdout is read no
         // faster than the lines are handled.
@@ -185,7 +186,7 @@ impl ProcessWorker {
         let init = Request::Init(self.spec.init.clone());
         if let Err(e) = self.send(&init) {
             let why = self.death_reason();
-            return Err(format!("could not send init: {e}; {why}"));
+            return Err(StartError::Init(format!("could not send init: {e}; {why}")));
         }
         // Azure's first_task_creation_timeout (600 s), or the run timeout if that is longer.
         let init_timeout = self.spec.timeout.max(INIT_TIMEOUT);
@@ -193,9 +194,9 @@ impl ProcessWorker {
             Received::Reply(Reply::Ready { .. }) => return Ok(()),
             Received::Reply(Reply::InitFailed { error }) => {
                 self.stop_process();
-                return Err(excerpt(
+                return Err(StartError::Init(excerpt(
                     error.as_deref().unwrap_or("init failed").as_bytes(),
-                ));
+                )));
             }
             Received::Reply(reply) => serde_json::to_value(reply).unwrap_or_default(),
             Received::Other(value) => value,
@@ -204,25 +205,25 @@ impl ProcessWorker {
                     .unwrap_or_default()
             }
             Received::Eof => {
-                return Err(format!(
+                return Err(StartError::Init(format!(
                     "worker exited during init: {}",
                     self.death_reason()
-                ))
+                )))
             }
             Received::Timeout => {
                 self.stop_process();
-                return Err(format!(
+                return Err(StartError::Init(format!(
                     "init() did not finish within {} s; the worker was killed",
                     init_timeout.as_secs()
-                ));
+                )));
             }
-            Received::Cancelled => return Err("cancelled".into()),
+            Received::Cancelled => return Err(StartError::Init("cancelled".into())),
         };
         self.stop_process();
-        Err(format!(
+        Err(StartError::Init(format!(
             "unexpected reply to init: {}",
             excerpt(unexpected.to_string().as_bytes())
-        ))
+        )))
     }
 
     fn send(&mut self, msg: &Request) -> std::io::Result<()> {
@@ -251,7 +252,7 @@ impl ProcessWorker {
                     return match protocol::parse_reply(&line) {
                         Ok(Incoming::Reply(reply)) => Received::Reply(reply),
                         Ok(Incoming::Other(value)) => Received::Other(value),
-                        Err(error) => Received::Broken(error),
+                        Err(error) => Received::Broken(error.to_string()),
                     };
                 }
                 Err(RecvTimeoutError::Disconnected) => return Received::Eof,
@@ -361,6 +362,32 @@ enum Raw {
     TooLong,
 }
 
+/// Why a worker process could not be started.
+#[derive(Debug, thiserror::Error)]
+enum StartError {
+    /// Its log file could not be opened (the message names it).
+    #[error(transparent)]
+    Log(#[from] std::io::Error),
+    /// No program to run.
+    #[error("the worker command is empty")]
+    Empty,
+    /// The program could not be started.
+    #[error("cannot start worker {program:?}: {source}")]
+    Spawn {
+        /// The program.
+        program: OsString,
+        /// Why it could not start.
+        source: std::io::Error,
+    },
+    /// The process has no stdin or stdout pipe.
+    #[error("worker started without pipes")]
+    NoPipes,
+    /// The worker's `init()` failed, or it did not answer `init` as the protocol says (a
+    /// traceback, an exit status, a timeout).
+    #[error("{0}")]
+    Init(String),
+}
+
 impl Worker for ProcessWorker {
     fn run(&mut self, index: u64, spec: &MiniBatchSpec) -> TryOutcome {
         if !self.alive() {
@@ -368,7 +395,7 @@ impl Worker for ProcessWorker {
                 if self.cancel.is_cancelled() {
                     return TryOutcome::Cancelled;
                 }
-                return TryOutcome::InitFailed(e);
+                return TryOutcome::InitFailed(e.to_string());
             }
         }
         if let Err(e) = self.send(&Request::Run(Run::new(index, spec))) {
@@ -464,7 +491,7 @@ impl Worker for RustWorker {
         }
         let batch = match load(index, spec) {
             Ok(b) => b,
-            Err(e) => return TryOutcome::Raised(excerpt(e.as_bytes())),
+            Err(e) => return TryOutcome::Raised(excerpt(e.to_string().as_bytes())),
         };
         let Some(inst) = self.instance.as_mut() else {
             return TryOutcome::InitFailed("no entry instance".into());

@@ -1,9 +1,9 @@
 //! Worker set-up: Rust entries in-process, Python entries through the harness, and
 //! `entry_command` programs, each with its environment and `init` message.
 
+use fs_err as fs;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use stepgraph_engine::{StepContext, StepError};
@@ -86,7 +86,7 @@ pub(super) fn make_workers(
         );
         let log_path = place.stderr_log(user_dir);
         if let Some(parent) = log_path.parent() {
-            std::fs::create_dir_all(parent)
+            fs_err::create_dir_all(parent)
                 .map_err(|e| StepError::new(format!("{}: {e}", parent.display())))?;
         }
         let init = protocol::Init {
@@ -169,7 +169,7 @@ fn source_copy(step: &ParallelRunStep, ctx: &StepContext<'_>) -> Result<PathBuf,
                 fs::remove_dir_all(&copy)?;
             }
             crate::process::copy_source(dir, &copy, ctx.store_dir()).map_err(|e| {
-                StepError::new(format!("copying source_directory {}: {e}", dir.display()))
+                StepError::with_source(format!("copying source_directory {}", dir.display()), e)
             })?;
             copy.canonicalize().unwrap_or(copy)
         }

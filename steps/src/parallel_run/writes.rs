@@ -80,7 +80,7 @@ impl WriteWatch {
             state: Mutex::new(State::default()),
         };
         if resuming {
-            let old = std::fs::read(saved).ok().and_then(|b| decode(dir, &b));
+            let old = fs_err::read(saved).ok().and_then(|b| decode(dir, &b));
             if let (Some(old), Some(now)) = (old, w.list()) {
                 w.uncommitted = now
                     .into_iter()
@@ -89,7 +89,7 @@ impl WriteWatch {
                     .collect();
             }
         } else {
-            let _ = std::fs::remove_file(saved);
+            let _ = fs_err::remove_file(saved);
         }
         w
     }
@@ -112,8 +112,8 @@ impl WriteWatch {
     pub(crate) fn save(&self, bytes: Option<Vec<u8>>) {
         let Some(bytes) = bytes else { return };
         let tmp = self.saved.with_extension("tmp");
-        if std::fs::write(&tmp, bytes).is_ok() {
-            let _ = std::fs::rename(&tmp, &self.saved);
+        if fs_err::write(&tmp, bytes).is_ok() {
+            let _ = fs_err::rename(&tmp, &self.saved);
         }
     }
 
@@ -260,7 +260,7 @@ impl WriteWatch {
         let mut out = Listing::new();
         let mut dirs = vec![self.dir.clone()];
         while let Some(d) = dirs.pop() {
-            let Ok(rd) = std::fs::read_dir(&d) else {
+            let Ok(rd) = fs_err::read_dir(&d) else {
                 continue;
             };
             for e in rd.flatten() {
@@ -339,11 +339,11 @@ mod tests {
         let w = WriteWatch::new(dir.path(), &dir.path().join("listing"), false);
         for i in 0..3u64 {
             let b = w.before();
-            std::fs::write(dir.path().join(format!("own-{i}.txt")), "x").expect("write");
+            fs_err::write(dir.path().join(format!("own-{i}.txt")), "x").expect("write");
             let shared = dir.path().join("shared.txt");
-            let mut text = std::fs::read_to_string(&shared).unwrap_or_default();
+            let mut text = fs_err::read_to_string(&shared).unwrap_or_default();
             text.push_str(&format!("row {i}\n"));
-            std::fs::write(&shared, text).expect("write");
+            fs_err::write(&shared, text).expect("write");
             w.after(i, b, true);
         }
         let warnings = w.warnings();
@@ -364,10 +364,10 @@ mod tests {
         // meanwhile and see both writes.
         let b0 = w.before();
         let b1 = w.before();
-        std::fs::write(dir.path().join("own-0.txt"), "a").expect("write");
+        fs_err::write(dir.path().join("own-0.txt"), "a").expect("write");
         w.after(1, b1, true);
         let b2 = w.before();
-        std::fs::write(dir.path().join("own-0.txt"), "ab").expect("write");
+        fs_err::write(dir.path().join("own-0.txt"), "ab").expect("write");
         w.after(2, b2, true);
         w.after(0, b0, true);
         assert_eq!(w.warnings(), Vec::<String>::new());
@@ -377,13 +377,13 @@ mod tests {
     fn out_dir() -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().expect("tempdir");
         let out = dir.path().join("out");
-        std::fs::create_dir(&out).expect("mkdir");
+        fs_err::create_dir(&out).expect("mkdir");
         (dir, out)
     }
 
     fn append(path: &Path, text: &str) {
         use std::io::Write;
-        let mut f = std::fs::OpenOptions::new()
+        let mut f = fs_err::OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
@@ -398,7 +398,7 @@ mod tests {
         for ok in [false, true] {
             let b = w.before();
             append(&out.join("all.txt"), "f1\nf2\n");
-            std::fs::write(out.join("part-0.txt"), "f1\nf2\n").expect("write");
+            fs_err::write(out.join("part-0.txt"), "f1\nf2\n").expect("write");
             w.after(0, b, ok);
         }
         let warnings = w.warnings();
@@ -420,7 +420,7 @@ mod tests {
         let attempt = |w: &WriteWatch, i: u64| {
             let b = w.before();
             append(&out.join("all.txt"), &format!("rows of {i}\n"));
-            std::fs::write(out.join(format!("part-{i}.txt")), "rows").expect("write");
+            fs_err::write(out.join(format!("part-{i}.txt")), "rows").expect("write");
             w.after(i, b, true);
         };
         // The first run commits mini-batch 0, then crashes after mini-batch 1 wrote.

@@ -62,7 +62,7 @@ impl StepSpec for CommandSpec {
         for (port, d) in &self.inputs {
             match names.lookup(cx.file, &name, "inputs", d) {
                 Ok(s) => step = step.input(port.clone(), s),
-                Err(e) => errors.push(e),
+                Err(e) => errors.push(e.to_string()),
             }
         }
         for o in self.outputs {

@@ -8,7 +8,7 @@ use serde_json::Value;
 use stepgraph_engine::check_data_name;
 use stepgraph_engine::{DataReference, DataSource, FileDataset, TabularDataset, TabularFormat};
 
-use super::json::{self, OneOrMany, Seg};
+use super::json::{self, OneOrMany, Problem, Seg};
 use super::{tagged, Context};
 
 /// A dataset, by its `"type"` (read first, so errors inside name their field).
@@ -65,7 +65,7 @@ pub(super) fn collect(
                 cx.names.datasets.insert(name.clone(), source);
             }
             Err(e) => {
-                errors.push(e);
+                errors.push(e.to_string());
                 cx.names.broken.insert(name.clone());
             }
         }
@@ -74,7 +74,7 @@ pub(super) fn collect(
 
 impl DatasetSpec {
     /// The dataset `name`, its paths resolved against the spec's folder.
-    fn into_source(self, cx: &Context<'_>, name: &str) -> Result<DataSource, String> {
+    fn into_source(self, cx: &Context<'_>, name: &str) -> Result<DataSource, Problem> {
         Ok(match self {
             DatasetSpec::File(FileDatasetSpec {
                 path,
@@ -102,11 +102,11 @@ impl DatasetSpec {
                     OneOrMany::One(p) => vec![cx.resolve(&p)],
                     OneOrMany::Many(ps) => ps.iter().map(|p| cx.resolve(p)).collect(),
                 };
-                let format = tabular_format(format.as_deref(), &paths).map_err(|other| {
-                    format!(
+                let format = tabular_format(format.as_deref(), &paths).map_err(|UnknownFormat(other)| {
+                    Problem(format!(
                         "{}: dataset {name:?}: field \"format\": expected \"csv\" or \"jsonl\", got the string {other:?}",
                         cx.file
-                    )
+                    ))
                 })?;
                 TabularDataset {
                     name: name.to_string(),
@@ -125,19 +125,24 @@ impl DatasetSpec {
 }
 
 /// A `partition_format` that does not parse is an error naming the dataset and the field.
-fn check_partition_format(file: &str, name: &str, format: Option<&str>) -> Result<(), String> {
+fn check_partition_format(file: &str, name: &str, format: Option<&str>) -> Result<(), Problem> {
     match format.map(crate::parallel_run::partition::PartitionFormat::parse) {
-        Some(Err(e)) => Err(format!(
+        Some(Err(e)) => Err(Problem(format!(
             "{file}: dataset {name:?}: field \"partition_format\": {}",
             e.reason
-        )),
+        ))),
         _ => Ok(()),
     }
 }
 
+/// A tabular format that is neither `csv` nor `jsonl`.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown tabular format {0:?}")]
+struct UnknownFormat(String);
+
 /// The format given, or told by the first path's extension (`.jsonl`, `.json`; CSV
 /// otherwise). An unknown format comes back as the error.
-fn tabular_format(format: Option<&str>, paths: &[PathBuf]) -> Result<TabularFormat, String> {
+fn tabular_format(format: Option<&str>, paths: &[PathBuf]) -> Result<TabularFormat, UnknownFormat> {
     match format {
         Some("csv") => Ok(TabularFormat::Csv),
         Some("jsonl") => Ok(TabularFormat::JsonLines),
@@ -149,12 +154,12 @@ fn tabular_format(format: Option<&str>, paths: &[PathBuf]) -> Result<TabularForm
             Ok(TabularFormat::JsonLines)
         }
         None => Ok(TabularFormat::Csv),
-        Some(other) => Err(other.to_string()),
+        Some(other) => Err(UnknownFormat(other.to_string())),
     }
 }
 
 /// Dataset `name` of the spec `root`.
-fn dataset_spec(file: &str, root: &Value, name: &str, raw: &Value) -> Result<DatasetSpec, String> {
+fn dataset_spec(file: &str, root: &Value, name: &str, raw: &Value) -> Result<DatasetSpec, Problem> {
     let base = [Seg::Key("datasets".into()), Seg::Key(name.into())];
     let (kind, rest) = tagged(
         file,

@@ -309,6 +309,12 @@ fn expected_words(e: &str) -> String {
     }
 }
 
+/// One problem in a spec, located: a sentence starting with the file name (then the step and
+/// the field, when there are), as [`super::SpecError`] lists them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub(super) struct Problem(pub(super) String);
+
 /// Deserialize `T` from `v` (found at `base` under `root`), turning the first error into a
 /// located sentence.
 pub(super) fn typed<'a, T: Deserialize<'a>>(
@@ -316,11 +322,11 @@ pub(super) fn typed<'a, T: Deserialize<'a>>(
     root: &Value,
     base: &[Seg],
     v: &'a Value,
-) -> Result<T, String> {
+) -> Result<T, Problem> {
     serde_path_to_error::deserialize(v).map_err(|e| {
         let mut path = base.to_vec();
         path.extend(segs_of(e.path()));
-        typed_message(file, root, path, &e.inner().to_string())
+        Problem(typed_message(file, root, path, &e.inner().to_string()))
     })
 }
 

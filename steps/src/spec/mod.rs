@@ -23,7 +23,7 @@ mod parallel_run;
 mod tests;
 
 use command::CommandSpec;
-use json::Seg;
+use json::{Problem, Seg};
 use parallel_run::ParallelRunSpec;
 
 /// A spec that cannot be turned into a pipeline. The message names the file, step and field.
@@ -123,7 +123,7 @@ impl Names {
         step: &str,
         field: &str,
         data: &str,
-    ) -> Result<DataSource, String> {
+    ) -> Result<DataSource, Problem> {
         if let Some(d) = self.datasets.get(data) {
             Ok(d.clone())
         } else if self.outputs.contains_key(data)
@@ -132,9 +132,9 @@ impl Names {
         {
             Ok(PipelineData::new(data).into())
         } else {
-            Err(format!(
+            Err(Problem(format!(
                 "{file}: step {step:?}: field {field:?} names unknown data {data:?} (not a dataset nor a step output)"
-            ))
+            )))
         }
     }
 
@@ -150,7 +150,7 @@ impl Names {
         data.iter()
             .filter_map(|d| {
                 self.lookup(file, step, field, d)
-                    .map_err(|e| errors.push(e))
+                    .map_err(|e| errors.push(e.to_string()))
                     .ok()
             })
             .collect()
@@ -167,7 +167,7 @@ pub fn load_spec(path: &Path) -> Result<Pipeline, SpecError> {
     let cannot =
         |e: std::io::Error| SpecError::one(format!("{}: cannot read: {e}", path.display()));
     let mut bytes = Vec::new();
-    std::fs::File::open(path)
+    fs_err::File::open(path)
         .map_err(cannot)?
         .take(MAX_SPEC_BYTES + 1)
         .read_to_end(&mut bytes)
@@ -210,7 +210,8 @@ pub fn parse_spec(text: &str, file: &str, base: &Path) -> Result<Pipeline, SpecE
             json::describe(&raw)
         )));
     }
-    let spec: SpecFile = json::typed(file, &raw, &[], &raw).map_err(SpecError::one)?;
+    let spec: SpecFile =
+        json::typed(file, &raw, &[], &raw).map_err(|e| SpecError::one(e.to_string()))?;
     let mut cx = Context {
         file,
         root: &raw,
@@ -257,7 +258,7 @@ fn parse_steps(
     for (i, raw) in steps.iter().enumerate() {
         match step_spec(cx.file, cx.root, i, raw) {
             Err(e) => {
-                errors.push(e);
+                errors.push(e.to_string());
                 for v in ["output", "outputs"].iter().filter_map(|k| raw.get(k)) {
                     match v {
                         Value::String(o) => {
@@ -327,7 +328,7 @@ fn tagged(
     raw: &Value,
     kinds: &[&str],
     example: &str,
-) -> Result<(usize, Value), String> {
+) -> Result<(usize, Value), Problem> {
     let expected = match kinds {
         [a, b] => format!("{a:?} or {b:?}"),
         [rest @ .., last] => {
@@ -337,7 +338,7 @@ fn tagged(
         [] => String::new(),
     };
     let Some(obj) = raw.as_object() else {
-        return Err(json::located(
+        return Err(Problem(json::located(
             file,
             root,
             base,
@@ -345,27 +346,27 @@ fn tagged(
                 "expected an object like {example}, got {}",
                 json::describe(raw)
             ),
-        ));
+        )));
     };
     let mut at = base.to_vec();
     at.push(Seg::Key("type".into()));
     let kind = match obj.get("type") {
         None => {
-            return Err(json::located(
+            return Err(Problem(json::located(
                 file,
                 root,
                 base,
                 &format!("missing field \"type\" (expected {expected})"),
-            ))
+            )))
         }
         Some(Value::String(k)) if kinds.contains(&k.as_str()) => k,
         Some(other) => {
-            return Err(json::located(
+            return Err(Problem(json::located(
                 file,
                 root,
                 &at,
                 &format!("expected {expected}, got {}", json::describe(other)),
-            ))
+            )))
         }
     };
     let index = kinds.iter().position(|k| k == kind).unwrap_or(0);
@@ -380,7 +381,7 @@ fn step_spec(
     root: &Value,
     index: usize,
     raw: &Value,
-) -> Result<Box<dyn StepSpec>, String> {
+) -> Result<Box<dyn StepSpec>, Problem> {
     let base = [Seg::Key("steps".into()), Seg::Index(index)];
     let (kind, rest) = tagged(
         file,

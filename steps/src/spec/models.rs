@@ -8,7 +8,7 @@ use serde_json::Value;
 use stepgraph_engine::check_model_name;
 use stepgraph_engine::Model;
 
-use super::json::{self, Seg};
+use super::json::{self, Problem, Seg};
 use super::Context;
 
 #[derive(Debug, Deserialize)]
@@ -45,7 +45,7 @@ pub(super) fn collect(
                 cx.models.declared.insert(name.clone(), m);
             }
             Err(e) => {
-                errors.push(e);
+                errors.push(e.to_string());
                 cx.models.broken.insert(name.clone());
             }
         }
@@ -54,12 +54,12 @@ pub(super) fn collect(
 
 /// Model `name` of the spec: a valid name, a version of 1 or more, a path that exists
 /// (resolved against the spec's folder).
-fn model(cx: &Context<'_>, name: &str, raw: &Value) -> Result<Model, String> {
+fn model(cx: &Context<'_>, name: &str, raw: &Value) -> Result<Model, Problem> {
     let file = cx.file;
     if let Some(reason) = check_model_name(name) {
-        return Err(format!(
+        return Err(Problem(format!(
             "{file}: model {name:?}: the name is not valid: {reason}"
-        ));
+        )));
     }
     let base = [Seg::Key("models".into()), Seg::Key(name.into())];
     let spec: ModelSpec = json::typed(file, cx.root, &base, raw)?;
@@ -69,21 +69,22 @@ fn model(cx: &Context<'_>, name: &str, raw: &Value) -> Result<Model, String> {
         p
     };
     if spec.version == 0 {
-        return Err(json::located(
+        return Err(Problem(json::located(
             file,
             cx.root,
             &at("version"),
             "expected a version of 1 or more, got 0",
-        ));
+        )));
     }
     let path = cx.resolve(&spec.path);
-    if let Err(e) = std::fs::metadata(&path) {
-        return Err(json::located(
+    if let Err(e) = fs_err::metadata(&path) {
+        // fs_err's message names the path.
+        return Err(Problem(json::located(
             file,
             cx.root,
             &at("path"),
-            &format!("cannot read {}: {e}", path.display()),
-        ));
+            &format!("cannot read it: {e}"),
+        )));
     }
     Ok(Model::new(name, path).with_version(spec.version))
 }
@@ -111,14 +112,15 @@ impl Models {
     }
 
     /// The model `reference` names; `None` for a model whose declaration was already reported.
-    fn lookup(&self, reference: &str) -> Result<Option<Model>, String> {
+    fn lookup(&self, reference: &str) -> Result<Option<Model>, RefError> {
         let (name, version) = match reference.split_once(':') {
             Some((name, v)) => match v.parse::<u32>() {
                 Ok(n) if n >= 1 => (name, Some(n)),
                 _ => {
-                    return Err(format!(
-                        "{reference:?}: the version after \":\" must be a whole number of 1 or more, got {v:?}"
-                    ))
+                    return Err(RefError::BadVersion {
+                        reference: reference.to_string(),
+                        given: v.to_string(),
+                    })
                 }
             },
             None => (reference, None),
@@ -128,19 +130,46 @@ impl Models {
         }
         let Some(model) = self.declared.get(name) else {
             let known: Vec<&str> = self.declared.keys().map(String::as_str).collect();
-            return Err(format!(
-                "unknown model {name:?} (declared models: {}); declare it in the top-level \"models\": {{\"{name}\": {{\"path\": \"...\"}}}}",
-                if known.is_empty() { "none".to_string() } else { known.join(", ") }
-            ));
+            return Err(RefError::Unknown {
+                name: name.to_string(),
+                known: if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                },
+            });
         };
         match version {
-            Some(v) if v != model.version() => Err(format!(
-                "{reference:?} asks for version {v} of model {name:?}, but the top-level \"models\" declares version {}",
-                model.version()
-            )),
+            Some(asked) if asked != model.version() => Err(RefError::OtherVersion {
+                reference: reference.to_string(),
+                name: name.to_string(),
+                asked,
+                declared: model.version(),
+            }),
             _ => Ok(Some(model.clone())),
         }
     }
+}
+
+/// Why a step's `models` entry names no declared model (located by the caller).
+#[derive(Debug, thiserror::Error)]
+enum RefError {
+    /// `name:version` whose version is not a whole number of 1 or more.
+    #[error(
+        "{reference:?}: the version after \":\" must be a whole number of 1 or more, got {given:?}"
+    )]
+    BadVersion { reference: String, given: String },
+    /// A name the top-level `models` does not declare.
+    #[error("unknown model {name:?} (declared models: {known}); declare it in the top-level \"models\": {{\"{name}\": {{\"path\": \"...\"}}}}")]
+    Unknown { name: String, known: String },
+    /// A version other than the declared one.
+    #[error("{reference:?} asks for version {asked} of model {name:?}, but the top-level \"models\" declares version {declared}")]
+    OtherVersion {
+        reference: String,
+        name: String,
+        asked: u32,
+        declared: u32,
+    },
 }
 
 #[cfg(test)]
@@ -156,14 +185,14 @@ mod tests {
         models: serde_json::Value,
         step_models: serde_json::Value,
     ) -> Result<String, String> {
-        std::fs::create_dir_all(dir.join("models/bert")).map_err(|e| e.to_string())?;
-        std::fs::create_dir_all(dir.join("scripts")).map_err(|e| e.to_string())?;
+        fs_err::create_dir_all(dir.join("models/bert")).map_err(|e| e.to_string())?;
+        fs_err::create_dir_all(dir.join("scripts")).map_err(|e| e.to_string())?;
         for f in [
             "models/iris.pkl",
             "models/bert/config.json",
             "scripts/score.py",
         ] {
-            std::fs::write(dir.join(f), "x").map_err(|e| e.to_string())?;
+            fs_err::write(dir.join(f), "x").map_err(|e| e.to_string())?;
         }
         let spec = json!({
             "name": "models",

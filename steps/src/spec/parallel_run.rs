@@ -87,23 +87,31 @@ impl StepSpec for ParallelRunSpec {
     }
 }
 
+/// Why an argument of a spec step is refused (its step and field are added by the caller).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct ArgumentError(String);
+
 /// `{params.NAME}` as a whole argument becomes that parameter; anything else is literal.
 fn spec_argument(
     a: &str,
     params: &BTreeMap<String, PipelineParameter>,
-) -> Result<Argument, String> {
+) -> Result<Argument, ArgumentError> {
     let found = placeholders::find(a);
     if found.is_empty() {
         return Ok(Argument::Literal(a.to_string()));
     }
     for p in &found {
         if p.namespace != "params" {
-            return Err(format!(
+            return Err(ArgumentError(format!(
                 "{a:?}: only {{params.NAME}} placeholders are allowed here"
-            ));
+            )));
         }
         if !params.contains_key(&p.name) {
-            return Err(format!("{a:?} refers to unknown parameter {:?}", p.name));
+            return Err(ArgumentError(format!(
+                "{a:?} refers to unknown parameter {:?}",
+                p.name
+            )));
         }
     }
     match (
@@ -111,9 +119,9 @@ fn spec_argument(
         a.strip_prefix("{params.").and_then(|r| r.strip_suffix('}')),
     ) {
         ([p], Some(n)) if n == p.name => Ok(Argument::Param(params[&p.name].clone())),
-        _ => Err(format!(
+        _ => Err(ArgumentError(format!(
             "{a:?}: a parameter placeholder must be the whole argument"
-        )),
+        ))),
     }
 }
 

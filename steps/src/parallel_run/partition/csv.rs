@@ -2,7 +2,7 @@
 //! or CR terminators) that reports each record's byte range and, for key grouping, its key
 //! fields.
 
-use std::fs::File;
+use fs_err::File;
 use std::io::{self, Read};
 use std::path::Path;
 

@@ -1,8 +1,8 @@
 //! The JSON Lines side of partitioning: non-blank lines as records, scanned without copying;
 //! for key grouping, each line parsed as a JSON object.
 
+use fs_err::File;
 use std::fmt::Write as _;
-use std::fs::File;
 use std::io::{self, BufRead, BufReader};
 use std::path::Path;
 

@@ -320,8 +320,8 @@ mod tests {
     use super::jsonl::is_json_whitespace;
     use super::test_support::*;
     use super::*;
+    use fs_err as fs;
     use proptest::prelude::*;
-    use std::fs;
     use tempfile::TempDir;
 
     // ---- files -----------------------------------------------------------------

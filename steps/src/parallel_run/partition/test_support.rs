@@ -1,5 +1,8 @@
 //! Fixtures and checks shared by the partitioning tests.
 
+// Tests use std::fs directly; the library uses fs_err (clippy.toml).
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
