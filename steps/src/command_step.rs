@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use serde_json::json;
 use stepgraph_engine::{
-    value_to_arg, BuildContext, BuildError, CodeIdentity, DataSource, Model, ModuleDef, Step,
-    StepContext, StepCounts, StepError,
+    value_to_arg, BuildContext, BuildError, CodeIdentity, DataSource, ErrorContext, Model,
+    ModuleDef, Step, StepContext, StepCounts, StepError,
 };
 
 use crate::placeholders;
@@ -319,8 +319,7 @@ impl CommandStep {
             crate::models::environment(ctx.step, step_dir, ctx.work_dir, ctx.models, input_paths)?;
         if !self.models.is_empty() {
             let shim = ctx.work_dir.join(".azureml-shim");
-            crate::parallel_run::install_azureml(&shim)
-                .map_err(|e| StepError::new(format!("writing the azureml shim: {e}")))?;
+            crate::parallel_run::install_azureml(&shim).context("writing the azureml shim")?;
             let mut path = shim.into_os_string();
             if let Some(rest) = pythonpath.filter(|p| !p.is_empty()) {
                 path.push(":");

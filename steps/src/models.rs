@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 use stepgraph_engine::METRICS_FILE;
-use stepgraph_engine::{BuildError, Model, ResolvedModel, StepError};
+use stepgraph_engine::{BuildError, ErrorContext, Model, ResolvedModel, StepError};
 
 /// The step's name, for the shim's messages.
 pub(crate) const STEP_NAME_VAR: &str = "STEPGRAPH_STEP_NAME";
@@ -85,7 +85,7 @@ pub(crate) fn environment(
     for (name, model) in models {
         let path = model
             .materialise(&model_dir)
-            .map_err(|e| StepError::new(format!("model {name}: {e}")))?;
+            .with_context(|| format!("model {name}"))?;
         declared.insert(
             name.clone(),
             json!({"version": model.version, "path": path.to_string_lossy()}),
