@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use serde_json::json;
 use stepgraph_engine::{
-    value_to_arg, BuildContext, BuildError, CodeIdentity, DataSource, ModuleDef, Step, StepContext,
-    StepCounts, StepError,
+    value_to_arg, BuildContext, BuildError, CodeIdentity, DataSource, ErrorContext, ModuleDef,
+    Step, StepContext, StepCounts, StepError,
 };
 
 use crate::placeholders;
@@ -158,7 +158,7 @@ impl Step for CommandStep {
         if let Some(env) = &self.environment {
             let mut env = env.clone();
             env.load()
-                .map_err(|e| self.invalid("environment", e.message))?;
+                .map_err(|e| self.invalid("environment", e.to_string()))?;
             config["environment"] = env.config_value();
             if let Some(c) = env.component() {
                 def = def.computed(crate::environment::ENVIRONMENT_COMPONENT, c);
@@ -220,10 +220,8 @@ impl Step for CommandStep {
         let built = match &self.environment {
             Some(env) => {
                 let mut env = env.clone();
-                env.load()
-                    .map_err(|e| StepError::new(format!("environment: {e}")))?;
-                env.ensure_built(&ctx.envs_dir())
-                    .map_err(|e| StepError::new(format!("environment: {e}")))?
+                env.load().context("environment")?;
+                env.ensure_built(&ctx.envs_dir()).context("environment")?
             }
             None => None,
         };
