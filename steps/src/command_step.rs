@@ -248,8 +248,8 @@ impl Step for CommandStep {
         for (k, v) in ctx.params {
             cmd.env(format!("AML_PARAMETER_{k}"), value_to_arg(v));
         }
-        let mut child = crate::process::spawn(&mut cmd)
-            .map_err(|e| StepError::new(format!("cannot start {program:?}: {e}")))?;
+        let mut child =
+            crate::process::spawn(&mut cmd).with_context(|| format!("cannot start {program:?}"))?;
         let status = loop {
             match child.try_wait() {
                 Ok(Some(status)) => break status,
@@ -261,7 +261,7 @@ impl Step for CommandStep {
                     let _ = child.wait();
                     crate::process::reaped(&child);
                     return Err(match other {
-                        Err(e) => StepError::new(format!("waiting for {program:?}: {e}")),
+                        Err(e) => StepError::with_source(format!("waiting for {program:?}"), e),
                         _ => StepError::new("cancelled"),
                     });
                 }
