@@ -46,7 +46,10 @@ impl Look {
             Look::Run
         } else if status == "ran" {
             Look::Ran
-        } else if status == "failed" || status == "cancelled" || status.starts_with("invalid") {
+        } else if status.starts_with("failed")
+            || status == "cancelled"
+            || status.starts_with("invalid")
+        {
             Look::Failed
         } else if status == "skipped" {
             Look::Skipped
@@ -301,6 +304,10 @@ mod tests {
         assert_eq!(Look::of("would run if a change"), Look::Run);
         assert_eq!(Look::of("reused"), Look::Reuse);
         assert_eq!(Look::of("failed"), Look::Failed);
+        assert_eq!(
+            Look::of("failed in run 1; would run (never run)"),
+            Look::Failed
+        );
         assert_eq!(Look::of("invalid: no such file"), Look::Failed);
         assert_eq!(Look::of("skipped"), Look::Skipped);
     }

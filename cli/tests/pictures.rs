@@ -183,6 +183,24 @@ fn graph_svg_of_a_failed_run_shows_the_failure() {
         svg.contains("class=\"step status-failed\" data-step=\"shout\""),
         "{svg}"
     );
+    // The spec's graph: the plan, with the steps that failed in the latest run marked failed.
+    let svg = p
+        .run(&["graph", "pipeline.json", "--format", "svg"])
+        .ok()
+        .stdout();
+    assert_svg(&svg, &["#c8e6c9", "#f8bbd0"], &["would reuse", "would run"]);
+    assert!(
+        svg.contains("class=\"step status-failed\" data-step=\"shout\""),
+        "{svg}"
+    );
+    assert!(
+        svg.contains(&format!("data-status=\"failed in run {run}; would run")),
+        "{svg}"
+    );
+    assert!(
+        svg.contains("class=\"step status-reuse\" data-step=\"summarize\""),
+        "{svg}"
+    );
 }
 
 /// The report of the latest run, written by `stepgraph report -o report.html`.

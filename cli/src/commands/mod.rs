@@ -129,12 +129,11 @@ fn cmd_graph(
     };
     let pipeline = pipeline_of(source, spec_target.as_deref())?;
     let p = plan(&pipeline, store, &plan_opts(params, &[], false)?)?;
-    print_graph(
-        &pipeline.snapshot(),
-        &render::plan_statuses(&p),
-        format,
-        Some(&p),
-    )?;
+    let mut statuses = render::plan_statuses(&p);
+    if format == GraphFormat::Svg {
+        pictures::mark_failed(store, pipeline.name(), &mut statuses)?;
+    }
+    print_graph(&pipeline.snapshot(), &statuses, format, Some(&p))?;
     Ok(exit::OK)
 }
 

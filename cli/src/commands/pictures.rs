@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{anyhow, Context, Result};
-use stepgraph_engine::Store;
+use stepgraph_engine::{StepStatus, Store};
 
 use crate::exit;
 use crate::out::{capture, outln};
@@ -19,6 +19,30 @@ pub(super) fn with_output(output: Option<&Path>, f: impl FnOnce() -> Result<i32>
     let code = code?;
     fs_err::write(path, text)?;
     Ok(code)
+}
+
+/// The steps that failed in the latest run of `pipeline` and would run again: their status
+/// says so (`failed in run ID; would run (…)`), so the SVG colours them as failed.
+pub(super) fn mark_failed(
+    store: &Store,
+    pipeline: &str,
+    statuses: &mut crate::render::Statuses,
+) -> Result<()> {
+    let Some(latest) = store.runs()?.into_iter().find(|r| r.pipeline == pipeline) else {
+        return Ok(());
+    };
+    for s in latest
+        .steps
+        .iter()
+        .filter(|s| s.status == StepStatus::Failed)
+    {
+        if let Some(status) = statuses.get_mut(&s.name) {
+            if status.starts_with("would run") {
+                *status = format!("failed in run {}; {status}", latest.id);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `report [RUN_ID] -o FILE`: the latest run by default.
