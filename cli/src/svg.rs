@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use layout::backends::svg::SVGWriter;
 use layout::core::base::Orientation;
 use layout::core::color::Color;
+use layout::core::geometry::Point;
 use layout::core::style::{LineStyleKind, StyleAttr};
-use layout::std_shapes::render::get_shape_size;
 use layout::std_shapes::shapes::{Arrow, Element, LineEndKind, ShapeKind};
 use layout::topo::layout::VisualGraph;
 use stepgraph_engine::GraphSnapshot;
@@ -122,7 +122,13 @@ fn shortened(s: &str) -> String {
 fn node(label: &str, fill: &str, rounded: usize, properties: String) -> Element {
     let shape = ShapeKind::new_box(label);
     let look = StyleAttr::new(Color::fast("black"), 1, Some(colour(fill)), rounded, FONT);
-    let size = get_shape_size(Orientation::LeftToRight, &shape, FONT, false);
+    // The layout's own estimate takes a whole font size per character: far too wide.
+    let widest = label.lines().map(|l| l.chars().count()).max().unwrap_or(1);
+    let lines = label.lines().count().max(1);
+    let size = Point::new(
+        widest as f64 * FONT as f64 * 0.62 + 24.0,
+        lines as f64 * FONT as f64 * 1.25 + 14.0,
+    );
     Element::create_with_properties(shape, look, Orientation::LeftToRight, size, properties)
 }
 
