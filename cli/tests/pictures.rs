@@ -299,6 +299,15 @@ fn report_says_why_steps_were_reused_or_ran_again() {
     let out = p.run(&["report", &first, "-o", "first.html"]).ok();
     assert!(out.stdout().contains(&first), "{}", out.stdout());
     assert!(p.read("first.html").contains("ran: never run"));
+    // Forced: the reason says so; the others are reused.
+    p.run(&["run", "pipeline.json", "--force", "shout"]).ok();
+    let html = report(&p);
+    assert!(html.contains("ran: forced"), "{html}");
+    assert_eq!(
+        html.matches("title=\"reused: output of run").count(),
+        2,
+        "{html}"
+    );
 }
 
 #[test]
