@@ -55,6 +55,7 @@ Exit codes: 0 every step reused or ran, 1 a step failed, 2 bad input.")]
     #[command(after_help = "Examples:
   stepgraph graph pipeline.json
   stepgraph graph pipeline.json --format mermaid
+  stepgraph graph pipeline.json --format svg -o graph.svg
   stepgraph graph 20261125-101500-3fa2 --format dot")]
     Graph {
         /// A spec file or a run id (with a built-in pipeline: an optional run id).
@@ -65,6 +66,23 @@ Exit codes: 0 every step reused or ran, 1 a step failed, 2 bad input.")]
         /// Parameter overrides used for the cache status.
         #[arg(long = "param", value_name = "NAME=VALUE")]
         params: Vec<String>,
+        /// Write the graph to this file instead of standard output.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Write one self-contained HTML page about a run: its graph with each step's status, a
+    /// timeline, mini-batch throughput, failures and why each step ran or was reused.
+    #[command(after_help = "Examples:
+  stepgraph report -o report.html
+  stepgraph report 20261125-101500-3fa2 -o report.html
+
+The page needs no network: its styles, pictures (SVG) and script are inline.")]
+    Report {
+        /// The run (default: the latest run in the store).
+        run: Option<String>,
+        /// The HTML file to write.
+        #[arg(short, long, value_name = "FILE", default_value = "report.html")]
+        output: PathBuf,
     },
     /// Say which steps are up to date, like `dvc status`.
     Status {
@@ -324,6 +342,8 @@ pub enum GraphFormat {
     Dot,
     /// Mermaid flowchart.
     Mermaid,
+    /// SVG picture, laid out without graphviz, steps coloured by status.
+    Svg,
     /// JSON.
     Json,
 }

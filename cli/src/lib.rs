@@ -24,6 +24,8 @@ mod commands;
 mod out;
 mod progress;
 mod render;
+mod report;
+mod svg;
 
 use clap::Parser;
 use stepgraph_engine::{BuildErrors, Pipeline};

@@ -2,6 +2,7 @@
 //! explain; `runs.rs`: graph, runs, logs; `cache.rs`: cache).
 
 mod cache;
+mod pictures;
 mod run;
 mod runs;
 
@@ -51,7 +52,14 @@ pub(crate) fn dispatch(cli: Cli, source: Source) -> Result<i32> {
             target,
             format,
             params,
-        } => cmd_graph(&source, &open()?, target.as_deref(), format, &params),
+            output,
+        } => {
+            let store = open()?;
+            pictures::with_output(output.as_deref(), || {
+                cmd_graph(&source, &store, target.as_deref(), format, &params)
+            })
+        }
+        Command::Report { run, output } => pictures::cmd_report(&open()?, run.as_deref(), &output),
         Command::Status { spec, params } => {
             let pipeline = pipeline_of(&source, spec.as_deref())?;
             cmd_status(&pipeline, &open()?, &params)
@@ -121,12 +129,11 @@ fn cmd_graph(
     };
     let pipeline = pipeline_of(source, spec_target.as_deref())?;
     let p = plan(&pipeline, store, &plan_opts(params, &[], false)?)?;
-    print_graph(
-        &pipeline.snapshot(),
-        &render::plan_statuses(&p),
-        format,
-        Some(&p),
-    )?;
+    let mut statuses = render::plan_statuses(&p);
+    if format == GraphFormat::Svg {
+        pictures::mark_failed(store, pipeline.name(), &mut statuses)?;
+    }
+    print_graph(&pipeline.snapshot(), &statuses, format, Some(&p))?;
     Ok(exit::OK)
 }
 

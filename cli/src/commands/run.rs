@@ -59,41 +59,8 @@ pub(super) fn cmd_run(pipeline: &Pipeline, store: &Store, args: &RunArgs) -> Res
 
 pub(super) fn print_run_summary(summary: &stepgraph_engine::RunSummary) -> std::io::Result<()> {
     {
-        let rows: Vec<Vec<String>> = summary
-            .steps
-            .iter()
-            .map(|s| {
-                let counted = |text: String| {
-                    if s.counts.has_units() {
-                        text
-                    } else {
-                        "-".into()
-                    }
-                };
-                render::step_row(
-                    s,
-                    [
-                        if s.status == StepStatus::Ran {
-                            render::duration(s.duration_ms)
-                        } else {
-                            "-".into()
-                        },
-                        counted(s.counts.items.to_string()),
-                        counted(format!(
-                            "{} items, {} {}",
-                            s.counts.failed_items,
-                            s.counts.failed_units,
-                            render::plural(&s.counts.unit)
-                        )),
-                    ],
-                )
-            })
-            .collect();
         outln!()?;
-        out!(
-            "{}",
-            render::table(&["step", "status", "duration", "items", "failures"], &rows)
-        )?;
+        out!("{}", render::run_table(&summary.steps))?;
         let count = |st: StepStatus| summary.steps.iter().filter(|s| s.status == st).count();
         outln!(
             "\nrun {}: {} in {} ({} ran, {} reused, {} failed, {} skipped)",

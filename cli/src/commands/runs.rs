@@ -27,6 +27,7 @@ pub(super) fn print_graph(
         GraphFormat::Text => out!("{}", render::graph_text(g, statuses))?,
         GraphFormat::Dot => out!("{}", render::graph_dot(g, statuses))?,
         GraphFormat::Mermaid => out!("{}", render::graph_mermaid(g, statuses))?,
+        GraphFormat::Svg => out!("{}", crate::svg::graph_svg(g, statuses)?)?,
         GraphFormat::Json => {
             let v = serde_json::json!({"graph": g, "status": statuses, "plan": plan});
             outln!("{}", serde_json::to_string_pretty(&v)?)?;
