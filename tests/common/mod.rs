@@ -162,7 +162,9 @@ pub(crate) fn verify_entries(
 pub(crate) fn skipped(group: &str, reason: &str) {
     use std::io::Write;
     static SAID: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-    let mut said = SAID.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut said = SAID
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if said.iter().any(|g| g == group) {
         return;
     }

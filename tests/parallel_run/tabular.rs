@@ -10,8 +10,8 @@ use stepgraph_steps::ParallelRunConfigBuilder;
 
 use crate::common::Workspace;
 use crate::parallel_run::support::{
-    lines, pandas_or_skip, output, python_entry, ran, run_csv, run_in, step, TestResult, UsualSetUp,
-    PY_ROWS,
+    lines, output, pandas_or_skip, python_entry, ran, run_csv, run_in, step, TestResult,
+    UsualSetUp, PY_ROWS,
 };
 
 /// Write the entry `scripts/<name>` under `root`: `import os`, [`PY_ROWS`], then `code`; and

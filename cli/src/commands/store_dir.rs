@@ -63,14 +63,8 @@ fn spec_of(command: &Command) -> Option<&Path> {
         Command::Run { spec, .. } | Command::Status { spec, .. } | Command::Validate { spec } => {
             spec.as_deref()
         }
-        Command::Graph { target, .. } => target
-            .as_deref()
-            .map(Path::new)
-            .filter(|p| p.is_file()),
-        Command::Explain { targets, .. } => targets
-            .first()
-            .map(Path::new)
-            .filter(|p| p.is_file()),
+        Command::Graph { target, .. } => target.as_deref().map(Path::new).filter(|p| p.is_file()),
+        Command::Explain { targets, .. } => targets.first().map(Path::new).filter(|p| p.is_file()),
         _ => None,
     }
 }
@@ -83,13 +77,13 @@ mod tests {
     fn the_nearest_store_in_a_parent_is_found() -> std::io::Result<()> {
         let dir = tempfile::tempdir()?;
         let store = dir.path().join(STORE_NAME);
-        std::fs::create_dir_all(&store)?;
-        std::fs::write(store.join(stepgraph_engine::STORE_MARKER), "")?;
+        fs_err::create_dir_all(&store)?;
+        fs_err::write(store.join(stepgraph_engine::STORE_MARKER), "")?;
         let deep = dir.path().join("a/b");
-        std::fs::create_dir_all(&deep)?;
+        fs_err::create_dir_all(&deep)?;
         assert_eq!(nearest(&deep), Some(store.clone()));
         // A `.stepgraph` that is not a store is not taken.
-        std::fs::create_dir_all(deep.join(STORE_NAME))?;
+        fs_err::create_dir_all(deep.join(STORE_NAME))?;
         assert_eq!(nearest(&deep), Some(store));
         Ok(())
     }

@@ -84,13 +84,13 @@ mod tests {
             dir.path().join("a/outputs/scores")
         );
         // A run made before folders were named by data: the port's folder.
-        std::fs::create_dir_all(dir.path().join("a/outputs/output"))?;
+        fs_err::create_dir_all(dir.path().join("a/outputs/output"))?;
         assert_eq!(
             l.find_output_dir("a", "output", "scores"),
             dir.path().join("a/outputs/output")
         );
         // Both: the data name wins.
-        std::fs::create_dir_all(dir.path().join("a/outputs/scores"))?;
+        fs_err::create_dir_all(dir.path().join("a/outputs/scores"))?;
         assert_eq!(
             l.find_output_dir("a", "output", "scores"),
             dir.path().join("a/outputs/scores")
