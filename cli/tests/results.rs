@@ -28,8 +28,14 @@ const SPEC: &str = r#"{
 /// `summarize` (data `report`).
 fn project() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
+    fill(dir.path());
+    dir
+}
+
+/// Write the project's files into `dir`.
+fn fill(dir: &Path) {
     let write = |rel: &str, text: &str| {
-        let p = dir.path().join(rel);
+        let p = dir.join(rel);
         std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
         std::fs::write(p, text).expect("write");
     };
@@ -45,7 +51,6 @@ fn project() -> tempfile::TempDir {
         "import sys, os\nprint('summarizing')\nrows = open(os.path.join(sys.argv[1], 'parallel_run_step.txt')).read().splitlines()\nos.makedirs(sys.argv[2], exist_ok=True)\nopen(os.path.join(sys.argv[2], 'report.txt'), 'w').write(f'{len(rows)} rows\\n')\n",
     );
     write("pipeline.json", SPEC);
-    dir
 }
 
 /// `stepgraph ARGS` in folder `cwd`, without `STEPGRAPH_STORE`.
@@ -167,7 +172,7 @@ fn outputs_lists_step_output_path_and_size_of_the_latest_run_or_a_given_one() {
     let err = sg(p.path(), &["outputs", "nope"]).fails(2);
     assert!(err.contains("unknown run \"nope\""), "{err}");
     let empty = tempfile::tempdir().expect("tempdir");
-    let err = sg(empty.path(), &["outputs"]).fails(2);
+    let err = sg(empty.path(), &["outputs", "--store", ".stepgraph"]).fails(2);
     assert!(err.contains("no runs in"), "{err}");
 }
 
@@ -315,10 +320,29 @@ fn the_store_is_found_in_a_parent_or_next_to_the_spec_and_store_flags_win() {
         .expect("run stepgraph"));
     assert!(out.ok().stdout().contains("never run"));
     assert!(env_store.join(".stepgraph-store").is_file());
-    // A command that finds no store says which new one it uses.
+    // A command with a spec that finds no store says which new one it uses (next to the spec);
+    // one without a spec is refused instead of given a new, empty store.
     let fresh = tempfile::tempdir().expect("tempdir");
-    let out = sg(fresh.path(), &["runs"]).ok();
-    assert!(out.stderr().contains("using a new one"), "{}", out.stderr());
+    fill(&fresh.path().join("proj"));
+    let out = sg(fresh.path(), &["status", "proj/pipeline.json"]).ok();
+    assert!(out.stdout().contains("never run"), "{}", out.stdout());
+    assert!(
+        out.stderr().contains("using a new one") && out.stderr().contains("proj/.stepgraph"),
+        "{}",
+        out.stderr()
+    );
+    assert!(fresh.path().join("proj/.stepgraph").is_dir());
+    let lone = tempfile::tempdir().expect("tempdir");
+    for args in [
+        &["runs"][..],
+        &["outputs"],
+        &["logs", "r", "s"],
+        &["cache", "ls"],
+    ] {
+        let err = sg(lone.path(), args).fails(2);
+        assert!(err.contains("no stepgraph store here"), "{args:?}: {err}");
+    }
+    assert!(!lone.path().join(".stepgraph").exists());
 }
 
 #[test]

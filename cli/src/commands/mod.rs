@@ -32,7 +32,8 @@ use self::runs::{
 };
 
 pub(crate) fn dispatch(cli: Cli, source: Source) -> Result<i32> {
-    let chosen = store_dir::choose(cli.store.as_deref(), &cli.command);
+    let built = matches!(source, Source::Built(_));
+    let chosen = store_dir::choose(cli.store.as_deref(), &cli.command, built)?;
     let store_dir = chosen.dir;
     let announce_new = chosen.new && !matches!(cli.command, Command::Run { .. });
     let wait = cli.wait;

@@ -1,7 +1,8 @@
 //! Which store a command uses, found as git finds `.git`: `--store DIR` / `STEPGRAPH_STORE`
 //! when given; else the nearest `.stepgraph` store in the current folder or a parent; else the
 //! nearest one in the spec's folder or a parent; else a new `.stepgraph` next to the spec (in
-//! the current folder when there is no spec).
+//! the current folder for a pipeline built in code). A command that names no spec and finds no
+//! store is refused rather than given a new, empty one.
 
 use std::path::{Path, PathBuf};
 
@@ -18,13 +19,34 @@ pub(super) struct Chosen {
     pub(super) new: bool,
 }
 
-/// The store for `command`, given `--store` / `STEPGRAPH_STORE` (`given`).
-pub(super) fn choose(given: Option<&Path>, command: &Command) -> Chosen {
+/// No store was found for a command that names no spec: making an empty one would only say
+/// "no runs" about a store that exists elsewhere.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "no stepgraph store here: no {STORE_NAME} store in {} or its parents (a run makes one next \
+     to its spec: run this from that folder, or pass --store DIR)",
+    cwd.display()
+)]
+pub(super) struct NoStore {
+    /// The folder searched from.
+    cwd: PathBuf,
+}
+
+/// The store for `command`, given `--store` / `STEPGRAPH_STORE` (`given`); `built`: the
+/// pipeline is built in code (no spec ever: a new store goes in the current folder).
+///
+/// # Errors
+/// [`NoStore`] when nothing is found for a command that names no spec and does not run.
+pub(super) fn choose(
+    given: Option<&Path>,
+    command: &Command,
+    built: bool,
+) -> Result<Chosen, NoStore> {
     if let Some(dir) = given {
-        return Chosen {
+        return Ok(Chosen {
             dir: dir.to_path_buf(),
             new: false,
-        };
+        });
     }
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     let spec_dir = spec_of(command).map(|spec| {
@@ -37,15 +59,19 @@ pub(super) fn choose(given: Option<&Path>, command: &Command) -> Chosen {
         std::path::absolute(cwd.join(parent)).unwrap_or_else(|_| cwd.join(parent))
     });
     if let Some(found) = nearest(&cwd).or_else(|| spec_dir.as_deref().and_then(nearest)) {
-        return Chosen {
+        return Ok(Chosen {
             dir: found,
             new: false,
-        };
+        });
     }
-    Chosen {
+    let makes_one = built || spec_dir.is_some() || matches!(command, Command::Run { .. });
+    if !makes_one {
+        return Err(NoStore { cwd });
+    }
+    Ok(Chosen {
         dir: spec_dir.unwrap_or(cwd).join(STORE_NAME),
         new: true,
-    }
+    })
 }
 
 /// The nearest `.stepgraph` store in `start` or a parent.
