@@ -238,6 +238,10 @@ fn get_copies_or_links_one_output_and_refuses_a_non_empty_dest_without_force() {
     let err = sg(p.path(), &["get", "nope", "x", "--run", &first]).fails(2);
     assert!(err.contains("score-docs, summarize"), "{err}");
     assert!(!p.path().join("x").exists());
+    // Never into the store itself.
+    let err = sg(p.path(), &["get", "score-docs", ".stepgraph/runs/mine"]).fails(2);
+    assert!(err.contains("inside the store"), "{err}");
+    assert!(!p.path().join(".stepgraph/runs/mine").exists());
 }
 
 #[test]

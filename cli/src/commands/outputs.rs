@@ -233,6 +233,13 @@ pub(super) fn cmd_get(
             row.status
         );
     }
+    if inside_store(store, dest) {
+        bail!(
+            "{} is inside the store {}: choose a folder outside it",
+            dest.display(),
+            store.root().display()
+        );
+    }
     if !force && is_non_empty(dest) {
         bail!(
             "{} exists and is not empty: choose another folder, or pass --force to write into \
@@ -274,6 +281,19 @@ pub(super) fn cmd_get(
         dest.display()
     )?;
     Ok(exit::OK)
+}
+
+/// Whether `dest` (which may not exist yet) is in the store's folder: writing there could
+/// replace the store's own files.
+fn inside_store(store: &Store, dest: &Path) -> bool {
+    let Ok(root) = fs_err::canonicalize(store.root()) else {
+        return false;
+    };
+    let abs = std::path::absolute(dest).unwrap_or_else(|_| dest.to_path_buf());
+    // The nearest existing ancestor, resolved (symbolic links included).
+    abs.ancestors()
+        .find_map(|a| fs_err::canonicalize(a).ok())
+        .is_some_and(|a| a.starts_with(&root))
 }
 
 /// `1 file`, `3 files`.
