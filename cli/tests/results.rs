@@ -256,6 +256,12 @@ fn runs_flags_are_taken_before_or_after_the_action() {
         let v: serde_json::Value = serde_json::from_str(&text).expect("JSON");
         assert_eq!(v["id"], id.as_str(), "{args:?}");
     }
+    // The text form says where the outputs are listed.
+    let text = sg(p.path(), &["runs", "show", &id]).ok().stdout();
+    assert!(
+        text.ends_with(&format!("outputs: stepgraph outputs {id}\n")),
+        "{text}"
+    );
 }
 
 #[test]

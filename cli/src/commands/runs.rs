@@ -139,6 +139,7 @@ pub(super) fn cmd_run_show(store: &Store, run: &str, json: bool) -> Result<i32> 
     for s in r.steps.iter().filter(failed) {
         outln!("{}", render::step_failure(s))?;
     }
+    outln!("outputs: stepgraph outputs {}", r.id)?;
     Ok(exit::OK)
 }
 
