@@ -9,15 +9,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "stepgraph", version, about, long_about = None, after_help = EXAMPLES)]
 pub struct Cli {
-    /// The store folder (objects, cache, runs).
-    #[arg(
-        long,
-        global = true,
-        env = "STEPGRAPH_STORE",
-        default_value = ".stepgraph",
-        value_name = "DIR"
-    )]
-    pub store: PathBuf,
+    /// The store folder (objects, cache, runs). Default: the nearest `.stepgraph` in the
+    /// current folder or a parent, else the `.stepgraph` next to the spec (made when missing).
+    #[arg(long, global = true, env = "STEPGRAPH_STORE", value_name = "DIR")]
+    pub store: Option<PathBuf>,
     /// Wait for another process using the store instead of failing.
     #[arg(long, global = true)]
     pub wait: bool,
@@ -31,7 +26,9 @@ const EXAMPLES: &str = "Examples:
   stepgraph run pipeline.json --param threshold=0.7 --force score-images
   stepgraph explain pipeline.json score-images
   stepgraph graph pipeline.json --format dot | dot -Tsvg > graph.svg
-  stepgraph runs show 20261125-101500-3fa2";
+  stepgraph runs show 20261125-101500-3fa2
+  stepgraph outputs
+  stepgraph get score-reviews results/";
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
@@ -118,9 +115,47 @@ objects (outputs are hard links to them).")]
         /// `show RUN_ID`, `rm RUN_ID...`, `prune --keep N`, or nothing to list.
         #[command(subcommand)]
         action: Option<RunsAction>,
+        /// Print JSON (before or after the action: `runs show ID --json`).
+        #[arg(long, global = true)]
+        json: bool,
+    },
+    /// List the outputs of a run (the latest by default): step, output, path, size.
+    #[command(after_help = "Examples:
+  stepgraph outputs
+  stepgraph outputs 20261125-101500-3fa2 --json")]
+    Outputs {
+        /// Run id (`runs` lists them); the latest run when omitted.
+        run: Option<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Copy (or hard-link) one output of a run out of the store into DEST.
+    #[command(after_help = "Examples:
+  stepgraph get score-reviews results/
+  stepgraph get score-reviews:scores results/ --run 20261125-101500-3fa2
+  stepgraph get summarize report/ --link
+
+DEST is a folder; it gets the output's files. A DEST that exists and is not empty is refused
+unless --force is given: then the output's files replace the files of the same names in DEST
+(other files in DEST stay). With --link the files are hard links to the store's read-only
+objects: no copy, but they cannot be edited in place (and DEST must be on the store's file
+system).")]
+    Get {
+        /// `STEP` or `STEP:OUTPUT` (an output's data name or port; needed when the step has
+        /// several outputs).
+        output: String,
+        /// The folder to put the output's files in.
+        dest: PathBuf,
+        /// The run to take it from (default: the latest run that has the step).
+        #[arg(long, value_name = "RUN_ID")]
+        run: Option<String>,
+        /// Hard-link the files instead of copying them.
+        #[arg(long)]
+        link: bool,
+        /// Write into a DEST that is not empty (files of the same names are replaced).
+        #[arg(long)]
+        force: bool,
     },
     /// Print the logs of a step of a run.
     Logs {

@@ -313,6 +313,11 @@ fn report_says_why_steps_were_reused_or_ran_again() {
 #[test]
 fn report_without_runs_or_of_an_unknown_run_exits_2() {
     let p = Project::new(false);
+    // No store yet: report never makes one.
+    let err = p.run(&["report", "-o", "r.html"]).fails(2);
+    assert!(err.contains("no stepgraph store here"), "{err}");
+    // A store (made next to the spec by `status`) without runs.
+    p.run(&["status", "pipeline.json"]).ok();
     let err = p.run(&["report", "-o", "r.html"]).fails(2);
     assert!(err.contains("no runs"), "{err}");
     let err = p.run(&["report", "no-such-run", "-o", "r.html"]).fails(2);

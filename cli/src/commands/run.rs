@@ -49,7 +49,7 @@ pub(super) fn cmd_run(pipeline: &Pipeline, store: &Store, args: &RunArgs) -> Res
     };
     if !args.json {
         // The run is done: a reader that went away does not change its exit code.
-        match print_run_summary(&summary) {
+        match print_run_summary(&summary).and_then(|()| outputs::print_final_outputs(&summary)) {
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(code),
             r => r?,
         }

@@ -196,7 +196,7 @@ impl<'a> NodeExec<'a> {
             out_dirs: def
                 .outputs
                 .iter()
-                .map(|o| (o.name.clone(), layout.output_dir(name, &o.name)))
+                .map(|o| (o.name.clone(), layout.output_dir(name, o.data.name())))
                 .collect(),
             latest: LatestRecord {
                 key: key.clone(),
