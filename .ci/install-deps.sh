@@ -2,6 +2,8 @@
 # What CI and the tests need beyond the Rust toolchain and python3, installed only when missing,
 # so a fresh machine passes and a warm one pays nothing:
 # - graphviz: the `graph --format dot` test renders with dot;
+# - chromium: the `stepgraph report` page is loaded in headless chromium (cli/tests/pictures.rs),
+#   which fails (never skips) in CI without it;
 # - pandas: the DataFrame path of the Python harness;
 # - uv: builds step environments (`environment` with requirements) in the tests/environments.rs
 #   tests, which fail (never skip) in CI without it;
@@ -15,6 +17,11 @@ if ! command -v dot >/dev/null 2>&1; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq graphviz >/dev/null
+fi
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq chromium >/dev/null
 fi
 if ! python3 -c "import pandas" >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check pandas

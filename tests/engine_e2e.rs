@@ -615,7 +615,9 @@ fn step_whose_output_folder_cannot_be_created_fails_naming_the_folder() -> TestR
         .step("second")
         .and_then(|r| r.error.clone())
         .unwrap_or_default();
-    let folder = store.run_layout(&s.run_id).output_dir("second", "out");
+    // The output folder is named by its data (`s`), not its port (`out`).
+    let folder = store.run_layout(&s.run_id).output_dir("second", "s");
+    assert_eq!(folder, s.output_dir("second", "out"));
     assert!(
         err.contains(&format!(
             "failed to create directory `{}`",

@@ -9,15 +9,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "stepgraph", version, about, long_about = None, after_help = EXAMPLES)]
 pub struct Cli {
-    /// The store folder (objects, cache, runs).
-    #[arg(
-        long,
-        global = true,
-        env = "STEPGRAPH_STORE",
-        default_value = ".stepgraph",
-        value_name = "DIR"
-    )]
-    pub store: PathBuf,
+    /// The store folder (objects, cache, runs). Default: the nearest `.stepgraph` in the
+    /// current folder or a parent, else the `.stepgraph` next to the spec (made when missing).
+    #[arg(long, global = true, env = "STEPGRAPH_STORE", value_name = "DIR")]
+    pub store: Option<PathBuf>,
     /// Wait for another process using the store instead of failing.
     #[arg(long, global = true)]
     pub wait: bool,
@@ -31,7 +26,9 @@ const EXAMPLES: &str = "Examples:
   stepgraph run pipeline.json --param threshold=0.7 --force score-images
   stepgraph explain pipeline.json score-images
   stepgraph graph pipeline.json --format dot | dot -Tsvg > graph.svg
-  stepgraph runs show 20261125-101500-3fa2";
+  stepgraph runs show 20261125-101500-3fa2
+  stepgraph outputs
+  stepgraph get score-reviews results/";
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
@@ -55,6 +52,7 @@ Exit codes: 0 every step reused or ran, 1 a step failed, 2 bad input.")]
     #[command(after_help = "Examples:
   stepgraph graph pipeline.json
   stepgraph graph pipeline.json --format mermaid
+  stepgraph graph pipeline.json --format svg -o graph.svg
   stepgraph graph 20261125-101500-3fa2 --format dot")]
     Graph {
         /// A spec file or a run id (with a built-in pipeline: an optional run id).
@@ -65,6 +63,23 @@ Exit codes: 0 every step reused or ran, 1 a step failed, 2 bad input.")]
         /// Parameter overrides used for the cache status.
         #[arg(long = "param", value_name = "NAME=VALUE")]
         params: Vec<String>,
+        /// Write the graph to this file instead of standard output.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Write one self-contained HTML page about a run: its graph with each step's status, a
+    /// timeline, mini-batch throughput, failures and why each step ran or was reused.
+    #[command(after_help = "Examples:
+  stepgraph report -o report.html
+  stepgraph report 20261125-101500-3fa2 -o report.html
+
+The page needs no network: its styles, pictures (SVG) and script are inline.")]
+    Report {
+        /// The run (default: the latest run in the store).
+        run: Option<String>,
+        /// The HTML file to write.
+        #[arg(short, long, value_name = "FILE", default_value = "report.html")]
+        output: PathBuf,
     },
     /// Say which steps are up to date, like `dvc status`.
     Status {
@@ -100,9 +115,47 @@ objects (outputs are hard links to them).")]
         /// `show RUN_ID`, `rm RUN_ID...`, `prune --keep N`, or nothing to list.
         #[command(subcommand)]
         action: Option<RunsAction>,
+        /// Print JSON (before or after the action: `runs show ID --json`).
+        #[arg(long, global = true)]
+        json: bool,
+    },
+    /// List the outputs of a run (the latest by default): step, output, path, size.
+    #[command(after_help = "Examples:
+  stepgraph outputs
+  stepgraph outputs 20261125-101500-3fa2 --json")]
+    Outputs {
+        /// Run id (`runs` lists them); the latest run when omitted.
+        run: Option<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Copy (or hard-link) one output of a run out of the store into DEST.
+    #[command(after_help = "Examples:
+  stepgraph get score-reviews results/
+  stepgraph get score-reviews:scores results/ --run 20261125-101500-3fa2
+  stepgraph get summarize report/ --link
+
+DEST is a folder; it gets the output's files. A DEST that exists and is not empty is refused
+unless --force is given: then the output's files replace the files of the same names in DEST
+(other files in DEST stay). With --link the files are hard links to the store's read-only
+objects: no copy, but they cannot be edited in place (and DEST must be on the store's file
+system).")]
+    Get {
+        /// `STEP` or `STEP:OUTPUT` (an output's data name or port; needed when the step has
+        /// several outputs).
+        output: String,
+        /// The folder to put the output's files in.
+        dest: PathBuf,
+        /// The run to take it from (default: the latest run that has the step).
+        #[arg(long, value_name = "RUN_ID")]
+        run: Option<String>,
+        /// Hard-link the files instead of copying them.
+        #[arg(long)]
+        link: bool,
+        /// Write into a DEST that is not empty (files of the same names are replaced).
+        #[arg(long)]
+        force: bool,
     },
     /// Print the logs of a step of a run.
     Logs {
@@ -324,6 +377,8 @@ pub enum GraphFormat {
     Dot,
     /// Mermaid flowchart.
     Mermaid,
+    /// SVG picture, laid out without graphviz, steps coloured by status.
+    Svg,
     /// JSON.
     Json,
 }

@@ -25,6 +25,8 @@ mod metrics;
 mod out;
 mod progress;
 mod render;
+mod report;
+mod svg;
 
 use clap::Parser;
 use stepgraph_engine::{BuildErrors, Pipeline};
@@ -77,8 +79,8 @@ impl IntoPipeline for Result<Pipeline, BuildErrors> {
     }
 }
 
-/// Give `pipeline` the stepgraph subcommands (run, graph, status, explain, runs, logs, cache,
-/// validate) with the same flags as the binary, parse the process arguments and run. Returns
+/// Give `pipeline` the stepgraph subcommands (run, graph, status, explain, runs, outputs, get,
+/// logs, cache, validate) with the same flags as the binary, parse the process arguments and run. Returns
 /// the exit code for `main` to return: 0 ok, 1 a step failed, 2 bad input (build errors
 /// included, printed one per line).
 pub fn main_with(pipeline: impl IntoPipeline) -> std::process::ExitCode {

@@ -8,9 +8,29 @@
 
 use std::io::{self, Write};
 
-/// Write `s` to stdout.
+thread_local! {
+    /// While [`capture`] runs: what would have gone to stdout.
+    static CAPTURED: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Write `s` to stdout (or to the text being captured).
 pub(crate) fn stdout(s: &str) -> io::Result<()> {
+    let taken = CAPTURED.with_borrow_mut(|c| c.as_mut().map(|c| c.push_str(s)).is_some());
+    if taken {
+        return Ok(());
+    }
     io::stdout().lock().write_all(s.as_bytes())
+}
+
+/// Run `f`, keeping what it prints to stdout (through [`stdout`]) and returning it with
+/// `f`'s result: `graph -o FILE` writes the text a command would print.
+pub(crate) fn capture<T>(f: impl FnOnce() -> T) -> (T, String) {
+    let before = CAPTURED.with_borrow_mut(|c| c.replace(String::new()));
+    let result = f();
+    let text = CAPTURED
+        .with_borrow_mut(|c| std::mem::replace(c, before))
+        .unwrap_or_default();
+    (result, text)
 }
 
 /// Write raw bytes to stdout (logs are shown as they are, UTF-8 or not).

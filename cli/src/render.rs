@@ -6,7 +6,7 @@ use std::io::IsTerminal;
 
 use stepgraph_engine::SnapshotDataEdge;
 use stepgraph_engine::{Decision, Plan};
-use stepgraph_engine::{GraphSnapshot, StepRecord};
+use stepgraph_engine::{GraphSnapshot, StepRecord, StepStatus};
 
 /// Milliseconds as `850ms`, `2.1s`, `3m05s`.
 pub(crate) fn duration(ms: u64) -> String {
@@ -88,6 +88,56 @@ pub(crate) fn status_word(word: &str) -> String {
         _ => return word.to_string(),
     };
     format!("\x1b[{code}m{word}\x1b[0m")
+}
+
+/// The table printed after a run: one value per cell, under a header that names it (the
+/// failed units' column is named by their unit when every counted step shares one, e.g.
+/// `failed mini-batches`).
+pub(crate) fn run_table(steps: &[StepRecord]) -> String {
+    let counted: Vec<&StepRecord> = steps.iter().filter(|s| s.counts.has_units()).collect();
+    let unit_header = match counted.first() {
+        Some(first) if counted.iter().all(|s| s.counts.unit == first.counts.unit) => {
+            format!("failed {}", plural(&first.counts.unit))
+        }
+        _ => "failed units".to_string(),
+    };
+    let rows: Vec<Vec<String>> = steps
+        .iter()
+        .map(|s| {
+            let c = &s.counts;
+            let counted = |n: u64| {
+                if c.has_units() {
+                    n.to_string()
+                } else {
+                    "-".into()
+                }
+            };
+            step_row(
+                s,
+                [
+                    if s.status == StepStatus::Ran {
+                        duration(s.duration_ms)
+                    } else {
+                        "-".into()
+                    },
+                    counted(c.items),
+                    counted(c.failed_items),
+                    counted(c.failed_units),
+                ],
+            )
+        })
+        .collect();
+    table(
+        &[
+            "step",
+            "status",
+            "duration",
+            "items",
+            "failed items",
+            &unit_header,
+        ],
+        &rows,
+    )
 }
 
 /// A table with left-aligned columns separated by two spaces.
@@ -350,6 +400,48 @@ pub(crate) fn graph_mermaid(g: &GraphSnapshot, statuses: &Statuses) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_run_table_says_one_thing_per_cell_and_stays_aligned() {
+        use stepgraph_engine::StepCounts;
+        let mut wide = StepRecord::new("a-step-with-a-long-name", StepStatus::Ran);
+        wide.counts = StepCounts::in_units("mini-batch", 400);
+        wide.counts.items = 2_000_000;
+        wide.counts.failed_items = 12_345;
+        wide.counts.failed_units = 7;
+        let plain = StepRecord::new("b", StepStatus::Reused);
+        let t = run_table(&[wide, plain]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(
+            lines[0]
+                .split("  ")
+                .filter(|c| !c.is_empty())
+                .map(str::trim)
+                .collect::<Vec<_>>(),
+            [
+                "step",
+                "status",
+                "duration",
+                "items",
+                "failed items",
+                "failed mini-batches"
+            ]
+        );
+        // Every column starts at the same offset in every line.
+        let starts = |l: &str| -> Vec<usize> {
+            let b = l.as_bytes();
+            (0..b.len())
+                .filter(|&i| b[i] != b' ' && (i == 0 || (i >= 2 && &b[i - 2..i] == b"  ")))
+                .collect()
+        };
+        assert_eq!(starts(lines[0]), starts(lines[1]), "{t}");
+        assert_eq!(starts(lines[0]), starts(lines[2]), "{t}");
+        assert!(
+            lines[1].contains("2000000  ") && lines[1].ends_with('7'),
+            "{t}"
+        );
+        assert!(!t.contains("items,"), "one value per cell: {t}");
+    }
 
     #[test]
     fn unit_names_are_made_plural_for_counts() {

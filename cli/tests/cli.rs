@@ -247,10 +247,16 @@ fn graph_formats_render() {
             );
             assert!(String::from_utf8_lossy(&out.stdout).contains("<svg"));
         }
-        Err(_) => assert!(
-            std::env::var_os("CI").is_none(),
-            "graphviz must be installed in CI"
-        ),
+        Err(_) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "graphviz must be installed in CI"
+            );
+            common::skipped(
+                "rendering `graph --format dot` with graphviz",
+                "graphviz's `dot` is not on PATH (apt-get install graphviz)",
+            );
+        }
     }
     // The graph of a past run, by id.
     let run = p.run(&["run", "pipeline.json"]).ok();

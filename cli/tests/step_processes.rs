@@ -80,8 +80,9 @@ const ENV_SPEC: &str = r#"{
   ]
 }"#;
 
-/// The file `name` of output `port` of step `step` in the run that printed `out`.
-fn output_of(dir: &Path, out: &Output, step: &str, port: &str, name: &str) -> String {
+/// The file `name` of output `data` (the folder is named by the output's data) of step `step`
+/// in the run that printed `out`.
+fn output_of(dir: &Path, out: &Output, step: &str, data: &str, name: &str) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let id = stdout
         .lines()
@@ -92,7 +93,7 @@ fn output_of(dir: &Path, out: &Output, step: &str, port: &str, name: &str) -> St
         .join(id)
         .join(step)
         .join("outputs")
-        .join(port)
+        .join(data)
         .join(name);
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
@@ -111,11 +112,11 @@ fn caller_variables_reach_steps_only_when_listed_and_their_values_rerun_steps() 
     let secret = [("SECRET_TOKEN", "s3cret-value-1"), ("HOME", "/home/test")];
     let first = stepgraph(d, &["run", "pipeline.json", "--jobs", "1"], &secret);
     assert!(first.status.success(), "{}", text(&first));
-    // (step, output port, file, its text)
-    for (step, port, file, want) in [
+    // (step, output data name, file, its text)
+    for (step, data, file, want) in [
         (
             "py-plain",
-            "output",
+            "py_plain",
             "parallel_run_step.txt",
             "unset home=/home/test\n",
         ),
@@ -127,13 +128,13 @@ fn caller_variables_reach_steps_only_when_listed_and_their_values_rerun_steps() 
         ),
         (
             "py-listed",
-            "output",
+            "py_listed",
             "parallel_run_step.txt",
             "s3cret-value-1 home=/home/test\n",
         ),
         ("cmd-listed", "cmd_listed", "env.txt", "s3cret-value-1\n"),
     ] {
-        assert_eq!(output_of(d, &first, step, port, file), want, "{step}");
+        assert_eq!(output_of(d, &first, step, data, file), want, "{step}");
     }
     // The value is in the fingerprint as a hash only: never in clear in the store.
     for (path, bytes) in all_bytes(&d.join(".stepgraph")) {

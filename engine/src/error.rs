@@ -371,14 +371,14 @@ pub enum EngineError {
     },
     /// A component the step computes could not be computed (an environment that failed to
     /// build).
-    #[error("step {step:?}: {component}: {message}")]
+    #[error("step {step:?}: {component}: {source}")]
     Component {
         /// The step.
         step: String,
         /// The component (`environment`).
         component: String,
-        /// What went wrong.
-        message: String,
+        /// What went wrong (the component's error).
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// An input dataset is invalid (bad glob, missing files).
     #[error("step {step:?}: input {port:?}: {message}")]
@@ -542,6 +542,22 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "step \"a\": duplicate step name\nstep \"b\": run_after names unknown step \"c\""
+        );
+    }
+
+    #[test]
+    fn component_errors_name_the_step_and_keep_the_components_error() {
+        use std::error::Error as _;
+        let e = EngineError::Component {
+            step: "score".into(),
+            component: "environment".into(),
+            source: std::io::Error::other("no interpreter").into(),
+        };
+        assert_eq!(e.to_string(), "step \"score\": environment: no interpreter");
+        let io = e.source().and_then(|s| s.downcast_ref::<std::io::Error>());
+        assert_eq!(
+            io.map(std::io::Error::kind),
+            Some(std::io::ErrorKind::Other)
         );
     }
 

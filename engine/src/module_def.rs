@@ -115,8 +115,14 @@ pub trait ComputedComponent: Send + Sync + fmt::Debug {
     /// `envs/` as `{"env_hash": "<hex>"}` keeps it from `cache gc` while an entry holds it.
     ///
     /// # Errors
-    /// A message (the engine names the step and the component).
-    fn compute(&self, envs_dir: &Path, build: bool) -> Result<serde_json::Value, String>;
+    /// Any error, boxed (a `String` or `&str` converts with `?` or `.into()`); the engine
+    /// wraps it in [`EngineError::Component`](crate::EngineError::Component), which names the
+    /// step and the component and keeps it as its source.
+    fn compute(
+        &self,
+        envs_dir: &Path,
+        build: bool,
+    ) -> Result<serde_json::Value, Box<dyn std::error::Error + Send + Sync + 'static>>;
 }
 
 /// A shared [`ComputedComponent`] (compared by identity).

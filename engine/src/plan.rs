@@ -310,7 +310,7 @@ fn producers_not_reused(
 
 /// Why a step whose key has no cache entry runs: never ran, or ran with this key and was not
 /// cached, or its fingerprint changed since its latest run (and how).
-fn why_not_cached(
+pub(crate) fn why_not_cached(
     store: &Store,
     pipeline: &str,
     step: &str,

@@ -64,10 +64,10 @@ pub(crate) fn prepare(
     for (name, c) in &def.computed {
         let value =
             c.0.compute(&crate::store::envs::envs_dir(store.root()), build)
-                .map_err(|message| EngineError::Component {
+                .map_err(|source| EngineError::Component {
                     step: node.name.clone(),
                     component: name.clone(),
-                    message,
+                    source,
                 })?;
         fp.insert(name.clone(), Component::value(value));
     }

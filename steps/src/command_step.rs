@@ -170,7 +170,7 @@ impl Step for CommandStep {
         if let Some(env) = &self.environment {
             let mut env = env.clone();
             env.load()
-                .map_err(|e| self.invalid("environment", e.message))?;
+                .map_err(|e| self.invalid("environment", e.to_string()))?;
             config["environment"] = env.config_value();
             if let Some(c) = env.component() {
                 def = def.computed(crate::environment::ENVIRONMENT_COMPONENT, c);
@@ -233,10 +233,8 @@ impl Step for CommandStep {
         let built = match &self.environment {
             Some(env) => {
                 let mut env = env.clone();
-                env.load()
-                    .map_err(|e| StepError::new(format!("environment: {e}")))?;
-                env.ensure_built(&ctx.envs_dir())
-                    .map_err(|e| StepError::new(format!("environment: {e}")))?
+                env.load().context("environment")?;
+                env.ensure_built(&ctx.envs_dir()).context("environment")?
             }
             None => None,
         };
@@ -264,8 +262,8 @@ impl Step for CommandStep {
         for (k, v) in ctx.params {
             cmd.env(format!("AML_PARAMETER_{k}"), value_to_arg(v));
         }
-        let mut child = crate::process::spawn(&mut cmd)
-            .map_err(|e| StepError::new(format!("cannot start {program:?}: {e}")))?;
+        let mut child =
+            crate::process::spawn(&mut cmd).with_context(|| format!("cannot start {program:?}"))?;
         let status = loop {
             match child.try_wait() {
                 Ok(Some(status)) => break status,
@@ -277,7 +275,7 @@ impl Step for CommandStep {
                     let _ = child.wait();
                     crate::process::reaped(&child);
                     return Err(match other {
-                        Err(e) => StepError::new(format!("waiting for {program:?}: {e}")),
+                        Err(e) => StepError::with_source(format!("waiting for {program:?}"), e),
                         _ => StepError::new("cancelled"),
                     });
                 }

@@ -16,9 +16,9 @@
 
 use fs_err as fs;
 use std::collections::HashMap;
-use std::io::Write;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::{Deserialize, Deserializer};
@@ -78,20 +78,160 @@ impl From<&String> for Environment {
     }
 }
 
-/// An environment that cannot be used as given.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct EnvironmentError {
-    /// The field at fault, relative to the environment (`requirements`, `python`), or empty.
-    pub field: String,
-    /// What is wrong.
-    pub message: String,
+/// Why an environment cannot be used: a setting that cannot be used as given (a spec's
+/// `environment`, a requirement, a requirements file: [`EnvironmentError::field`] names it),
+/// an interpreter that cannot be run, or a build that failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EnvironmentError {
+    /// A spec's `environment` (or one of its fields) is not of the expected kind.
+    #[error("{}expected {expected}, got {got}", field_prefix(field))]
+    Expected {
+        /// The field (`python`, `requirements`), or empty for the environment itself.
+        field: &'static str,
+        /// What it must be, in words.
+        expected: &'static str,
+        /// What it is, in words.
+        got: String,
+    },
+    /// A spec's `environment` has a field an environment does not take.
+    #[error(
+        "{name:?} is not a field of an environment (it takes \"python\", \"requirements\" and \
+         \"name\")"
+    )]
+    UnknownField {
+        /// The field as given.
+        name: String,
+    },
+    /// The interpreter is blank.
+    #[error("must name an interpreter")]
+    NoInterpreter,
+    /// The requirements file cannot be read (the `fs_err` error names it).
+    #[error("cannot read requirements file: {source}")]
+    RequirementsFile {
+        /// The file.
+        path: PathBuf,
+        /// Why it cannot be read.
+        source: io::Error,
+    },
+    /// The requirements file lists no requirement.
+    #[error("requirements file {} lists no requirement", path.display())]
+    EmptyRequirementsFile {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A requirement line is a pip option (`-r other.txt`).
+    #[error(
+        "{requirement:?}: pip options (-r, -e, --index-url, …) are not supported; list \
+         requirements only"
+    )]
+    PipOption {
+        /// The line.
+        requirement: String,
+    },
+    /// A requirement line holds a NUL.
+    #[error("{requirement:?} contains a NUL")]
+    Nul {
+        /// The line.
+        requirement: String,
+    },
+    /// The interpreter cannot be started.
+    #[error("cannot run the interpreter {python:?}: {source}")]
+    Interpreter {
+        /// The interpreter as given.
+        python: String,
+        /// Why it cannot be started (shared: an interpreter is asked once per process).
+        source: Arc<io::Error>,
+    },
+    /// The interpreter ran but did not print its executable and version.
+    #[error("the interpreter {python:?} did not say its version ({status}): {stderr}")]
+    NoVersion {
+        /// The interpreter as given.
+        python: String,
+        /// How it exited.
+        status: ExitStatus,
+        /// What it wrote to stderr (trimmed).
+        stderr: String,
+    },
+    /// A file or folder of the store's environments could not be written, read or locked
+    /// (the `fs_err` error names it).
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    /// Installing the requirements failed.
+    #[error(
+        "building the environment failed: {} ({why}); build log {}, last lines:\n{tail}",
+        failed_install(.requirement.as_deref(), requirements),
+        log.display()
+    )]
+    Build {
+        /// The requirement that failed, when the log's last lines name one.
+        requirement: Option<String>,
+        /// All the requirements (boxed: the error stays small).
+        requirements: Box<[String]>,
+        /// How the failed command ended: its exit status, or why it could not start.
+        why: String,
+        /// The build log (`envs/<hash>/build.log`).
+        log: PathBuf,
+        /// The log's last lines.
+        tail: String,
+        /// The error that kept the command from starting, if that is why it failed.
+        source: Option<io::Error>,
+    },
+    /// Listing the installed packages of a built environment failed.
+    #[error(
+        "building the environment failed: listing the installed packages failed ({status}); \
+         build log {}",
+        log.display()
+    )]
+    Freeze {
+        /// How the listing exited.
+        status: ExitStatus,
+        /// The build log (which holds its stderr).
+        log: PathBuf,
+    },
+    /// The built environment's interpreter cannot be started.
+    #[error("cannot run {}: {source}", program.display())]
+    Run {
+        /// The interpreter.
+        program: PathBuf,
+        /// Why it cannot be started.
+        source: io::Error,
+    },
 }
 
-fn env_err(field: &str, message: impl Into<String>) -> EnvironmentError {
-    EnvironmentError {
-        field: field.to_string(),
-        message: message.into(),
+impl EnvironmentError {
+    /// The field at fault, relative to the environment (`requirements`, `python`), or empty
+    /// (the environment itself, its interpreter or its build).
+    pub fn field(&self) -> &str {
+        match self {
+            EnvironmentError::Expected { field, .. } => field,
+            EnvironmentError::NoInterpreter => "python",
+            EnvironmentError::RequirementsFile { .. }
+            | EnvironmentError::EmptyRequirementsFile { .. }
+            | EnvironmentError::PipOption { .. }
+            | EnvironmentError::Nul { .. } => "requirements",
+            _ => "",
+        }
+    }
+}
+
+/// `"field": `, or nothing for the environment itself.
+fn field_prefix(field: &str) -> String {
+    if field.is_empty() {
+        String::new()
+    } else {
+        format!("{field:?}: ")
+    }
+}
+
+/// What failed in a build, in words: the requirement the log names, or all of them.
+fn failed_install(requirement: Option<&str>, requirements: &[String]) -> String {
+    match requirement {
+        Some(r) => format!("installing requirement {r:?} failed"),
+        None => format!(
+            "installing the requirements failed ({})",
+            requirements.join(", ")
+        ),
     }
 }
 
@@ -164,35 +304,30 @@ impl Environment {
     /// The file cannot be read, or a line is not supported.
     pub(crate) fn load(&mut self) -> Result<(), EnvironmentError> {
         if self.python.trim().is_empty() {
-            return Err(env_err("python", "must name an interpreter"));
+            return Err(EnvironmentError::NoInterpreter);
         }
         if let Some(file) = self.file.take() {
-            let text = fs::read_to_string(&file).map_err(|e| {
-                env_err(
-                    "requirements",
-                    format!("cannot read requirements file {}: {e}", file.display()),
-                )
-            })?;
+            let text = match fs::read_to_string(&file) {
+                Ok(text) => text,
+                Err(source) => {
+                    return Err(EnvironmentError::RequirementsFile { path: file, source });
+                }
+            };
             self.requirements = normalise(text.lines().map(str::to_string));
             if self.requirements.is_empty() {
-                return Err(env_err(
-                    "requirements",
-                    format!("requirements file {} lists no requirement", file.display()),
-                ));
+                return Err(EnvironmentError::EmptyRequirementsFile { path: file });
             }
         }
         for r in &self.requirements {
             if r.starts_with('-') {
-                return Err(env_err(
-                    "requirements",
-                    format!(
-                        "{r:?}: pip options (-r, -e, --index-url, …) are not supported; list \
-                         requirements only"
-                    ),
-                ));
+                return Err(EnvironmentError::PipOption {
+                    requirement: r.clone(),
+                });
             }
             if r.contains('\0') {
-                return Err(env_err("requirements", format!("{r:?} contains a NUL")));
+                return Err(EnvironmentError::Nul {
+                    requirement: r.clone(),
+                });
             }
         }
         Ok(())
@@ -214,7 +349,7 @@ impl Environment {
     ///
     /// # Errors
     /// The interpreter cannot be run.
-    pub fn hash(&self) -> Result<String, String> {
+    pub fn hash(&self) -> Result<String, EnvironmentError> {
         let probe = probe(&self.python)?;
         Ok(env_hash(&probe.version, &self.requirements))
     }
@@ -225,24 +360,24 @@ impl Environment {
     /// # Errors
     /// The interpreter cannot be run, or the build failed (the message names the requirement
     /// that failed when the log says, and shows the log's last lines).
-    pub(crate) fn ensure_built(&self, envs_dir: &Path) -> Result<Option<BuiltEnv>, String> {
+    pub(crate) fn ensure_built(
+        &self,
+        envs_dir: &Path,
+    ) -> Result<Option<BuiltEnv>, EnvironmentError> {
         if !self.has_requirements() {
             return Ok(None);
         }
         let probe = probe(&self.python)?;
         let hash = env_hash(&probe.version, &self.requirements);
         let envs = envs_dir.to_path_buf();
-        fs::create_dir_all(&envs).map_err(|e| format!("cannot create {}: {e}", envs.display()))?;
-        let lock_path = envs.join(format!("{hash}.lock"));
+        fs::create_dir_all(&envs)?;
         let lock = fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
-            .open(&lock_path)
-            .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
-        lock.lock()
-            .map_err(|e| format!("cannot lock {}: {e}", lock_path.display()))?;
+            .open(envs.join(format!("{hash}.lock")))?;
+        lock.lock()?;
         let dir = envs.join(&hash);
         if let Some(freeze) = read_freeze(&dir) {
             return Ok(Some(BuiltEnv { hash, dir, freeze }));
@@ -253,7 +388,7 @@ impl Environment {
     }
 
     /// The component's value (see the module doc).
-    fn value(&self, envs_dir: &Path, build: bool) -> Result<Value, String> {
+    fn value(&self, envs_dir: &Path, build: bool) -> Result<Value, EnvironmentError> {
         let probe = probe(&self.python)?;
         let hash = env_hash(&probe.version, &self.requirements);
         let freeze = if build {
@@ -271,8 +406,12 @@ impl Environment {
 }
 
 impl ComputedComponent for Environment {
-    fn compute(&self, envs_dir: &Path, build: bool) -> Result<Value, String> {
-        self.value(envs_dir, build)
+    fn compute(
+        &self,
+        envs_dir: &Path,
+        build: bool,
+    ) -> Result<Value, Box<dyn std::error::Error + Send + Sync + 'static>> {
+        Ok(self.value(envs_dir, build)?)
     }
 }
 
@@ -352,21 +491,52 @@ struct Probe {
     version: String,
 }
 
-/// Ask `python` for its executable and version, once per interpreter and process.
-fn probe(python: &str) -> Result<Probe, String> {
-    static MEMO: OnceLock<Mutex<HashMap<String, Result<Probe, String>>>> = OnceLock::new();
-    let memo = MEMO.get_or_init(Default::default);
-    if let Some(p) = memo.lock().ok().and_then(|m| m.get(python).cloned()) {
-        return p;
-    }
-    let result = run_probe(python);
-    if let Ok(mut m) = memo.lock() {
-        m.insert(python.to_string(), result.clone());
-    }
-    result
+/// Why an interpreter could not be asked (kept in the probe memo, so cloneable).
+#[derive(Debug, Clone)]
+enum ProbeFailure {
+    /// It cannot be started.
+    Spawn(Arc<io::Error>),
+    /// It did not print its executable and version.
+    NoVersion { status: ExitStatus, stderr: String },
 }
 
-fn run_probe(python: &str) -> Result<Probe, String> {
+impl ProbeFailure {
+    /// The error, naming the interpreter.
+    fn into_error(self, python: &str) -> EnvironmentError {
+        match self {
+            ProbeFailure::Spawn(source) => EnvironmentError::Interpreter {
+                python: python.to_string(),
+                source,
+            },
+            ProbeFailure::NoVersion { status, stderr } => EnvironmentError::NoVersion {
+                python: python.to_string(),
+                status,
+                stderr,
+            },
+        }
+    }
+}
+
+/// Ask `python` for its executable and version, once per interpreter and process.
+fn probe(python: &str) -> Result<Probe, EnvironmentError> {
+    type Memo = Mutex<HashMap<String, Result<Probe, ProbeFailure>>>;
+    static MEMO: OnceLock<Memo> = OnceLock::new();
+    let memo = MEMO.get_or_init(Default::default);
+    let known = memo.lock().ok().and_then(|m| m.get(python).cloned());
+    let result = match known {
+        Some(result) => result,
+        None => {
+            let result = run_probe(python);
+            if let Ok(mut m) = memo.lock() {
+                m.insert(python.to_string(), result.clone());
+            }
+            result
+        }
+    };
+    result.map_err(|f| f.into_error(python))
+}
+
+fn run_probe(python: &str) -> Result<Probe, ProbeFailure> {
     let out = Command::new(python)
         .args([
             "-I",
@@ -376,7 +546,7 @@ fn run_probe(python: &str) -> Result<Probe, String> {
         ])
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| format!("cannot run the interpreter {python:?}: {e}"))?;
+        .map_err(|e| ProbeFailure::Spawn(Arc::new(e)))?;
     let text = String::from_utf8_lossy(&out.stdout);
     let mut lines = text.lines();
     match (out.status.success(), lines.next(), lines.next()) {
@@ -384,11 +554,10 @@ fn run_probe(python: &str) -> Result<Probe, String> {
             executable: PathBuf::from(exe),
             version: version.to_string(),
         }),
-        _ => Err(format!(
-            "the interpreter {python:?} did not say its version ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )),
+        _ => Err(ProbeFailure::NoVersion {
+            status: out.status,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        }),
     }
 }
 
@@ -425,16 +594,19 @@ print("\n".join(sorted(names, key=str.lower)))
 /// Build the environment into `dir` (its previous content, an unfinished build, is removed
 /// first): the virtual environment, the requirements installed, then `freeze.txt`. The log
 /// is `dir/build.log`.
-fn build(dir: &Path, python: &Path, requirements: &[String]) -> Result<Vec<String>, String> {
-    let io = |what: &Path, e: std::io::Error| format!("{}: {e}", what.display());
+fn build(
+    dir: &Path,
+    python: &Path,
+    requirements: &[String],
+) -> Result<Vec<String>, EnvironmentError> {
     if dir.exists() {
-        fs::remove_dir_all(dir).map_err(|e| io(dir, e))?;
+        fs::remove_dir_all(dir)?;
     }
-    fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    fs::create_dir_all(dir)?;
     let req_file = dir.join("requirements.txt");
-    fs::write(&req_file, requirements.join("\n") + "\n").map_err(|e| io(&req_file, e))?;
+    fs::write(&req_file, requirements.join("\n") + "\n")?;
     let log_path = dir.join("build.log");
-    let mut log = fs::File::create(&log_path).map_err(|e| io(&log_path, e))?;
+    let mut log = fs::File::create(&log_path)?;
     let venv = dir.join("venv");
     let venv_python = venv.join("bin").join("python");
     let steps: Vec<Vec<std::ffi::OsString>> = if uv_on_path() {
@@ -483,9 +655,11 @@ fn build(dir: &Path, python: &Path, requirements: &[String]) -> Result<Vec<Strin
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
         let _ = writeln!(log, "$ {}", shown.join(" "));
-        let (program, args) = argv.split_first().ok_or("empty command")?;
-        let out_log = log.try_clone().map_err(|e| io(&log_path, e))?;
-        let err_log = log.try_clone().map_err(|e| io(&log_path, e))?;
+        let Some((program, args)) = argv.split_first() else {
+            continue;
+        };
+        let out_log = log.try_clone()?;
+        let err_log = log.try_clone()?;
         let status = Command::new(program)
             .args(args)
             .env_remove("VIRTUAL_ENV")
@@ -498,65 +672,68 @@ fn build(dir: &Path, python: &Path, requirements: &[String]) -> Result<Vec<Strin
             .status();
         let failed = match status {
             Ok(s) if s.success() => None,
-            Ok(s) => Some(s.to_string()),
-            Err(e) => Some(format!("cannot run {}: {e}", shown.join(" "))),
+            Ok(s) => Some((s.to_string(), None)),
+            Err(e) => Some((format!("cannot run {}: {e}", shown.join(" ")), Some(e))),
         };
-        if let Some(why) = failed {
+        if let Some((why, source)) = failed {
             let _ = writeln!(log, "stepgraph: {why}");
-            return Err(failure_message(&log_path, requirements, &why));
+            return Err(build_failure(&log_path, requirements, why, source));
         }
     }
     let out = Command::new(&venv_python)
         .args(["-I", "-c", FREEZE_PY])
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| format!("cannot run {}: {e}", venv_python.display()))?;
+        .map_err(|source| EnvironmentError::Run {
+            program: venv_python.clone(),
+            source,
+        })?;
     if !out.status.success() {
         let _ = log.write_all(&out.stderr);
-        return Err(format!(
-            "building the environment failed: listing the installed packages failed ({}); \
-             build log {}",
-            out.status,
-            log_path.display()
-        ));
+        return Err(EnvironmentError::Freeze {
+            status: out.status,
+            log: log_path,
+        });
     }
     let freeze = String::from_utf8_lossy(&out.stdout).into_owned();
     let _ = writeln!(log, "stepgraph: installed\n{freeze}");
     // freeze.txt last, atomically: its presence marks the environment complete.
     let tmp = dir.join(format!("{COMPLETE_MARKER}.tmp"));
-    let write = || -> std::io::Result<()> {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(freeze.as_bytes())?;
-        f.sync_all()?;
-        fs::rename(&tmp, dir.join(COMPLETE_MARKER))?;
-        fs::File::open(dir)?.sync_all()
-    };
-    write().map_err(|e| io(dir, e))?;
+    let mut f = fs::File::create(&tmp)?;
+    f.write_all(freeze.as_bytes())?;
+    f.sync_all()?;
+    fs::rename(&tmp, dir.join(COMPLETE_MARKER))?;
+    fs::File::open(dir)?.sync_all()?;
     Ok(freeze.lines().map(str::to_string).collect())
 }
 
-/// A failed build, in words: the requirement that failed (the first one the log's tail
-/// names), where the log is, and its last lines.
-fn failure_message(log_path: &Path, requirements: &[String], why: &str) -> String {
+/// A failed build: the requirement that failed (the first one the log's tail names), where
+/// the log is, and its last lines.
+fn build_failure(
+    log_path: &Path,
+    requirements: &[String],
+    why: String,
+    source: Option<io::Error>,
+) -> EnvironmentError {
     let text = fs::read_to_string(log_path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     let tail = lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n");
     let lower = tail.to_lowercase().replace('_', "-");
-    let failed = requirements.iter().find(|r| {
-        let name = requirement_name(r).to_lowercase().replace('_', "-");
-        !name.is_empty() && lower.contains(&name)
-    });
-    let what = match failed {
-        Some(r) => format!("installing requirement {r:?} failed"),
-        None => format!(
-            "installing the requirements failed ({})",
-            requirements.join(", ")
-        ),
-    };
-    format!(
-        "building the environment failed: {what} ({why}); build log {}, last lines:\n{tail}",
-        log_path.display()
-    )
+    let requirement = requirements
+        .iter()
+        .find(|r| {
+            let name = requirement_name(r).to_lowercase().replace('_', "-");
+            !name.is_empty() && lower.contains(&name)
+        })
+        .cloned();
+    EnvironmentError::Build {
+        requirement,
+        requirements: requirements.into(),
+        why,
+        log: log_path.to_path_buf(),
+        tail,
+        source,
+    }
 }
 
 /// The project name of a requirement line (`pandas` of `pandas[excel]>=1.5; python_version>"3"`).
@@ -577,22 +754,28 @@ impl<'de> Deserialize<'de> for Environment {
     }
 }
 
-fn parse_value(v: &Value) -> Result<Environment, String> {
-    const EXPECTED: &str = "expected an interpreter (\"python3\") or an object \
+fn parse_value(v: &Value) -> Result<Environment, EnvironmentError> {
+    const EXPECTED: &str = "an interpreter (\"python3\") or an object \
         {\"python\": \"python3\", \"requirements\": [\"pandas==1.5.3\"] or \"requirements.txt\"}";
+    let expected = |field, expected, got: String| EnvironmentError::Expected {
+        field,
+        expected,
+        got,
+    };
     match v {
-        Value::String(s) if s.trim().is_empty() => Err(format!("{EXPECTED}, got \"\"")),
+        Value::String(s) if s.trim().is_empty() => Err(expected("", EXPECTED, "\"\"".into())),
         Value::String(s) => Ok(Environment::python(s.clone())),
-        Value::Object(m) if m.is_empty() => Err(format!("{EXPECTED}, got an object")),
+        Value::Object(m) if m.is_empty() => Err(expected("", EXPECTED, "an object".into())),
         Value::Object(m) => {
             let mut env = Environment::default();
             for (k, v) in m {
                 match (k.as_str(), v) {
                     ("python", Value::String(s)) if !s.trim().is_empty() => env.python = s.clone(),
                     ("python", other) => {
-                        return Err(format!(
-                            "\"python\": expected an interpreter (\"python3\"), got {}",
-                            describe(other)
+                        return Err(expected(
+                            "python",
+                            "an interpreter (\"python3\")",
+                            describe(other),
                         ))
                     }
                     ("name", Value::String(s)) => env.name = Some(s.clone()),
@@ -605,10 +788,10 @@ fn parse_value(v: &Value) -> Result<Environment, String> {
                             match i {
                                 Value::String(s) => reqs.push(s.clone()),
                                 other => {
-                                    return Err(format!(
-                                        "\"requirements\": expected requirement strings \
-                                         (\"pandas==1.5.3\"), got {}",
-                                        describe(other)
+                                    return Err(expected(
+                                        "requirements",
+                                        "requirement strings (\"pandas==1.5.3\")",
+                                        describe(other),
                                     ))
                                 }
                             }
@@ -616,23 +799,22 @@ fn parse_value(v: &Value) -> Result<Environment, String> {
                         env.requirements = normalise(reqs.into_iter());
                     }
                     ("requirements", other) => {
-                        return Err(format!(
-                            "\"requirements\": expected a list of requirements or a \
-                             requirements file name, got {}",
-                            describe(other)
+                        return Err(expected(
+                            "requirements",
+                            "a list of requirements or a requirements file name",
+                            describe(other),
                         ))
                     }
                     (other, _) => {
-                        return Err(format!(
-                            "{other:?} is not a field of an environment (it takes \
-                             \"python\", \"requirements\" and \"name\")"
-                        ))
+                        return Err(EnvironmentError::UnknownField {
+                            name: other.to_string(),
+                        })
                     }
                 }
             }
             Ok(env)
         }
-        other => Err(format!("{EXPECTED}, got {}", describe(other))),
+        other => Err(expected("", EXPECTED, describe(other))),
     }
 }
 

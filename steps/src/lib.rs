@@ -50,6 +50,6 @@ pub use parallel_run::{
     partition, size, AppendRowFormat, ConfigError, Entry, EntryContext, EntryError, EntryFactory,
     EntryScript, Limit, MiniBatch, MiniBatchData, OutputAction, ParallelRunConfig,
     ParallelRunConfigBuilder, ParallelRunStep, ParallelRunStepBuilder, Row, TabularInput,
-    COMMIT_INTERVAL, MAX_PROTOCOL_LINE,
+    COMMIT_INTERVAL, DONE_PREFIX, MAX_PROTOCOL_LINE,
 };
 pub use spec::{load_spec, parse_spec, SpecError, MAX_SPEC_BYTES};

@@ -496,8 +496,8 @@ pub(crate) fn copy_source(from: &Path, to: &Path, store_root: &Path) -> Result<(
         if let Some(parent) = dest.parent() {
             fs_err::create_dir_all(parent)?;
         }
-        copy_regular_file(&f.path, &dest)
-            .with_context(|| format!("copying {}", f.path.display()))?;
+        // Its errors name the file (fs_err), so no context repeats it.
+        copy_regular_file(&f.path, &dest)?;
     }
     Ok(())
 }
@@ -513,7 +513,10 @@ fn copy_regular_file(from: &Path, to: &Path) -> std::io::Result<()> {
         .open(from)?;
     let meta = src.metadata()?;
     if !meta.is_file() {
-        return Err(std::io::Error::other("not a regular file"));
+        return Err(std::io::Error::other(format!(
+            "{}: not a regular file",
+            from.display()
+        )));
     }
     let mut dest = File::create(to)?;
     std::io::copy(&mut src, &mut dest)?;

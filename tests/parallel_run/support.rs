@@ -263,6 +263,24 @@ pub(crate) fn has_pandas() -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// Whether pandas is importable, for the DataFrame checks of `group`. When it is not: in CI
+/// (`CI=true`, which installs pandas) the test fails; elsewhere one line per group in the test
+/// output says the group's DataFrame checks were skipped.
+pub(crate) fn pandas_or_skip(group: &str) -> bool {
+    if has_pandas() {
+        return true;
+    }
+    assert!(
+        !crate::common::in_ci(),
+        "pandas must be importable by python3 in CI ({group})"
+    );
+    crate::common::skipped(
+        group,
+        "pandas is not importable by python3 (pip install pandas)",
+    );
+    false
+}
+
 /// Python helper turning a tabular mini-batch (DataFrame or list of dicts) into a list of
 /// dicts; entry scripts include it so they work with and without pandas.
 pub(crate) const PY_ROWS: &str = r#"

@@ -10,8 +10,8 @@ use stepgraph_steps::ParallelRunConfigBuilder;
 
 use crate::common::Workspace;
 use crate::parallel_run::support::{
-    has_pandas, lines, output, python_entry, ran, run_csv, run_in, step, TestResult, UsualSetUp,
-    PY_ROWS,
+    lines, output, pandas_or_skip, python_entry, ran, run_csv, run_in, step, TestResult,
+    UsualSetUp, PY_ROWS,
 };
 
 /// Write the entry `scripts/<name>` under `root`: `import os`, [`PY_ROWS`], then `code`; and
@@ -74,7 +74,11 @@ fn csv_rows_are_cut_by_bytes_processed_once_each_and_gathered_in_row_order() -> 
     let calls = lines(&calls);
     assert_eq!(calls.len(), batches);
     let mut ids: Vec<usize> = Vec::new();
-    let want = if has_pandas() { "DataFrame" } else { "list" };
+    let want = if pandas_or_skip("DataFrame mini-batches (checked as lists of rows instead)") {
+        "DataFrame"
+    } else {
+        "list"
+    };
     for call in &calls {
         let mut words = call.split(' ');
         let kind = words.next().unwrap_or_default();
@@ -218,8 +222,7 @@ fn csv_quoted_fields_crlf_and_a_missing_final_newline_stay_whole_rows() -> TestR
 
 #[test]
 fn dataframe_results_are_written_like_azure_and_as_csv_with_one_header() -> TestResult {
-    if !has_pandas() {
-        println!("pandas is not importable by python3: DataFrame assertions skipped");
+    if !pandas_or_skip("DataFrame results written like Azure and as CSV") {
         return Ok(());
     }
     for (format, expected) in [

@@ -1,9 +1,13 @@
 //! The subcommands: parsing what they share here, one file per group (`run.rs`: run, status,
-//! explain; `runs.rs`: graph, runs, logs; `cache.rs`: cache).
+//! explain; `runs.rs`: graph, runs, logs; `outputs.rs`: outputs, get; `pictures.rs`: the svg
+//! graph and report; `cache.rs`: cache; `store_dir.rs`: finding the store).
 
 mod cache;
+mod outputs;
+mod pictures;
 mod run;
 mod runs;
+mod store_dir;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::IsTerminal;
@@ -30,12 +34,23 @@ use self::runs::{
 };
 
 pub(crate) fn dispatch(cli: Cli, source: Source) -> Result<i32> {
-    let store_dir = cli.store.clone();
+    let built = matches!(source, Source::Built(_));
+    let chosen = store_dir::choose(cli.store.as_deref(), &cli.command, built)?;
+    let store_dir = chosen.dir;
+    let announce_new = chosen.new && !matches!(cli.command, Command::Run { .. });
     let wait = cli.wait;
     // Every command but a run only reads or frees space: on a full disk it may use the
     // store's reserve to open it.
     let use_reserve = !matches!(&cli.command, Command::Run { opts, .. } if !opts.dry_run);
     let open = || -> Result<Store> {
+        if announce_new && !store_dir.exists() {
+            errln!(
+                "note: no {} store in this folder, its parents or the spec's folder: using a \
+                 new one, {} (--store DIR or STEPGRAPH_STORE choose another)",
+                store_dir::STORE_NAME,
+                store_dir.display()
+            );
+        }
         let store = Store::open(&store_dir, OpenOptions { wait, use_reserve })?;
         for w in store.warnings() {
             errln!("warning: {w}");
@@ -51,7 +66,14 @@ pub(crate) fn dispatch(cli: Cli, source: Source) -> Result<i32> {
             target,
             format,
             params,
-        } => cmd_graph(&source, &open()?, target.as_deref(), format, &params),
+            output,
+        } => {
+            let store = open()?;
+            pictures::with_output(output.as_deref(), || {
+                cmd_graph(&source, &store, target.as_deref(), format, &params)
+            })
+        }
+        Command::Report { run, output } => pictures::cmd_report(&open()?, run.as_deref(), &output),
         Command::Status { spec, params } => {
             let pipeline = pipeline_of(&source, spec.as_deref())?;
             cmd_status(&pipeline, &open()?, &params)
@@ -86,6 +108,14 @@ pub(crate) fn dispatch(cli: Cli, source: Source) -> Result<i32> {
             }
         }
         Command::Logs { run, step, worker } => cmd_logs(&open()?, &run, &step, worker),
+        Command::Outputs { run, json } => outputs::cmd_outputs(&open()?, run.as_deref(), json),
+        Command::Get {
+            output,
+            dest,
+            run,
+            link,
+            force,
+        } => outputs::cmd_get(&open()?, &output, &dest, run.as_deref(), link, force),
         Command::Cache { action } => cmd_cache(&open()?, action),
         Command::Validate { spec } => {
             let pipeline = pipeline_of(&source, spec.as_deref())?;
@@ -121,12 +151,11 @@ fn cmd_graph(
     };
     let pipeline = pipeline_of(source, spec_target.as_deref())?;
     let p = plan(&pipeline, store, &plan_opts(params, &[], false)?)?;
-    print_graph(
-        &pipeline.snapshot(),
-        &render::plan_statuses(&p),
-        format,
-        Some(&p),
-    )?;
+    let mut statuses = render::plan_statuses(&p);
+    if format == GraphFormat::Svg {
+        pictures::mark_failed(store, pipeline.name(), &mut statuses)?;
+    }
+    print_graph(&pipeline.snapshot(), &statuses, format, Some(&p))?;
     Ok(exit::OK)
 }
 

@@ -49,7 +49,7 @@ pub(super) fn cmd_run(pipeline: &Pipeline, store: &Store, args: &RunArgs) -> Res
     };
     if !args.json {
         // The run is done: a reader that went away does not change its exit code.
-        match print_run_summary(&summary) {
+        match print_run_summary(&summary).and_then(|()| outputs::print_final_outputs(&summary)) {
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(code),
             r => r?,
         }
@@ -59,41 +59,8 @@ pub(super) fn cmd_run(pipeline: &Pipeline, store: &Store, args: &RunArgs) -> Res
 
 pub(super) fn print_run_summary(summary: &stepgraph_engine::RunSummary) -> std::io::Result<()> {
     {
-        let rows: Vec<Vec<String>> = summary
-            .steps
-            .iter()
-            .map(|s| {
-                let counted = |text: String| {
-                    if s.counts.has_units() {
-                        text
-                    } else {
-                        "-".into()
-                    }
-                };
-                render::step_row(
-                    s,
-                    [
-                        if s.status == StepStatus::Ran {
-                            render::duration(s.duration_ms)
-                        } else {
-                            "-".into()
-                        },
-                        counted(s.counts.items.to_string()),
-                        counted(format!(
-                            "{} items, {} {}",
-                            s.counts.failed_items,
-                            s.counts.failed_units,
-                            render::plural(&s.counts.unit)
-                        )),
-                    ],
-                )
-            })
-            .collect();
         outln!()?;
-        out!(
-            "{}",
-            render::table(&["step", "status", "duration", "items", "failures"], &rows)
-        )?;
+        out!("{}", render::run_table(&summary.steps))?;
         let count = |st: StepStatus| summary.steps.iter().filter(|s| s.status == st).count();
         outln!(
             "\nrun {}: {} in {} ({} ran, {} reused, {} failed, {} skipped)",

@@ -27,6 +27,7 @@ pub(super) fn print_graph(
         GraphFormat::Text => out!("{}", render::graph_text(g, statuses))?,
         GraphFormat::Dot => out!("{}", render::graph_dot(g, statuses))?,
         GraphFormat::Mermaid => out!("{}", render::graph_mermaid(g, statuses))?,
+        GraphFormat::Svg => out!("{}", crate::svg::graph_svg(g, statuses)?)?,
         GraphFormat::Json => {
             let v = serde_json::json!({"graph": g, "status": statuses, "plan": plan});
             outln!("{}", serde_json::to_string_pretty(&v)?)?;
@@ -146,6 +147,7 @@ pub(super) fn cmd_run_show(store: &Store, run: &str, json: bool) -> Result<i32> 
     for s in r.steps.iter().filter(failed) {
         outln!("{}", render::step_failure(s))?;
     }
+    outln!("outputs: stepgraph outputs {}", r.id)?;
     Ok(exit::OK)
 }
 
@@ -163,7 +165,25 @@ pub(super) fn cmd_logs(store: &Store, run: &str, step: &str, worker: Option<usiz
                 .join(", ")
         );
     }
-    let logs = store.run_layout(run).log_dir(step);
+    let mut logs = store.run_layout(run).log_dir(step);
+    // A reused step did not run here: its logs are those of the run that produced its output.
+    let reused_from = rec
+        .steps
+        .iter()
+        .find(|s| s.name == step && s.status == StepStatus::Reused)
+        .and_then(|s| s.reused_from.clone())
+        .filter(|from| from != run);
+    if let Some(from) = reused_from {
+        if store.run_get(&from)?.is_none() {
+            outln!(
+                "step {step:?} was reused in run {run} from run {from}, which has been removed: \
+                 its logs are gone"
+            )?;
+            return Ok(exit::OK);
+        }
+        outln!("step {step:?} was reused in run {run}: it ran in run {from}; its logs:")?;
+        logs = store.run_layout(&from).log_dir(step);
+    }
     if let Some(w) = worker {
         return print_worker_logs(&logs, w);
     }
@@ -195,7 +215,7 @@ pub(super) fn cmd_logs(store: &Store, run: &str, step: &str, worker: Option<usiz
                     outln!()?;
                 }
             }
-            Err(e) => outln!("(cannot read {}: {e})", f.display())?,
+            Err(e) => outln!("({e})")?,
         }
     }
     Ok(exit::OK)

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use crate::error::EngineError;
 use crate::events::{Event, EventSink};
-use crate::model::StepStatus;
+use crate::model::{GraphSnapshot, StepStatus};
 use crate::pipeline::Pipeline;
 use crate::plan::PlanOptions;
 use crate::step::CancelFlag;
@@ -58,6 +58,8 @@ pub struct RunSummary {
     pub duration_ms: u64,
     /// The run's folder (`runs/<run-id>` in the store).
     pub run_dir: PathBuf,
+    /// The pipeline's graph (steps, their ports and data names).
+    pub graph: GraphSnapshot,
 }
 
 impl RunSummary {
@@ -66,9 +68,17 @@ impl RunSummary {
         self.steps.iter().find(|s| s.name == name)
     }
 
-    /// The materialised folder of output `port` of step `name`.
+    /// The materialised folder of output `port` of step `step` (`outputs/<data name>`; the
+    /// output's data name is accepted as well as its port).
     pub fn output_dir(&self, step: &str, port: &str) -> PathBuf {
-        RunLayout::new(&self.run_dir).output_dir(step, port)
+        let data = self
+            .graph
+            .nodes
+            .iter()
+            .find(|n| n.name == step)
+            .and_then(|n| n.outputs.iter().find(|o| o.port == port))
+            .map_or(port, |o| o.data.as_str());
+        RunLayout::new(&self.run_dir).output_dir(step, data)
     }
 }
 
@@ -167,6 +177,7 @@ pub fn run(
         status: record.status,
         steps: record.steps,
         duration_ms,
+        graph: record.graph,
     })
 }
 

@@ -19,7 +19,7 @@ use crate::graph::Node;
 use crate::model::{StepCounts, StepStatus};
 use crate::module_def::{Argument, ModuleDef};
 use crate::pipeline::Pipeline;
-use crate::plan::check_entry;
+use crate::plan::{check_entry, why_not_cached, RunReason};
 use crate::resolve::{prepare, value_to_arg, OutputsMap, Prepared, UpstreamOutput};
 use crate::step::{Step, StepContext};
 use crate::store::records::{
@@ -95,6 +95,7 @@ impl<'a> NodeExec<'a> {
         let node = self.pipeline.node(job.idx);
         let name = node.name.clone();
         let mut record = StepRecord::new(name.clone(), StepStatus::Failed);
+        record.started_unix_ms = Some(now_unix_ms());
         let t0 = Instant::now();
         if self.opts.cancel.is_cancelled() {
             record.status = StepStatus::Cancelled;
@@ -137,6 +138,7 @@ impl<'a> NodeExec<'a> {
                 return NodeOutcome::Done { record, outputs };
             }
         }
+        record.reason = Some(self.run_reason(&name, def, &job, reusable, &prepared));
         // Never compute (and cache) output from stored bytes that are not what their hash
         // says: rehash the upstream objects this step reads, once per run.
         let damaged = self.verify_upstream(&job.upstream);
@@ -156,6 +158,36 @@ impl<'a> NodeExec<'a> {
         self.store_outputs(record, prepared, keyed, counts, t0)
     }
 
+    /// Why a step that is not reused runs, in the plan's words (`RunReason`).
+    fn run_reason(
+        &self,
+        name: &str,
+        def: &ModuleDef,
+        job: &Job,
+        reusable: bool,
+        prepared: &Prepared,
+    ) -> String {
+        let reason = if !def.allow_reuse {
+            RunReason::AllowReuseOff
+        } else if job.rerun_damaged {
+            RunReason::CacheDamaged {
+                detail: "a consumer found its stored output damaged".into(),
+            }
+        } else if !reusable {
+            RunReason::Forced
+        } else if matches!(self.store.cache_get(&prepared.key.0), Ok(Some(_))) {
+            RunReason::CacheDamaged {
+                detail: "its cache entry was rejected".into(),
+            }
+        } else {
+            match why_not_cached(self.store, self.pipeline.name(), name, prepared) {
+                Ok(r) => r,
+                Err(e) => return format!("not cached ({e})"),
+            }
+        };
+        reason.to_string()
+    }
+
     /// The node's key, output folders and latest-fingerprint record.
     fn keyed(&self, name: &str, def: &ModuleDef, prepared: &Prepared) -> Keyed {
         let key = prepared.key.0.clone();
@@ -164,7 +196,7 @@ impl<'a> NodeExec<'a> {
             out_dirs: def
                 .outputs
                 .iter()
-                .map(|o| (o.name.clone(), layout.output_dir(name, &o.name)))
+                .map(|o| (o.name.clone(), layout.output_dir(name, o.data.name())))
                 .collect(),
             latest: LatestRecord {
                 key: key.clone(),

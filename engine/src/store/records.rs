@@ -73,6 +73,14 @@ pub struct StepRecord {
     pub reused_from: Option<String>,
     /// Output port -> output hash.
     pub outputs: BTreeMap<String, String>,
+    /// When the step started in this run (Unix ms; absent in records written before it was
+    /// recorded, and for steps that never started).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_unix_ms: Option<u64>,
+    /// Why the step ran (the plan's `RunReason` in words), for steps that ran or failed
+    /// running; absent for reused steps (see `reused_from`) and in older records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl StepRecord {
@@ -87,6 +95,8 @@ impl StepRecord {
             error: None,
             reused_from: None,
             outputs: BTreeMap::new(),
+            started_unix_ms: None,
+            reason: None,
         }
     }
 }

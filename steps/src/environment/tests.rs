@@ -1,11 +1,12 @@
 use super::*;
 
-fn parse(text: &str) -> Result<Environment, String> {
-    parse_value(&serde_json::from_str::<Value>(text).map_err(|e| e.to_string())?)
+fn parse(text: &str) -> Result<Environment, Box<dyn std::error::Error>> {
+    Ok(parse_value(&serde_json::from_str::<Value>(text)?)?)
 }
 
 #[test]
-fn a_string_is_an_interpreter_and_an_object_adds_requirements() -> Result<(), String> {
+fn a_string_is_an_interpreter_and_an_object_adds_requirements(
+) -> Result<(), Box<dyn std::error::Error>> {
     let plain = parse(r#""python3.11""#)?;
     assert_eq!(plain, Environment::python("python3.11"));
     assert!(!plain.has_requirements());
@@ -34,7 +35,7 @@ fn bad_environments_say_what_was_expected() {
         (r#"{"packages": []}"#, "\"packages\" is not a field"),
     ] {
         match parse(text) {
-            Err(e) => assert!(e.contains(says), "{text}: {e}"),
+            Err(e) => assert!(e.to_string().contains(says), "{text}: {e}"),
             Ok(env) => panic!("{text} parsed as {env:?}"),
         }
     }
@@ -49,14 +50,18 @@ fn a_requirements_file_is_read_and_checked() -> Result<(), Box<dyn std::error::E
     assert_eq!(env.requirement_lines(), ["six==1.16.0", "attrs==23.1.0"]);
     let missing = Environment::from_pip_requirements("x", dir.path().join("nope.txt"));
     assert!(
-        matches!(missing, Err(e) if e.field == "requirements" && e.message.contains("nope.txt"))
+        matches!(&missing, Err(e) if e.field() == "requirements"
+            && e.to_string().starts_with("cannot read requirements file: ")
+            && e.to_string().matches("nope.txt").count() == 1
+            && std::error::Error::source(e).is_some()),
+        "{missing:?}"
     );
     fs::write(&p, "-r other.txt\n")?;
     let options = Environment::from_pip_requirements("x", &p);
-    assert!(matches!(options, Err(e) if e.message.contains("not supported")));
+    assert!(matches!(options, Err(e) if e.to_string().contains("not supported")));
     fs::write(&p, "# nothing\n")?;
     let empty = Environment::from_pip_requirements("x", &p);
-    assert!(matches!(empty, Err(e) if e.message.contains("no requirement")));
+    assert!(matches!(empty, Err(e) if e.to_string().contains("no requirement")));
     Ok(())
 }
 
@@ -82,7 +87,12 @@ fn a_failed_build_names_the_requirement_the_log_names() -> Result<(), Box<dyn st
         "$ pip install\nERROR: No matching distribution found for stepgraph_nope==1.0\n",
     )?;
     let reqs = ["six==1.16.0".to_string(), "stepgraph-nope==1.0".to_string()];
-    let m = failure_message(&log, &reqs, "exit status: 1");
+    let e = build_failure(&log, &reqs, "exit status: 1".into(), None);
+    assert!(
+        matches!(&e, EnvironmentError::Build { requirement: Some(r), .. } if r == "stepgraph-nope==1.0"),
+        "{e}"
+    );
+    let m = e.to_string();
     assert!(
         m.contains("installing requirement \"stepgraph-nope==1.0\" failed"),
         "{m}"
@@ -90,7 +100,7 @@ fn a_failed_build_names_the_requirement_the_log_names() -> Result<(), Box<dyn st
     assert!(m.contains("No matching distribution"), "{m}");
     assert!(m.contains(&log.display().to_string()), "{m}");
     fs::write(&log, "network down\n")?;
-    let m = failure_message(&log, &reqs, "exit status: 2");
+    let m = build_failure(&log, &reqs, "exit status: 2".into(), None).to_string();
     assert!(m.contains("six==1.16.0, stepgraph-nope==1.0"), "{m}");
     assert_eq!(
         requirement_name("pandas[excel]>=1.5; python_version>'3'"),
@@ -100,11 +110,57 @@ fn a_failed_build_names_the_requirement_the_log_names() -> Result<(), Box<dyn st
 }
 
 #[test]
-fn a_plain_interpreter_builds_nothing_and_adds_no_component() -> Result<(), String> {
+fn a_plain_interpreter_builds_nothing_and_adds_no_component(
+) -> Result<(), Box<dyn std::error::Error>> {
     let env = Environment::python("python3");
     assert!(env.component().is_none());
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let dir = tempfile::tempdir()?;
     assert!(env.ensure_built(dir.path())?.is_none());
     assert!(!dir.path().join("envs").exists());
     Ok(())
+}
+
+#[test]
+fn a_store_folder_that_cannot_be_made_is_named_once() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("not-a-folder");
+    fs::write(&file, "")?;
+    let envs = file.join("envs");
+    let env = Environment::python("python3").requirements(["six==1.16.0"]);
+    match env.ensure_built(&envs) {
+        // No python3 here: the probe fails first, naming the interpreter.
+        Err(EnvironmentError::Interpreter { python, .. }) => assert_eq!(python, "python3"),
+        Err(e @ EnvironmentError::Io(_)) => {
+            let text = e.to_string();
+            assert_eq!(
+                text.matches(&envs.display().to_string()).count(),
+                1,
+                "{text}"
+            );
+            assert_eq!(e.field(), "");
+        }
+        other => return Err(format!("expected an I/O error, got {other:?}").into()),
+    }
+    Ok(())
+}
+
+#[test]
+fn an_interpreter_that_cannot_run_is_named_with_its_cause() {
+    let env = Environment::python("/nonexistent/stepgraph-python").requirements(["six"]);
+    let e = match env.hash() {
+        Err(e) => e,
+        Ok(h) => panic!("hashed with a missing interpreter: {h}"),
+    };
+    assert!(
+        matches!(&e, EnvironmentError::Interpreter { python, .. } if python == "/nonexistent/stepgraph-python"),
+        "{e:?}"
+    );
+    assert!(
+        e.to_string()
+            .starts_with("cannot run the interpreter \"/nonexistent/stepgraph-python\": "),
+        "{e}"
+    );
+    assert!(std::error::Error::source(&e).is_some());
+    // The memo keeps the failure: asking again says the same.
+    assert_eq!(env.hash().err().map(|e| e.to_string()), Some(e.to_string()));
 }

@@ -8,8 +8,66 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 use stepgraph_engine::{DataSource, DatasetFile};
 
-use super::partition::{MiniBatchSpec, PartitionFormat, PartitionValues};
+use super::partition::{FormatError, MiniBatchSpec, PartitionFormat, PartitionValues};
 use super::step::input_port;
+
+/// Why the inputs' `partition_format` or `partition_keys` do not fit; every variant names
+/// the dataset.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(super) enum DatasetError {
+    /// A `partition_format` that does not parse.
+    #[error("dataset {dataset:?}: {}", .source.reason)]
+    Format {
+        /// The dataset.
+        dataset: String,
+        /// The parser's error (its `reason` is shown: the format is named by the caller's
+        /// field).
+        source: FormatError,
+    },
+    /// `partition_keys` on a dataset with no `partition_format`.
+    #[error(
+        "partition_keys on a {kind} dataset need its partition_format: dataset {dataset:?} has \
+         none (e.g. \"partition_format\": \"{{{key}}}/{{name}}.csv\")"
+    )]
+    NoFormat {
+        /// The dataset's kind (`files`, `tabular`).
+        kind: &'static str,
+        /// The dataset.
+        dataset: String,
+        /// The first key, for the example.
+        key: String,
+    },
+    /// A key that is not a field of a dataset's `partition_format`.
+    #[error(
+        "key {key:?} is not in the partition_format {format:?} of dataset {dataset:?} (its \
+         keys: {})",
+        keys.join(", ")
+    )]
+    KeyNotInFormat {
+        /// The key.
+        key: String,
+        /// The format.
+        format: String,
+        /// The dataset.
+        dataset: String,
+        /// The format's keys.
+        keys: Vec<String>,
+    },
+    /// A file whose path does not match its dataset's `partition_format`, where its values
+    /// cut mini-batches.
+    #[error(
+        "{file} in dataset {dataset:?} does not match its partition_format {format:?}, so it \
+         has no partition_keys values (leave such files out with a \"pattern\")"
+    )]
+    NoMatch {
+        /// The file, relative to the dataset.
+        file: String,
+        /// The dataset.
+        dataset: String,
+        /// The format.
+        format: String,
+    },
+}
 
 /// A main input's `partition_format`, if it has one.
 fn format_of(source: &DataSource) -> Option<&str> {
@@ -23,17 +81,19 @@ fn format_of(source: &DataSource) -> Option<&str> {
 /// Each main input's parsed `partition_format`.
 ///
 /// # Errors
-/// A message naming the dataset whose format does not parse.
+/// [`DatasetError::Format`], naming the dataset whose format does not parse.
 pub(super) fn partition_formats(
     inputs: &[DataSource],
-) -> Result<Vec<Option<PartitionFormat>>, String> {
+) -> Result<Vec<Option<PartitionFormat>>, DatasetError> {
     inputs
         .iter()
         .map(|s| {
             format_of(s)
                 .map(|f| {
-                    PartitionFormat::parse(f)
-                        .map_err(|e| format!("dataset {:?}: {}", s.name(), e.reason))
+                    PartitionFormat::parse(f).map_err(|source| DatasetError::Format {
+                        dataset: s.name().to_string(),
+                        source,
+                    })
                 })
                 .transpose()
         })
@@ -43,12 +103,15 @@ pub(super) fn partition_formats(
 /// `partition_keys` fit the inputs: on files, every key is a field of every input's
 /// `partition_format`; on tabular inputs, the keys are either all columns (no key in any
 /// format) or all fields of every input's format.
+///
+/// # Errors
+/// [`DatasetError::NoFormat`] or [`DatasetError::KeyNotInFormat`].
 pub(super) fn check_partition_keys(
     inputs: &[DataSource],
     formats: &[Option<PartitionFormat>],
     keys: &[String],
     tabular: bool,
-) -> Result<(), String> {
+) -> Result<(), DatasetError> {
     let in_format =
         |f: &Option<PartitionFormat>, k: &String| f.as_ref().is_some_and(|f| f.keys().contains(k));
     if tabular && !formats.iter().any(|f| keys.iter().any(|k| in_format(f, k))) {
@@ -56,21 +119,19 @@ pub(super) fn check_partition_keys(
     }
     for (source, format) in inputs.iter().zip(formats) {
         let Some(f) = format else {
-            return Err(format!(
-                "partition_keys on a {} dataset need its partition_format: dataset {:?} has none \
-                 (e.g. \"partition_format\": \"{{{}}}/{{name}}.csv\")",
-                source.kind(),
-                source.name(),
-                keys.first().map(String::as_str).unwrap_or("key"),
-            ));
+            return Err(DatasetError::NoFormat {
+                kind: source.kind(),
+                dataset: source.name().to_string(),
+                key: keys.first().map_or("key", String::as_str).to_string(),
+            });
         };
         if let Some(k) = keys.iter().find(|k| !f.keys().contains(k)) {
-            return Err(format!(
-                "key {k:?} is not in the partition_format {:?} of dataset {:?} (its keys: {})",
-                f.to_string(),
-                source.name(),
-                f.keys().join(", ")
-            ));
+            return Err(DatasetError::KeyNotInFormat {
+                key: k.clone(),
+                format: f.to_string(),
+                dataset: source.name().to_string(),
+                keys: f.keys().to_vec(),
+            });
         }
     }
     Ok(())
@@ -127,13 +188,14 @@ fn file_name(p: &Path) -> String {
 /// The partition values of each file of input `port` (empty maps when it has no format).
 ///
 /// # Errors
-/// With `strict` (the values cut mini-batches), a file whose path does not match the format.
+/// With `strict` (the values cut mini-batches), a file whose path does not match the format:
+/// [`DatasetError::NoMatch`].
 pub(super) fn values_of(
     source: &DataSource,
     format: Option<&PartitionFormat>,
     files: &[DatasetFile],
     strict: bool,
-) -> Result<Vec<PartitionValues>, String> {
+) -> Result<Vec<PartitionValues>, DatasetError> {
     let Some(format) = format else {
         return Ok(vec![PartitionValues::default(); files.len()]);
     };
@@ -143,12 +205,11 @@ pub(super) fn values_of(
             let rel = relative_to_dataset(source, f);
             match format.values(&rel) {
                 Some(v) => Ok(v),
-                None if strict => Err(format!(
-                    "{rel} in dataset {:?} does not match its partition_format {:?}, so it has \
-                     no partition_keys values (leave such files out with a \"pattern\")",
-                    source.name(),
-                    format.to_string()
-                )),
+                None if strict => Err(DatasetError::NoMatch {
+                    file: rel,
+                    dataset: source.name().to_string(),
+                    format: format.to_string(),
+                }),
                 None => Ok(PartitionValues::default()),
             }
         })
@@ -278,10 +339,12 @@ mod tests {
         let bad_key = vec!["region".to_string()];
         let e = check_partition_keys(&[with], &ok, &bad_key, false)
             .err()
+            .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(e.contains("\"region\"") && e.contains("songs"), "{e}");
         let e = check_partition_keys(&[without], &[None], &keys, false)
             .err()
+            .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(
             e.contains("partition_format") && e.contains("\"raw\""),

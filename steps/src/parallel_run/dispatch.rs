@@ -135,6 +135,18 @@ impl Limits {
     }
 }
 
+/// The start of the `logs/sys/events.txt` line written when a mini-batch finishes:
+/// `mini-batch done N at UNIX_MS ms: K items on worker-W`.
+pub const DONE_PREFIX: &str = "mini-batch done ";
+
+/// Now, in Unix milliseconds (0 before 1970).
+fn unix_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
+}
+
 /// One run of the coordinator: every pending mini-batch of a step, on its workers.
 pub(crate) struct Dispatch<'a, 'log> {
     /// The step being run: its events, messages and cancel flag.
@@ -471,6 +483,12 @@ impl<'a> Coordinator<'a> {
                 if failed_items > 0 {
                     let _ = writeln!(sinks.sys_log, "mini-batch {index}: run() returned {count} of {k} items; {failed_items} counted as failed");
                 }
+                // When each mini-batch finished, for the throughput chart of `stepgraph report`.
+                let _ = writeln!(
+                    sinks.sys_log,
+                    "{DONE_PREFIX}{index} at {} ms: {k} items on worker-{wid}",
+                    unix_ms()
+                );
                 self.done += 1;
                 return Ok(true);
             }

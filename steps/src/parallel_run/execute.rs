@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use stepgraph_engine::{
-    InputKind, ProgressLog, ProgressRecord, StepContext, StepCounts, StepError,
+    ErrorContext, InputKind, ProgressLog, ProgressRecord, StepContext, StepCounts, StepError,
 };
 
 use super::config::OutputAction;
@@ -24,9 +24,7 @@ fn partition_inputs(
     ctx: &StepContext<'_>,
 ) -> Result<Vec<MiniBatchSpec>, StepError> {
     let cfg = &step.config;
-    let formats = step
-        .partition_formats()
-        .map_err(|e| StepError::new(format!("partitioning inputs: {e}")))?;
+    let formats = step.partition_formats().context("partitioning inputs")?;
     let keys = cfg.partition_keys();
     // Keys read from the paths' partition values rather than from columns.
     let keys_from_paths = keys.is_some_and(|k| {
@@ -44,7 +42,7 @@ fn partition_inputs(
         };
         let format = formats.get(i).and_then(Option::as_ref);
         let values = datasets::values_of(source, format, input.files(), keys_from_paths)
-            .map_err(|e| StepError::new(format!("partitioning inputs: {e}")))?;
+            .context("partitioning inputs")?;
         match &input.kind {
             InputKind::Files(fs) => {
                 files.extend(fs.iter().map(|f| f.path.clone()).zip(values));
@@ -60,7 +58,7 @@ fn partition_inputs(
         }
     }
     let with_partitions = formats.iter().any(Option::is_some);
-    let err = |e: partition::PartitionError| StepError::new(format!("partitioning inputs: {e}"));
+    let err = |e: partition::PartitionError| StepError::with_source("partitioning inputs", e);
     let mut specs = match keys {
         Some(keys) if keys_from_paths && sources.is_empty() => {
             datasets::partition_files_by_keys(&files, keys)
@@ -92,7 +90,7 @@ fn partition_inputs(
             // The size was resolved against the same inputs when the step was built.
             let size = cfg
                 .batch_size(!sources.is_empty())
-                .map_err(|e| StepError::new(format!("partitioning inputs: {e}")))?;
+                .context("partitioning inputs")?;
             match size {
                 BatchSize::Bytes(bytes) => {
                     let plain: Vec<TabularSource> =

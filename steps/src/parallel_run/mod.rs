@@ -33,7 +33,7 @@ pub use config::{
     AppendRowFormat, ConfigError, Entry, Limit, OutputAction, ParallelRunConfig,
     ParallelRunConfigBuilder, TabularInput,
 };
-pub use dispatch::COMMIT_INTERVAL;
+pub use dispatch::{COMMIT_INTERVAL, DONE_PREFIX};
 pub use entry::{
     EntryContext, EntryError, EntryFactory, EntryScript, MiniBatch, MiniBatchData, Row,
 };

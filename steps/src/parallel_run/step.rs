@@ -160,7 +160,7 @@ impl ParallelRunStep {
         &self,
     ) -> Result<Vec<Option<super::partition::PartitionFormat>>, BuildError> {
         super::datasets::partition_formats(&self.inputs)
-            .map_err(|m| self.invalid("partition_format", m))
+            .map_err(|e| self.invalid("partition_format", e.to_string()))
     }
 
     /// The source folder exists, and so does a Python entry script in it. Returns the folder.
@@ -217,7 +217,7 @@ impl Step for ParallelRunStep {
         let formats = self.partition_formats()?;
         if let Some(keys) = cfg.partition_keys() {
             super::datasets::check_partition_keys(&self.inputs, &formats, keys, tabular)
-                .map_err(|m| self.invalid("partition_keys", m))?;
+                .map_err(|e| self.invalid("partition_keys", e.to_string()))?;
         }
         if self.output.is_none() && cfg.output_action() == OutputAction::AppendRow {
             return Err(self.invalid("output", "is required unless output_action is summary_only"));

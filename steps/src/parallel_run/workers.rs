@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use stepgraph_engine::{StepContext, StepError};
+use stepgraph_engine::{ErrorContext, StepContext, StepError};
 
 use super::config::{Entry, OutputAction};
 use super::entry::{EntryContext, EntryFactory};
@@ -36,7 +36,7 @@ pub(super) fn make_workers(
         _ => cfg
             .python_environment()
             .ensure_built(&ctx.envs_dir())
-            .map_err(|e| StepError::new(format!("environment: {e}")))?,
+            .context("environment")?,
     };
     let (argv, entry_script) = match cfg.entry() {
         Entry::Rust { factory, .. } => {
@@ -86,8 +86,7 @@ pub(super) fn make_workers(
         );
         let log_path = place.stderr_log(user_dir);
         if let Some(parent) = log_path.parent() {
-            fs_err::create_dir_all(parent)
-                .map_err(|e| StepError::new(format!("{}: {e}", parent.display())))?;
+            fs_err::create_dir_all(parent)?;
         }
         let init = protocol::Init {
             protocol: protocol::PROTOCOL_VERSION,

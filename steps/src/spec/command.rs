@@ -77,13 +77,13 @@ impl StepSpec for CommandSpec {
             match env.load() {
                 Ok(()) => step = step.environment(env),
                 Err(e) => {
-                    let field = match e.field.as_str() {
+                    let field = match e.field() {
                         "" => "environment".to_string(),
                         f => format!("environment.{f}"),
                     };
                     errors.push(format!(
                         "{}: step {name:?}: field {field:?}: {}",
-                        cx.file, e.message
+                        cx.file, e
                     ));
                 }
             }

@@ -157,6 +157,16 @@ impl Names {
     }
 }
 
+/// The cause of an `fs_err` error about `path` (its text after the quoted path), for a message
+/// that names the path itself; any other error as it is.
+fn cause_of(e: &std::io::Error, path: &Path) -> String {
+    let text = e.to_string();
+    match text.split_once(&format!("`{}`: ", path.display())) {
+        Some((_, cause)) => cause.to_string(),
+        None => text,
+    }
+}
+
 /// Read and parse a spec file.
 ///
 /// # Errors
@@ -164,8 +174,13 @@ impl Names {
 /// unknown or missing fields, dangling references, invalid configuration and cycles.
 pub fn load_spec(path: &Path) -> Result<Pipeline, SpecError> {
     use std::io::Read;
-    let cannot =
-        |e: std::io::Error| SpecError::one(format!("{}: cannot read: {e}", path.display()));
+    let cannot = |e: std::io::Error| {
+        SpecError::one(format!(
+            "{}: cannot read: {}",
+            path.display(),
+            cause_of(&e, path)
+        ))
+    };
     let mut bytes = Vec::new();
     fs_err::File::open(path)
         .map_err(cannot)?

@@ -54,6 +54,20 @@ fn an_endless_spec_file_is_refused_without_reading_it_all() {
 }
 
 #[test]
+fn an_unreadable_spec_file_is_named_once() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("missing.json");
+    let err = match load_spec(&path) {
+        Ok(_) => return Err("a missing spec loaded".into()),
+        Err(e) => e.to_string(),
+    };
+    let named = path.display().to_string();
+    assert!(err.starts_with(&format!("{named}: cannot read: ")), "{err}");
+    assert_eq!(err.matches(&named).count(), 1, "{err}");
+    Ok(())
+}
+
+#[test]
 fn names_that_would_be_paths_are_refused_naming_the_field() {
     let spec = r#"{"name": "attack",
           "datasets": {"../d": {"type": "file", "path": "data"}},

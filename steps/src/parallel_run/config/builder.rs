@@ -202,11 +202,11 @@ impl ParallelRunConfigBuilder {
         };
         let mut environment = self.environment.take().unwrap_or_default();
         environment.load().map_err(|e| {
-            let field = match e.field.as_str() {
+            let field = match e.field() {
                 "" => "environment".to_string(),
                 f => format!("environment.{f}"),
             };
-            err(&field, e.message)
+            err(&field, e.to_string())
         })?;
         let (entry, source_directory) = self.entry()?;
         let (error_threshold, allowed_failed_count, allowed_failed_percent) = self.limits()?;

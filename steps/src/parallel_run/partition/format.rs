@@ -195,7 +195,10 @@ impl PartitionFormat {
                         pieces.push(Piece::Literal(std::mem::take(&mut literal)));
                     }
                     let (name, date) = match inner.split_once(':') {
-                        Some((n, d)) => (n.to_string(), Some(parse_date(d).map_err(err)?)),
+                        Some((n, d)) => (
+                            n.to_string(),
+                            Some(parse_date(d).map_err(|e| err(e.to_string()))?),
+                        ),
                         None => (inner, None),
                     };
                     if name.is_empty() || name.contains('/') {
@@ -257,7 +260,42 @@ impl PartitionFormat {
     }
 }
 
-fn parse_date(spec: &str) -> Result<Vec<DatePiece>, String> {
+/// Why the date part of a `{name:...}` field does not parse; each names the date format.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum DateError {
+    /// A run of a date letter that is not one of the tokens (`yyy`, `M`).
+    #[error("date part {token:?} in {spec:?}: expected yyyy, MM, dd, HH, mm or ss")]
+    BadPart {
+        /// The run of letters.
+        token: String,
+        /// The date format.
+        spec: String,
+    },
+    /// A date part given twice.
+    #[error("date part {token:?} appears twice in {spec:?}")]
+    Repeated {
+        /// The part.
+        token: String,
+        /// The date format.
+        spec: String,
+    },
+    /// A letter, digit or brace that is neither a date part nor a separator.
+    #[error("{c:?} in date format {spec:?}: expected yyyy, MM, dd, HH, mm, ss and separators")]
+    BadChar {
+        /// The character.
+        c: char,
+        /// The date format.
+        spec: String,
+    },
+    /// Separators only.
+    #[error("date format {spec:?} has no date part (yyyy, MM, dd, HH, mm, ss)")]
+    NoPart {
+        /// The date format.
+        spec: String,
+    },
+}
+
+fn parse_date(spec: &str) -> Result<Vec<DatePiece>, DateError> {
     let mut out = Vec::new();
     let chars: Vec<char> = spec.chars().collect();
     let mut i = 0;
@@ -278,21 +316,26 @@ fn parse_date(spec: &str) -> Result<Vec<DatePiece>, String> {
             Some(p) => {
                 let token: String = chars[i..i + run].iter().collect();
                 if token != p.token() {
-                    return Err(format!(
-                        "date part {token:?} in {spec:?}: expected yyyy, MM, dd, HH, mm or ss"
-                    ));
+                    return Err(DateError::BadPart {
+                        token,
+                        spec: spec.to_string(),
+                    });
                 }
                 if seen.contains(&p) {
-                    return Err(format!("date part {token:?} appears twice in {spec:?}"));
+                    return Err(DateError::Repeated {
+                        token,
+                        spec: spec.to_string(),
+                    });
                 }
                 seen.push(p);
                 out.push(DatePiece::Part(p));
                 i += run;
             }
             None if c.is_ascii_alphanumeric() || c == '{' || c == '}' => {
-                return Err(format!(
-                    "{c:?} in date format {spec:?}: expected yyyy, MM, dd, HH, mm, ss and separators"
-                ));
+                return Err(DateError::BadChar {
+                    c,
+                    spec: spec.to_string(),
+                });
             }
             None => {
                 out.push(DatePiece::Literal(c));
@@ -301,9 +344,9 @@ fn parse_date(spec: &str) -> Result<Vec<DatePiece>, String> {
         }
     }
     if seen.is_empty() {
-        return Err(format!(
-            "date format {spec:?} has no date part (yyyy, MM, dd, HH, mm, ss)"
-        ));
+        return Err(DateError::NoPart {
+            spec: spec.to_string(),
+        });
     }
     Ok(out)
 }

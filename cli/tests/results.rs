@@ -1,0 +1,375 @@
+//! Finding results: `outputs`, `get`, the final outputs after `run`, `runs show ID --json`,
+//! `logs` of a reused step, and how the store is found.
+
+// Tests use std::fs directly; the library uses fs_err (clippy.toml).
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+mod common;
+use common::{Out, BIN};
+
+const SPEC: &str = r#"{
+  "name": "results",
+  "datasets": {"docs": {"type": "file", "path": "data", "pattern": "*.txt"}},
+  "steps": [
+    {"name": "score-docs", "type": "parallel_run", "inputs": ["docs"], "output": "scores",
+     "parallel_run_config": {"source_directory": "scripts", "entry_script": "score.py",
+       "mini_batch_size": "2", "error_threshold": 0, "process_count_per_node": 1}},
+    {"name": "summarize", "type": "command",
+     "command": ["python3", "summarize.py", "{inputs.scores}", "{outputs.report}"],
+     "source_directory": "scripts", "inputs": {"scores": "scores"}, "outputs": ["report"]}
+  ]
+}"#;
+
+/// A project folder with a 2-step pipeline: `score-docs` (data `scores`, port `output`) and
+/// `summarize` (data `report`).
+fn project() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    fill(dir.path());
+    dir
+}
+
+/// Write the project's files into `dir`.
+fn fill(dir: &Path) {
+    let write = |rel: &str, text: &str| {
+        let p = dir.join(rel);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(p, text).expect("write");
+    };
+    for i in 1..=4 {
+        write(&format!("data/doc-{i}.txt"), &format!("document {i}\n"));
+    }
+    write(
+        "scripts/score.py",
+        "import os\n\ndef run(mini_batch):\n    return [os.path.basename(p) for p in mini_batch]\n",
+    );
+    write(
+        "scripts/summarize.py",
+        "import sys, os\nprint('summarizing')\nrows = open(os.path.join(sys.argv[1], 'parallel_run_step.txt')).read().splitlines()\nos.makedirs(sys.argv[2], exist_ok=True)\nopen(os.path.join(sys.argv[2], 'report.txt'), 'w').write(f'{len(rows)} rows\\n')\n",
+    );
+    write("pipeline.json", SPEC);
+}
+
+/// `stepgraph ARGS` in folder `cwd`, without `STEPGRAPH_STORE`.
+fn sg(cwd: &Path, args: &[&str]) -> Out {
+    Out(Command::new(BIN)
+        .current_dir(cwd)
+        .args(args)
+        .env_remove("STEPGRAPH_STORE")
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run stepgraph"))
+}
+
+/// The run id in `run`'s last line (`run ID: succeeded …`).
+fn run_id(out: &Out) -> String {
+    out.stdout()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("run ")?
+                .split(':')
+                .next()
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| panic!("no run id in {}", out.stdout()))
+}
+
+fn output_dir(project: &Path, run: &str, step: &str, name: &str) -> PathBuf {
+    project
+        .join(".stepgraph/runs")
+        .join(run)
+        .join(step)
+        .join("outputs")
+        .join(name)
+}
+
+#[test]
+fn output_folders_are_named_by_their_data_and_run_ends_with_the_final_outputs() {
+    let p = project();
+    let out = sg(p.path(), &["run", "pipeline.json"]).ok();
+    let id = run_id(&out);
+    // The ParallelRunStep's port is `output`; its folder is its data's name.
+    let scores = output_dir(p.path(), &id, "score-docs", "scores");
+    assert!(scores.join("parallel_run_step.txt").is_file());
+    assert!(!output_dir(p.path(), &id, "score-docs", "output").exists());
+    // `run` ends with the final step's output folder (not the intermediate one).
+    let text = out.stdout();
+    let tail: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("outputs"))
+        .collect();
+    assert_eq!(tail.len(), 2, "{text}");
+    let line = tail[1];
+    assert!(line.contains("summarize:report"), "{text}");
+    let shown = line.split_whitespace().last().expect("path");
+    assert_eq!(
+        p.path().join(shown),
+        output_dir(p.path(), &id, "summarize", "report"),
+        "{text}"
+    );
+    assert!(p.path().join(shown).join("report.txt").is_file());
+    // A reusing run shows its own folders too.
+    let again = sg(p.path(), &["run", "pipeline.json"]).ok();
+    let id2 = run_id(&again);
+    assert!(
+        again
+            .stdout()
+            .contains(&format!("runs/{id2}/summarize/outputs/report")),
+        "{}",
+        again.stdout()
+    );
+    // `--json` stays JSON lines only.
+    let json = sg(p.path(), &["run", "pipeline.json", "--json"]).ok();
+    for l in json.stdout().lines() {
+        serde_json::from_str::<serde_json::Value>(l).expect("a JSON line");
+    }
+}
+
+#[test]
+fn outputs_lists_step_output_path_and_size_of_the_latest_run_or_a_given_one() {
+    let p = project();
+    let first = run_id(&sg(p.path(), &["run", "pipeline.json"]).ok());
+    let second = run_id(&sg(p.path(), &["run", "pipeline.json"]).ok());
+    let text = sg(p.path(), &["outputs"]).ok().stdout();
+    assert!(text.starts_with(&format!("run {second} ")), "{text}");
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("score-docs"))
+        .unwrap_or_else(|| panic!("{text}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(&cells[..3], ["score-docs", "scores", "reused"], "{row}");
+    assert!(
+        row.ends_with(&format!(
+            ".stepgraph/runs/{second}/score-docs/outputs/scores"
+        )),
+        "{row}"
+    );
+    let size = std::fs::metadata(
+        output_dir(p.path(), &second, "score-docs", "scores").join("parallel_run_step.txt"),
+    )
+    .expect("output file")
+    .len();
+    assert!(row.contains(&format!("{size} B (1 file)")), "{row}");
+    // JSON, for a given run.
+    let json = sg(p.path(), &["outputs", &first, "--json"]).ok().stdout();
+    let v: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+    assert_eq!(v["run"], first.as_str());
+    let outs = v["outputs"].as_array().expect("outputs");
+    assert_eq!(outs.len(), 2);
+    assert_eq!(outs[0]["step"], "score-docs");
+    assert_eq!(outs[0]["output"], "scores");
+    assert_eq!(outs[0]["port"], "output");
+    assert_eq!(outs[0]["size"], size);
+    assert_eq!(
+        PathBuf::from(outs[1]["path"].as_str().expect("path")),
+        std::fs::canonicalize(output_dir(p.path(), &first, "summarize", "report"))
+            .expect("canonical")
+    );
+    // Unknown runs and empty stores are errors that say what to do.
+    let err = sg(p.path(), &["outputs", "nope"]).fails(2);
+    assert!(err.contains("unknown run \"nope\""), "{err}");
+    let empty = tempfile::tempdir().expect("tempdir");
+    let err = sg(empty.path(), &["outputs", "--store", ".stepgraph"]).fails(2);
+    assert!(err.contains("no runs in"), "{err}");
+}
+
+#[test]
+fn get_copies_or_links_one_output_and_refuses_a_non_empty_dest_without_force() {
+    let p = project();
+    let first = run_id(&sg(p.path(), &["run", "pipeline.json"]).ok());
+    let second = run_id(&sg(p.path(), &["run", "pipeline.json"]).ok());
+    let stored =
+        output_dir(p.path(), &second, "score-docs", "scores").join("parallel_run_step.txt");
+    let want = std::fs::read_to_string(&stored).expect("stored output");
+    // STEP alone when it has one output; from the latest run, where the step was reused.
+    let said = sg(p.path(), &["get", "score-docs", "got"]).ok().stdout();
+    assert!(
+        said.contains(&format!("copied score-docs:scores of run {second}")),
+        "{said}"
+    );
+    let copy = p.path().join("got/parallel_run_step.txt");
+    assert_eq!(std::fs::read_to_string(&copy).expect("copy"), want);
+    let meta = std::fs::metadata(&copy).expect("copy");
+    assert_ne!(
+        meta.ino(),
+        std::fs::metadata(&stored).expect("stored").ino()
+    );
+    assert!(
+        !meta.permissions().readonly(),
+        "a copy is the user's to edit"
+    );
+    // A non-empty DEST is refused, and the message says how to go on.
+    let err = sg(p.path(), &["get", "score-docs", "got"]).fails(2);
+    assert!(
+        err.contains("is not empty") && err.contains("--force"),
+        "{err}"
+    );
+    std::fs::write(&copy, "edited").expect("edit");
+    std::fs::write(p.path().join("got/mine.txt"), "mine").expect("write");
+    sg(p.path(), &["get", "score-docs", "got", "--force"]).ok();
+    assert_eq!(std::fs::read_to_string(&copy).expect("copy"), want);
+    assert!(p.path().join("got/mine.txt").is_file(), "other files stay");
+    // STEP:OUTPUT by data name or port, from a given run, as hard links.
+    sg(
+        p.path(),
+        &[
+            "get",
+            "summarize:report",
+            "linked",
+            "--run",
+            &first,
+            "--link",
+        ],
+    )
+    .ok();
+    let linked = std::fs::metadata(p.path().join("linked/report.txt")).expect("linked");
+    let source =
+        std::fs::metadata(output_dir(p.path(), &first, "summarize", "report").join("report.txt"))
+            .expect("stored");
+    assert_eq!(linked.ino(), source.ino());
+    sg(p.path(), &["get", "score-docs:output", "by-port"]).ok();
+    assert!(p.path().join("by-port/parallel_run_step.txt").is_file());
+    // Bad names say what there is.
+    let err = sg(p.path(), &["get", "score-docs:nope", "x"]).fails(2);
+    assert!(err.contains("outputs: scores"), "{err}");
+    let err = sg(p.path(), &["get", "nope", "x", "--run", &first]).fails(2);
+    assert!(err.contains("score-docs, summarize"), "{err}");
+    assert!(!p.path().join("x").exists());
+    // Never into the store itself.
+    let err = sg(p.path(), &["get", "score-docs", ".stepgraph/runs/mine"]).fails(2);
+    assert!(err.contains("inside the store"), "{err}");
+    assert!(!p.path().join(".stepgraph/runs/mine").exists());
+}
+
+#[test]
+fn runs_flags_are_taken_before_or_after_the_action() {
+    let p = project();
+    let id = run_id(&sg(p.path(), &["run", "pipeline.json"]).ok());
+    for args in [
+        ["runs", "show", id.as_str(), "--json"],
+        ["runs", "--json", "show", id.as_str()],
+    ] {
+        let text = sg(p.path(), &args).ok().stdout();
+        let v: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+        assert_eq!(v["id"], id.as_str(), "{args:?}");
+    }
+    // The text form says where the outputs are listed.
+    let text = sg(p.path(), &["runs", "show", &id]).ok().stdout();
+    assert!(
+        text.ends_with(&format!("outputs: stepgraph outputs {id}\n")),
+        "{text}"
+    );
+}
+
+#[test]
+fn logs_of_a_reused_step_come_from_the_run_that_made_it() {
+    let p = project();
+    let first = run_id(&sg(p.path(), &["run", "pipeline.json"]).ok());
+    let second = run_id(&sg(p.path(), &["run", "pipeline.json"]).ok());
+    let text = sg(p.path(), &["logs", &second, "summarize"]).ok().stdout();
+    assert!(
+        text.starts_with(&format!(
+            "step \"summarize\" was reused in run {second}: it ran in run {first}"
+        )),
+        "{text}"
+    );
+    assert!(text.contains("summarizing"), "{text}");
+    // Once that run is removed, the logs are gone, and `logs` says so.
+    sg(p.path(), &["runs", "rm", &first]).ok();
+    let text = sg(p.path(), &["logs", &second, "summarize"]).ok().stdout();
+    assert!(text.contains("which has been removed"), "{text}");
+}
+
+#[test]
+fn the_store_is_found_in_a_parent_or_next_to_the_spec_and_store_flags_win() {
+    let p = project();
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let spec = p.path().join("pipeline.json");
+    let spec = spec.to_str().expect("utf-8 path");
+    // No store anywhere: `run` makes one next to the spec, not in the current folder.
+    sg(elsewhere.path(), &["run", spec]).ok();
+    assert!(p.path().join(".stepgraph/runs").is_dir());
+    assert!(!elsewhere.path().join(".stepgraph").exists());
+    // From elsewhere, `status` finds it next to the spec and does not say "never run".
+    let status = sg(elsewhere.path(), &["status", spec]).ok();
+    assert!(
+        status.stdout().contains("is up to date"),
+        "{}",
+        status.stdout()
+    );
+    assert!(!elsewhere.path().join(".stepgraph").exists());
+    // From a subfolder of the project, the nearest store in a parent is used.
+    std::fs::create_dir_all(p.path().join("sub/dir")).expect("mkdir");
+    let status = sg(
+        &p.path().join("sub/dir"),
+        &["status", "../../pipeline.json"],
+    )
+    .ok();
+    assert!(
+        status.stdout().contains("is up to date"),
+        "{}",
+        status.stdout()
+    );
+    let runs = sg(&p.path().join("sub/dir"), &["runs"]).ok().stdout();
+    assert!(runs.contains("results"), "{runs}");
+    assert!(!p.path().join("sub/dir/.stepgraph").exists());
+    // --store and STEPGRAPH_STORE win over discovery.
+    let other = elsewhere.path().join("other-store");
+    let other = other.to_str().expect("utf-8 path");
+    let status = sg(p.path(), &["status", "pipeline.json", "--store", other]).ok();
+    assert!(status.stdout().contains("never run"), "{}", status.stdout());
+    let env_store = elsewhere.path().join("env-store");
+    let out = Out(Command::new(BIN)
+        .current_dir(p.path())
+        .args(["status", "pipeline.json"])
+        .env("STEPGRAPH_STORE", &env_store)
+        .output()
+        .expect("run stepgraph"));
+    assert!(out.ok().stdout().contains("never run"));
+    assert!(env_store.join(".stepgraph-store").is_file());
+    // A command with a spec that finds no store says which new one it uses (next to the spec);
+    // one without a spec is refused instead of given a new, empty store.
+    let fresh = tempfile::tempdir().expect("tempdir");
+    fill(&fresh.path().join("proj"));
+    let out = sg(fresh.path(), &["status", "proj/pipeline.json"]).ok();
+    assert!(out.stdout().contains("never run"), "{}", out.stdout());
+    assert!(
+        out.stderr().contains("using a new one") && out.stderr().contains("proj/.stepgraph"),
+        "{}",
+        out.stderr()
+    );
+    assert!(fresh.path().join("proj/.stepgraph").is_dir());
+    let lone = tempfile::tempdir().expect("tempdir");
+    for args in [
+        &["runs"][..],
+        &["outputs"],
+        &["logs", "r", "s"],
+        &["cache", "ls"],
+    ] {
+        let err = sg(lone.path(), args).fails(2);
+        assert!(err.contains("no stepgraph store here"), "{args:?}: {err}");
+    }
+    assert!(!lone.path().join(".stepgraph").exists());
+}
+
+#[test]
+fn runs_made_before_output_folders_were_named_by_data_stay_readable() {
+    let p = project();
+    let id = run_id(&sg(p.path(), &["run", "pipeline.json"]).ok());
+    // An old run: the ParallelRunStep's folder was named by its port.
+    std::fs::rename(
+        output_dir(p.path(), &id, "score-docs", "scores"),
+        output_dir(p.path(), &id, "score-docs", "output"),
+    )
+    .expect("rename");
+    let text = sg(p.path(), &["outputs"]).ok().stdout();
+    assert!(
+        text.contains(&format!(".stepgraph/runs/{id}/score-docs/outputs/output")),
+        "{text}"
+    );
+    sg(p.path(), &["get", "score-docs", "old"]).ok();
+    assert!(p.path().join("old/parallel_run_step.txt").is_file());
+}
