@@ -69,6 +69,11 @@ pub(crate) fn python_entry(root: &Path, name: &str, text: &str) -> ParallelRunCo
 pub(crate) trait UsualSetUp {
     /// Mini-batches of `size`, no failed item allowed, two workers.
     fn usual(self, size: &str) -> Self;
+
+    /// Tabular mini-batches as DataFrames when pandas is importable (Azure's form, always in
+    /// CI), else as lists of dicts (`tabular_format` records), for scripts that take both; the
+    /// test output then says the DataFrame form was skipped.
+    fn rows_as_available(self) -> Self;
 }
 
 impl UsualSetUp for ParallelRunConfigBuilder {
@@ -76,6 +81,14 @@ impl UsualSetUp for ParallelRunConfigBuilder {
         self.mini_batch_size(size)
             .error_threshold(0)
             .process_count_per_node(2)
+    }
+
+    fn rows_as_available(self) -> Self {
+        if pandas_or_skip("tabular inputs as DataFrames (the tests used lists of dicts)") {
+            self
+        } else {
+            self.tabular_format(stepgraph_steps::TabularInput::Records)
+        }
     }
 }
 

@@ -17,7 +17,7 @@ use crate::parallel_run::support::{
 /// Write the entry `scripts/<name>` under `root`: `import os`, [`PY_ROWS`], then `code`; and
 /// start a config builder for it.
 fn rows_entry(root: &Path, name: &str, code: &str) -> ParallelRunConfigBuilder {
-    python_entry(root, name, &format!("import os\n{PY_ROWS}{code}"))
+    python_entry(root, name, &format!("import os\n{PY_ROWS}{code}")).rows_as_available()
 }
 
 /// Mini-batches of CSV rows of these byte sizes, cut as the partitioner does: a mini-batch
