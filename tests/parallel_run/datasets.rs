@@ -179,6 +179,50 @@ fn a_column_partitioned_tabular_dataset_appends_its_partition_columns() -> TestR
 }
 
 #[test]
+fn a_partition_field_named_as_a_column_of_the_file_fails_the_step_naming_both() -> TestResult {
+    let ws = Workspace::new();
+    // The files have their own "region" column; the format's "region" would hide it.
+    ws.write("sales/eu/2023.csv", "id,region\n1,north\n");
+    ws.write("sales/us/2024.jsonl", "{\"id\": 2, \"year\": \"x\"}\n");
+    for (pattern, format, file, column) in [
+        ("*/*.csv", "{region}/{year}.csv", "eu/2023.csv", "region"),
+        (
+            "*/*.jsonl",
+            "{region}/{year}.jsonl",
+            "us/2024.jsonl",
+            "year",
+        ),
+    ] {
+        let cfg = python_entry(
+            ws.path(),
+            "rows.py",
+            "def run(mini_batch):\n    return []\n",
+        )
+        .tabular_format(stepgraph_steps::TabularInput::Records)
+        .error_threshold(-1)
+        .partition_keys(["region"]);
+        let ds = if pattern.ends_with("csv") {
+            TabularDataset::from_delimited_files("sales", vec![ws.path().join("sales")])
+        } else {
+            TabularDataset::from_json_lines_files("sales", vec![ws.path().join("sales")])
+        }
+        .with_pattern(pattern)
+        .with_partition_format(format);
+        let (run, _) = run_in(&ws, step(cfg, ds, &[]));
+        let r = rec(&run);
+        assert_eq!(r.status, StepStatus::Failed, "{format}");
+        let error = r.error.clone().unwrap_or_default();
+        assert!(
+            error.contains(&format!("field {column:?}"))
+                && error.contains(file)
+                && error.contains("\"sales\""),
+            "{error}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
 fn tabular_partition_keys_from_the_partition_format_group_whole_files() -> TestResult {
     assert!(
         has_pandas(),

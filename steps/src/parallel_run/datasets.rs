@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
-use stepgraph_engine::{DataSource, DatasetFile};
+use stepgraph_engine::{DataSource, DatasetFile, TabularFormat};
 
 use super::partition::{FormatError, MiniBatchSpec, PartitionFormat, PartitionValues};
 use super::step::input_port;
@@ -67,6 +67,77 @@ pub(super) enum DatasetError {
         /// The format.
         format: String,
     },
+    /// A `partition_format` field that is also a column of a tabular file: the virtual
+    /// column would hide the file's own (or the reverse).
+    #[error(
+        "partition_format field {column:?} of dataset {dataset:?} is also a column of {file}: \
+         rename the field in the partition_format"
+    )]
+    ColumnClash {
+        /// The field and column name.
+        column: String,
+        /// The dataset.
+        dataset: String,
+        /// The file, relative to the dataset.
+        file: String,
+    },
+}
+
+/// The column names of a tabular file: a CSV file's header, or the keys of a JSON Lines
+/// file's first record; empty when they cannot be read (reading the rows reports that).
+fn columns_of(path: &Path, format: TabularFormat) -> Vec<String> {
+    use std::io::BufRead;
+    let Ok(file) = fs_err::File::open(path) else {
+        return Vec::new();
+    };
+    match format {
+        TabularFormat::Csv => {
+            let mut reader = csv::ReaderBuilder::new()
+                .has_headers(true)
+                .from_reader(file);
+            reader
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|c| c.trim_start_matches('\u{feff}').to_string())
+                        .collect()
+                })
+                .unwrap_or_default()
+        }
+        TabularFormat::JsonLines => std::io::BufReader::new(file)
+            .lines()
+            .map_while(Result::ok)
+            .find(|l| !l.trim().is_empty())
+            .and_then(|l| serde_json::from_str::<serde_json::Map<String, Value>>(&l).ok())
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default(),
+    }
+}
+
+/// A tabular input's files hold no column named as a field of its `partition_format`.
+///
+/// # Errors
+/// [`DatasetError::ColumnClash`] naming the first such column and file.
+pub(super) fn check_columns(
+    source: &DataSource,
+    format: Option<&PartitionFormat>,
+    tabular_format: TabularFormat,
+    files: &[DatasetFile],
+) -> Result<(), DatasetError> {
+    let Some(format) = format else {
+        return Ok(());
+    };
+    for f in files {
+        let columns = columns_of(&f.path, tabular_format);
+        if let Some(column) = format.keys().iter().find(|k| columns.contains(k)) {
+            return Err(DatasetError::ColumnClash {
+                column: column.clone(),
+                dataset: source.name().to_string(),
+                file: relative_to_dataset(source, f),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// A main input's `partition_format`, if it has one.
