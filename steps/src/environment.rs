@@ -281,6 +281,32 @@ impl Environment {
         &self.python
     }
 
+    /// Check, without running it, that the base interpreter exists: a path to a file, or a
+    /// program found on PATH. A worker that cannot start would otherwise count as a failed
+    /// `init()` and be retried.
+    ///
+    /// # Errors
+    /// [`EnvironmentError::Interpreter`] naming the interpreter.
+    pub(crate) fn check_interpreter(&self) -> Result<(), EnvironmentError> {
+        let python = Path::new(&self.python);
+        let found = if self.python.contains(std::path::MAIN_SEPARATOR) {
+            python.is_file()
+        } else {
+            std::env::var_os("PATH")
+                .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(python).is_file()))
+        };
+        if found {
+            return Ok(());
+        }
+        Err(EnvironmentError::Interpreter {
+            python: self.python.clone(),
+            source: Arc::new(io::Error::new(
+                io::ErrorKind::NotFound,
+                "no such file, nor a program of that name on PATH",
+            )),
+        })
+    }
+
     /// The requirements, one per line (normalised).
     pub fn requirement_lines(&self) -> &[String] {
         &self.requirements
