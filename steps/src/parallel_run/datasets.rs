@@ -275,7 +275,9 @@ pub(super) fn values_of(
         .map(|f| {
             let rel = relative_to_dataset(source, f);
             match format.values(&rel) {
-                Some(v) => Ok(v),
+                Some(v) => Ok(PartitionValues(
+                    v.0.into_iter().map(|(k, v)| (k, name_text(v))).collect(),
+                )),
                 None if strict => Err(DatasetError::NoMatch {
                     file: rel,
                     dataset: source.name().to_string(),
@@ -285,6 +287,20 @@ pub(super) fn values_of(
             }
         })
         .collect()
+}
+
+/// A partition value as the file name's text: the format is matched against the path's
+/// reversible encoding ([`stepgraph_engine::relpath`]), where a backslash is doubled; a value
+/// that is not UTF-8 keeps its `\xNN` escapes.
+fn name_text(value: String) -> String {
+    if !value.contains('\\') {
+        return value;
+    }
+    use std::os::unix::ffi::OsStringExt;
+    match stepgraph_engine::relpath::decode(&value).map(|p| p.into_os_string().into_vec()) {
+        Ok(bytes) => String::from_utf8(bytes).unwrap_or(value),
+        Err(_) => value,
+    }
 }
 
 /// One group of [`group_by_keys`]: its key values and its items with their values.
@@ -347,6 +363,29 @@ mod tests {
                 .map(|(a, b)| (a.to_string(), b.to_string()))
                 .collect(),
         )
+    }
+
+    #[test]
+    fn partition_values_are_the_names_text_not_their_path_encoding(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir()?;
+        fs_err::create_dir_all(dir.path().join("ana"))?;
+        fs_err::write(dir.path().join("ana/a\\b.wav"), "x")?;
+        let bytes = dir
+            .path()
+            .join(std::ffi::OsStr::from_bytes(b"ana/caf\xe9.wav"));
+        fs_err::write(bytes, "y")?;
+        let ds = stepgraph_engine::FileDataset::from_files("songs", dir.path())
+            .with_partition_format("{user}/{name}.wav");
+        let files = ds.list()?;
+        let source = DataSource::Files(ds);
+        let format = PartitionFormat::parse("{user}/{name}.wav")?;
+        let values = values_of(&source, Some(&format), &files, true)?;
+        let names: Vec<&str> = values.iter().filter_map(|v| v.get("name")).collect();
+        // A backslash is the name's own; a byte that is not UTF-8 keeps its escape.
+        assert_eq!(names, ["a\\b", "caf\\xe9"]);
+        Ok(())
     }
 
     #[test]
