@@ -305,3 +305,32 @@ fn a_json_spec_declares_partition_format_pattern_and_partition_keys_on_files() -
     );
     Ok(())
 }
+
+#[test]
+fn a_spec_tabular_folder_with_a_jsonl_pattern_reads_json_lines() -> TestResult {
+    let ws = Workspace::new();
+    ws.write("d/2024/03/09/eu.jsonl", "{\"id\": 1}\n{\"id\": 2}\n");
+    ws.write("d/2024/03/10/us.jsonl", "{\"id\": 3}\n");
+    ws.write("d/README.md", "readme\n");
+    ws.write(
+        "scripts/rows.py",
+        "def run(mini_batch):\n    return [\"%s %s %s\" % (r[\"id\"], r[\"day\"], r[\"region\"]) for r in mini_batch]\n",
+    );
+    let spec = ws.write(
+        "pipeline.json",
+        r#"{"name": "days",
+  "datasets": {"d": {"type": "tabular", "path": "d", "pattern": "**/*.jsonl",
+                     "partition_format": "{day:yyyy/MM/dd}/{region}.jsonl"}},
+  "steps": [{"name": "score", "type": "parallel_run", "inputs": ["d"], "output": "o",
+    "parallel_run_config": {"source_directory": "scripts", "entry_script": "rows.py",
+      "error_threshold": 0, "process_count_per_node": 1, "tabular_format": "records"}}]}"#,
+    );
+    let pipeline = stepgraph_steps::load_spec(&spec)?;
+    let (run, _) = crate::parallel_run::support::run_pipeline(&ws.store(), &pipeline);
+    ran(&run);
+    assert_eq!(
+        output(&run),
+        "1 2024-03-09 eu\n2 2024-03-09 eu\n3 2024-03-10 us\n"
+    );
+    Ok(())
+}
