@@ -749,7 +749,7 @@ fn build_failure(
         .iter()
         .find(|r| {
             let name = requirement_name(r).to_lowercase().replace('_', "-");
-            !name.is_empty() && lower.contains(&name)
+            !name.is_empty() && names_project(&lower, &name)
         })
         .cloned();
     EnvironmentError::Build {
@@ -760,6 +760,23 @@ fn build_failure(
         tail,
         source,
     }
+}
+
+/// `text` names the project `name` as a whole word: `py` is not named by `python` or
+/// `venv/lib/py`, `six` not by `six-extra` nor `six.moves`.
+fn names_project(text: &str, name: &str) -> bool {
+    let word = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '/';
+    text.match_indices(name).any(|(at, _)| {
+        let before = text[..at].chars().next_back();
+        let mut after = text[at + name.len()..].chars();
+        let next = after.next();
+        let longer = match next {
+            Some('.') => after.next().is_some_and(|c| c.is_ascii_alphanumeric()),
+            Some(c) => word(c),
+            None => false,
+        };
+        !before.is_some_and(|c| word(c) || c == '.') && !longer
+    })
 }
 
 /// The project name of a requirement line (`pandas` of `pandas[excel]>=1.5; python_version>"3"`).
