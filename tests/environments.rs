@@ -321,3 +321,33 @@ fn an_environment_in_a_spec_reads_its_requirements_file_next_to_the_spec() -> Te
     );
     Ok(())
 }
+
+#[test]
+fn a_missing_interpreter_fails_the_step_at_start_naming_it_without_init_retries() -> TestResult {
+    let ws = Workspace::new();
+    ws.write("data/a.txt", "a");
+    for python in ["/nonexistent/python9", "stepgraph-no-such-python9"] {
+        let cfg = python_entry(ws.path(), "s.py", "def run(mb):\n    return mb\n")
+            .error_threshold(0)
+            .process_count_per_node(1)
+            .environment(Environment::python(python));
+        let (run, _) = run_one(
+            &ws.store(),
+            step(
+                cfg,
+                FileDataset::from_files("d", ws.path().join("data")),
+                &[],
+            ),
+        );
+        let r = rec(&run);
+        assert_eq!(r.status, StepStatus::Failed);
+        let error = r.error.clone().unwrap_or_default();
+        assert!(
+            error.contains(&format!(
+                "environment: cannot run the interpreter {python:?}"
+            )) && !error.contains("init()"),
+            "{error}"
+        );
+    }
+    Ok(())
+}

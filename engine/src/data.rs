@@ -256,6 +256,7 @@ pub(crate) fn list_files(
         }]);
     }
     let mut out = Vec::new();
+    let mut skipped = 0;
     // A store inside the dataset's folder (`path: "."`) is never data: its files change with
     // every run.
     let walker = walkdir::WalkDir::new(root)
@@ -277,12 +278,20 @@ pub(crate) fn list_files(
         // Matched on the exact bytes; kept as an exact, reversible string (never lossy: two
         // names differing only in bytes that are not UTF-8 must stay two files).
         if matcher.is_some_and(|m| !m.is_match(rel)) {
+            skipped += 1;
             continue;
         }
         let relative = crate::relpath::encode(rel);
         out.push(DatasetFile {
             relative,
             path: entry.into_path(),
+        });
+    }
+    if let (Some(m), true) = (matcher, out.is_empty()) {
+        return Err(FilesError::NoMatch {
+            pattern: m.glob().glob().to_string(),
+            path: root.to_path_buf(),
+            files: skipped,
         });
     }
     out.sort_by(|a, b| a.relative.cmp(&b.relative));
@@ -516,6 +525,33 @@ mod tests {
             "{:?}",
             files[0].relative
         );
+        Ok(())
+    }
+
+    #[test]
+    fn a_pattern_matching_no_file_is_an_error_naming_it() -> Result<(), Box<dyn std::error::Error>>
+    {
+        let dir = tempfile::tempdir()?;
+        fs_err::write(dir.path().join("a.csv"), "x\n1\n")?;
+        fs_err::write(dir.path().join("README.md"), "# data")?;
+        let tab = TabularDataset::from_delimited_files("t", vec![dir.path().to_path_buf()])
+            .with_pattern("*.parquet");
+        let files = FileDataset::from_files("f", dir.path()).with_pattern("*/*.wav");
+        for (e, pattern) in [
+            (tab.list().err(), "\"*.parquet\""),
+            (files.list().err(), "\"*/*.wav\""),
+        ] {
+            let e = e.map(|e| e.to_string()).unwrap_or_default();
+            assert!(
+                e.contains(pattern) && e.contains("matches no file") && e.contains("2 files"),
+                "{e}"
+            );
+        }
+        // Without a pattern an empty folder is still an empty dataset.
+        let empty = tempfile::tempdir()?;
+        assert!(FileDataset::from_files("e", empty.path())
+            .list()?
+            .is_empty());
         Ok(())
     }
 

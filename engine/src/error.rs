@@ -313,6 +313,20 @@ pub enum FilesError {
         /// Why it is invalid.
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A dataset's pattern that matches no file of its folder (a typo would otherwise give
+    /// an empty dataset and a step that silently does nothing).
+    #[error(
+        "pattern {pattern:?} matches no file in {} ({files} files there)",
+        path.display()
+    )]
+    NoMatch {
+        /// The pattern as given.
+        pattern: String,
+        /// The dataset's folder.
+        path: PathBuf,
+        /// How many files the folder holds.
+        files: usize,
+    },
     /// A source folder that is not a folder.
     #[error("{} is not a folder", path.display())]
     NotAFolder {

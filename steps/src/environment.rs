@@ -281,6 +281,32 @@ impl Environment {
         &self.python
     }
 
+    /// Check, without running it, that the base interpreter exists: a path to a file, or a
+    /// program found on PATH. A worker that cannot start would otherwise count as a failed
+    /// `init()` and be retried.
+    ///
+    /// # Errors
+    /// [`EnvironmentError::Interpreter`] naming the interpreter.
+    pub(crate) fn check_interpreter(&self) -> Result<(), EnvironmentError> {
+        let python = Path::new(&self.python);
+        let found = if self.python.contains(std::path::MAIN_SEPARATOR) {
+            python.is_file()
+        } else {
+            std::env::var_os("PATH")
+                .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(python).is_file()))
+        };
+        if found {
+            return Ok(());
+        }
+        Err(EnvironmentError::Interpreter {
+            python: self.python.clone(),
+            source: Arc::new(io::Error::new(
+                io::ErrorKind::NotFound,
+                "no such file, nor a program of that name on PATH",
+            )),
+        })
+    }
+
     /// The requirements, one per line (normalised).
     pub fn requirement_lines(&self) -> &[String] {
         &self.requirements
@@ -723,7 +749,7 @@ fn build_failure(
         .iter()
         .find(|r| {
             let name = requirement_name(r).to_lowercase().replace('_', "-");
-            !name.is_empty() && lower.contains(&name)
+            !name.is_empty() && names_project(&lower, &name)
         })
         .cloned();
     EnvironmentError::Build {
@@ -734,6 +760,23 @@ fn build_failure(
         tail,
         source,
     }
+}
+
+/// `text` names the project `name` as a whole word: `py` is not named by `python` or
+/// `venv/lib/py`, `six` not by `six-extra` nor `six.moves`.
+fn names_project(text: &str, name: &str) -> bool {
+    let word = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '/';
+    text.match_indices(name).any(|(at, _)| {
+        let before = text[..at].chars().next_back();
+        let mut after = text[at + name.len()..].chars();
+        let next = after.next();
+        let longer = match next {
+            Some('.') => after.next().is_some_and(|c| c.is_ascii_alphanumeric()),
+            Some(c) => word(c),
+            None => false,
+        };
+        !before.is_some_and(|c| word(c) || c == '.') && !longer
+    })
 }
 
 /// The project name of a requirement line (`pandas` of `pandas[excel]>=1.5; python_version>"3"`).

@@ -178,6 +178,50 @@ fn a_column_partitioned_tabular_dataset_appends_its_partition_columns() -> TestR
 }
 
 #[test]
+fn a_partition_field_named_as_a_column_of_the_file_fails_the_step_naming_both() -> TestResult {
+    let ws = Workspace::new();
+    // The files have their own "region" column; the format's "region" would hide it.
+    ws.write("sales/eu/2023.csv", "id,region\n1,north\n");
+    ws.write("sales/us/2024.jsonl", "{\"id\": 2, \"year\": \"x\"}\n");
+    for (pattern, format, file, column) in [
+        ("*/*.csv", "{region}/{year}.csv", "eu/2023.csv", "region"),
+        (
+            "*/*.jsonl",
+            "{region}/{year}.jsonl",
+            "us/2024.jsonl",
+            "year",
+        ),
+    ] {
+        let cfg = python_entry(
+            ws.path(),
+            "rows.py",
+            "def run(mini_batch):\n    return []\n",
+        )
+        .tabular_format(stepgraph_steps::TabularInput::Records)
+        .error_threshold(-1)
+        .partition_keys(["region"]);
+        let ds = if pattern.ends_with("csv") {
+            TabularDataset::from_delimited_files("sales", vec![ws.path().join("sales")])
+        } else {
+            TabularDataset::from_json_lines_files("sales", vec![ws.path().join("sales")])
+        }
+        .with_pattern(pattern)
+        .with_partition_format(format);
+        let (run, _) = run_in(&ws, step(cfg, ds, &[]));
+        let r = rec(&run);
+        assert_eq!(r.status, StepStatus::Failed, "{format}");
+        let error = r.error.clone().unwrap_or_default();
+        assert!(
+            error.contains(&format!("field {column:?}"))
+                && error.contains(file)
+                && error.contains("\"sales\""),
+            "{error}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
 fn tabular_partition_keys_from_the_partition_format_group_whole_files() -> TestResult {
     if !pandas_or_skip("tabular partition columns (DataFrames)") {
         return Ok(());
@@ -257,6 +301,35 @@ fn a_json_spec_declares_partition_format_pattern_and_partition_keys_on_files() -
     assert_eq!(
         output(&run).lines().map(|l| &l[..9]).collect::<Vec<_>>(),
         ["0 ana jaz", "0 ana jaz", "1 ana roc", "2 bob jaz"]
+    );
+    Ok(())
+}
+
+#[test]
+fn a_spec_tabular_folder_with_a_jsonl_pattern_reads_json_lines() -> TestResult {
+    let ws = Workspace::new();
+    ws.write("d/2024/03/09/eu.jsonl", "{\"id\": 1}\n{\"id\": 2}\n");
+    ws.write("d/2024/03/10/us.jsonl", "{\"id\": 3}\n");
+    ws.write("d/README.md", "readme\n");
+    ws.write(
+        "scripts/rows.py",
+        "def run(mini_batch):\n    return [\"%s %s %s\" % (r[\"id\"], r[\"day\"], r[\"region\"]) for r in mini_batch]\n",
+    );
+    let spec = ws.write(
+        "pipeline.json",
+        r#"{"name": "days",
+  "datasets": {"d": {"type": "tabular", "path": "d", "pattern": "**/*.jsonl",
+                     "partition_format": "{day:yyyy/MM/dd}/{region}.jsonl"}},
+  "steps": [{"name": "score", "type": "parallel_run", "inputs": ["d"], "output": "o",
+    "parallel_run_config": {"source_directory": "scripts", "entry_script": "rows.py",
+      "error_threshold": 0, "process_count_per_node": 1, "tabular_format": "records"}}]}"#,
+    );
+    let pipeline = stepgraph_steps::load_spec(&spec)?;
+    let (run, _) = crate::parallel_run::support::run_pipeline(&ws.store(), &pipeline);
+    ran(&run);
+    assert_eq!(
+        output(&run),
+        "1 2024-03-09 eu\n2 2024-03-09 eu\n3 2024-03-10 us\n"
     );
     Ok(())
 }

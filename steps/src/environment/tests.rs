@@ -106,6 +106,29 @@ fn a_failed_build_names_the_requirement_the_log_names() -> Result<(), Box<dyn st
         requirement_name("pandas[excel]>=1.5; python_version>'3'"),
         "pandas"
     );
+    // A name inside a longer word (a path, another project) is not the one that failed.
+    fs::write(
+        &log,
+        "$ uv pip install --python /e/venv/bin/python -r /e/requirements.txt
+         Using Python 3.11.7 environment at: /e/venv
+           Because six-extra was not found and you require six-extra==99, unsatisfiable.
+",
+    )?;
+    let reqs = [
+        "py==1.11.0".to_string(),
+        "six==1.16.0".to_string(),
+        "six-extra==99".to_string(),
+    ];
+    let e = build_failure(&log, &reqs, "exit status: 1".into(), None);
+    assert!(
+        matches!(&e, EnvironmentError::Build { requirement: Some(r), .. } if r == "six-extra==99"),
+        "{e}"
+    );
+    assert!(names_project(
+        "no solution for zope.interface==9.",
+        "zope.interface"
+    ));
+    assert!(!names_project("import six.moves", "six"));
     Ok(())
 }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
-use stepgraph_engine::{DataSource, DatasetFile};
+use stepgraph_engine::{DataSource, DatasetFile, TabularFormat};
 
 use super::partition::{FormatError, MiniBatchSpec, PartitionFormat, PartitionValues};
 use super::step::input_port;
@@ -67,6 +67,77 @@ pub(super) enum DatasetError {
         /// The format.
         format: String,
     },
+    /// A `partition_format` field that is also a column of a tabular file: the virtual
+    /// column would hide the file's own (or the reverse).
+    #[error(
+        "partition_format field {column:?} of dataset {dataset:?} is also a column of {file}: \
+         rename the field in the partition_format"
+    )]
+    ColumnClash {
+        /// The field and column name.
+        column: String,
+        /// The dataset.
+        dataset: String,
+        /// The file, relative to the dataset.
+        file: String,
+    },
+}
+
+/// The column names of a tabular file: a CSV file's header, or the keys of a JSON Lines
+/// file's first record; empty when they cannot be read (reading the rows reports that).
+fn columns_of(path: &Path, format: TabularFormat) -> Vec<String> {
+    use std::io::BufRead;
+    let Ok(file) = fs_err::File::open(path) else {
+        return Vec::new();
+    };
+    match format {
+        TabularFormat::Csv => {
+            let mut reader = csv::ReaderBuilder::new()
+                .has_headers(true)
+                .from_reader(file);
+            reader
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|c| c.trim_start_matches('\u{feff}').to_string())
+                        .collect()
+                })
+                .unwrap_or_default()
+        }
+        TabularFormat::JsonLines => std::io::BufReader::new(file)
+            .lines()
+            .map_while(Result::ok)
+            .find(|l| !l.trim().is_empty())
+            .and_then(|l| serde_json::from_str::<serde_json::Map<String, Value>>(&l).ok())
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default(),
+    }
+}
+
+/// A tabular input's files hold no column named as a field of its `partition_format`.
+///
+/// # Errors
+/// [`DatasetError::ColumnClash`] naming the first such column and file.
+pub(super) fn check_columns(
+    source: &DataSource,
+    format: Option<&PartitionFormat>,
+    tabular_format: TabularFormat,
+    files: &[DatasetFile],
+) -> Result<(), DatasetError> {
+    let Some(format) = format else {
+        return Ok(());
+    };
+    for f in files {
+        let columns = columns_of(&f.path, tabular_format);
+        if let Some(column) = format.keys().iter().find(|k| columns.contains(k)) {
+            return Err(DatasetError::ColumnClash {
+                column: column.clone(),
+                dataset: source.name().to_string(),
+                file: relative_to_dataset(source, f),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// A main input's `partition_format`, if it has one.
@@ -204,7 +275,9 @@ pub(super) fn values_of(
         .map(|f| {
             let rel = relative_to_dataset(source, f);
             match format.values(&rel) {
-                Some(v) => Ok(v),
+                Some(v) => Ok(PartitionValues(
+                    v.0.into_iter().map(|(k, v)| (k, name_text(v))).collect(),
+                )),
                 None if strict => Err(DatasetError::NoMatch {
                     file: rel,
                     dataset: source.name().to_string(),
@@ -214,6 +287,20 @@ pub(super) fn values_of(
             }
         })
         .collect()
+}
+
+/// A partition value as the file name's text: the format is matched against the path's
+/// reversible encoding ([`stepgraph_engine::relpath`]), where a backslash is doubled; a value
+/// that is not UTF-8 keeps its `\xNN` escapes.
+fn name_text(value: String) -> String {
+    if !value.contains('\\') {
+        return value;
+    }
+    use std::os::unix::ffi::OsStringExt;
+    match stepgraph_engine::relpath::decode(&value).map(|p| p.into_os_string().into_vec()) {
+        Ok(bytes) => String::from_utf8(bytes).unwrap_or(value),
+        Err(_) => value,
+    }
 }
 
 /// One group of [`group_by_keys`]: its key values and its items with their values.
@@ -276,6 +363,29 @@ mod tests {
                 .map(|(a, b)| (a.to_string(), b.to_string()))
                 .collect(),
         )
+    }
+
+    #[test]
+    fn partition_values_are_the_names_text_not_their_path_encoding(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir()?;
+        fs_err::create_dir_all(dir.path().join("ana"))?;
+        fs_err::write(dir.path().join("ana/a\\b.wav"), "x")?;
+        let bytes = dir
+            .path()
+            .join(std::ffi::OsStr::from_bytes(b"ana/caf\xe9.wav"));
+        fs_err::write(bytes, "y")?;
+        let ds = stepgraph_engine::FileDataset::from_files("songs", dir.path())
+            .with_partition_format("{user}/{name}.wav");
+        let files = ds.list()?;
+        let source = DataSource::Files(ds);
+        let format = PartitionFormat::parse("{user}/{name}.wav")?;
+        let values = values_of(&source, Some(&format), &files, true)?;
+        let names: Vec<&str> = values.iter().filter_map(|v| v.get("name")).collect();
+        // A backslash is the name's own; a byte that is not UTF-8 keeps its escape.
+        assert_eq!(names, ["a\\b", "caf\\xe9"]);
+        Ok(())
     }
 
     #[test]

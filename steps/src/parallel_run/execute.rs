@@ -49,6 +49,13 @@ fn partition_inputs(
             }
             InputKind::Tabular { format, files: fs } => {
                 let format = *format;
+                datasets::check_columns(
+                    source,
+                    formats.get(i).and_then(Option::as_ref),
+                    format,
+                    fs,
+                )
+                .context("partitioning inputs")?;
                 sources.extend(
                     fs.iter()
                         .map(|f| TabularSource::new(f.path.clone(), format))

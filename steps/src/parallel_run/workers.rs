@@ -43,6 +43,11 @@ pub(super) fn make_workers(
             return Ok((rust_workers(n, factory, ctx, output_dir, side_inputs), kill));
         }
         Entry::Python { entry_script } => {
+            if built.is_none() {
+                cfg.python_environment()
+                    .check_interpreter()
+                    .context("environment")?;
+            }
             let harness = harness::install(&ctx.work_dir.join(".harness"))?;
             (
                 vec![

@@ -102,7 +102,11 @@ impl DatasetSpec {
                     OneOrMany::One(p) => vec![cx.resolve(&p)],
                     OneOrMany::Many(ps) => ps.iter().map(|p| cx.resolve(p)).collect(),
                 };
-                let format = tabular_format(format.as_deref(), &paths).map_err(|UnknownFormat(other)| {
+                let told_by = match &pattern {
+                    Some(p) => vec![PathBuf::from(p)],
+                    None => paths.clone(),
+                };
+                let format = tabular_format(format.as_deref(), &told_by).map_err(|UnknownFormat(other)| {
                     Problem(format!(
                         "{}: dataset {name:?}: field \"format\": expected \"csv\" or \"jsonl\", got the string {other:?}",
                         cx.file
@@ -140,8 +144,8 @@ fn check_partition_format(file: &str, name: &str, format: Option<&str>) -> Resul
 #[error("unknown tabular format {0:?}")]
 struct UnknownFormat(String);
 
-/// The format given, or told by the first path's extension (`.jsonl`, `.json`; CSV
-/// otherwise). An unknown format comes back as the error.
+/// The format given, or told by the extension (`.jsonl`, `.json`; CSV otherwise) of the
+/// `pattern` or, without one, of the first path. An unknown format comes back as the error.
 fn tabular_format(format: Option<&str>, paths: &[PathBuf]) -> Result<TabularFormat, UnknownFormat> {
     match format {
         Some("csv") => Ok(TabularFormat::Csv),

@@ -343,6 +343,13 @@ impl ParallelRunConfigBuilder {
                 "must list at least one non-empty column name",
             ));
         }
+        if let Some((_, k)) = keys
+            .iter()
+            .enumerate()
+            .find(|(i, k)| keys[..*i].contains(k))
+        {
+            return Err(err("partition_keys", format!("names {k:?} twice")));
+        }
         Ok(())
     }
 

@@ -75,6 +75,12 @@ fn each_rule_names_its_field() {
         field_of(base().partition_keys(Vec::<String>::new())),
         "partition_keys"
     );
+    let twice = base().partition_keys(["user", "genres", "user"]).build();
+    assert!(
+        matches!(&twice, Err(e) if e.to_string().contains("partition_keys")
+            && e.to_string().contains("\"user\" twice")),
+        "{twice:?}"
+    );
     assert_eq!(
         field_of(base().run_invocation_timeout(0)),
         "run_invocation_timeout"

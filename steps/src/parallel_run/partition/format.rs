@@ -423,6 +423,16 @@ fn match_date(parts: &[DatePiece], s: &str) -> Option<(String, usize)> {
         }
     }
     let get = |t: &str, default: &'static str| found.get(t).copied().unwrap_or(default);
+    if !is_valid_date_time(
+        get("yyyy", "0001"),
+        get("MM", "01"),
+        get("dd", "01"),
+        get("HH", "00"),
+        get("mm", "00"),
+        get("ss", "00"),
+    ) {
+        return None;
+    }
     let date = format!(
         "{}-{}-{}",
         get("yyyy", "0001"),
@@ -440,6 +450,25 @@ fn match_date(parts: &[DatePiece], s: &str) -> Option<(String, usize)> {
         date
     };
     Some((value, pos))
+}
+
+/// True when the digits name a real calendar date and time (`2024/13/45` does not).
+fn is_valid_date_time(y: &str, mo: &str, d: &str, h: &str, mi: &str, s: &str) -> bool {
+    let num = |t: &str| t.parse::<u32>().ok();
+    let (Some(y), Some(mo), Some(d), Some(h), Some(mi), Some(s)) =
+        (num(y), num(mo), num(d), num(h), num(mi), num(s))
+    else {
+        return false;
+    };
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let days = match mo {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return false,
+    };
+    y >= 1 && (1..=days).contains(&d) && h < 24 && mi < 60 && s < 60
 }
 
 #[cfg(test)]
@@ -500,6 +529,29 @@ mod tests {
             pairs(&[("f", "a"), ("m", "2024-03-01")])
         );
         assert_eq!(values("{m:yyyy/MM}/{f}.csv", "2024/3/a.csv"), None);
+    }
+
+    #[test]
+    fn impossible_dates_do_not_match() {
+        let f = "{d:yyyy/MM/dd}/{f}.csv";
+        for bad in [
+            "2024/13/45/a.csv",
+            "2024/00/10/a.csv",
+            "2024/02/30/a.csv",
+            "2023/02/29/a.csv",
+            "0000/01/01/a.csv",
+        ] {
+            assert_eq!(values(f, bad), None, "{bad}");
+        }
+        assert_eq!(
+            values(f, "2024/02/29/a.csv"),
+            pairs(&[("d", "2024-02-29"), ("f", "a")])
+        );
+        assert_eq!(
+            values("{t:yyyy-MM-dd_HH}/x.csv", "2024-03-09_24/x.csv"),
+            None
+        );
+        assert_eq!(values("{t:HHmm}/x.csv", "1260/x.csv"), None);
     }
 
     #[test]
