@@ -21,6 +21,10 @@ pub(crate) struct StoreLock {
 impl StoreLock {
     pub(crate) fn acquire(root: &Path, wait: bool) -> Result<StoreLock, StoreError> {
         let path = root.join("lock");
+        // A lock that this very process holds is about to go: a `Store` just dropped, or a
+        // child forked by another thread that has not yet reached `exec` (which closes the
+        // inherited descriptor). Give it a moment before calling the store busy.
+        let grace = std::time::Instant::now() + OWN_LOCK_GRACE;
         let mut file = loop {
             let mut file = OpenOptions::new()
                 .read(true)
@@ -32,7 +36,7 @@ impl StoreLock {
             match file.try_lock() {
                 Ok(()) => {}
                 Err(std::fs::TryLockError::WouldBlock) => {
-                    if wait {
+                    if wait || (held_by_us(&mut file) && std::time::Instant::now() < grace) {
                         std::thread::sleep(Duration::from_millis(100));
                         continue;
                     }
@@ -64,6 +68,17 @@ impl StoreLock {
     }
 }
 
+/// How long a lock held by this process itself is waited for (see [`StoreLock::acquire`]).
+pub(crate) const OWN_LOCK_GRACE: Duration = Duration::from_secs(2);
+
+/// Whether the pid written in the lock file is this process's.
+fn held_by_us(file: &mut File) -> bool {
+    let mut text = String::new();
+    let _ = file.seek(SeekFrom::Start(0));
+    let _ = file.read_to_string(&mut text);
+    text.lines().next().map(str::trim) == Some(std::process::id().to_string().as_str())
+}
+
 fn same_file(file: &File, path: &Path) -> bool {
     match (file.metadata(), fs_err::metadata(path)) {
         (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
@@ -73,6 +88,7 @@ fn same_file(file: &File, path: &Path) -> bool {
 
 fn locked_error(root: &Path, file: &mut File) -> StoreError {
     let mut text = String::new();
+    let _ = file.seek(SeekFrom::Start(0));
     let _ = file.read_to_string(&mut text);
     let mut lines = text.lines().filter(|l| !l.trim().is_empty());
     StoreError::Locked {

@@ -133,10 +133,14 @@ impl Store {
         // when that fails half-way: never let it start on a full disk. Make room from the
         // reserve when allowed, else stop here with a clear error.
         let mut reserve_used = make_room(&root, options, &mut warnings)?;
+        // sled's own lock while we hold the store's: another process whose lock file was
+        // deleted, or this process's previous `Db` still closing (its flusher thread holds the
+        // files for a moment after the `Store` is dropped), which a short wait outlasts.
+        let grace = std::time::Instant::now() + lock::OWN_LOCK_GRACE;
         let (db, rebuilt) = loop {
             match open_db(&root.join("db")) {
                 Ok(x) => break x,
-                Err(OpenDbError::Locked) if options.wait => {
+                Err(OpenDbError::Locked) if options.wait || std::time::Instant::now() < grace => {
                     std::thread::sleep(std::time::Duration::from_millis(100));
                 }
                 Err(OpenDbError::Locked) => return Err(StoreError::LockLost { path: root }),

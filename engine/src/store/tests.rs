@@ -18,6 +18,22 @@ fn second_open_is_locked_and_names_the_store() -> Result<(), Box<dyn std::error:
 }
 
 #[test]
+fn a_lock_this_process_is_letting_go_of_is_waited_for() -> Result<(), Box<dyn std::error::Error>> {
+    // A store being dropped by another thread (or a lock descriptor inherited by a child
+    // between fork and exec) must not make this process's next open fail as "in use".
+    let dir = tempfile::tempdir()?;
+    let a = Store::open(dir.path(), OpenOptions::default())?;
+    let dropper = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        drop(a);
+    });
+    let b = Store::open(dir.path(), OpenOptions::default());
+    dropper.join().map_err(|_| "dropper panicked")?;
+    assert!(b.is_ok(), "{:?}", b.err());
+    Ok(())
+}
+
+#[test]
 fn reopen_after_drop_keeps_records() -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
     {
