@@ -373,3 +373,48 @@ fn runs_made_before_output_folders_were_named_by_data_stay_readable() {
     sg(p.path(), &["get", "score-docs", "old"]).ok();
     assert!(p.path().join("old/parallel_run_step.txt").is_file());
 }
+
+/// A project whose only step writes part of its output and fails.
+fn failing_project() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let write = |rel: &str, text: &str| {
+        let p = dir.path().join(rel);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(p, text).expect("write");
+    };
+    write(
+        "scripts/fail.py",
+        "import sys, os\nos.makedirs(sys.argv[1], exist_ok=True)\nopen(os.path.join(sys.argv[1], 'partial.txt'), 'w').write('half')\nsys.exit(3)\n",
+    );
+    write(
+        "pipeline.json",
+        r#"{"name": "failing", "steps": [
+  {"name": "bad", "type": "command", "command": ["python3", "fail.py", "{outputs.broken}"],
+   "source_directory": "scripts", "outputs": ["broken"]}]}"#,
+    );
+    dir
+}
+
+#[test]
+fn a_failed_steps_leftovers_are_neither_final_outputs_nor_gettable() {
+    let p = failing_project();
+    let out = sg(p.path(), &["run", "pipeline.json"]);
+    assert_eq!(out.code(), 1, "{}", out.stderr());
+    let id = run_id(&out);
+    assert!(
+        p.path()
+            .join(format!(
+                ".stepgraph/runs/{id}/bad/outputs/broken/partial.txt"
+            ))
+            .is_file(),
+        "the failed step left a file (for debugging)"
+    );
+    assert!(
+        !out.stdout().contains("bad:broken"),
+        "a failed step's folder is not a result: {}",
+        out.stdout()
+    );
+    let err = sg(p.path(), &["get", "bad", "got", "--run", &id]).fails(2);
+    assert!(err.contains("it failed"), "{err}");
+    assert!(!p.path().join("got").exists());
+}

@@ -146,7 +146,13 @@ pub(super) fn print_final_outputs(summary: &RunSummary) -> std::io::Result<()> {
         .collect();
     let layout = stepgraph_engine::RunLayout::new(&summary.run_dir);
     let mut lines = Vec::new();
-    for n in sinks {
+    // A failed step's output folder holds what it left behind, not a result.
+    let delivered = |step: &str| {
+        summary
+            .step(step)
+            .is_some_and(|s| matches!(s.status, StepStatus::Ran | StepStatus::Reused))
+    };
+    for n in sinks.into_iter().filter(|n| delivered(&n.name)) {
         for o in &n.outputs {
             let dir = layout.find_output_dir(&n.name, &o.port, &o.data);
             if dir.is_dir() {
@@ -225,12 +231,21 @@ pub(super) fn cmd_get(
             names()
         ),
     };
-    if !row.exists {
+    if !matches!(row.status.as_str(), "ran" | "reused") {
         bail!(
             "step {step:?} has no output {:?} in run {}: it {}",
             row.output,
             rec.id,
             row.status
+        );
+    }
+    if !row.exists {
+        bail!(
+            "the output {}:{} of run {} is missing: its folder {} was removed",
+            row.step,
+            row.output,
+            rec.id,
+            shown(&row.path).display()
         );
     }
     if inside_store(store, dest) {
