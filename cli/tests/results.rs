@@ -418,3 +418,47 @@ fn a_failed_steps_leftovers_are_neither_final_outputs_nor_gettable() {
     assert!(err.contains("it failed"), "{err}");
     assert!(!p.path().join("got").exists());
 }
+
+#[test]
+fn get_takes_a_symlinked_empty_folder_and_refuses_a_file_or_a_link_across_file_systems() {
+    let p = project();
+    sg(p.path(), &["run", "pipeline.json"]).ok();
+    // DEST a symbolic link to an empty folder: that folder is filled.
+    let target = tempfile::tempdir().expect("tempdir");
+    std::os::unix::fs::symlink(target.path(), p.path().join("via-link")).expect("symlink");
+    sg(p.path(), &["get", "summarize", "via-link"]).ok();
+    assert!(target.path().join("report.txt").is_file());
+    // DEST a file: said so, with or without --force, and the file is left alone.
+    std::fs::write(p.path().join("a-file"), "mine").expect("write");
+    for extra in [&[][..], &["--force"][..]] {
+        let mut args = vec!["get", "summarize", "a-file"];
+        args.extend_from_slice(extra);
+        let err = sg(p.path(), &args).fails(2);
+        assert!(err.contains("a-file is a file"), "{err}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(p.path().join("a-file")).expect("read"),
+        "mine"
+    );
+    // --link to another file system: one clear sentence, and nothing made.
+    let shm = Path::new("/dev/shm");
+    let other = shm
+        .is_dir()
+        .then(|| tempfile::tempdir_in(shm).ok())
+        .flatten()
+        .filter(|d| {
+            std::fs::metadata(d.path()).expect("meta").dev()
+                != std::fs::metadata(p.path()).expect("meta").dev()
+        });
+    if let Some(other) = other {
+        let dest = other.path().join("linked");
+        let dest = dest.to_str().expect("utf-8");
+        let err = sg(p.path(), &["get", "summarize", dest, "--link"]).fails(2);
+        assert!(
+            err.contains("another file system") && err.contains("leave --link out"),
+            "{err}"
+        );
+        assert!(!Path::new(dest).exists(), "no empty DEST left behind");
+        sg(p.path(), &["get", "summarize", dest]).ok();
+    }
+}

@@ -255,6 +255,20 @@ pub(super) fn cmd_get(
             store.root().display()
         );
     }
+    if fs_err::metadata(dest).is_ok_and(|m| !m.is_dir()) {
+        bail!(
+            "{} is a file: DEST is the folder the output's files are copied into",
+            dest.display()
+        );
+    }
+    if link && !same_file_system(&row.path, dest) {
+        bail!(
+            "--link cannot hard-link into {}: it is on another file system than the store {}; \
+             leave --link out to copy",
+            dest.display(),
+            store.root().display()
+        );
+    }
     if !force && is_non_empty(dest) {
         bail!(
             "{} exists and is not empty: choose another folder, or pass --force to write into \
@@ -320,9 +334,22 @@ fn files(n: u64) -> String {
     }
 }
 
-/// A file, or a folder with anything in it.
+/// Whether `dest` (or, when it does not exist yet, its nearest existing parent) is on the
+/// file system of `from`: hard links cannot cross file systems.
+fn same_file_system(from: &Path, dest: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let abs = std::path::absolute(dest).unwrap_or_else(|_| dest.to_path_buf());
+    let dest_dev = abs.ancestors().find_map(|a| fs_err::metadata(a).ok());
+    match (fs_err::metadata(from), dest_dev) {
+        (Ok(a), Some(b)) => a.dev() == b.dev(),
+        // Unknown: let the link itself say.
+        _ => true,
+    }
+}
+
+/// A file, or a folder with anything in it (a symbolic link is judged by what it points to).
 fn is_non_empty(p: &Path) -> bool {
-    match fs_err::symlink_metadata(p) {
+    match fs_err::metadata(p) {
         Err(_) => false,
         Ok(m) if m.is_dir() => fs_err::read_dir(p).map_or(true, |mut rd| rd.next().is_some()),
         Ok(_) => true,
