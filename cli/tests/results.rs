@@ -172,6 +172,7 @@ fn outputs_lists_step_output_path_and_size_of_the_latest_run_or_a_given_one() {
     let err = sg(p.path(), &["outputs", "nope"]).fails(2);
     assert!(err.contains("unknown run \"nope\""), "{err}");
     let empty = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(empty.path().join(".stepgraph")).expect("mkdir");
     let err = sg(empty.path(), &["outputs", "--store", ".stepgraph"]).fails(2);
     assert!(err.contains("no runs in"), "{err}");
 }
@@ -461,4 +462,39 @@ fn get_takes_a_symlinked_empty_folder_and_refuses_a_file_or_a_link_across_file_s
         assert!(!Path::new(dest).exists(), "no empty DEST left behind");
         sg(p.path(), &["get", "summarize", dest]).ok();
     }
+}
+
+#[test]
+fn a_store_flag_or_variable_naming_a_missing_folder_is_refused_by_commands_that_only_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("typo/store");
+    let missing_s = missing.to_str().expect("utf-8");
+    for args in [
+        &["outputs"][..],
+        &["runs"][..],
+        &["runs", "show", "x"][..],
+        &["logs", "x", "y"][..],
+        &["get", "a", "b"][..],
+        &["cache", "ls"][..],
+        &["cache", "gc"][..],
+        &["report"][..],
+    ] {
+        let mut with_flag = vec!["--store", missing_s];
+        with_flag.extend_from_slice(args);
+        let err = sg(dir.path(), &with_flag).fails(2);
+        assert!(err.contains("no stepgraph store at"), "{args:?}: {err}");
+        let out = Out(Command::new(BIN)
+            .current_dir(dir.path())
+            .args(args)
+            .env("STEPGRAPH_STORE", &missing)
+            .output()
+            .expect("run stepgraph"));
+        let err = out.fails(2);
+        assert!(err.contains("no stepgraph store at"), "{args:?}: {err}");
+        assert!(!dir.path().join("typo").exists(), "{args:?} made a store");
+    }
+    // A run makes it.
+    fill(dir.path());
+    sg(dir.path(), &["--store", missing_s, "run", "pipeline.json"]).ok();
+    sg(dir.path(), &["--store", missing_s, "outputs"]).ok();
 }
