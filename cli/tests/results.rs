@@ -498,3 +498,16 @@ fn a_store_flag_or_variable_naming_a_missing_folder_is_refused_by_commands_that_
     sg(dir.path(), &["--store", missing_s, "run", "pipeline.json"]).ok();
     sg(dir.path(), &["--store", missing_s, "outputs"]).ok();
 }
+
+#[test]
+fn a_stepgraph_file_where_the_store_would_go_is_named_as_a_file() {
+    let p = project();
+    std::fs::write(p.path().join(".stepgraph"), "not a store").expect("write");
+    let err = sg(p.path(), &["run", "pipeline.json"]).fails(2);
+    assert!(
+        err.contains(".stepgraph is a file, not a stepgraph store folder"),
+        "{err}"
+    );
+    let err = sg(p.path(), &["--store", "pipeline.json", "runs"]).fails(2);
+    assert!(err.contains("pipeline.json is a file"), "{err}");
+}
