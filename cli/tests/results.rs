@@ -511,3 +511,17 @@ fn a_stepgraph_file_where_the_store_would_go_is_named_as_a_file() {
     let err = sg(p.path(), &["--store", "pipeline.json", "runs"]).fails(2);
     assert!(err.contains("pipeline.json is a file"), "{err}");
 }
+
+#[test]
+fn outputs_json_of_a_project_in_a_folder_whose_name_is_not_utf8_does_not_panic() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let project = dir.path().join(std::ffi::OsStr::from_bytes(b"proj\xff"));
+    std::fs::create_dir(&project).expect("mkdir");
+    fill(&project);
+    sg(&project, &["run", "pipeline.json"]).ok();
+    let out = sg(&project, &["outputs", "--json"]).ok().stdout();
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    let path = v["outputs"][0]["path"].as_str().expect("path");
+    assert!(path.contains("proj\u{fffd}"), "{path}");
+}

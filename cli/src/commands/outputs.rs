@@ -18,7 +18,9 @@ struct OutputRow {
     port: String,
     /// The step's status in the run.
     status: String,
-    /// The output's folder.
+    /// The output's folder (a name that is not UTF-8 is written lossily: JSON strings are
+    /// text).
+    #[serde(serialize_with = "lossy_path")]
     path: PathBuf,
     /// Whether the folder is there (a failed or skipped step has none).
     exists: bool,
@@ -26,6 +28,11 @@ struct OutputRow {
     files: u64,
     /// Their total size in bytes.
     size: u64,
+}
+
+/// Serialize `path` as text, lossily.
+fn lossy_path<S: serde::Serializer>(path: &Path, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&path.to_string_lossy())
 }
 
 /// The outputs of every step of `rec`, in topological order.
@@ -99,7 +106,11 @@ pub(super) fn cmd_outputs(store: &Store, run: Option<&str>, json: bool) -> Resul
     let rec = run_or_latest(store, run)?;
     let rows = outputs_of(store, &rec);
     if json {
-        let v = serde_json::json!({"run": rec.id, "pipeline": rec.pipeline, "outputs": rows});
+        let v = serde_json::json!({
+            "run": rec.id,
+            "pipeline": rec.pipeline,
+            "outputs": serde_json::to_value(&rows)?,
+        });
         outln!("{}", serde_json::to_string_pretty(&v)?)?;
         return Ok(exit::OK);
     }
