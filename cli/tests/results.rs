@@ -525,3 +525,36 @@ fn outputs_json_of_a_project_in_a_folder_whose_name_is_not_utf8_does_not_panic()
     let path = v["outputs"][0]["path"].as_str().expect("path");
     assert!(path.contains("proj\u{fffd}"), "{path}");
 }
+
+#[test]
+fn outputs_does_not_follow_a_link_loop_left_by_a_failed_step() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Outputs may not hold links: the step fails and leaves them behind.
+    std::fs::write(
+        dir.path().join("pipeline.json"),
+        r#"{"name": "loops", "steps": [{"name": "mk-loop", "type": "command",
+  "command": ["sh", "-c", "mkdir -p \"$1/sub\"; echo x > \"$1/sub/f\"; ln -s . \"$1/sub/a\"; ln -s . \"$1/sub/b\"", "sh", "{outputs.out}"],
+  "outputs": ["out"]}]}"#,
+    )
+    .expect("write");
+    assert_eq!(sg(dir.path(), &["run", "pipeline.json"]).code(), 1);
+    let mut child = Command::new(BIN)
+        .current_dir(dir.path())
+        .args(["outputs", "--json"])
+        .env_remove("STEPGRAPH_STORE")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let start = std::time::Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if start.elapsed() > std::time::Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("outputs followed the link loop");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().expect("output");
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["outputs"][0]["files"], 1, "{v}");
+}
