@@ -549,6 +549,7 @@ fn outputs_does_not_follow_a_link_loop_left_by_a_failed_step() {
     while child.try_wait().expect("wait").is_none() {
         if start.elapsed() > std::time::Duration::from_secs(20) {
             let _ = child.kill();
+            let _ = child.wait();
             panic!("outputs followed the link loop");
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
