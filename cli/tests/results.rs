@@ -559,3 +559,19 @@ fn outputs_does_not_follow_a_link_loop_left_by_a_failed_step() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(v["outputs"][0]["files"], 1, "{v}");
 }
+
+#[test]
+fn an_output_whose_folder_was_removed_is_said_to_be_missing() {
+    let p = project();
+    let id = run_id(&sg(p.path(), &["run", "pipeline.json"]).ok());
+    std::fs::remove_dir_all(p.path().join(".stepgraph/runs").join(&id).join("summarize"))
+        .expect("rm");
+    let out = sg(p.path(), &["outputs"]).ok().stdout();
+    let row = out
+        .lines()
+        .find(|l| l.starts_with("summarize"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(row.contains("its folder was removed"), "{out}");
+    let err = sg(p.path(), &["get", "summarize", "got", "--run", &id]).fails(2);
+    assert!(err.contains("is missing"), "{err}");
+}

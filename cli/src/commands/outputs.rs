@@ -134,6 +134,8 @@ pub(super) fn cmd_outputs(store: &Store, run: Option<&str>, json: bool) -> Resul
                 },
                 if r.exists {
                     shown(&r.path).display().to_string()
+                } else if matches!(r.status.as_str(), "ran" | "reused") {
+                    "- (its folder was removed)".into()
                 } else {
                     format!("- (step {})", r.status)
                 },
