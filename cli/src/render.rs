@@ -115,7 +115,8 @@ pub(crate) fn run_table(steps: &[StepRecord]) -> String {
             step_row(
                 s,
                 [
-                    if s.status == StepStatus::Ran {
+                    // A failed step ran until it failed (a timeout shows here).
+                    if matches!(s.status, StepStatus::Ran | StepStatus::Failed) {
                         duration(s.duration_ms)
                     } else {
                         "-".into()
@@ -441,6 +442,18 @@ mod tests {
             "{t}"
         );
         assert!(!t.contains("items,"), "one value per cell: {t}");
+    }
+
+    #[test]
+    fn the_run_table_shows_how_long_a_failed_step_ran() {
+        let mut failed = StepRecord::new("bad", StepStatus::Failed);
+        failed.duration_ms = 61_000;
+        let mut reused = StepRecord::new("old", StepStatus::Reused);
+        reused.duration_ms = 5_000;
+        let t = run_table(&[failed, reused]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[1].contains(&duration(61_000)), "{t}");
+        assert!(!lines[2].contains(&duration(5_000)), "{t}");
     }
 
     #[test]

@@ -172,6 +172,7 @@ fn outputs_lists_step_output_path_and_size_of_the_latest_run_or_a_given_one() {
     let err = sg(p.path(), &["outputs", "nope"]).fails(2);
     assert!(err.contains("unknown run \"nope\""), "{err}");
     let empty = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(empty.path().join(".stepgraph")).expect("mkdir");
     let err = sg(empty.path(), &["outputs", "--store", ".stepgraph"]).fails(2);
     assert!(err.contains("no runs in"), "{err}");
 }
@@ -372,4 +373,205 @@ fn runs_made_before_output_folders_were_named_by_data_stay_readable() {
     );
     sg(p.path(), &["get", "score-docs", "old"]).ok();
     assert!(p.path().join("old/parallel_run_step.txt").is_file());
+}
+
+/// A project whose only step writes part of its output and fails.
+fn failing_project() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let write = |rel: &str, text: &str| {
+        let p = dir.path().join(rel);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(p, text).expect("write");
+    };
+    write(
+        "scripts/fail.py",
+        "import sys, os\nos.makedirs(sys.argv[1], exist_ok=True)\nopen(os.path.join(sys.argv[1], 'partial.txt'), 'w').write('half')\nsys.exit(3)\n",
+    );
+    write(
+        "pipeline.json",
+        r#"{"name": "failing", "steps": [
+  {"name": "bad", "type": "command", "command": ["python3", "fail.py", "{outputs.broken}"],
+   "source_directory": "scripts", "outputs": ["broken"]}]}"#,
+    );
+    dir
+}
+
+#[test]
+fn a_failed_steps_leftovers_are_neither_final_outputs_nor_gettable() {
+    let p = failing_project();
+    let out = sg(p.path(), &["run", "pipeline.json"]);
+    assert_eq!(out.code(), 1, "{}", out.stderr());
+    let id = run_id(&out);
+    assert!(
+        p.path()
+            .join(format!(
+                ".stepgraph/runs/{id}/bad/outputs/broken/partial.txt"
+            ))
+            .is_file(),
+        "the failed step left a file (for debugging)"
+    );
+    assert!(
+        !out.stdout().contains("bad:broken"),
+        "a failed step's folder is not a result: {}",
+        out.stdout()
+    );
+    let err = sg(p.path(), &["get", "bad", "got", "--run", &id]).fails(2);
+    assert!(err.contains("it failed"), "{err}");
+    assert!(!p.path().join("got").exists());
+}
+
+#[test]
+fn get_takes_a_symlinked_empty_folder_and_refuses_a_file_or_a_link_across_file_systems() {
+    let p = project();
+    sg(p.path(), &["run", "pipeline.json"]).ok();
+    // DEST a symbolic link to an empty folder: that folder is filled.
+    let target = tempfile::tempdir().expect("tempdir");
+    std::os::unix::fs::symlink(target.path(), p.path().join("via-link")).expect("symlink");
+    sg(p.path(), &["get", "summarize", "via-link"]).ok();
+    assert!(target.path().join("report.txt").is_file());
+    // DEST a file: said so, with or without --force, and the file is left alone.
+    std::fs::write(p.path().join("a-file"), "mine").expect("write");
+    for extra in [&[][..], &["--force"][..]] {
+        let mut args = vec!["get", "summarize", "a-file"];
+        args.extend_from_slice(extra);
+        let err = sg(p.path(), &args).fails(2);
+        assert!(err.contains("a-file is a file"), "{err}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(p.path().join("a-file")).expect("read"),
+        "mine"
+    );
+    // --link to another file system: one clear sentence, and nothing made.
+    let shm = Path::new("/dev/shm");
+    let other = shm
+        .is_dir()
+        .then(|| tempfile::tempdir_in(shm).ok())
+        .flatten()
+        .filter(|d| {
+            std::fs::metadata(d.path()).expect("meta").dev()
+                != std::fs::metadata(p.path()).expect("meta").dev()
+        });
+    if let Some(other) = other {
+        let dest = other.path().join("linked");
+        let dest = dest.to_str().expect("utf-8");
+        let err = sg(p.path(), &["get", "summarize", dest, "--link"]).fails(2);
+        assert!(
+            err.contains("another file system") && err.contains("leave --link out"),
+            "{err}"
+        );
+        assert!(!Path::new(dest).exists(), "no empty DEST left behind");
+        sg(p.path(), &["get", "summarize", dest]).ok();
+    }
+}
+
+#[test]
+fn a_store_flag_or_variable_naming_a_missing_folder_is_refused_by_commands_that_only_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("typo/store");
+    let missing_s = missing.to_str().expect("utf-8");
+    for args in [
+        &["outputs"][..],
+        &["runs"][..],
+        &["runs", "show", "x"][..],
+        &["logs", "x", "y"][..],
+        &["get", "a", "b"][..],
+        &["cache", "ls"][..],
+        &["cache", "gc"][..],
+        &["report"][..],
+    ] {
+        let mut with_flag = vec!["--store", missing_s];
+        with_flag.extend_from_slice(args);
+        let err = sg(dir.path(), &with_flag).fails(2);
+        assert!(err.contains("no stepgraph store at"), "{args:?}: {err}");
+        let out = Out(Command::new(BIN)
+            .current_dir(dir.path())
+            .args(args)
+            .env("STEPGRAPH_STORE", &missing)
+            .output()
+            .expect("run stepgraph"));
+        let err = out.fails(2);
+        assert!(err.contains("no stepgraph store at"), "{args:?}: {err}");
+        assert!(!dir.path().join("typo").exists(), "{args:?} made a store");
+    }
+    // A run makes it.
+    fill(dir.path());
+    sg(dir.path(), &["--store", missing_s, "run", "pipeline.json"]).ok();
+    sg(dir.path(), &["--store", missing_s, "outputs"]).ok();
+}
+
+#[test]
+fn a_stepgraph_file_where_the_store_would_go_is_named_as_a_file() {
+    let p = project();
+    std::fs::write(p.path().join(".stepgraph"), "not a store").expect("write");
+    let err = sg(p.path(), &["run", "pipeline.json"]).fails(2);
+    assert!(
+        err.contains(".stepgraph is a file, not a stepgraph store folder"),
+        "{err}"
+    );
+    let err = sg(p.path(), &["--store", "pipeline.json", "runs"]).fails(2);
+    assert!(err.contains("pipeline.json is a file"), "{err}");
+}
+
+#[test]
+fn outputs_json_of_a_project_in_a_folder_whose_name_is_not_utf8_does_not_panic() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let project = dir.path().join(std::ffi::OsStr::from_bytes(b"proj\xff"));
+    std::fs::create_dir(&project).expect("mkdir");
+    fill(&project);
+    sg(&project, &["run", "pipeline.json"]).ok();
+    let out = sg(&project, &["outputs", "--json"]).ok().stdout();
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    let path = v["outputs"][0]["path"].as_str().expect("path");
+    assert!(path.contains("proj\u{fffd}"), "{path}");
+}
+
+#[test]
+fn outputs_does_not_follow_a_link_loop_left_by_a_failed_step() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Outputs may not hold links: the step fails and leaves them behind.
+    std::fs::write(
+        dir.path().join("pipeline.json"),
+        r#"{"name": "loops", "steps": [{"name": "mk-loop", "type": "command",
+  "command": ["sh", "-c", "mkdir -p \"$1/sub\"; echo x > \"$1/sub/f\"; ln -s . \"$1/sub/a\"; ln -s . \"$1/sub/b\"", "sh", "{outputs.out}"],
+  "outputs": ["out"]}]}"#,
+    )
+    .expect("write");
+    assert_eq!(sg(dir.path(), &["run", "pipeline.json"]).code(), 1);
+    let mut child = Command::new(BIN)
+        .current_dir(dir.path())
+        .args(["outputs", "--json"])
+        .env_remove("STEPGRAPH_STORE")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let start = std::time::Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if start.elapsed() > std::time::Duration::from_secs(20) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("outputs followed the link loop");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().expect("output");
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["outputs"][0]["files"], 1, "{v}");
+}
+
+#[test]
+fn an_output_whose_folder_was_removed_is_said_to_be_missing() {
+    let p = project();
+    let id = run_id(&sg(p.path(), &["run", "pipeline.json"]).ok());
+    std::fs::remove_dir_all(p.path().join(".stepgraph/runs").join(&id).join("summarize"))
+        .expect("rm");
+    let out = sg(p.path(), &["outputs"]).ok().stdout();
+    let row = out
+        .lines()
+        .find(|l| l.starts_with("summarize"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(row.contains("its folder was removed"), "{out}");
+    let err = sg(p.path(), &["get", "summarize", "got", "--run", &id]).fails(2);
+    assert!(err.contains("is missing"), "{err}");
 }

@@ -389,7 +389,7 @@ fn a_full_disk_still_lets_runs_be_listed_pruned_and_gc_free_space() {
     disk.fill("filler", 0);
     let mut fresh = Project::new(10);
     fresh.store = disk.path().join("fresh/store");
-    let err = fresh.run(&["runs"]).fails(2);
+    let err = fresh.run(&["run", "p.json"]).fails(2);
     assert!(
         err.contains("is full") && err.contains("runs prune"),
         "{err}"
@@ -533,6 +533,8 @@ fn logs_are_printed_as_bytes_even_when_not_utf8() {
 #[test]
 fn store_errors_are_one_clean_sentence() {
     let p = Project::new(10);
+    // An empty folder given as the store becomes one.
+    std::fs::create_dir(&p.store).expect("mkdir store");
     p.run(&["runs"]).ok();
     // The lock file is a folder.
     std::fs::remove_file(p.store.join("lock")).expect("rm lock");

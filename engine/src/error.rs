@@ -183,6 +183,17 @@ pub enum StoreError {
         /// One of the names found in it.
         example: String,
     },
+    /// Something other than a folder is where the store should be (a file named
+    /// `.stepgraph`, say).
+    #[error(
+        "{} is a file, not a stepgraph store folder: move it away, or choose another folder \
+         with --store / STEPGRAPH_STORE",
+        path.display()
+    )]
+    NotAFolder {
+        /// The path given or found as the store.
+        path: PathBuf,
+    },
     /// A run id that is not in the store.
     #[error("unknown run {id:?} (see `stepgraph runs`)")]
     UnknownRun {

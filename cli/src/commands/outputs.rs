@@ -18,7 +18,9 @@ struct OutputRow {
     port: String,
     /// The step's status in the run.
     status: String,
-    /// The output's folder.
+    /// The output's folder (a name that is not UTF-8 is written lossily: JSON strings are
+    /// text).
+    #[serde(serialize_with = "lossy_path")]
     path: PathBuf,
     /// Whether the folder is there (a failed or skipped step has none).
     exists: bool,
@@ -26,6 +28,11 @@ struct OutputRow {
     files: u64,
     /// Their total size in bytes.
     size: u64,
+}
+
+/// Serialize `path` as text, lossily.
+fn lossy_path<S: serde::Serializer>(path: &Path, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&path.to_string_lossy())
 }
 
 /// The outputs of every step of `rec`, in topological order.
@@ -99,7 +106,11 @@ pub(super) fn cmd_outputs(store: &Store, run: Option<&str>, json: bool) -> Resul
     let rec = run_or_latest(store, run)?;
     let rows = outputs_of(store, &rec);
     if json {
-        let v = serde_json::json!({"run": rec.id, "pipeline": rec.pipeline, "outputs": rows});
+        let v = serde_json::json!({
+            "run": rec.id,
+            "pipeline": rec.pipeline,
+            "outputs": serde_json::to_value(&rows)?,
+        });
         outln!("{}", serde_json::to_string_pretty(&v)?)?;
         return Ok(exit::OK);
     }
@@ -123,6 +134,8 @@ pub(super) fn cmd_outputs(store: &Store, run: Option<&str>, json: bool) -> Resul
                 },
                 if r.exists {
                     shown(&r.path).display().to_string()
+                } else if matches!(r.status.as_str(), "ran" | "reused") {
+                    "- (its folder was removed)".into()
                 } else {
                     format!("- (step {})", r.status)
                 },
@@ -146,7 +159,13 @@ pub(super) fn print_final_outputs(summary: &RunSummary) -> std::io::Result<()> {
         .collect();
     let layout = stepgraph_engine::RunLayout::new(&summary.run_dir);
     let mut lines = Vec::new();
-    for n in sinks {
+    // A failed step's output folder holds what it left behind, not a result.
+    let delivered = |step: &str| {
+        summary
+            .step(step)
+            .is_some_and(|s| matches!(s.status, StepStatus::Ran | StepStatus::Reused))
+    };
+    for n in sinks.into_iter().filter(|n| delivered(&n.name)) {
         for o in &n.outputs {
             let dir = layout.find_output_dir(&n.name, &o.port, &o.data);
             if dir.is_dir() {
@@ -225,7 +244,7 @@ pub(super) fn cmd_get(
             names()
         ),
     };
-    if !row.exists {
+    if !matches!(row.status.as_str(), "ran" | "reused") {
         bail!(
             "step {step:?} has no output {:?} in run {}: it {}",
             row.output,
@@ -233,9 +252,32 @@ pub(super) fn cmd_get(
             row.status
         );
     }
+    if !row.exists {
+        bail!(
+            "the output {}:{} of run {} is missing: its folder {} was removed",
+            row.step,
+            row.output,
+            rec.id,
+            shown(&row.path).display()
+        );
+    }
     if inside_store(store, dest) {
         bail!(
             "{} is inside the store {}: choose a folder outside it",
+            dest.display(),
+            store.root().display()
+        );
+    }
+    if fs_err::metadata(dest).is_ok_and(|m| !m.is_dir()) {
+        bail!(
+            "{} is a file: DEST is the folder the output's files are copied into",
+            dest.display()
+        );
+    }
+    if link && !same_file_system(&row.path, dest) {
+        bail!(
+            "--link cannot hard-link into {}: it is on another file system than the store {}; \
+             leave --link out to copy",
             dest.display(),
             store.root().display()
         );
@@ -305,9 +347,22 @@ fn files(n: u64) -> String {
     }
 }
 
-/// A file, or a folder with anything in it.
+/// Whether `dest` (or, when it does not exist yet, its nearest existing parent) is on the
+/// file system of `from`: hard links cannot cross file systems.
+fn same_file_system(from: &Path, dest: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let abs = std::path::absolute(dest).unwrap_or_else(|_| dest.to_path_buf());
+    let dest_dev = abs.ancestors().find_map(|a| fs_err::metadata(a).ok());
+    match (fs_err::metadata(from), dest_dev) {
+        (Ok(a), Some(b)) => a.dev() == b.dev(),
+        // Unknown: let the link itself say.
+        _ => true,
+    }
+}
+
+/// A file, or a folder with anything in it (a symbolic link is judged by what it points to).
 fn is_non_empty(p: &Path) -> bool {
-    match fs_err::symlink_metadata(p) {
+    match fs_err::metadata(p) {
         Err(_) => false,
         Ok(m) if m.is_dir() => fs_err::read_dir(p).map_or(true, |mut rd| rd.next().is_some()),
         Ok(_) => true,

@@ -280,15 +280,17 @@ fn worker_places(user: &Path) -> Vec<(String, String)> {
     out
 }
 
+/// The files under `dir`, recursively. Symbolic links are neither followed nor listed: the
+/// store's own files are never links, and a failed step's leftovers may hold a link loop.
 pub(super) fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     if let Ok(rd) = fs_err::read_dir(dir) {
         for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk(&p));
-            } else {
-                out.push(p);
+            let Ok(kind) = e.file_type() else { continue };
+            if kind.is_dir() {
+                out.extend(walk(&e.path()));
+            } else if !kind.is_symlink() {
+                out.push(e.path());
             }
         }
     }

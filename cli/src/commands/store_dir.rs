@@ -22,27 +22,48 @@ pub(super) struct Chosen {
 /// No store was found for a command that names no spec: making an empty one would only say
 /// "no runs" about a store that exists elsewhere.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "no stepgraph store here: no {STORE_NAME} store in {} or its parents (a run makes one next \
-     to its spec: run this from that folder, or pass --store DIR)",
-    cwd.display()
-)]
-pub(super) struct NoStore {
-    /// The folder searched from.
-    cwd: PathBuf,
+pub(super) enum NoStore {
+    /// Nothing found by discovery.
+    #[error(
+        "no stepgraph store here: no {STORE_NAME} store in {} or its parents (a run makes one \
+         next to its spec: run this from that folder, or pass --store DIR)",
+        cwd.display()
+    )]
+    NotFound {
+        /// The folder searched from.
+        cwd: PathBuf,
+    },
+    /// `--store` / `STEPGRAPH_STORE` names a folder that does not exist (a typo would
+    /// otherwise leave a new, empty store there).
+    #[error(
+        "no stepgraph store at {}: the folder given by --store / STEPGRAPH_STORE does not exist \
+         (a run makes it)",
+        dir.display()
+    )]
+    Missing {
+        /// The folder given.
+        dir: PathBuf,
+    },
 }
 
 /// The store for `command`, given `--store` / `STEPGRAPH_STORE` (`given`); `built`: the
 /// pipeline is built in code (no spec ever: a new store goes in the current folder).
 ///
 /// # Errors
-/// [`NoStore`] when nothing is found for a command that names no spec and does not run.
+/// [`NoStore`] when nothing is found for a command that names no spec and does not run, or
+/// the store it is given does not exist.
 pub(super) fn choose(
     given: Option<&Path>,
     command: &Command,
     built: bool,
 ) -> Result<Chosen, NoStore> {
+    let makes_one = built || spec_of(command).is_some() || matches!(command, Command::Run { .. });
     if let Some(dir) = given {
+        if !makes_one && !dir.exists() {
+            return Err(NoStore::Missing {
+                dir: dir.to_path_buf(),
+            });
+        }
         return Ok(Chosen {
             dir: dir.to_path_buf(),
             new: false,
@@ -64,9 +85,8 @@ pub(super) fn choose(
             new: false,
         });
     }
-    let makes_one = built || spec_dir.is_some() || matches!(command, Command::Run { .. });
     if !makes_one {
-        return Err(NoStore { cwd });
+        return Err(NoStore::NotFound { cwd });
     }
     Ok(Chosen {
         dir: spec_dir.unwrap_or(cwd).join(STORE_NAME),

@@ -103,7 +103,8 @@ impl Store {
     /// [`StoreError::Locked`] when another process holds it (unless `options.wait`),
     /// [`StoreError::LockLost`] when another process holds its database but its lock file was
     /// deleted, [`StoreError::DiskFull`] when the disk is full even after giving up the
-    /// store's reserve, [`StoreError::Io`] / [`StoreError::Db`] when it cannot be created or
+    /// store's reserve, [`StoreError::NotAStore`] / [`StoreError::NotAFolder`] when `root` is
+    /// a folder of other files or a file, [`StoreError::Io`] / [`StoreError::Db`] when it cannot be created or
     /// opened. A database that cannot be opened for any other reason (corrupt, garbage in its
     /// files, another sled or schema version) is moved aside and rebuilt from the JSON copies
     /// of entries and run records (objects are kept); [`Store::warnings`] says so.

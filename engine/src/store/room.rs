@@ -67,8 +67,12 @@ pub(super) fn refuse_foreign_folder(root: &Path) -> Result<(), StoreError> {
     let entries = match fs_err::read_dir(root) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        // A file where the folder should be: create_dir_all says so.
-        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => return Ok(()),
+        // A file where the folder should be.
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
+            return Err(StoreError::NotAFolder {
+                path: root.to_path_buf(),
+            })
+        }
         Err(e) => return Err(StoreError::io(root, e)),
     };
     if is_store_dir(root) {
