@@ -229,6 +229,41 @@ fn several_problems_are_reported_together() -> TestResult {
 }
 
 #[test]
+fn pipeline_names_that_break_a_line_or_are_empty_are_refused() -> TestResult {
+    for (name, reason) in [
+        (
+            "../../evil\nline",
+            "must not contain control characters (newlines, tabs, escapes)",
+        ),
+        (
+            "tab\there",
+            "must not contain control characters (newlines, tabs, escapes)",
+        ),
+        ("  ", "must not be empty"),
+    ] {
+        let errors = build_errors(Pipeline::builder(name).step(noop("step-a")))?;
+        assert_eq!(
+            errors,
+            [BuildError::InvalidPipelineName {
+                name: name.into(),
+                reason
+            }],
+            "{name:?}"
+        );
+    }
+    let long = "p".repeat(129);
+    assert_eq!(
+        build_errors(Pipeline::builder(long).step(noop("step-a")))?.len(),
+        1
+    );
+    // Spaces, capitals and other scripts are fine: the name is only printed.
+    Pipeline::builder("Word Count – nightly")
+        .step(noop("step-a"))
+        .build()?;
+    Ok(())
+}
+
+#[test]
 fn empty_pipeline_builds() -> TestResult {
     let p = Pipeline::builder("empty").build()?;
     assert!(p.step_names().is_empty());

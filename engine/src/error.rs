@@ -6,6 +6,14 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum BuildError {
+    /// A pipeline name that cannot be printed on one line.
+    #[error("pipeline name {name:?} {reason}")]
+    InvalidPipelineName {
+        /// The name given.
+        name: String,
+        /// Why it is refused.
+        reason: &'static str,
+    },
     /// Two steps share a name.
     #[error("step {step:?}: duplicate step name")]
     DuplicateStepName {

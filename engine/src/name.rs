@@ -62,6 +62,24 @@ pub fn check_step_name(name: &str) -> Option<&'static str> {
     None
 }
 
+/// The longest pipeline name.
+pub(crate) const MAX_PIPELINE_NAME_LEN: usize = 128;
+
+/// The reason a pipeline name is refused, or `None` when it is valid: 1 to 128 characters,
+/// none of them a control character (the name is printed in tables, run lines and reports).
+pub(crate) fn check_pipeline_name(name: &str) -> Option<&'static str> {
+    if name.trim().is_empty() {
+        return Some("must not be empty");
+    }
+    if name.chars().count() > MAX_PIPELINE_NAME_LEN {
+        return Some("must be at most 128 characters long");
+    }
+    if name.chars().any(char::is_control) {
+        return Some("must not contain control characters (newlines, tabs, escapes)");
+    }
+    None
+}
+
 /// The longest data, port or dataset name.
 pub const MAX_NAME_LEN: usize = 64;
 

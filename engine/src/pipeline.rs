@@ -68,6 +68,12 @@ impl PipelineBuilder {
     /// several producers, cycles (as their full chain), invalid step configuration.
     pub fn build(self) -> Result<Pipeline, BuildErrors> {
         let mut errors = Vec::new();
+        if let Some(reason) = crate::name::check_pipeline_name(&self.name) {
+            errors.push(BuildError::InvalidPipelineName {
+                name: self.name.clone(),
+                reason,
+            });
+        }
         let (mut graph, by_name) = self.add_nodes(&mut errors);
         // Ports, parameters and argument references.
         let mut params: BTreeMap<String, PipelineParameter> = BTreeMap::new();
