@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 mod common;
-use common::{Out, BIN};
+use common::Out;
 
 struct Project {
     dir: tempfile::TempDir,
@@ -59,20 +59,11 @@ impl Project {
     }
 
     fn write(&self, rel: &str, text: &str) {
-        let p = self.path(rel);
-        if let Some(parent) = p.parent() {
-            std::fs::create_dir_all(parent).expect("mkdir");
-        }
-        std::fs::write(p, text).expect("write");
+        common::write_file(self.dir.path(), rel, text);
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(BIN);
-        c.current_dir(self.dir.path())
-            .args(args)
-            .env_remove("STEPGRAPH_STORE")
-            .env("NO_COLOR", "1");
-        c
+        common::command(self.dir.path(), args)
     }
 
     fn run(&self, args: &[&str]) -> Out {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 mod common;
-use common::{Out, BIN};
+use common::{sg, Out, BIN};
 
 const SPEC: &str = r#"{
   "name": "results",
@@ -34,11 +34,7 @@ fn project() -> tempfile::TempDir {
 
 /// Write the project's files into `dir`.
 fn fill(dir: &Path) {
-    let write = |rel: &str, text: &str| {
-        let p = dir.join(rel);
-        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
-        std::fs::write(p, text).expect("write");
-    };
+    let write = |rel: &str, text: &str| common::write_file(dir, rel, text);
     for i in 1..=4 {
         write(&format!("data/doc-{i}.txt"), &format!("document {i}\n"));
     }
@@ -51,17 +47,6 @@ fn fill(dir: &Path) {
         "import sys, os\nprint('summarizing')\nrows = open(os.path.join(sys.argv[1], 'parallel_run_step.txt')).read().splitlines()\nos.makedirs(sys.argv[2], exist_ok=True)\nopen(os.path.join(sys.argv[2], 'report.txt'), 'w').write(f'{len(rows)} rows\\n')\n",
     );
     write("pipeline.json", SPEC);
-}
-
-/// `stepgraph ARGS` in folder `cwd`, without `STEPGRAPH_STORE`.
-fn sg(cwd: &Path, args: &[&str]) -> Out {
-    Out(Command::new(BIN)
-        .current_dir(cwd)
-        .args(args)
-        .env_remove("STEPGRAPH_STORE")
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("run stepgraph"))
 }
 
 /// The run id in `run`'s last line (`run ID: succeeded …`).
