@@ -47,20 +47,15 @@ impl Project {
         );
         p.write(
             "pipeline.json",
-            r#"{
-  "name": "pictures",
-  "datasets": {"docs": {"type": "file", "path": "data", "pattern": "*.txt"}},
-  "steps": [
-    {"name": "score-docs", "type": "parallel_run", "inputs": ["docs"], "output": "scores",
-     "parallel_run_config": {"source_directory": "scripts", "entry_script": "score.py",
-       "mini_batch_size": "3", "error_threshold": 0, "process_count_per_node": 2}},
-    {"name": "summarize", "type": "command",
-     "command": ["python3", "summarize.py", "{inputs.scores}", "{outputs.summary}"],
-     "source_directory": "scripts", "inputs": {"scores": "scores"}, "outputs": ["summary"]},
+            &common::score_and_summarize_spec(
+                "pictures",
+                3,
+                2,
+                "summary",
+                r#",
     {"name": "shout", "type": "command", "command": ["python3", "shout.py"],
-     "source_directory": "scripts"}
-  ]
-}"#,
+     "source_directory": "scripts"}"#,
+            ),
         );
         p
     }

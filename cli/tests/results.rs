@@ -11,19 +11,6 @@ use std::process::Command;
 mod common;
 use common::{sg, Out, BIN};
 
-const SPEC: &str = r#"{
-  "name": "results",
-  "datasets": {"docs": {"type": "file", "path": "data", "pattern": "*.txt"}},
-  "steps": [
-    {"name": "score-docs", "type": "parallel_run", "inputs": ["docs"], "output": "scores",
-     "parallel_run_config": {"source_directory": "scripts", "entry_script": "score.py",
-       "mini_batch_size": "2", "error_threshold": 0, "process_count_per_node": 1}},
-    {"name": "summarize", "type": "command",
-     "command": ["python3", "summarize.py", "{inputs.scores}", "{outputs.report}"],
-     "source_directory": "scripts", "inputs": {"scores": "scores"}, "outputs": ["report"]}
-  ]
-}"#;
-
 /// A project folder with a 2-step pipeline: `score-docs` (data `scores`, port `output`) and
 /// `summarize` (data `report`).
 fn project() -> tempfile::TempDir {
@@ -46,7 +33,10 @@ fn fill(dir: &Path) {
         "scripts/summarize.py",
         "import sys, os\nprint('summarizing')\nrows = open(os.path.join(sys.argv[1], 'parallel_run_step.txt')).read().splitlines()\nos.makedirs(sys.argv[2], exist_ok=True)\nopen(os.path.join(sys.argv[2], 'report.txt'), 'w').write(f'{len(rows)} rows\\n')\n",
     );
-    write("pipeline.json", SPEC);
+    write(
+        "pipeline.json",
+        &common::score_and_summarize_spec("results", 2, 1, "report", ""),
+    );
 }
 
 /// The run id in `run`'s last line (`run ID: succeeded …`).

@@ -36,6 +36,33 @@ pub(crate) fn write_file(root: &Path, rel: &str, text: &str) {
     std::fs::write(p, text).expect("write");
 }
 
+/// The spec of a pipeline `name` over the `.txt` files of `data/` (dataset `docs`):
+/// `score-docs` (parallel_run of `scripts/score.py`, `batch` files a mini-batch, `procs`
+/// processes, data `scores`), `summarize` (`scripts/summarize.py`, data `report`), then
+/// `more_steps` (step objects, each after a comma).
+pub(crate) fn score_and_summarize_spec(
+    name: &str,
+    batch: u32,
+    procs: u32,
+    report: &str,
+    more_steps: &str,
+) -> String {
+    format!(
+        r#"{{
+  "name": "{name}",
+  "datasets": {{"docs": {{"type": "file", "path": "data", "pattern": "*.txt"}}}},
+  "steps": [
+    {{"name": "score-docs", "type": "parallel_run", "inputs": ["docs"], "output": "scores",
+     "parallel_run_config": {{"source_directory": "scripts", "entry_script": "score.py",
+       "mini_batch_size": "{batch}", "error_threshold": 0, "process_count_per_node": {procs}}}}},
+    {{"name": "summarize", "type": "command",
+     "command": ["python3", "summarize.py", "{{inputs.scores}}", "{{outputs.{report}}}"],
+     "source_directory": "scripts", "inputs": {{"scores": "scores"}}, "outputs": ["{report}"]}}{more_steps}
+  ]
+}}"#
+    )
+}
+
 /// What one `stepgraph` invocation gave.
 pub(crate) struct Out(pub Output);
 
