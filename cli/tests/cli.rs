@@ -3,15 +3,11 @@
 // Tests use std::fs directly; the library uses fs_err (clippy.toml).
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 mod common;
-use common::Out;
-
-struct Project {
-    dir: tempfile::TempDir,
-}
+use common::{Out, Project};
 
 impl Project {
     /// A project with a 2-step spec: a ParallelRunStep over text files and a summarising command.
@@ -52,22 +48,6 @@ impl Project {
   ]
 }}"#
         )
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-
-    fn write(&self, rel: &str, text: &str) {
-        common::write_file(self.dir.path(), rel, text);
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        common::command(self.dir.path(), args)
-    }
-
-    fn run(&self, args: &[&str]) -> Out {
-        Out(self.cmd(args).output().expect("run stepgraph"))
     }
 }
 

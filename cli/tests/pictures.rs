@@ -10,17 +10,13 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::Out;
+use common::{Out, Project};
 
 /// The steps of the test pipeline.
 const STEPS: [&str; 3] = ["score-docs", "summarize", "shout"];
 
 /// What the failing step writes on stderr: markup that must come out escaped.
 const EVIL: &str = "<script>alert('pwned')</script> & <b>bold</b>";
-
-struct Project {
-    dir: tempfile::TempDir,
-}
 
 impl Project {
     /// A ParallelRunStep over text files, a command summarising it, and an independent
@@ -58,22 +54,6 @@ impl Project {
             ),
         );
         p
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-
-    fn write(&self, rel: &str, text: &str) {
-        common::write_file(self.dir.path(), rel, text);
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        common::command(self.dir.path(), args)
-    }
-
-    fn run(&self, args: &[&str]) -> Out {
-        Out(self.cmd(args).output().expect("run stepgraph"))
     }
 
     fn read(&self, rel: &str) -> String {

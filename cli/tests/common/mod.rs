@@ -1,7 +1,7 @@
 //! Helpers shared by the CLI test binaries.
 #![allow(dead_code)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 #[path = "../../../tests/common/skip.rs"]
@@ -61,6 +61,35 @@ pub(crate) fn score_and_summarize_spec(
   ]
 }}"#
     )
+}
+
+/// A project folder the tests write files into and run `stepgraph` in (each test binary adds
+/// its own constructor).
+pub(crate) struct Project {
+    /// The folder.
+    pub(crate) dir: tempfile::TempDir,
+}
+
+impl Project {
+    /// `rel` in the folder.
+    pub(crate) fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Write `text` to `rel`, making its folders.
+    pub(crate) fn write(&self, rel: &str, text: &str) {
+        write_file(self.dir.path(), rel, text);
+    }
+
+    /// `stepgraph ARGS` in the folder (not started).
+    pub(crate) fn cmd(&self, args: &[&str]) -> Command {
+        command(self.dir.path(), args)
+    }
+
+    /// Run `stepgraph ARGS` in the folder.
+    pub(crate) fn run(&self, args: &[&str]) -> Out {
+        Out(self.cmd(args).output().expect("run stepgraph"))
+    }
 }
 
 /// What one `stepgraph` invocation gave.
