@@ -230,7 +230,8 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-fn counts_line(rec: &RunRecord) -> String {
+/// How many steps of a run ran, were reused, failed and were skipped, in words.
+pub(crate) fn counts_line(rec: &RunRecord) -> String {
     let n = |st: StepStatus| rec.steps.iter().filter(|s| s.status == st).count();
     format!(
         "{} ran, {} reused, {} failed, {} skipped",

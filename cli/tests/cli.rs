@@ -3,15 +3,11 @@
 // Tests use std::fs directly; the library uses fs_err (clippy.toml).
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 mod common;
-use common::{Out, BIN};
-
-struct Project {
-    dir: tempfile::TempDir,
-}
+use common::{Out, Project};
 
 impl Project {
     /// A project with a 2-step spec: a ParallelRunStep over text files and a summarising command.
@@ -52,31 +48,6 @@ impl Project {
   ]
 }}"#
         )
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-
-    fn write(&self, rel: &str, text: &str) {
-        let p = self.path(rel);
-        if let Some(parent) = p.parent() {
-            std::fs::create_dir_all(parent).expect("mkdir");
-        }
-        std::fs::write(p, text).expect("write");
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(BIN);
-        c.current_dir(self.dir.path())
-            .args(args)
-            .env_remove("STEPGRAPH_STORE")
-            .env("NO_COLOR", "1");
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Out {
-        Out(self.cmd(args).output().expect("run stepgraph"))
     }
 }
 

@@ -13,23 +13,7 @@ use std::path::Path;
 use std::process::Command;
 
 mod common;
-use common::{skipped, Out, BIN};
-
-/// `stepgraph ARGS` in folder `cwd`, without `STEPGRAPH_STORE`.
-fn sg(cwd: &Path, args: &[&str]) -> Out {
-    Out(Command::new(BIN)
-        .current_dir(cwd)
-        .args(args)
-        .env_remove("STEPGRAPH_STORE")
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("run stepgraph"))
-}
-
-/// Whether this is CI, where missing dependencies fail tests instead of skipping them.
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
+use common::{in_ci, sg, skipped, Out};
 
 /// Copy the folder `from` into `to`, recursively (the example's own `.stepgraph`, if a user
 /// ran it in place, is left out).

@@ -10,17 +10,13 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{Out, BIN};
+use common::{Out, Project};
 
 /// The steps of the test pipeline.
 const STEPS: [&str; 3] = ["score-docs", "summarize", "shout"];
 
 /// What the failing step writes on stderr: markup that must come out escaped.
 const EVIL: &str = "<script>alert('pwned')</script> & <b>bold</b>";
-
-struct Project {
-    dir: tempfile::TempDir,
-}
 
 impl Project {
     /// A ParallelRunStep over text files, a command summarising it, and an independent
@@ -47,47 +43,17 @@ impl Project {
         );
         p.write(
             "pipeline.json",
-            r#"{
-  "name": "pictures",
-  "datasets": {"docs": {"type": "file", "path": "data", "pattern": "*.txt"}},
-  "steps": [
-    {"name": "score-docs", "type": "parallel_run", "inputs": ["docs"], "output": "scores",
-     "parallel_run_config": {"source_directory": "scripts", "entry_script": "score.py",
-       "mini_batch_size": "3", "error_threshold": 0, "process_count_per_node": 2}},
-    {"name": "summarize", "type": "command",
-     "command": ["python3", "summarize.py", "{inputs.scores}", "{outputs.summary}"],
-     "source_directory": "scripts", "inputs": {"scores": "scores"}, "outputs": ["summary"]},
+            &common::score_and_summarize_spec(
+                "pictures",
+                3,
+                2,
+                "summary",
+                r#",
     {"name": "shout", "type": "command", "command": ["python3", "shout.py"],
-     "source_directory": "scripts"}
-  ]
-}"#,
+     "source_directory": "scripts"}"#,
+            ),
         );
         p
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-
-    fn write(&self, rel: &str, text: &str) {
-        let p = self.path(rel);
-        if let Some(parent) = p.parent() {
-            std::fs::create_dir_all(parent).expect("mkdir");
-        }
-        std::fs::write(p, text).expect("write");
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(BIN);
-        c.current_dir(self.dir.path())
-            .args(args)
-            .env_remove("STEPGRAPH_STORE")
-            .env("NO_COLOR", "1");
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Out {
-        Out(self.cmd(args).output().expect("run stepgraph"))
     }
 
     fn read(&self, rel: &str) -> String {

@@ -9,20 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 mod common;
-use common::{Out, BIN};
-
-const SPEC: &str = r#"{
-  "name": "results",
-  "datasets": {"docs": {"type": "file", "path": "data", "pattern": "*.txt"}},
-  "steps": [
-    {"name": "score-docs", "type": "parallel_run", "inputs": ["docs"], "output": "scores",
-     "parallel_run_config": {"source_directory": "scripts", "entry_script": "score.py",
-       "mini_batch_size": "2", "error_threshold": 0, "process_count_per_node": 1}},
-    {"name": "summarize", "type": "command",
-     "command": ["python3", "summarize.py", "{inputs.scores}", "{outputs.report}"],
-     "source_directory": "scripts", "inputs": {"scores": "scores"}, "outputs": ["report"]}
-  ]
-}"#;
+use common::{sg, Out, BIN};
 
 /// A project folder with a 2-step pipeline: `score-docs` (data `scores`, port `output`) and
 /// `summarize` (data `report`).
@@ -34,11 +21,7 @@ fn project() -> tempfile::TempDir {
 
 /// Write the project's files into `dir`.
 fn fill(dir: &Path) {
-    let write = |rel: &str, text: &str| {
-        let p = dir.join(rel);
-        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
-        std::fs::write(p, text).expect("write");
-    };
+    let write = |rel: &str, text: &str| common::write_file(dir, rel, text);
     for i in 1..=4 {
         write(&format!("data/doc-{i}.txt"), &format!("document {i}\n"));
     }
@@ -50,18 +33,10 @@ fn fill(dir: &Path) {
         "scripts/summarize.py",
         "import sys, os\nprint('summarizing')\nrows = open(os.path.join(sys.argv[1], 'parallel_run_step.txt')).read().splitlines()\nos.makedirs(sys.argv[2], exist_ok=True)\nopen(os.path.join(sys.argv[2], 'report.txt'), 'w').write(f'{len(rows)} rows\\n')\n",
     );
-    write("pipeline.json", SPEC);
-}
-
-/// `stepgraph ARGS` in folder `cwd`, without `STEPGRAPH_STORE`.
-fn sg(cwd: &Path, args: &[&str]) -> Out {
-    Out(Command::new(BIN)
-        .current_dir(cwd)
-        .args(args)
-        .env_remove("STEPGRAPH_STORE")
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("run stepgraph"))
+    write(
+        "pipeline.json",
+        &common::score_and_summarize_spec("results", 2, 1, "report", ""),
+    );
 }
 
 /// The run id in `run`'s last line (`run ID: succeeded …`).

@@ -49,7 +49,6 @@ pub(super) fn cmd_runs(store: &Store, json: bool) -> Result<i32> {
     let rows: Vec<Vec<String>> = runs
         .iter()
         .map(|r| {
-            let n = |st: StepStatus| r.steps.iter().filter(|s| s.status == st).count();
             vec![
                 r.id.clone(),
                 r.pipeline.clone(),
@@ -58,13 +57,7 @@ pub(super) fn cmd_runs(store: &Store, json: bool) -> Result<i32> {
                 r.finished_unix_ms
                     .map(|f| render::duration(f.saturating_sub(r.started_unix_ms)))
                     .unwrap_or_else(|| "-".into()),
-                format!(
-                    "{} ran, {} reused, {} failed, {} skipped",
-                    n(StepStatus::Ran),
-                    n(StepStatus::Reused),
-                    n(StepStatus::Failed),
-                    n(StepStatus::Skipped)
-                ),
+                crate::report::counts_line(r),
             ]
         })
         .collect();
