@@ -154,6 +154,11 @@ fn explain(
 
 #[test]
 fn a_tabular_scoring_script_loads_its_pickled_model_and_logs_metrics() -> TestResult {
+    if !crate::parallel_run::support::pandas_or_skip(
+        "Azure tabular scoring with a model (DataFrames)",
+    ) {
+        return Ok(());
+    }
     let ws = iris_project(1)?;
     let store = ws.store();
     let (run, _) = run_pipeline(&store, &load(&ws)?);
@@ -187,6 +192,11 @@ fn a_tabular_scoring_script_loads_its_pickled_model_and_logs_metrics() -> TestRe
 
 #[test]
 fn a_changed_model_reruns_its_step_and_explain_names_it() -> TestResult {
+    if !crate::parallel_run::support::pandas_or_skip(
+        "Azure tabular scoring with a model (DataFrames)",
+    ) {
+        return Ok(());
+    }
     let ws = iris_project(1)?;
     let store = ws.store();
     let pipeline = load(&ws)?;
