@@ -1,7 +1,7 @@
 """Entry script for bench/tabular_rss.sh: one short row (`id,number_of_columns`) per input
-row. The harness hands run() a pandas DataFrame when pandas is importable, else a list of
-dicts (one per CSV row); either is read by the worker from the mini-batch's byte ranges, so
-the engine never holds the rows."""
+row. The harness hands run() a pandas DataFrame (the default `tabular_format`; pandas must be
+installed) or, with `tabular_format` records, a list of dicts (one per CSV row); either is
+read by the worker from the mini-batch's byte ranges, so the engine never holds the rows."""
 
 
 def init():
