@@ -35,6 +35,9 @@ pub struct CommandStep {
     env_passthrough: Vec<String>,
     models: Vec<Model>,
     environment: Option<crate::environment::Environment>,
+    /// The environment as loaded (its requirements file read) when the step was declared:
+    /// what its key covers is what `execute` builds, even if the file changes meanwhile.
+    loaded_environment: std::sync::OnceLock<crate::environment::Environment>,
 }
 
 impl CommandStep {
@@ -52,6 +55,7 @@ impl CommandStep {
             env_passthrough: Vec::new(),
             models: Vec::new(),
             environment: None,
+            loaded_environment: Default::default(),
         }
     }
 
@@ -61,6 +65,7 @@ impl CommandStep {
     /// fingerprint component.
     pub fn environment(mut self, env: impl Into<crate::environment::Environment>) -> Self {
         self.environment = Some(env.into());
+        self.loaded_environment = Default::default();
         self
     }
 
@@ -175,6 +180,8 @@ impl Step for CommandStep {
             if let Some(c) = env.component() {
                 def = def.computed(crate::environment::ENVIRONMENT_COMPONENT, c);
             }
+            // Kept for `execute`; a step object is declared once per pipeline it is built into.
+            let _ = self.loaded_environment.set(env);
         }
         Ok(self
             .ports
@@ -232,8 +239,14 @@ impl Step for CommandStep {
         // The environment was built when the step was resolved; this finds it.
         let built = match &self.environment {
             Some(env) => {
-                let mut env = env.clone();
-                env.load().context("environment")?;
+                let env = match self.loaded_environment.get() {
+                    Some(loaded) => loaded.clone(),
+                    None => {
+                        let mut env = env.clone();
+                        env.load().context("environment")?;
+                        env
+                    }
+                };
                 env.ensure_built(&ctx.envs_dir()).context("environment")?
             }
             None => None,
