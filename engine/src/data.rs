@@ -239,7 +239,15 @@ pub(crate) fn list_files(
         path: root.to_path_buf(),
         source: e.into(),
     })?;
-    let meta = fs_err::metadata(root)?;
+    let meta = match fs_err::metadata(root) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(FilesError::Missing {
+                path: root.to_path_buf(),
+            })
+        }
+        Err(e) => return Err(e.into()),
+    };
     if meta.is_dir() && is_store_dir(root) {
         return Err(FilesError::IsAStore {
             path: root.to_path_buf(),

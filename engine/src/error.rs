@@ -346,6 +346,12 @@ pub enum FilesError {
         /// How many files the folder holds.
         files: usize,
     },
+    /// A dataset path that does not exist.
+    #[error("{} does not exist", path.display())]
+    Missing {
+        /// The path given.
+        path: PathBuf,
+    },
     /// A source folder that is not a folder.
     #[error("{} is not a folder", path.display())]
     NotAFolder {

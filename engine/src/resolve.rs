@@ -199,6 +199,7 @@ fn resolve_input(
         message,
     };
     let files_err = |e: FilesError| input_err(e.to_string());
+    let dataset_err = |name: &str, e: FilesError| input_err(format!("dataset {name:?}: {e}"));
     let resolved = match &binding.source {
         DataSource::Pipeline(_) => {
             let (from, port) = pipeline
@@ -231,12 +232,12 @@ fn resolve_input(
             (r.path.clone(), InputKind::Files(files), manifest)
         }
         DataSource::Files(ds) => {
-            let files = ds.list().map_err(files_err)?;
+            let files = ds.list().map_err(|e| dataset_err(&ds.name, e))?;
             let manifest = hash_all(&files, store, verify).map_err(files_err)?;
             (ds.path.clone(), InputKind::Files(files), manifest)
         }
         DataSource::Tabular(ds) => {
-            let files = ds.list().map_err(files_err)?;
+            let files = ds.list().map_err(|e| dataset_err(&ds.name, e))?;
             let manifest = hash_all(&files, store, verify).map_err(files_err)?;
             let path = ds.paths.first().cloned().unwrap_or_default();
             (

@@ -92,3 +92,19 @@ fn bad_glob_is_an_error() {
     let ds = FileDataset::from_files("x", ".").with_pattern("a[");
     assert!(ds.list().is_err());
 }
+
+#[test]
+fn a_missing_dataset_path_is_said_to_not_exist() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let missing = dir.path().join("iriss");
+    let err = FileDataset::from_files("iris", &missing)
+        .list()
+        .err()
+        .ok_or("listed a missing folder")?;
+    assert!(matches!(err, FilesError::Missing { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        format!("{} does not exist", missing.display())
+    );
+    Ok(())
+}
