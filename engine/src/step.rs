@@ -195,6 +195,12 @@ impl<'a> StepContext<'a> {
         self.store.root()
     }
 
+    /// The step's metrics file in its run folder (`runs/<id>/<step>/metrics.jsonl`), where
+    /// the `azureml` shim's `Run.log` writes and `stepgraph runs show` reads.
+    pub fn metrics_file(&self) -> PathBuf {
+        self.store.run_layout(self.run_id).metrics_file(self.step)
+    }
+
     /// The store's folder of built environments (`envs/`), shared by every step and kept by
     /// `cache gc` while an entry names an environment in it.
     pub fn envs_dir(&self) -> PathBuf {

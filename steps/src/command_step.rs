@@ -325,9 +325,13 @@ impl CommandStep {
         input_paths: &BTreeMap<String, PathBuf>,
         pythonpath: Option<&OsString>,
     ) -> Result<BTreeMap<OsString, OsString>, StepError> {
-        let step_dir = ctx.log_dir.parent().unwrap_or(ctx.work_dir);
-        let mut env =
-            crate::models::environment(ctx.step, step_dir, ctx.work_dir, ctx.models, input_paths)?;
+        let mut env = crate::models::environment(
+            ctx.step,
+            &ctx.metrics_file(),
+            ctx.work_dir,
+            ctx.models,
+            input_paths,
+        )?;
         if !self.models.is_empty() {
             let shim = ctx.work_dir.join(".azureml-shim");
             crate::parallel_run::install_azureml(&shim).context("writing the azureml shim")?;

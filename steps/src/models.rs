@@ -8,7 +8,6 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
-use stepgraph_engine::METRICS_FILE;
 use stepgraph_engine::{BuildError, ErrorContext, Model, ResolvedModel, StepError};
 
 /// The step's name, for the shim's messages.
@@ -48,24 +47,21 @@ pub(crate) fn check(step: &str, models: &[Model]) -> Result<(), BuildError> {
     Ok(())
 }
 
-/// The environment the shim reads, for a step `step` whose run folder is `step_dir`, with its
+/// The environment the shim reads, for a step `step` whose metrics go to `metrics_file`, with its
 /// models laid out under `<work_dir>/azureml-models` and its named inputs `inputs`.
 ///
 /// # Errors
 /// A [`StepError`] naming the model file that could not be copied.
 pub(crate) fn environment(
     step: &str,
-    step_dir: &Path,
+    metrics_file: &Path,
     work_dir: &Path,
     models: &BTreeMap<String, ResolvedModel>,
     inputs: &BTreeMap<String, PathBuf>,
 ) -> Result<BTreeMap<OsString, OsString>, StepError> {
     let mut env = BTreeMap::new();
     env.insert(STEP_NAME_VAR.into(), step.into());
-    env.insert(
-        METRICS_VAR.into(),
-        step_dir.join(METRICS_FILE).into_os_string(),
-    );
+    env.insert(METRICS_VAR.into(), metrics_file.as_os_str().to_os_string());
     let named: serde_json::Map<String, serde_json::Value> = inputs
         .iter()
         .map(|(k, v)| (k.clone(), json!(v.to_string_lossy())))
@@ -133,7 +129,13 @@ mod tests {
         // Twice: a second try lays the models out again over the read-only first copy.
         let mut env = BTreeMap::new();
         for _ in 0..2 {
-            env = environment("score", dir.path(), &work, &models, &inputs)?;
+            env = environment(
+                "score",
+                &dir.path().join("metrics.jsonl"),
+                &work,
+                &models,
+                &inputs,
+            )?;
         }
         let var = |k: &str| env[&OsString::from(k)].to_string_lossy().into_owned();
         let root = work.join("azureml-models");

@@ -250,8 +250,13 @@ fn shim_env(
                 .or_insert_with(|| input.path.clone());
         }
     }
-    let step_dir = ctx.log_dir.parent().unwrap_or(ctx.work_dir);
-    crate::models::environment(ctx.step, step_dir, ctx.work_dir, ctx.models, &named)
+    crate::models::environment(
+        ctx.step,
+        &ctx.metrics_file(),
+        ctx.work_dir,
+        ctx.models,
+        &named,
+    )
 }
 
 /// `n` instances of an in-process Rust entry.
