@@ -10,7 +10,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[command(name = "stepgraph", version, about, long_about = None, after_help = EXAMPLES)]
 pub struct Cli {
     /// The store folder (objects, cache, runs). Default: the nearest `.stepgraph` in the
-    /// current folder or a parent, else the `.stepgraph` next to the spec (made when missing).
+    /// current folder or a parent, else the `.stepgraph` next to the spec (made when missing
+    /// by commands given a spec; the others refuse a folder that does not exist).
     #[arg(long, global = true, env = "STEPGRAPH_STORE", value_name = "DIR")]
     pub store: Option<PathBuf>,
     /// Wait for another process using the store instead of failing.

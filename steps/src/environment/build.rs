@@ -6,9 +6,6 @@ use super::*;
 /// A built environment in the store.
 #[derive(Debug, Clone)]
 pub(crate) struct BuiltEnv {
-    /// The environment hash.
-    #[allow(dead_code)]
-    pub(crate) hash: String,
     /// `envs/<hash>/`.
     pub(crate) dir: PathBuf,
     /// The resolved packages (`name==version`, sorted).

@@ -255,11 +255,11 @@ impl Environment {
         lock.lock()?;
         let dir = envs.join(&hash);
         if let Some(freeze) = read_freeze(&dir) {
-            return Ok(Some(BuiltEnv { hash, dir, freeze }));
+            return Ok(Some(BuiltEnv { dir, freeze }));
         }
         let freeze = build(&dir, &probe.executable, &self.requirements)?;
         drop(lock);
-        Ok(Some(BuiltEnv { hash, dir, freeze }))
+        Ok(Some(BuiltEnv { dir, freeze }))
     }
 
     /// The component's value (see the module doc).
