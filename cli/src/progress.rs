@@ -149,8 +149,18 @@ impl BarSink {
         }
         bar.set_position(p.done);
         let secs = started.elapsed().as_secs_f64().max(0.001);
+        // An incremental step: the reused mini-batches apart from those it runs.
+        let reused = if p.reused > 0 {
+            format!(
+                "{} reused, {} to run, ",
+                stepgraph_engine::grouped(p.reused),
+                stepgraph_engine::grouped(p.total.saturating_sub(p.reused))
+            )
+        } else {
+            String::new()
+        };
         bar.set_message(format!(
-            "{:.0} items/s, {} failed items, {} failed {units}",
+            "{reused}{:.0} items/s, {} failed items, {} failed {units}",
             p.items as f64 / secs,
             p.failed_items,
             p.failed_units
@@ -166,6 +176,7 @@ struct Figures<'a> {
     items: u64,
     failed_items: u64,
     failed_units: u64,
+    reused: u64,
 }
 
 impl<'a> Figures<'a> {
@@ -180,6 +191,7 @@ impl<'a> Figures<'a> {
                 items,
                 failed_items,
                 failed_units,
+                reused,
             } => Some((
                 step,
                 Figures {
@@ -189,6 +201,7 @@ impl<'a> Figures<'a> {
                     items: *items,
                     failed_items: *failed_items,
                     failed_units: *failed_units,
+                    reused: *reused,
                 },
             )),
             _ => None,

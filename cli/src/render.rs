@@ -464,3 +464,4 @@ mod tests {
         assert_eq!(plural(""), "units");
     }
 }
+

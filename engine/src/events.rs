@@ -90,6 +90,9 @@ pub enum Event {
         failed_items: u64,
         /// Units failed.
         failed_units: u64,
+        /// Units reused from the unit memo (an incremental step), counted in `done`.
+        #[serde(default)]
+        reused: u64,
     },
     /// A message from a step (retries, worker restarts, resumes).
     Message {
@@ -181,6 +184,7 @@ mod tests {
             items: 7,
             failed_items: 1,
             failed_units: 1,
+            reused: 0,
         };
         let v = serde_json::to_value(&e).unwrap();
         assert_eq!(

@@ -75,7 +75,7 @@ pub use fingerprint::{
 };
 pub use graph::{Edge, GraphBuilder, Node};
 pub use model::{
-    GraphSnapshot, SnapshotDataEdge, SnapshotEdge, SnapshotNode, SnapshotPort, StepCounts,
+    grouped, GraphSnapshot, SnapshotDataEdge, SnapshotEdge, SnapshotNode, SnapshotPort, StepCounts,
     StepStatus,
 };
 pub use module_def::{
@@ -99,5 +99,5 @@ pub use store::records::{
 pub use store::{
     hash_file_uncached, is_store_dir, now_unix_ms, DroppedEntry, EntryUsage, GcOptions, GcReport,
     OpenOptions, ProgressLog, ProgressRecord, RemovedEntry, RunLayout, RunsReport, Store,
-    StoreUsage, VerifyReport, METRICS_FILE, RUN_MARGIN, STORE_MARKER,
+    StoreUsage, UnitRecord, UnitWriter, VerifyReport, METRICS_FILE, RUN_MARGIN, STORE_MARKER,
 };

@@ -25,6 +25,9 @@ pub struct StepCounts {
     pub failed_units: u64,
     /// Units taken from an interrupted earlier run instead of being run again.
     pub resumed_units: u64,
+    /// Units whose result was reused from the store's unit memo (an incremental step's
+    /// mini-batches whose content an earlier run already processed).
+    pub reused_units: u64,
 }
 
 impl StepCounts {
@@ -43,6 +46,19 @@ impl StepCounts {
     }
 }
 
+/// A count as people read it: a comma between groups of three digits (`12,345`).
+pub fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// How [`StepCounts`] is read: today's field names, and those of records written before the
 /// counters were generic (`mini_batches`, … without a unit name).
 #[derive(Deserialize)]
@@ -59,6 +75,8 @@ struct StepCountsRecord {
     failed_units: u64,
     #[serde(default, alias = "resumed_mini_batches")]
     resumed_units: u64,
+    #[serde(default)]
+    reused_units: u64,
 }
 
 /// The unit of records written before units were named: only ParallelRunStep counted units.
@@ -78,6 +96,7 @@ impl From<StepCountsRecord> for StepCounts {
             units: r.units,
             failed_units: r.failed_units,
             resumed_units: r.resumed_units,
+            reused_units: r.reused_units,
         }
     }
 }
@@ -182,6 +201,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn digits_are_grouped_by_three() {
+        assert_eq!(grouped(0), "0");
+        assert_eq!(grouped(999), "999");
+        assert_eq!(grouped(1000), "1,000");
+        assert_eq!(grouped(1_234_567), "1,234,567");
+    }
+
+    #[test]
     fn counts_written_before_units_were_named_still_load() {
         let old = r#"{"items":12,"failed_items":1,"mini_batches":3,"failed_mini_batches":1,"resumed_mini_batches":2}"#;
         let c: StepCounts = serde_json::from_str(old).unwrap();
@@ -194,6 +221,7 @@ mod tests {
                 units: 3,
                 failed_units: 1,
                 resumed_units: 2,
+                reused_units: 0,
             }
         );
         let none = r#"{"items":0,"failed_items":0,"mini_batches":0,"failed_mini_batches":0,"resumed_mini_batches":0}"#;

@@ -13,7 +13,9 @@ use crate::events::{Event, EventSink};
 use crate::graph::GraphBuilder;
 use crate::model::StepCounts;
 use crate::module_def::ModuleDef;
-use crate::store::{ProgressLog, Store};
+use crate::fingerprint::Fingerprint;
+use crate::store::records::ObjectRef;
+use crate::store::{ProgressLog, Store, UnitRecord, UnitWriter};
 
 /// What a step builder knows about the pipeline it is added to.
 #[derive(Debug, Clone, Default)]
@@ -157,6 +159,11 @@ pub struct StepContext<'a> {
     /// Whether the step may resume from progress an interrupted run left (false when the run
     /// must recompute it: `--force`, allow_reuse off, regenerate_outputs).
     pub resume: bool,
+    /// The step's fingerprint for this run (its components, from which `key` is made): a
+    /// step that memoises units keys them by the components they depend on.
+    pub fingerprint: &'a Fingerprint,
+    /// The unit memo records the step's output was gathered from ([`StepContext::record_units`]).
+    pub(crate) units: &'a std::sync::Mutex<Vec<String>>,
 }
 
 impl<'a> StepContext<'a> {
@@ -187,6 +194,36 @@ impl<'a> StepContext<'a> {
     /// progress (`progress/<key>.<step>.d`). Not created here.
     pub fn staging_dir(&self) -> PathBuf {
         self.store.staging_dir(&self.progress_id())
+    }
+
+    /// The memoised unit `key` (an incremental step's mini-batch), when the store has it and
+    /// its objects ([`Store::unit_get`]).
+    ///
+    /// # Errors
+    /// Db errors.
+    pub fn unit_get(&self, key: &str) -> Result<Option<UnitRecord>, StoreError> {
+        self.store.unit_get(key)
+    }
+
+    /// A writer of unit records into the store's unit memo.
+    pub fn unit_writer(&self) -> UnitWriter<'a> {
+        self.store.unit_writer()
+    }
+
+    /// The bytes of a stored object (a unit's result), checked against its hash.
+    ///
+    /// # Errors
+    /// A missing or damaged object, I/O errors.
+    pub fn read_object(&self, obj: &ObjectRef) -> Result<Vec<u8>, StoreError> {
+        self.store.read_object(obj)
+    }
+
+    /// Say which unit records this execution's output was gathered from: the cache entry
+    /// names them, so `cache gc` keeps them as long as it keeps the entry.
+    pub fn record_units(&self, keys: Vec<String>) {
+        if let Ok(mut u) = self.units.lock() {
+            *u = keys;
+        }
     }
 
     /// The store's folder. A step that copies or lists folders leaves it out (a store is
@@ -249,6 +286,8 @@ mod tests {
             events: &NullSink,
             cancel: &cancel,
             resume: true,
+            fingerprint: &Fingerprint::default(),
+            units: &std::sync::Mutex::new(Vec::new()),
         };
         assert_eq!(ctx.store_dir(), store.root());
         let staging = ctx.staging_dir();

@@ -43,3 +43,7 @@ mod resume;
 // Tests for datasets as Azure builds them: partition_format on files and tables,
 // partition_keys on files, mini_batch_context.dataset, patterns leaving stray files out.
 mod datasets;
+
+// Tests for incremental steps: content-defined mini-batches memoised one by one, reruns that
+// run only changed mini-batches and gather a from-scratch run's output.
+mod incremental;

@@ -151,11 +151,11 @@ impl<'a> NodeExec<'a> {
             record.duration_ms = t0.elapsed().as_millis() as u64;
             return NodeOutcome::DamagedUpstream { record, damaged };
         }
-        let counts = match self.run_step(&job, node, &prepared, &keyed, reusable) {
-            Ok(counts) => counts,
+        let (counts, units) = match self.run_step(&job, node, &prepared, &keyed, reusable) {
+            Ok(done) => done,
             Err(e) => return self.fail(record, e.to_string(), t0),
         };
-        self.store_outputs(record, prepared, keyed, counts, t0)
+        self.store_outputs(record, prepared, keyed, (counts, units), t0)
     }
 
     /// Why a step that is not reused runs, in the plan's words (`RunReason`).
@@ -229,8 +229,8 @@ impl<'a> NodeExec<'a> {
         NodeOutcome::Failed(record)
     }
 
-    /// Run the step in fresh folders; its counters, or why it failed (including inputs that
-    /// changed while it ran).
+    /// Run the step in fresh folders; its counters and the unit memo records its output was
+    /// gathered from, or why it failed (including inputs that changed while it ran).
     fn run_step(
         &self,
         job: &Job,
@@ -238,7 +238,7 @@ impl<'a> NodeExec<'a> {
         prepared: &Prepared,
         keyed: &Keyed,
         resume: bool,
-    ) -> Result<StepCounts, StepError> {
+    ) -> Result<(StepCounts, Vec<String>), StepError> {
         let name = &node.name;
         let def = &node.module_def;
         self.events.emit(&Event::StepStarted {
@@ -266,6 +266,7 @@ impl<'a> NodeExec<'a> {
                 (p.name.clone(), v.clone())
             })
             .collect();
+        let units_used = std::sync::Mutex::new(Vec::new());
         let ctx = StepContext {
             step: name,
             pipeline: self.pipeline.name(),
@@ -283,6 +284,8 @@ impl<'a> NodeExec<'a> {
             events: self.events,
             cancel: &self.opts.cancel,
             resume,
+            fingerprint: &prepared.fingerprint,
+            units: &units_used,
         };
         let counts = catch_step(|| node.step.execute(&ctx))?;
         if self.opts.cancel.is_cancelled() {
@@ -290,7 +293,10 @@ impl<'a> NodeExec<'a> {
         }
         match self.inputs_changed_while_running(job, prepared) {
             Some(why) => Err(StepError::new(why)),
-            None => Ok(counts),
+            None => Ok((
+                counts,
+                units_used.into_inner().unwrap_or_else(|p| p.into_inner()),
+            )),
         }
     }
 
@@ -327,7 +333,7 @@ impl<'a> NodeExec<'a> {
         mut record: StepRecord,
         prepared: Prepared,
         keyed: Keyed,
-        counts: StepCounts,
+        (counts, units): (StepCounts, Vec<String>),
         t0: Instant,
     ) -> NodeOutcome {
         let mut manifests: BTreeMap<String, OutputManifest> = BTreeMap::new();
@@ -360,6 +366,7 @@ impl<'a> NodeExec<'a> {
             run_id: self.run_id.to_string(),
             duration_ms,
             created_unix_ms: now_unix_ms(),
+            units,
         };
         if let Err(e) = self.store.cache_put(&entry) {
             return self.fail(record, e.to_string(), t0);

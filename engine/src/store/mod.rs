@@ -4,7 +4,8 @@
 //! - `.stepgraph-store`: the marker that makes any folder recognisable as a store
 //!   ([`is_store_dir`]), so datasets and source snapshots skip it.
 //! - `lock`: held (flock) by the one process using the store; holds its pid and start time.
-//! - `db/`: sled, trees `cache`, `runs`, `latest`, `filehash`, `progress`.
+//! - `db/`: sled, trees `cache`, `runs`, `latest`, `filehash`, `progress`, `units` (the unit
+//!   memo of incremental steps, [`UnitRecord`]).
 //! - `entries/<key>.json`, `runs/<run-id>/run.json`: JSON copies of the cache entries and run
 //!   records, from which a database that cannot be opened is rebuilt.
 //! - `objects/ab/cdef...`: read-only files named by their blake3 hash.
@@ -28,6 +29,7 @@ mod progress;
 pub(crate) mod records;
 mod retention;
 mod room;
+mod units;
 mod verify;
 
 use std::collections::BTreeSet;
@@ -39,6 +41,7 @@ pub use filehash::hash_file_uncached;
 pub use layout::{RunLayout, METRICS_FILE};
 pub use marker::{is_store_dir, STORE_MARKER};
 pub use progress::{ProgressLog, ProgressRecord};
+pub use units::{UnitRecord, UnitWriter};
 use records::{CacheEntry, LatestRecord, RunRecord, RunStatus};
 pub use retention::{EntryUsage, GcOptions, GcReport, RemovedEntry, RunsReport, StoreUsage};
 pub use verify::{DroppedEntry, VerifyReport};
@@ -70,6 +73,7 @@ pub struct Store {
     latest: sled::Tree,
     filehash: sled::Tree,
     progress: sled::Tree,
+    units: sled::Tree,
     warnings: Vec<String>,
     /// Runs found `running` at open whose record could not be rewritten (a full disk): shown
     /// as interrupted all the same.
@@ -162,6 +166,7 @@ impl Store {
             latest: tree("latest")?,
             filehash: tree("filehash")?,
             progress: tree("progress")?,
+            units: tree("units")?,
             root,
             _lock: lock,
             db,
@@ -264,7 +269,7 @@ impl Store {
     /// sled damages its log when a write fails half-way on a full disk: with less than
     /// [`SLED_ROOM`] free, refuse before handing it a write (the JSON copy is written, so a
     /// rebuild still finds the record).
-    fn check_sled_room(&self) -> Result<(), StoreError> {
+    pub(super) fn check_sled_room(&self) -> Result<(), StoreError> {
         match free_bytes(&self.root) {
             Some(free) if free < SLED_ROOM as u64 => Err(StoreError::DiskFull {
                 path: self.root.clone(),

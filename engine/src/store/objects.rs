@@ -112,7 +112,7 @@ impl Store {
         Ok(OutputManifest { hash, files })
     }
 
-    fn put_object(
+    pub(super) fn put_object(
         &self,
         src: &Path,
         touched: &mut BTreeSet<PathBuf>,

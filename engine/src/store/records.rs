@@ -52,6 +52,10 @@ pub struct CacheEntry {
     pub duration_ms: u64,
     /// When it was written (Unix ms).
     pub created_unix_ms: u64,
+    /// The unit memo records the output was gathered from (an incremental step's
+    /// mini-batches): kept by `cache gc` as long as this entry is.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub units: Vec<String>,
 }
 
 /// One step's line in a run record.

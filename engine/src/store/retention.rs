@@ -86,6 +86,10 @@ pub struct GcReport {
     pub still_linked_bytes: u64,
     /// Progress files and staging folders removed.
     pub progress: u64,
+    /// Unit memo records (an incremental step's mini-batches) removed.
+    pub units: u64,
+    /// Unit memo records kept.
+    pub units_kept: u64,
     /// Environments (`envs/<hash>/`) no remaining entry holds, removed.
     pub envs: u64,
     /// The store's disk usage before.
@@ -327,15 +331,37 @@ impl Store {
         };
         // 1. The entries: their JSON copies, then the index (one flush).
         self.sweep_entries(&mut sweep)?;
-        // 2. Objects no remaining entry names.
-        let referenced: HashSet<&str> = remaining.iter().flat_map(|e| object_hashes(e)).collect();
+        // 2. Unit memo records no remaining entry names (and that are not progress).
+        let units = self.unit_entries()?;
+        let gone_units = policy::unit_candidates(
+            &units,
+            &entries,
+            &remaining,
+            opts.older_than,
+            now_unix_ms(),
+        );
+        let gone_unit_keys: HashSet<&str> = gone_units.iter().map(|u| u.key.as_str()).collect();
+        sweep.report.units = gone_units.len() as u64;
+        sweep.report.units_kept = (units.len() - gone_units.len()) as u64;
+        if !opts.dry_run {
+            self.units_remove(gone_unit_keys.iter().copied())?;
+        }
+        // 3. Objects no remaining entry or unit names.
+        let mut referenced: HashSet<&str> =
+            remaining.iter().flat_map(|e| object_hashes(e)).collect();
+        referenced.extend(
+            units
+                .iter()
+                .filter(|u| !gone_unit_keys.contains(u.key.as_str()))
+                .flat_map(|u| u.objects.values().map(|o| o.hash.as_str())),
+        );
         self.sweep_objects(&mut sweep, &stats, &referenced)?;
-        // 3. Temp files of interrupted writes, JSON copies the index does not know, databases
+        // 4. Temp files of interrupted writes, JSON copies the index does not know, databases
         // moved aside, run folders without a record.
         self.sweep_leftovers(&mut sweep, &runs)?;
-        // 4. Progress nobody can resume from: no committed records, or already cached.
+        // 5. Progress nobody can resume from: no committed records, or already cached.
         self.sweep_progress(&mut sweep, &running)?;
-        // 5. Environments no remaining entry holds (and failed builds).
+        // 6. Environments no remaining entry holds (and failed builds).
         let envs = super::envs::referenced(remaining.iter().copied());
         self.sweep_envs(&mut sweep, &envs)?;
         let mut report = sweep.report;

@@ -256,6 +256,7 @@ pub struct ParallelRunConfig {
     run_invocation_timeout: Duration,
     run_max_try: u32,
     partition_keys: Option<Vec<String>>,
+    incremental: bool,
     environment: crate::environment::Environment,
     tabular_format: TabularInput,
     logging_level: String,
@@ -390,6 +391,12 @@ impl ParallelRunConfig {
         self.partition_keys.as_deref()
     }
 
+    /// Whether mini-batches are content-defined and memoised one by one (see
+    /// `partition::cdc` and the README's "Incremental runs").
+    pub fn incremental(&self) -> bool {
+        self.incremental
+    }
+
     /// The base interpreter for Python entries (default `python3`).
     pub fn environment(&self) -> &str {
         self.environment.interpreter()
@@ -433,7 +440,7 @@ impl ParallelRunConfig {
             }
             Entry::Rust { version, .. } => json!({"type": "rust", "version": version}),
         };
-        json!({
+        let mut v = json!({
             "entry": entry,
             "mini_batch_size": self.mini_batch_size.as_ref().map(MiniBatchSize::as_str),
             "error_threshold": self.error_threshold.to_azure(),
@@ -446,7 +453,14 @@ impl ParallelRunConfig {
             "run_max_try": self.run_max_try,
             "partition_keys": self.partition_keys,
             "tabular_format": self.tabular_format.as_str(),
-        })
+        });
+        // Only when on, so the keys of every step written before it existed stay the same.
+        if self.incremental {
+            if let Some(o) = v.as_object_mut() {
+                o.insert("incremental".into(), Value::Bool(true));
+            }
+        }
+        v
     }
 }
 

@@ -10,11 +10,12 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
 use serde_json::{json, Value};
-use stepgraph_engine::{Event, ProgressLog, StepContext, StepCounts, StepError};
+use stepgraph_engine::{Event, StepContext, StepCounts, StepError};
 
 use super::config::{Limit, ParallelRunConfig};
 use super::gather::{Gatherer, Piece};
 use super::partition::MiniBatchSpec;
+use super::results::Results;
 use super::worker::{KillHandle, TryOutcome, Worker};
 use super::writes::WriteWatch;
 
@@ -157,14 +158,18 @@ pub(crate) struct Dispatch<'a, 'log> {
     pub(crate) specs: &'a [MiniBatchSpec],
     /// The indices of the mini-batches to run, in order.
     pub(crate) pending: Vec<u64>,
-    /// The records of the mini-batches an earlier run committed, by index.
+    /// The records of the mini-batches an earlier run committed (or, for an incremental
+    /// step, the memo holds), by index.
     pub(crate) resumed: &'a BTreeMap<u64, Value>,
+    /// Whether `resumed` were reused from the unit memo (an incremental step) rather than
+    /// resumed from an interrupted run: they are counted apart.
+    pub(crate) reused: bool,
     /// The workers: one thread each.
     pub(crate) workers: Vec<Box<dyn Worker>>,
     /// Handles that kill the process workers when the run stops.
     pub(crate) kill: Vec<KillHandle>,
     /// Where finished mini-batches are committed.
-    pub(crate) log: &'a mut ProgressLog<'log>,
+    pub(crate) log: &'a mut Results<'log>,
     /// append_row: gathers the rows in index order while mini-batches finish.
     pub(crate) gatherer: Option<&'a mut Gatherer>,
     /// summary_only: watches the files entries write.
@@ -189,6 +194,7 @@ impl Dispatch<'_, '_> {
             specs,
             pending,
             resumed,
+            reused,
             workers,
             kill,
             log,
@@ -199,6 +205,9 @@ impl Dispatch<'_, '_> {
         let n_workers = workers.len();
         let stop = AtomicBool::new(false);
         let mut c = Coordinator::new(ctx, config, specs, resumed, &stop, &kill);
+        if reused {
+            c.counts.reused_units = std::mem::take(&mut c.counts.resumed_units);
+        }
         c.queue = pending.into();
         c.emit_progress();
         let (job_tx, job_rx) = unbounded::<u64>();
@@ -286,7 +295,7 @@ fn run_watched(
 
 /// Where the coordinator puts what finished.
 struct Sinks<'a, 'log> {
-    log: &'a mut ProgressLog<'log>,
+    log: &'a mut Results<'log>,
     gatherer: Option<&'a mut Gatherer>,
     watch: Option<&'a WriteWatch>,
     sys_log: &'a mut dyn Write,
@@ -388,6 +397,7 @@ impl<'a> Coordinator<'a> {
             items: self.counts.items,
             failed_items: self.counts.failed_items,
             failed_units: self.counts.failed_units,
+            reused: self.counts.reused_units,
         });
     }
 

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use stepgraph_engine::{
-    ErrorContext, InputKind, ProgressLog, ProgressRecord, StepContext, StepCounts, StepError,
+    grouped, ErrorContext, InputKind, ProgressLog, StepContext, StepCounts, StepError,
 };
 
 use super::config::OutputAction;
@@ -16,7 +16,8 @@ use super::partition::{self, MiniBatchSpec, PartitionValues, TabularSource};
 use super::size::BatchSize;
 use super::step::{input_port, ParallelRunStep};
 use super::workers::make_workers;
-use super::{datasets, dispatch, gather, report, writes};
+use super::results::{Memo, Results, Stored};
+use super::{datasets, dispatch, gather, incremental, report, writes};
 
 /// Mini-batches of the step's main inputs, in deterministic order.
 fn partition_inputs(
@@ -34,6 +35,8 @@ fn partition_inputs(
             .any(|f| k.iter().any(|k| f.keys().contains(k)))
     });
     let mut files: Vec<(PathBuf, PartitionValues)> = Vec::new();
+    // Each file's name relative to its dataset (where content-defined boundaries fall).
+    let mut relatives: Vec<String> = Vec::new();
     let mut sources: Vec<(TabularSource, PartitionValues)> = Vec::new();
     for (i, source) in step.inputs.iter().enumerate() {
         let port = input_port(i);
@@ -46,6 +49,7 @@ fn partition_inputs(
         match &input.kind {
             InputKind::Files(fs) => {
                 files.extend(fs.iter().map(|f| f.path.clone()).zip(values));
+                relatives.extend(fs.iter().map(|f| f.relative.clone()));
             }
             InputKind::Tabular { format, files: fs } => {
                 let format = *format;
@@ -102,7 +106,19 @@ fn partition_inputs(
                 BatchSize::Bytes(bytes) => {
                     let plain: Vec<TabularSource> =
                         sources.iter().map(|(s, _)| s.clone()).collect();
-                    partition::partition_tabular(&plain, bytes).map_err(err)?
+                    if cfg.incremental() {
+                        partition::cdc::partition_tabular_cdc(&plain, bytes).map_err(err)?
+                    } else {
+                        partition::partition_tabular(&plain, bytes).map_err(err)?
+                    }
+                }
+                BatchSize::Files(n) if cfg.incremental() => {
+                    let named: Vec<(PathBuf, String)> = files
+                        .iter()
+                        .map(|(f, _)| f.clone())
+                        .zip(relatives.iter().cloned())
+                        .collect();
+                    partition::cdc::partition_files_cdc(&named, n)
                 }
                 BatchSize::Files(n) => {
                     let plain: Vec<PathBuf> = files.iter().map(|(f, _)| f.clone()).collect();
@@ -171,19 +187,36 @@ pub(super) fn execute(
     let specs = partition_inputs(step, ctx)?;
     let (mut sys_log, user_dir) = open_logs(ctx)?;
     let staging = Staging::new(ctx);
-    let mut log = staging.open(ctx)?;
-    let committed = log.committed()?;
-    if committed.is_empty() {
-        // Nothing to resume: files left in staging by an earlier attempt must not leak in.
+    let (mut log, committed) = if cfg.incremental() {
+        memo_results(step, ctx, &specs)?
+    } else {
+        let log = staging.open(ctx)?;
+        let committed: BTreeMap<u64, Stored> = log
+            .committed()?
+            .into_iter()
+            .filter(|(i, _)| (*i as usize) < specs.len())
+            .map(|(i, r)| (i, Stored::Log(r)))
+            .collect();
+        (Results::Log(log), committed)
+    };
+    if committed.is_empty() || cfg.incremental() {
+        // Nothing to resume (an incremental step resumes from its memo, not from staged
+        // files): files left in staging by an earlier attempt must not leak in.
         staging.clear()?;
     }
     fs::create_dir_all(&staging.output_dir)?;
     let resumed: BTreeMap<u64, Value> = committed
         .iter()
-        .filter(|(i, _)| (**i as usize) < specs.len())
-        .map(|(i, r)| (*i, r.meta.clone()))
+        .map(|(i, r)| (*i, r.meta().clone()))
         .collect();
-    let pending = plan(ctx, &mut sys_log, &specs, &resumed, cfg.workers());
+    let pending = plan(
+        ctx,
+        &mut sys_log,
+        &specs,
+        &resumed,
+        cfg.incremental(),
+        cfg.workers(),
+    );
 
     let side_inputs: BTreeMap<String, PathBuf> = ctx
         .inputs
@@ -216,6 +249,7 @@ pub(super) fn execute(
         specs: &specs,
         pending,
         resumed: &resumed,
+        reused: cfg.incremental(),
         workers,
         kill,
         log: &mut log,
@@ -245,14 +279,34 @@ pub(super) fn execute(
     Ok(outcome.counts)
 }
 
+/// An incremental step's results: the unit memo, with the mini-batches it already holds
+/// (none when the step must recompute: `--force`, allow_reuse off, regenerate_outputs).
+fn memo_results<'s>(
+    step: &ParallelRunStep,
+    ctx: &StepContext<'s>,
+    specs: &[MiniBatchSpec],
+) -> Result<(Results<'s>, BTreeMap<u64, Stored>), StepError> {
+    let keys = incremental::mini_batch_keys(step, ctx, specs).context("keying mini-batches")?;
+    let mut reused = BTreeMap::new();
+    if ctx.resume {
+        for (i, key) in keys.iter().enumerate() {
+            if let Some(rec) = ctx.unit_get(key)? {
+                reused.insert(i as u64, Stored::of_unit(&rec));
+            }
+        }
+    }
+    let memo = Memo::new(ctx.unit_writer(), keys, ctx.pipeline, ctx.step);
+    Ok((Results::Memo(memo), reused))
+}
+
 /// append_row: the output is gathered in order while mini-batches finish, starting from the
-/// committed ones.
+/// committed (or reused) ones.
 fn make_gatherer(
     step: &ParallelRunStep,
     staging: &Staging,
-    committed: &BTreeMap<u64, ProgressRecord>,
+    committed: &BTreeMap<u64, Stored>,
     total: usize,
-    log: &ProgressLog<'_>,
+    log: &Results<'_>,
 ) -> Result<Option<gather::Gatherer>, StepError> {
     let cfg = &step.config;
     if cfg.output_action() != OutputAction::AppendRow || step.output.is_none() {
@@ -311,14 +365,19 @@ impl Staging {
     }
 
     /// Forget the progress records first, then move the staged files out: a crash in between
-    /// costs a full rerun, never a resume that skips mini-batches whose files were moved.
+    /// costs a full rerun, never a resume that skips mini-batches whose files were moved. An
+    /// incremental step's memo stays (it is what the next run reuses); the cache entry names
+    /// the records the output was gathered from.
     fn deliver(
         &self,
         step: &ParallelRunStep,
         ctx: &StepContext<'_>,
-        log: ProgressLog<'_>,
+        log: Results<'_>,
     ) -> Result<(), StepError> {
-        log.clear()?;
+        match log {
+            Results::Log(log) => log.clear()?,
+            Results::Memo(_) => ctx.record_units(log.unit_keys().to_vec()),
+        }
         let final_out = step.output_port().and_then(|p| ctx.outputs.get(p));
         if let Some(final_out) = final_out {
             move_contents(&self.output_dir, final_out)?;
@@ -337,16 +396,26 @@ impl Staging {
     }
 }
 
-/// The mini-batches to run (those not resumed), said in the sys log (and a message when
-/// resuming).
+/// The mini-batches to run (those not resumed or reused), said in the sys log (and a
+/// message when resuming or reusing).
 fn plan(
     ctx: &StepContext<'_>,
     sys_log: &mut impl Write,
     specs: &[MiniBatchSpec],
     resumed: &BTreeMap<u64, Value>,
+    incremental: bool,
     workers: usize,
 ) -> Vec<u64> {
-    if !resumed.is_empty() {
+    if incremental {
+        let msg = format!(
+            "incremental: {} reused, {} to run (of {} mini-batches)",
+            grouped(resumed.len() as u64),
+            grouped((specs.len() - resumed.len()) as u64),
+            grouped(specs.len() as u64)
+        );
+        let _ = writeln!(sys_log, "{msg}");
+        ctx.message("info", msg);
+    } else if !resumed.is_empty() {
         let msg = format!(
             "resuming: {} of {} mini-batches were committed by an earlier run",
             resumed.len(),

@@ -9,20 +9,22 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 
 use serde_json::Value;
-use stepgraph_engine::{ProgressLog, ProgressRecord, StepError};
+use stepgraph_engine::StepError;
 
 use super::config::AppendRowFormat;
+use super::results::{Results, Stored};
 
 /// What one mini-batch contributes to the gathered file.
 pub(crate) enum Piece {
-    /// Rows of a mini-batch that finished in this run, and where they are in the log.
+    /// Rows of a mini-batch that finished in this run, and where they are kept.
     Rows {
         rows: Vec<u8>,
         columns: Option<Vec<String>>,
-        rec: ProgressRecord,
+        rec: Stored,
     },
-    /// Rows in the progress log (committed earlier, or finished out of order).
-    Committed(ProgressRecord),
+    /// Rows kept in the progress log or the unit memo (committed earlier, reused, or
+    /// finished out of order).
+    Committed(Stored),
     /// A mini-batch that failed after all its tries: no rows.
     Nothing,
 }
@@ -53,7 +55,7 @@ impl Gatherer {
         &mut self,
         index: u64,
         piece: Piece,
-        log: &ProgressLog<'_>,
+        log: &Results<'_>,
     ) -> Result<(), StepError> {
         if index != self.next {
             let piece = match piece {
@@ -72,12 +74,12 @@ impl Gatherer {
         Ok(())
     }
 
-    fn write(&mut self, piece: Piece, log: &ProgressLog<'_>) -> Result<(), StepError> {
+    fn write(&mut self, piece: Piece, log: &Results<'_>) -> Result<(), StepError> {
         let (bytes, columns) = match piece {
             Piece::Nothing => return Ok(()),
             Piece::Rows { rows, columns, .. } => (rows, columns),
             Piece::Committed(rec) => {
-                let columns = rec.meta.get("columns").and_then(Value::as_array).map(|c| {
+                let columns = rec.meta().get("columns").and_then(Value::as_array).map(|c| {
                     c.iter()
                         .map(|v| v.as_str().unwrap_or_default().to_string())
                         .collect()

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::{object_hashes, GcOptions, GcReport, ObjStat};
 use crate::store::records::{CacheEntry, RunRecord, RunStatus};
+use crate::store::units::UnitRecord;
 
 /// The keys of the steps of runs still going.
 pub(super) fn running_keys(runs: &[RunRecord]) -> HashSet<String> {
@@ -121,4 +122,41 @@ pub(super) fn choose<'e>(
     }
     report.over_max_size = projected > max;
     chosen
+}
+
+/// The unit memo records gc removes, treated like step entries: a unit is kept while a
+/// remaining entry names it (the output it was gathered from), and a unit newer than every
+/// entry of its step is progress of a run that has not finished (resumable, like the progress
+/// files of a step key); the others go, unless `older_than` keeps them.
+pub(super) fn unit_candidates<'u>(
+    units: &'u [UnitRecord],
+    entries: &[CacheEntry],
+    remaining: &[&CacheEntry],
+    older_than: Option<std::time::Duration>,
+    now: u64,
+) -> Vec<&'u UnitRecord> {
+    let named: HashSet<&str> = remaining
+        .iter()
+        .flat_map(|e| e.units.iter().map(String::as_str))
+        .collect();
+    let mut newest: HashMap<(&str, &str), u64> = HashMap::new();
+    for e in entries {
+        let t = newest.entry((&e.pipeline, &e.step)).or_default();
+        *t = (*t).max(e.created_unix_ms);
+    }
+    let old_enough = |u: &UnitRecord| {
+        older_than.is_none_or(|d| {
+            now.saturating_sub(u.created_unix_ms) > u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+        })
+    };
+    units
+        .iter()
+        .filter(|u| !named.contains(u.key.as_str()))
+        .filter(|u| {
+            newest
+                .get(&(u.pipeline.as_str(), u.step.as_str()))
+                .is_some_and(|t| u.created_unix_ms <= *t)
+        })
+        .filter(|u| old_enough(u))
+        .collect()
 }

@@ -44,6 +44,7 @@ pub struct ParallelRunConfigBuilder {
     run_invocation_timeout: Option<i64>,
     run_max_try: Option<i64>,
     partition_keys: Option<Vec<String>>,
+    incremental: Option<bool>,
     environment: Option<Environment>,
     tabular_format: Option<String>,
     logging_level: Option<String>,
@@ -149,6 +150,10 @@ impl ParallelRunConfigBuilder {
         run_invocation_timeout: i64;
         /// Tries per mini-batch (default 3).
         run_max_try: i64;
+        /// Content-defined mini-batches, each memoised under its own key: a rerun over
+        /// changed inputs runs only the mini-batches whose content changed (default false,
+        /// Azure's exact mini-batch composition).
+        incremental: bool;
         /// The Python environment: an interpreter (`"python3"`, the default) or an
         /// [`Environment`] with requirements stepgraph installs.
         environment: impl Into<Environment>;
@@ -246,6 +251,7 @@ impl ParallelRunConfigBuilder {
             run_invocation_timeout: Duration::from_secs(run_invocation_timeout),
             run_max_try: u32::try_from(run_max_try).unwrap_or(u32::MAX),
             partition_keys: self.partition_keys,
+            incremental: self.incremental.unwrap_or(false),
             environment,
             tabular_format,
             logging_level: self.logging_level.unwrap_or_else(|| "INFO".to_string()),

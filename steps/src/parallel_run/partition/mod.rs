@@ -32,6 +32,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 
+pub mod cdc;
 mod csv;
 pub mod format;
 mod jsonl;

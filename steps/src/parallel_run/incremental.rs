@@ -1,0 +1,180 @@
+//! Incremental steps: each mini-batch's own key, so a rerun over changed inputs finds the
+//! mini-batches whose content it has already seen in the store's unit memo.
+//!
+//! A mini-batch key is blake3 over
+//! - the step's fingerprint components other than its main inputs (`inputs.*`): code,
+//!   config, arguments, environment, side inputs, models, params — anything there changes
+//!   every mini-batch's key;
+//! - the mini-batch's content: for files, each file's input port, name relative to its
+//!   dataset and content hash; for rows, each segment's format, header and record bytes;
+//!   and in both cases the partition values and `partition_key_value` the entry sees.
+
+use fs_err::File;
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use rayon::prelude::*;
+use serde_json::Value;
+use stepgraph_engine::{Fingerprint, Preimage, StepContext, StepError};
+
+use super::partition::{MiniBatchSpec, Segment};
+use super::step::{input_port, ParallelRunStep};
+
+/// Version tag of the key layout below (changing it reruns every memoised mini-batch).
+const KEY_TAG: &[u8] = b"stepgraph-mini-batch-v1\n";
+
+/// The hasher holding everything a mini-batch key shares with the step's other mini-batches.
+fn base(fingerprint: &Fingerprint) -> blake3::Hasher {
+    let mut h = blake3::Hasher::new();
+    h.update(KEY_TAG);
+    for (name, c) in &fingerprint.components {
+        if name.starts_with("inputs.") {
+            continue;
+        }
+        h.update(name.as_bytes());
+        h.update(b"=");
+        h.update(c.hash.as_bytes());
+        h.update(b"\n");
+    }
+    h
+}
+
+/// Where a file of the main inputs comes from: its port, relative name and content hash.
+type FileIdentity = (String, String, String);
+
+/// Each main-input file's identity, from the fingerprint's manifests.
+fn file_identities(
+    step: &ParallelRunStep,
+    ctx: &StepContext<'_>,
+) -> Result<HashMap<PathBuf, FileIdentity>, StepError> {
+    let mut out = HashMap::new();
+    for i in 0..step.inputs.len() {
+        let port = input_port(i);
+        let Some(input) = ctx.inputs.get(&port) else {
+            return Err(StepError::new(format!("input {port:?} was not resolved")));
+        };
+        let manifest = match ctx
+            .fingerprint
+            .components
+            .get(&format!("inputs.{port}"))
+            .map(|c| &c.preimage)
+        {
+            Some(Preimage::Manifest(m)) => m,
+            _ => {
+                return Err(StepError::new(format!(
+                    "input {port:?} has no manifest in the fingerprint"
+                )))
+            }
+        };
+        for f in input.files() {
+            let Some(hash) = manifest.get(&f.relative) else {
+                return Err(StepError::new(format!(
+                    "{}: not in the fingerprint of input {port:?}",
+                    f.path.display()
+                )));
+            };
+            out.insert(
+                f.path.clone(),
+                (port.clone(), f.relative.clone(), hash.clone()),
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// The key of every mini-batch of `specs`, in order (rows are read and hashed in parallel).
+///
+/// # Errors
+/// A file of the inputs cannot be read, or is not in the fingerprint.
+pub(crate) fn mini_batch_keys(
+    step: &ParallelRunStep,
+    ctx: &StepContext<'_>,
+    specs: &[MiniBatchSpec],
+) -> Result<Vec<String>, StepError> {
+    let base = base(ctx.fingerprint);
+    let files = file_identities(step, ctx)?;
+    specs
+        .par_iter()
+        .map(|spec| key_of(&base, &files, spec))
+        .collect()
+}
+
+fn key_of(
+    base: &blake3::Hasher,
+    files: &HashMap<PathBuf, FileIdentity>,
+    spec: &MiniBatchSpec,
+) -> Result<String, StepError> {
+    let mut h = base.clone();
+    let field = |h: &mut blake3::Hasher, bytes: &[u8]| {
+        h.update(&(bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    };
+    let (partition_key_value, partitions) = match spec {
+        MiniBatchSpec::Files {
+            files: paths,
+            partition_key_value,
+            partitions,
+        } => {
+            h.update(b"files\n");
+            for p in paths {
+                let Some((port, relative, hash)) = files.get(p) else {
+                    return Err(StepError::new(format!(
+                        "{}: not a file of the step's inputs",
+                        p.display()
+                    )));
+                };
+                field(&mut h, port.as_bytes());
+                field(&mut h, relative.as_bytes());
+                field(&mut h, hash.as_bytes());
+            }
+            (partition_key_value, partitions)
+        }
+        MiniBatchSpec::Tabular {
+            segments,
+            partition_key_value,
+            partitions,
+            ..
+        } => {
+            h.update(b"rows\n");
+            for s in segments {
+                hash_segment(&mut h, s)?;
+            }
+            (partition_key_value, partitions)
+        }
+    };
+    let values = serde_json::json!({
+        "partition_key_value": partition_key_value,
+        "partitions": partitions,
+    });
+    field(
+        &mut h,
+        stepgraph_engine::canonical_json(&values).as_bytes(),
+    );
+    Ok(h.finalize().to_hex().to_string())
+}
+
+/// Hash a segment's format, header bytes and record bytes (with their lengths).
+fn hash_segment(h: &mut blake3::Hasher, s: &Segment) -> Result<(), StepError> {
+    use fs_err::os::unix::fs::FileExt;
+    let format = Value::String(format!("{:?}", s.format));
+    h.update(format.to_string().as_bytes());
+    let file = File::open(&s.path)?;
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut feed = |start: u64, end: u64| -> Result<(), StepError> {
+        h.update(&end.saturating_sub(start).to_le_bytes());
+        let mut at = start;
+        while at < end {
+            let n = usize::try_from((end - at).min(buf.len() as u64)).unwrap_or(buf.len());
+            let chunk = buf.get_mut(..n).unwrap_or_default();
+            file.read_exact_at(chunk, at)?;
+            h.update(chunk);
+            at += n as u64;
+        }
+        Ok(())
+    };
+    feed(0, s.header_end)?;
+    for &(start, end) in &s.ranges {
+        feed(start, end)?;
+    }
+    Ok(())
+}
