@@ -398,6 +398,16 @@ pub(crate) fn graph_mermaid(g: &GraphSnapshot, statuses: &Statuses) -> String {
     out
 }
 
+/// `, N reused` for a step that reused units from the unit memo (an incremental step), else
+/// nothing.
+pub(crate) fn reused_part(c: &stepgraph_engine::StepCounts) -> String {
+    if c.reused_units > 0 {
+        format!(", {} reused", stepgraph_engine::grouped(c.reused_units))
+    } else {
+        String::new()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -464,4 +474,3 @@ mod tests {
         assert_eq!(plural(""), "units");
     }
 }
-

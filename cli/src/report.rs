@@ -130,11 +130,12 @@ pub(crate) fn report_html(
                 c.items.to_string(),
                 c.failed_items.to_string(),
                 format!(
-                    "{} {} ({} failed, {} resumed)",
+                    "{} {} ({} failed, {} resumed{})",
                     c.units,
                     render::plural(&c.unit),
                     c.failed_units,
-                    c.resumed_units
+                    c.resumed_units,
+                    render::reused_part(c)
                 ),
             )
         } else {

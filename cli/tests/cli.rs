@@ -629,3 +629,54 @@ fn a_declared_model_shows_in_explain_and_metrics_in_runs_show() {
         "{err}"
     );
 }
+
+#[test]
+fn an_incremental_step_explains_how_many_mini_batches_will_run_and_reports_reused_ones() {
+    let p = Project::new();
+    for i in 13..=60 {
+        p.write(
+            &format!("data/doc-{i:02}.txt"),
+            &format!("document number {i}\n"),
+        );
+    }
+    p.write("pipeline.json", &Project::spec(", \"incremental\": true"));
+    let first = p.run(&["run", "pipeline.json"]).ok();
+    assert!(
+        first.stdout().contains("(2 ran, 0 reused"),
+        "{}",
+        first.stdout()
+    );
+
+    p.write("data/doc-05.txt", "changed\n");
+    p.write("data/doc-61.txt", "new\n");
+    let explain = p.run(&["explain", "pipeline.json", "score-docs"]).ok();
+    let text = explain.stdout();
+    assert!(
+        text.contains("inputs.input"),
+        "the changed input is named: {text}"
+    );
+    let line = text
+        .lines()
+        .find(|l| l.contains("incremental:"))
+        .unwrap_or_else(|| panic!("no incremental line in {text}"));
+    // "  incremental: N of M mini-batches will run (K reused)"
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let to_run: u64 = words[1].replace(',', "").parse().expect("to run");
+    let total: u64 = words[3].replace(',', "").parse().expect("total");
+    assert!(to_run >= 1 && to_run <= 4 && total >= 10, "{line}");
+
+    let dry = p.run(&["run", "pipeline.json", "--dry-run"]).ok();
+    assert!(dry.stdout().contains("reused)"), "{}", dry.stdout());
+
+    let second = p.run(&["run", "pipeline.json"]).ok();
+    let out = second.stdout() + &second.stderr();
+    assert!(out.contains(&format!("reused, {to_run} to run")), "{out}");
+    let show = p.run(&["runs", "show", &run_id_of(&second)]).ok();
+    assert!(show.stdout().contains(" reused)"), "{}", show.stdout());
+    let job_result = std::fs::read_to_string(p.path(&format!(
+        ".stepgraph/runs/{}/score-docs/logs/job_result.txt",
+        run_id_of(&second)
+    )))
+    .expect("job_result.txt");
+    assert!(job_result.contains("incremental: "), "{job_result}");
+}

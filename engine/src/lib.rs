@@ -90,7 +90,10 @@ pub use plan::{plan, Decision, Plan, PlanOptions, PlannedStep, RunReason};
 pub use resolve::{source_files, value_to_arg};
 pub use run::{new_run_id, run, RunOptions, RunSummary};
 pub use runner::Runner;
-pub use step::{BuildContext, CancelFlag, Datastore, InputKind, ResolvedInput, Step, StepContext};
+pub use step::{
+    BuildContext, CancelFlag, Datastore, InputKind, PlanContext, ResolvedInput, Step, StepContext,
+    UnitEstimate,
+};
 pub use store::envs::{is_env_hash, ENV_HASH_KEY};
 pub use store::records::{
     CacheEntry, LatestRecord, ObjectRef, OutputManifest, RunRecord, RunStatus, StepRecord,

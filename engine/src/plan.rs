@@ -12,6 +12,7 @@ use crate::fingerprint::{diff, ComponentChange, Fingerprint};
 use crate::graph::Edge;
 use crate::pipeline::Pipeline;
 use crate::resolve::{prepare, OutputsMap, Prepared, UpstreamOutput};
+use crate::step::{PlanContext, UnitEstimate};
 use crate::store::records::CacheEntry;
 use crate::store::Store;
 
@@ -26,6 +27,9 @@ pub struct PlanOptions {
     pub regenerate_outputs: bool,
     /// Rehash inputs instead of trusting the stat memo.
     pub verify: bool,
+    /// Ask the steps that would run how many of their units they would reuse
+    /// ([`Step::estimate_units`]: an incremental step partitions and keys its inputs).
+    pub estimate_units: bool,
 }
 
 /// Why a step would run.
@@ -118,6 +122,10 @@ pub struct PlannedStep {
     /// The fingerprint, when it could be computed.
     #[serde(skip)]
     pub fingerprint: Option<Fingerprint>,
+    /// For a step that would run and memoises its units (an incremental step), how many
+    /// of them it would reuse (with [`PlanOptions::estimate_units`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub units: Option<UnitEstimate>,
 }
 
 /// The plan for a whole pipeline, in topological order.
@@ -214,6 +222,7 @@ pub fn plan(pipeline: &Pipeline, store: &Store, opts: &PlanOptions) -> Result<Pl
                 name: node.name.clone(),
                 decision: Decision::DependsOnUpstream { upstream: waiting },
                 fingerprint: None,
+                units: None,
             });
             continue;
         }
@@ -226,6 +235,7 @@ pub fn plan(pipeline: &Pipeline, store: &Store, opts: &PlanOptions) -> Result<Pl
                         error: e.to_string(),
                     },
                     fingerprint: None,
+                    units: None,
                 });
                 continue;
             }
@@ -272,16 +282,37 @@ pub fn plan(pipeline: &Pipeline, store: &Store, opts: &PlanOptions) -> Result<Pl
             let reason = why_not_cached(store, pipeline.name(), &node.name, &prepared)?;
             Decision::Run { key, reason }
         };
+        let units = match &decision {
+            Decision::Run { reason, .. } if opts.estimate_units && reusable(reason) => {
+                let ctx = PlanContext {
+                    step: &node.name,
+                    inputs: &prepared.inputs,
+                    fingerprint: &prepared.fingerprint,
+                    store,
+                };
+                // An estimate that cannot be made (unreadable rows) is left out: the run
+                // itself reports the problem.
+                node.step.estimate_units(&ctx).ok().flatten()
+            }
+            _ => None,
+        };
         steps.push(PlannedStep {
             name: node.name.clone(),
             decision,
             fingerprint: Some(prepared.fingerprint),
+            units,
         });
     }
     Ok(Plan {
         pipeline: pipeline.name().to_string(),
         steps,
     })
+}
+
+/// Whether a step that runs for `reason` may reuse memoised units (not when it must
+/// recompute everything).
+fn reusable(reason: &RunReason) -> bool {
+    !matches!(reason, RunReason::AllowReuseOff | RunReason::Forced)
 }
 
 /// The producers of node `idx`'s data inputs that will not be reused (sorted, once each):

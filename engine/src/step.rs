@@ -10,10 +10,10 @@ use serde_json::Value;
 use crate::data::{DatasetFile, InputRole, ResolvedModel, TabularFormat};
 use crate::error::{BuildError, StepError, StoreError};
 use crate::events::{Event, EventSink};
+use crate::fingerprint::Fingerprint;
 use crate::graph::GraphBuilder;
 use crate::model::StepCounts;
 use crate::module_def::ModuleDef;
-use crate::fingerprint::Fingerprint;
 use crate::store::records::ObjectRef;
 use crate::store::{ProgressLog, Store, UnitRecord, UnitWriter};
 
@@ -65,6 +65,50 @@ pub trait Step: Send + Sync {
     /// # Errors
     /// A [`StepError`] whose message is shown to the user.
     fn execute(&self, ctx: &StepContext<'_>) -> Result<StepCounts, StepError>;
+
+    /// For a step that memoises units of its work (an incremental ParallelRunStep's
+    /// mini-batches): how many of its units a run over these inputs would reuse, for
+    /// `explain` and `run --dry-run`. The default (most steps) says nothing.
+    ///
+    /// # Errors
+    /// The inputs cannot be read.
+    fn estimate_units(&self, ctx: &PlanContext<'_>) -> Result<Option<UnitEstimate>, StepError> {
+        let _ = ctx;
+        Ok(None)
+    }
+}
+
+/// What a step sees when asked how much of its work a run would reuse
+/// ([`Step::estimate_units`]).
+pub struct PlanContext<'a> {
+    /// Step name.
+    pub step: &'a str,
+    /// Input port -> resolved input.
+    pub inputs: &'a BTreeMap<String, ResolvedInput>,
+    /// The step's fingerprint for this run.
+    pub fingerprint: &'a Fingerprint,
+    pub(crate) store: &'a Store,
+}
+
+impl PlanContext<'_> {
+    /// Whether the store's unit memo holds unit `key` (with its objects).
+    ///
+    /// # Errors
+    /// Db errors.
+    pub fn has_unit(&self, key: &str) -> Result<bool, StoreError> {
+        Ok(self.store.unit_get(key)?.is_some())
+    }
+}
+
+/// How many of a step's units a run would reuse from the unit memo.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct UnitEstimate {
+    /// What one unit is called, singular (`"mini-batch"`).
+    pub unit: String,
+    /// Units in all.
+    pub total: u64,
+    /// Units the memo already holds.
+    pub reused: u64,
 }
 
 /// A shared flag set on Ctrl-C; long-running steps poll it.

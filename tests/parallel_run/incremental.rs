@@ -59,8 +59,7 @@ fn calls(root: &Path) -> usize {
 }
 
 #[test]
-fn a_rerun_after_adding_modifying_and_deleting_files_runs_only_their_mini_batches(
-) -> TestResult {
+fn a_rerun_after_adding_modifying_and_deleting_files_runs_only_their_mini_batches() -> TestResult {
     let ws = Workspace::new();
     let root = ws.path();
     let data = docs(root, 99);
@@ -77,8 +76,17 @@ fn a_rerun_after_adding_modifying_and_deleting_files_runs_only_their_mini_batche
     let before = calls(root);
     let (second, r2) = run_files(root, &store, &data)?;
     let ran_now = (calls(root) - before) as u64;
-    assert_eq!(ran_now + r2.counts.reused_units, r2.counts.units, "{:?}", r2.counts);
-    assert!(ran_now <= 8, "{ran_now} mini-batches ran for 4 edits: {:?}", r2.counts);
+    assert_eq!(
+        ran_now + r2.counts.reused_units,
+        r2.counts.units,
+        "{:?}",
+        r2.counts
+    );
+    assert!(
+        ran_now <= 8,
+        "{ran_now} mini-batches ran for 4 edits: {:?}",
+        r2.counts
+    );
     assert!(r2.counts.reused_units >= r2.counts.units - 8);
     assert_ne!(first, second);
 
@@ -95,7 +103,11 @@ fn a_rerun_after_adding_modifying_and_deleting_files_runs_only_their_mini_batche
 
     // No change: the step itself is reused whole.
     let store_h = Store::open(&store, OpenOptions::default())?;
-    let s = step(files_config(root), FileDataset::from_files("docs", data.clone()), &[]);
+    let s = step(
+        files_config(root),
+        FileDataset::from_files("docs", data.clone()),
+        &[],
+    );
     let (run, _) = run_one(&store_h, s);
     assert_eq!(
         run.step("score").map(|r| r.status),
@@ -162,7 +174,11 @@ fn rows_appended_to_a_csv_rerun_only_the_last_mini_batches() -> TestResult {
     let (second, r2) = run_rows(root, &store, &[csv.clone()], None)?;
     let ran_now = (calls(root) - before) as u64;
     assert_eq!(ran_now + r2.counts.reused_units, r2.counts.units);
-    assert!(ran_now <= 8, "{ran_now} of {} mini-batches ran", r2.counts.units);
+    assert!(
+        ran_now <= 8,
+        "{ran_now} of {} mini-batches ran",
+        r2.counts.units
+    );
     let (fresh, _) = run_rows(root, &root.join("fresh-store"), &[csv], None)?;
     assert_eq!(second, fresh);
     assert!(second.contains("99999=inserted") && second.contains("3029=value 3029"));

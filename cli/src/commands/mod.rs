@@ -195,5 +195,6 @@ fn plan_opts(params: &[String], force: &[String], verify: bool) -> Result<PlanOp
         force: force.iter().cloned().collect::<BTreeSet<_>>(),
         regenerate_outputs: false,
         verify,
+        estimate_units: false,
     })
 }

@@ -6,6 +6,8 @@ use super::*;
 pub(super) fn cmd_run(pipeline: &Pipeline, store: &Store, args: &RunArgs) -> Result<i32> {
     let popts = plan_opts(&args.params, &args.force, args.verify)?;
     if args.dry_run {
+        let mut popts = popts;
+        popts.estimate_units = true;
         let p = plan(pipeline, store, &popts)?;
         if args.json {
             outln!("{}", serde_json::to_string_pretty(&p)?)?;
@@ -97,7 +99,19 @@ pub(super) fn print_plan(p: &stepgraph_engine::Plan) -> std::io::Result<()> {
         .map(|s| {
             let (word, why) = match &s.decision {
                 Decision::Reuse { from_run, .. } => ("reuse", format!("cached by run {from_run}")),
-                Decision::Run { reason, .. } => ("run", reason.to_string()),
+                Decision::Run { reason, .. } => match &s.units {
+                    Some(u) => (
+                        "run",
+                        format!(
+                            "{reason}; {} of {} {} to run ({} reused)",
+                            stepgraph_engine::grouped(u.total - u.reused),
+                            stepgraph_engine::grouped(u.total),
+                            render::plural(&u.unit),
+                            stepgraph_engine::grouped(u.reused)
+                        ),
+                    ),
+                    None => ("run", reason.to_string()),
+                },
                 Decision::DependsOnUpstream { upstream } => (
                     "depends",
                     format!("depends on upstream {}", upstream.join(", ")),
@@ -155,7 +169,9 @@ pub(super) fn cmd_explain(
             );
         }
     }
-    let p = plan(pipeline, store, &plan_opts(params, &[], false)?)?;
+    let mut opts = plan_opts(params, &[], false)?;
+    opts.estimate_units = true;
+    let p = plan(pipeline, store, &opts)?;
     for s in p.steps.iter().filter(|s| step.is_none_or(|n| n == s.name)) {
         match &s.decision {
             Decision::Reuse { from_run, .. } => {
@@ -177,6 +193,15 @@ pub(super) fn cmd_explain(
                 upstream.join(", ")
             )?,
             Decision::Invalid { error } => outln!("{}: cannot plan: {error}", s.name)?,
+        }
+        if let Some(u) = &s.units {
+            let units = render::plural(&u.unit);
+            outln!(
+                "  incremental: {} of {} {units} will run ({} reused)",
+                stepgraph_engine::grouped(u.total - u.reused),
+                stepgraph_engine::grouped(u.total),
+                stepgraph_engine::grouped(u.reused)
+            )?;
         }
     }
     Ok(plan_code(&p))

@@ -41,9 +41,9 @@ pub use filehash::hash_file_uncached;
 pub use layout::{RunLayout, METRICS_FILE};
 pub use marker::{is_store_dir, STORE_MARKER};
 pub use progress::{ProgressLog, ProgressRecord};
-pub use units::{UnitRecord, UnitWriter};
 use records::{CacheEntry, LatestRecord, RunRecord, RunStatus};
 pub use retention::{EntryUsage, GcOptions, GcReport, RemovedEntry, RunsReport, StoreUsage};
+pub use units::{UnitRecord, UnitWriter};
 pub use verify::{DroppedEntry, VerifyReport};
 
 use crate::error::StoreError;

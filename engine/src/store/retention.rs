@@ -333,13 +333,8 @@ impl Store {
         self.sweep_entries(&mut sweep)?;
         // 2. Unit memo records no remaining entry names (and that are not progress).
         let units = self.unit_entries()?;
-        let gone_units = policy::unit_candidates(
-            &units,
-            &entries,
-            &remaining,
-            opts.older_than,
-            now_unix_ms(),
-        );
+        let gone_units =
+            policy::unit_candidates(&units, &entries, &remaining, opts.older_than, now_unix_ms());
         let gone_unit_keys: HashSet<&str> = gone_units.iter().map(|u| u.key.as_str()).collect();
         sweep.report.units = gone_units.len() as u64;
         sweep.report.units_kept = (units.len() - gone_units.len()) as u64;

@@ -209,6 +209,12 @@ impl Dispatch<'_, '_> {
             c.counts.reused_units = std::mem::take(&mut c.counts.resumed_units);
         }
         c.queue = pending.into();
+        // Failures recorded by resumed or reused mini-batches count as in a full run: they
+        // alone may exceed a limit.
+        let total = specs.len() as u64;
+        if let Some(reason) = c.limits.exceeded(&c.counts, total, c.queue.is_empty()) {
+            c.stop_all(reason);
+        }
         c.emit_progress();
         let (job_tx, job_rx) = unbounded::<u64>();
         let (res_tx, res_rx) = unbounded::<Report>();

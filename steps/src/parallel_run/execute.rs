@@ -8,21 +8,23 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use stepgraph_engine::{
-    grouped, ErrorContext, InputKind, ProgressLog, StepContext, StepCounts, StepError,
+    grouped, ErrorContext, InputKind, ProgressLog, ResolvedInput, StepContext, StepCounts,
+    StepError,
 };
 
 use super::config::OutputAction;
 use super::partition::{self, MiniBatchSpec, PartitionValues, TabularSource};
+use super::results::{Memo, Results, Stored};
 use super::size::BatchSize;
 use super::step::{input_port, ParallelRunStep};
 use super::workers::make_workers;
-use super::results::{Memo, Results, Stored};
 use super::{datasets, dispatch, gather, incremental, report, writes};
 
-/// Mini-batches of the step's main inputs, in deterministic order.
-fn partition_inputs(
+/// Mini-batches of the step's main inputs (`inputs`: the resolved inputs by port), in
+/// deterministic order.
+pub(super) fn partition_inputs(
     step: &ParallelRunStep,
-    ctx: &StepContext<'_>,
+    inputs: &BTreeMap<String, ResolvedInput>,
 ) -> Result<Vec<MiniBatchSpec>, StepError> {
     let cfg = &step.config;
     let formats = step.partition_formats().context("partitioning inputs")?;
@@ -40,7 +42,7 @@ fn partition_inputs(
     let mut sources: Vec<(TabularSource, PartitionValues)> = Vec::new();
     for (i, source) in step.inputs.iter().enumerate() {
         let port = input_port(i);
-        let Some(input) = ctx.inputs.get(&port) else {
+        let Some(input) = inputs.get(&port) else {
             return Err(StepError::new(format!("input {port:?} was not resolved")));
         };
         let format = formats.get(i).and_then(Option::as_ref);
@@ -184,7 +186,7 @@ pub(super) fn execute(
     ctx: &StepContext<'_>,
 ) -> Result<StepCounts, StepError> {
     let cfg = &step.config;
-    let specs = partition_inputs(step, ctx)?;
+    let specs = partition_inputs(step, ctx.inputs)?;
     let (mut sys_log, user_dir) = open_logs(ctx)?;
     let staging = Staging::new(ctx);
     let (mut log, committed) = if cfg.incremental() {
@@ -286,7 +288,8 @@ fn memo_results<'s>(
     ctx: &StepContext<'s>,
     specs: &[MiniBatchSpec],
 ) -> Result<(Results<'s>, BTreeMap<u64, Stored>), StepError> {
-    let keys = incremental::mini_batch_keys(step, ctx, specs).context("keying mini-batches")?;
+    let keys = incremental::mini_batch_keys(step, ctx.inputs, ctx.fingerprint, specs)
+        .context("keying mini-batches")?;
     let mut reused = BTreeMap::new();
     if ctx.resume {
         for (i, key) in keys.iter().enumerate() {

@@ -79,11 +79,15 @@ impl Gatherer {
             Piece::Nothing => return Ok(()),
             Piece::Rows { rows, columns, .. } => (rows, columns),
             Piece::Committed(rec) => {
-                let columns = rec.meta().get("columns").and_then(Value::as_array).map(|c| {
-                    c.iter()
-                        .map(|v| v.as_str().unwrap_or_default().to_string())
-                        .collect()
-                });
+                let columns = rec
+                    .meta()
+                    .get("columns")
+                    .and_then(Value::as_array)
+                    .map(|c| {
+                        c.iter()
+                            .map(|v| v.as_str().unwrap_or_default().to_string())
+                            .collect()
+                    });
                 (log.read(&rec)?, columns)
             }
         };

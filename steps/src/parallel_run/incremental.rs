@@ -10,12 +10,14 @@
 //!   and in both cases the partition values and `partition_key_value` the entry sees.
 
 use fs_err::File;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use rayon::prelude::*;
 use serde_json::Value;
-use stepgraph_engine::{Fingerprint, Preimage, StepContext, StepError};
+use stepgraph_engine::{
+    Fingerprint, PlanContext, Preimage, ResolvedInput, StepError, UnitEstimate,
+};
 
 use super::partition::{MiniBatchSpec, Segment};
 use super::step::{input_port, ParallelRunStep};
@@ -45,16 +47,16 @@ type FileIdentity = (String, String, String);
 /// Each main-input file's identity, from the fingerprint's manifests.
 fn file_identities(
     step: &ParallelRunStep,
-    ctx: &StepContext<'_>,
+    inputs: &BTreeMap<String, ResolvedInput>,
+    fingerprint: &Fingerprint,
 ) -> Result<HashMap<PathBuf, FileIdentity>, StepError> {
     let mut out = HashMap::new();
     for i in 0..step.inputs.len() {
         let port = input_port(i);
-        let Some(input) = ctx.inputs.get(&port) else {
+        let Some(input) = inputs.get(&port) else {
             return Err(StepError::new(format!("input {port:?} was not resolved")));
         };
-        let manifest = match ctx
-            .fingerprint
+        let manifest = match fingerprint
             .components
             .get(&format!("inputs.{port}"))
             .map(|c| &c.preimage)
@@ -88,11 +90,12 @@ fn file_identities(
 /// A file of the inputs cannot be read, or is not in the fingerprint.
 pub(crate) fn mini_batch_keys(
     step: &ParallelRunStep,
-    ctx: &StepContext<'_>,
+    inputs: &BTreeMap<String, ResolvedInput>,
+    fingerprint: &Fingerprint,
     specs: &[MiniBatchSpec],
 ) -> Result<Vec<String>, StepError> {
-    let base = base(ctx.fingerprint);
-    let files = file_identities(step, ctx)?;
+    let base = base(fingerprint);
+    let files = file_identities(step, inputs, fingerprint)?;
     specs
         .par_iter()
         .map(|spec| key_of(&base, &files, spec))
@@ -146,10 +149,7 @@ fn key_of(
         "partition_key_value": partition_key_value,
         "partitions": partitions,
     });
-    field(
-        &mut h,
-        stepgraph_engine::canonical_json(&values).as_bytes(),
-    );
+    field(&mut h, stepgraph_engine::canonical_json(&values).as_bytes());
     Ok(h.finalize().to_hex().to_string())
 }
 
@@ -177,4 +177,28 @@ fn hash_segment(h: &mut blake3::Hasher, s: &Segment) -> Result<(), StepError> {
         feed(start, end)?;
     }
     Ok(())
+}
+
+/// How many of an incremental step's mini-batches the unit memo already holds for these
+/// inputs (`explain`, `run --dry-run`).
+///
+/// # Errors
+/// The inputs cannot be partitioned or read.
+pub(crate) fn estimate(
+    step: &ParallelRunStep,
+    ctx: &PlanContext<'_>,
+) -> Result<UnitEstimate, StepError> {
+    let specs = super::execute::partition_inputs(step, ctx.inputs)?;
+    let keys = mini_batch_keys(step, ctx.inputs, ctx.fingerprint, &specs)?;
+    let mut reused = 0;
+    for k in &keys {
+        if ctx.has_unit(k)? {
+            reused += 1;
+        }
+    }
+    Ok(UnitEstimate {
+        unit: super::UNIT.to_string(),
+        total: keys.len() as u64,
+        reused,
+    })
 }

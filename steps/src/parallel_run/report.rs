@@ -45,6 +45,13 @@ pub(super) fn write_job_result(
         "mini-batches: {total} total, {} failed, {} resumed from an earlier run\n",
         c.failed_units, c.resumed_units
     ));
+    if cfg.incremental() {
+        text.push_str(&format!(
+            "incremental: {} reused from earlier runs, {} run\n",
+            c.reused_units,
+            (total as u64).saturating_sub(c.reused_units)
+        ));
+    }
     text.push_str(&format!(
         "items: {} processed, {} failed\n",
         c.items, c.failed_items

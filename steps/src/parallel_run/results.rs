@@ -51,7 +51,12 @@ pub(crate) struct Memo<'s> {
 
 impl<'s> Memo<'s> {
     /// Records go through `writer`, mini-batch `i` under `keys[i]`.
-    pub(crate) fn new(writer: UnitWriter<'s>, keys: Vec<String>, pipeline: &str, step: &str) -> Self {
+    pub(crate) fn new(
+        writer: UnitWriter<'s>,
+        keys: Vec<String>,
+        pipeline: &str,
+        step: &str,
+    ) -> Self {
         Memo {
             writer,
             keys,

@@ -293,4 +293,14 @@ impl Step for ParallelRunStep {
     fn execute(&self, ctx: &StepContext<'_>) -> Result<StepCounts, StepError> {
         super::execute::execute(self, ctx)
     }
+
+    fn estimate_units(
+        &self,
+        ctx: &stepgraph_engine::PlanContext<'_>,
+    ) -> Result<Option<stepgraph_engine::UnitEstimate>, StepError> {
+        if !self.config.incremental() {
+            return Ok(None);
+        }
+        super::incremental::estimate(self, ctx).map(Some)
+    }
 }

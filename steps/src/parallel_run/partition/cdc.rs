@@ -20,7 +20,9 @@ use stepgraph_engine::TabularFormat;
 
 use super::csv::CsvScanner;
 use super::jsonl::scan_jsonl_lines;
-use super::{io_error, BatchBuilder, MiniBatchSpec, PartitionError, TabularSource, IO_BUFFER_BYTES};
+use super::{
+    io_error, BatchBuilder, MiniBatchSpec, PartitionError, TabularSource, IO_BUFFER_BYTES,
+};
 
 /// The bounds around an average mini-batch size: (min, max) = (¼×, 4×), at least 1.
 pub fn bounds(average: u64) -> (u64, u64) {
@@ -72,7 +74,9 @@ const fn gear_table() -> [u64; 256] {
     let mut t = [0u64; 256];
     let mut i = 0;
     while i < 256 {
-        let mut z = (i as u64).wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mut z = (i as u64)
+            .wrapping_add(1)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         t[i] = z ^ (z >> 31);

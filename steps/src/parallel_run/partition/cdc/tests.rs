@@ -51,10 +51,17 @@ fn file_mini_batches_keep_every_file_in_order_within_bounds() {
     assert_eq!(flat, files.iter().map(|f| f.0.clone()).collect::<Vec<_>>());
     let (min, max) = bounds(40);
     for b in &batches[..batches.len() - 1] {
-        assert!(b.len() as u64 >= min && b.len() as u64 <= max, "{}", b.len());
+        assert!(
+            b.len() as u64 >= min && b.len() as u64 <= max,
+            "{}",
+            b.len()
+        );
     }
     let mean = files.len() as f64 / batches.len() as f64;
-    assert!((25.0..=60.0).contains(&mean), "mean mini-batch {mean} files");
+    assert!(
+        (25.0..=60.0).contains(&mean),
+        "mean mini-batch {mean} files"
+    );
     // Deterministic.
     assert_eq!(partition_files_cdc(&files, 40), specs);
 }
