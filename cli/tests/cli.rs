@@ -663,7 +663,7 @@ fn an_incremental_step_explains_how_many_mini_batches_will_run_and_reports_reuse
     let words: Vec<&str> = line.split_whitespace().collect();
     let to_run: u64 = words[1].replace(',', "").parse().expect("to run");
     let total: u64 = words[3].replace(',', "").parse().expect("total");
-    assert!(to_run >= 1 && to_run <= 4 && total >= 10, "{line}");
+    assert!((1..=4).contains(&to_run) && total >= 10, "{line}");
 
     let dry = p.run(&["run", "pipeline.json", "--dry-run"]).ok();
     assert!(dry.stdout().contains("reused)"), "{}", dry.stdout());

@@ -190,7 +190,7 @@ mod tests {
         assert_eq!(
             v,
             serde_json::json!({"event": "progress", "step": "s", "unit": "mini-batch", "done": 2,
-                "total": 5, "items": 7, "failed_items": 1, "failed_units": 1})
+                "total": 5, "items": 7, "failed_items": 1, "failed_units": 1, "reused": 0})
         );
     }
 }

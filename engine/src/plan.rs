@@ -28,7 +28,7 @@ pub struct PlanOptions {
     /// Rehash inputs instead of trusting the stat memo.
     pub verify: bool,
     /// Ask the steps that would run how many of their units they would reuse
-    /// ([`Step::estimate_units`]: an incremental step partitions and keys its inputs).
+    /// ([`crate::Step::estimate_units`]: an incremental step partitions and keys its inputs).
     pub estimate_units: bool,
 }
 

@@ -163,7 +163,7 @@ fn rows_appended_to_a_csv_rerun_only_the_last_mini_batches() -> TestResult {
     let csv = root.join("table.csv");
     std::fs::write(&csv, format!("id,value\n{}", csv_text(0..3000)))?;
     let store = root.join("store");
-    let (_, r1) = run_rows(root, &store, &[csv.clone()], None)?;
+    let (_, r1) = run_rows(root, &store, std::slice::from_ref(&csv), None)?;
     assert!(r1.counts.units > 20, "{:?}", r1.counts);
     // Append 1% rows, and insert one row in the middle.
     let mut text = format!("id,value\n{}", csv_text(0..1500));
@@ -171,7 +171,7 @@ fn rows_appended_to_a_csv_rerun_only_the_last_mini_batches() -> TestResult {
     text.push_str(&csv_text(1500..3030));
     std::fs::write(&csv, text)?;
     let before = calls(root);
-    let (second, r2) = run_rows(root, &store, &[csv.clone()], None)?;
+    let (second, r2) = run_rows(root, &store, std::slice::from_ref(&csv), None)?;
     let ran_now = (calls(root) - before) as u64;
     assert_eq!(ran_now + r2.counts.reused_units, r2.counts.units);
     assert!(
@@ -200,14 +200,294 @@ fn with_partition_keys_only_the_changed_keys_rerun() -> TestResult {
     };
     std::fs::write(&csv, render(""))?;
     let store = root.join("store");
-    let (_, r1) = run_rows(root, &store, &[csv.clone()], Some(&["shop"]))?;
+    let (_, r1) = run_rows(root, &store, std::slice::from_ref(&csv), Some(&["shop"]))?;
     assert_eq!(r1.counts.units, 10);
     std::fs::write(&csv, render("500,new,shop3\n"))?;
     let before = calls(root);
-    let (second, r2) = run_rows(root, &store, &[csv.clone()], Some(&["shop"]))?;
+    let (second, r2) = run_rows(root, &store, std::slice::from_ref(&csv), Some(&["shop"]))?;
     assert_eq!(calls(root) - before, 1, "only shop3's mini-batch runs");
     assert_eq!(r2.counts.reused_units, 9);
     let (fresh, _) = run_rows(root, &root.join("fresh-store"), &[csv], Some(&["shop"]))?;
     assert_eq!(second, fresh);
+    Ok(())
+}
+
+/// An in-process entry returning `<name> <content>` per file and counting its calls.
+struct Echo(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl stepgraph_steps::EntryScript for Echo {
+    fn run(
+        &mut self,
+        mini_batch: &stepgraph_steps::MiniBatch,
+    ) -> Result<Vec<String>, stepgraph_steps::EntryError> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let stepgraph_steps::MiniBatchData::Files(files) = &mini_batch.data else {
+            return Err("expected files".into());
+        };
+        let mut out = Vec::new();
+        for f in files {
+            let name = f
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            out.push(format!("{name} {}", std::fs::read_to_string(f)?.trim()));
+        }
+        Ok(out)
+    }
+}
+
+/// Run the Rust-entry incremental step over `data` in the store at `store`: (output, number
+/// of run() calls, record).
+fn run_echo(
+    store: &Path,
+    data: &Path,
+    size: u64,
+) -> Result<(String, usize, stepgraph_engine::StepRecord), Box<dyn std::error::Error>> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let for_factory = Arc::clone(&calls);
+    let cfg = stepgraph_steps::ParallelRunConfig::builder()
+        .rust_entry("echo-v1", move || Box::new(Echo(Arc::clone(&for_factory))))
+        .mini_batch_size(size.to_string())
+        .error_threshold(0)
+        .process_count_per_node(2)
+        .incremental(true);
+    let store = Store::open(store, OpenOptions::default())?;
+    let (run, _) = run_one(
+        &store,
+        step(
+            cfg,
+            FileDataset::from_files("docs", data.to_path_buf()),
+            &[],
+        ),
+    );
+    let r = crate::parallel_run::support::rec(&run).clone();
+    if r.status == stepgraph_engine::StepStatus::Reused {
+        return Ok((output(&run), 0, r));
+    }
+    assert_eq!(r.status, stepgraph_engine::StepStatus::Ran, "{:?}", r.error);
+    Ok((output(&run), calls.load(Ordering::SeqCst), r))
+}
+
+/// One edit of a folder of files.
+#[derive(Debug, Clone)]
+enum Edit {
+    Add(usize, String),
+    Delete(usize),
+    Modify(usize, String),
+    Rename(usize, String),
+}
+
+fn apply(data: &Path, edit: &Edit) -> std::io::Result<()> {
+    let mut names: Vec<PathBuf> = std::fs::read_dir(data)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    names.sort();
+    let pick = |i: &usize| names.get(i % names.len().max(1)).cloned();
+    match edit {
+        Edit::Add(i, text) => std::fs::write(data.join(format!("f{i:05}-{text}.txt")), text),
+        Edit::Delete(i) => match pick(i) {
+            Some(p) if names.len() > 1 => std::fs::remove_file(p),
+            _ => Ok(()),
+        },
+        Edit::Modify(i, text) => match pick(i) {
+            Some(p) => std::fs::write(p, text),
+            None => Ok(()),
+        },
+        Edit::Rename(i, text) => match pick(i) {
+            Some(p) => std::fs::rename(&p, data.join(format!("r{i:05}-{text}.txt"))),
+            None => Ok(()),
+        },
+    }
+}
+
+fn edit() -> impl proptest::strategy::Strategy<Value = Edit> {
+    use proptest::prelude::*;
+    prop_oneof![
+        (0usize..100_000, "[a-z]{1,6}").prop_map(|(i, t)| Edit::Add(i, t)),
+        (0usize..100_000).prop_map(Edit::Delete),
+        (0usize..100_000, "[a-z]{1,6}").prop_map(|(i, t)| Edit::Modify(i, t)),
+        (0usize..100_000, "[a-z]{1,6}").prop_map(|(i, t)| Edit::Rename(i, t)),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(10))]
+
+    /// For random sequences of edits (add, delete, modify, rename files) the incremental
+    /// output equals a from-scratch run's byte for byte, and the mini-batches run stay within
+    /// the edits' neighbourhoods.
+    #[test]
+    fn incremental_output_equals_a_from_scratch_run_after_any_edits(
+        n in 20usize..120,
+        size in 1u64..9,
+        rounds in proptest::collection::vec(proptest::collection::vec(edit(), 1..4), 1..3),
+    ) {
+        let ws = Workspace::new();
+        let data = ws.path().join("data");
+        std::fs::create_dir_all(&data).expect("data folder");
+        for i in 0..n {
+            std::fs::write(data.join(format!("f{i:05}.txt")), format!("file {i}")).expect("write");
+        }
+        let store = ws.path().join("store");
+        run_echo(&store, &data, size).expect("first run");
+        for (round, edits) in rounds.iter().enumerate() {
+            for e in edits {
+                apply(&data, e).expect("edit");
+            }
+            let (out, calls, r) = run_echo(&store, &data, size).expect("incremental run");
+            let fresh_store = ws.path().join(format!("fresh-{round}"));
+            let (fresh, _, _) = run_echo(&fresh_store, &data, size).expect("fresh run");
+            proptest::prop_assert_eq!(&out, &fresh);
+            // Each edit (a rename is a delete and an add) disturbs its mini-batch and, through
+            // the bounds, a few around it.
+            let bound = edits.len() * 2 * 6;
+            proptest::prop_assert!(calls <= bound, "{} mini-batches ran for {} edits ({:?})", calls, edits.len(), r.counts);
+            if calls > 0 {
+                proptest::prop_assert_eq!(calls as u64 + r.counts.reused_units, r.counts.units);
+            }
+        }
+    }
+}
+
+#[test]
+fn gc_keeps_the_units_of_the_latest_output_and_removes_the_others() -> TestResult {
+    let ws = Workspace::new();
+    let data = docs(ws.path(), 40);
+    let store_path = ws.path().join("store");
+    run_echo(&store_path, &data, 4)?;
+    // A second version of the data: the units only the first run used are unreferenced.
+    for i in 1..=40 {
+        std::fs::write(data.join(doc_name(i)), format!("second version {i}\n"))?;
+    }
+    let (second, _, _) = run_echo(&store_path, &data, 4)?;
+    let store = Store::open(&store_path, OpenOptions::default())?;
+    let before = store.unit_entries()?.len();
+    let latest = store
+        .cache_entries()?
+        .into_iter()
+        .max_by_key(|e| e.created_unix_ms)
+        .ok_or("no entry")?;
+    assert!(before > latest.units.len(), "{before} units");
+    // Too young for `older_than`: nothing goes.
+    let kept = store.gc(&stepgraph_engine::GcOptions {
+        older_than: Some(std::time::Duration::from_secs(3600)),
+        ..Default::default()
+    })?;
+    assert_eq!((kept.units, store.unit_entries()?.len()), (0, before));
+    let report = store.gc(&stepgraph_engine::GcOptions::default())?;
+    assert_eq!(report.units as usize, before - latest.units.len());
+    let mut left: Vec<String> = store.unit_entries()?.into_iter().map(|u| u.key).collect();
+    left.sort();
+    let mut named = latest.units.clone();
+    named.sort();
+    named.dedup();
+    assert_eq!(left, named);
+    drop(store);
+    // The kept units' objects are intact: a forced rerun of the step... reuses them all.
+    let store = Store::open(&store_path, OpenOptions::default())?;
+    for key in &named {
+        let unit = store.unit_get(key)?.ok_or("unit lost")?;
+        for obj in unit.objects.values() {
+            store.read_object(obj)?;
+        }
+    }
+    drop(store);
+    let (again, _, _) = run_echo(&store_path, &data, 4)?;
+    assert_eq!(again, second);
+    Ok(())
+}
+
+/// Set (to the workspace folder) only in the child process of the kill -9 test.
+const KILL_ENV: &str = "STEPGRAPH_TEST_INCREMENTAL_KILL_DIR";
+
+/// Slow: every run() call is logged, so the parent knows when to kill the child.
+const SLOW: &str = r#"import os, time
+def run(mini_batch):
+    time.sleep(0.1)
+    with open(os.environ["CALLS_LOG"], "a") as f:
+        f.write("%s\n" % os.path.basename(mini_batch[0]))
+    return ["%s %s" % (os.path.basename(p), open(p).read().strip()) for p in mini_batch]
+"#;
+
+fn slow_step(root: &Path) -> stepgraph_steps::ParallelRunStep {
+    let cfg = python_entry(root, "slow.py", SLOW)
+        .usual("2")
+        .incremental(true)
+        .environment_variable("CALLS_LOG", root.join("calls.txt").display().to_string());
+    step(cfg, FileDataset::from_files("docs", root.join("data")), &[])
+}
+
+/// The child's side of the kill -9 test: a no-op unless [`KILL_ENV`] is set.
+#[test]
+fn incremental_kill_child_entry() {
+    let Some(dir) = std::env::var_os(KILL_ENV) else {
+        return;
+    };
+    let root = PathBuf::from(dir);
+    let store = Store::open(root.join("store"), OpenOptions::default()).expect("open store");
+    let _ = run_one(&store, slow_step(&root));
+}
+
+#[test]
+fn a_run_killed_with_sigkill_keeps_its_committed_mini_batches_across_an_input_change() -> TestResult
+{
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    let ws = Workspace::new();
+    let root = ws.path();
+    docs(root, 60);
+    let module = module_path!();
+    let module = module.split_once("::").map_or(module, |(_, rest)| rest);
+    let mut child = Command::new(std::env::current_exe()?)
+        .args([
+            "--exact",
+            &format!("{module}::incremental_kill_child_entry"),
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(KILL_ENV, root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let started = Instant::now();
+    while calls(root) < 8 {
+        if let Some(status) = child.try_wait()? {
+            return Err(format!("child ended before 8 run() calls ({status})").into());
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            child.kill()?;
+            child.wait()?;
+            return Err("child made no progress in 60 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Long enough for a commit (every 250 ms) to cover those calls, too short to finish.
+    std::thread::sleep(Duration::from_millis(500));
+    if let Some(status) = child.try_wait()? {
+        return Err(format!("child finished ({status}) before it could be killed").into());
+    }
+    child.kill()?; // SIGKILL
+    child.wait()?;
+    // Orphaned workers may still append to the calls log for a moment.
+    std::thread::sleep(Duration::from_millis(300));
+
+    // An input change unrelated to the committed mini-batches: the step's key is new, its
+    // mini-batches' keys are not.
+    std::fs::write(root.join("data").join(doc_name(61)), "doc 61\n")?;
+    let store = Store::open(root.join("store"), OpenOptions::default())?;
+    let (run, _) = run_one(&store, slow_step(root));
+    let r = ran(&run);
+    assert!(r.counts.reused_units >= 4, "{:?}", r.counts);
+    assert_eq!(r.counts.resumed_units, 0);
+    let second = output(&run);
+    drop(store);
+    let fresh = Store::open(root.join("fresh-store"), OpenOptions::default())?;
+    let (run, _) = run_one(&fresh, slow_step(root));
+    assert_eq!(second, output(&run));
+    assert_eq!(second.lines().count(), 61);
     Ok(())
 }

@@ -142,6 +142,13 @@ pub(super) fn print_gc_report(r: &GcReport, max_size: Option<u64>) -> Result<()>
     if r.envs > 0 {
         outln!("{verb} {} environments no entry uses (envs/)", r.envs)?;
     }
+    if r.units > 0 || r.units_kept > 0 {
+        outln!(
+            "{verb} {} memoised mini-batches of incremental steps (kept {})",
+            r.units,
+            r.units_kept
+        )?;
+    }
     if r.aside_dbs > 0 || r.orphan_runs > 0 {
         outln!(
             "{verb} {} damaged databases moved aside earlier and {} run folders without a record",

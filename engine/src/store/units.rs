@@ -273,15 +273,15 @@ mod tests {
         w.add(record("k", obj.clone()));
         w.commit()?;
         let path = store.object_path(&obj.hash);
-        let mut perms = std::fs::metadata(&path)?.permissions();
+        let mut perms = fs_err::metadata(&path)?.permissions();
         #[allow(clippy::permissions_set_readonly_false)]
         perms.set_readonly(false);
-        std::fs::set_permissions(&path, perms)?;
-        std::fs::write(&path, b"ROWS\n")?;
+        fs_err::set_permissions(&path, perms)?;
+        fs_err::write(&path, b"ROWS\n")?;
         // Same size: found, but its content is refused when read.
         let rec = store.unit_get("k")?.ok_or("k lost")?;
         assert!(store.read_object(&rec.objects["rows"]).is_err());
-        std::fs::remove_file(&path)?;
+        fs_err::remove_file(&path)?;
         assert!(store.unit_get("k")?.is_none());
         Ok(())
     }

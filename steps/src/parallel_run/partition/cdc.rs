@@ -50,7 +50,7 @@ pub fn partition_files_cdc(files: &[(PathBuf, String)], average: u64) -> Vec<Min
     for (path, relative) in files {
         current.push(path.clone());
         let n = current.len() as u64;
-        if n >= max || (n >= min && name_hash(relative) % modulus == 0) {
+        if n >= max || (n >= min && name_hash(relative).is_multiple_of(modulus)) {
             out.push(files_spec(std::mem::take(&mut current)));
         }
     }
