@@ -262,6 +262,15 @@ impl<'a> StepContext<'a> {
         self.store.read_object(obj)
     }
 
+    /// Put a copy of a stored object at `dest` (a new file: a hard link to the read-only
+    /// object when possible, else a copy), after checking its size.
+    ///
+    /// # Errors
+    /// A missing object, I/O errors.
+    pub fn copy_object(&self, obj: &ObjectRef, dest: &Path) -> Result<(), StoreError> {
+        self.store.copy_object(obj, dest)
+    }
+
     /// Say which unit records this execution's output was gathered from: the cache entry
     /// names them, so `cache gc` keeps them as long as it keeps the entry.
     pub fn record_units(&self, keys: Vec<String>) {

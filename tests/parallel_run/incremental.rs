@@ -491,3 +491,113 @@ fn a_run_killed_with_sigkill_keeps_its_committed_mini_batches_across_an_input_ch
     assert_eq!(second.lines().count(), 61);
     Ok(())
 }
+
+/// summary_only: one `<name>.out` file per input file, and one per mini-batch holding its
+/// file names; `EntryScript().output_dir` is the worker's own folder.
+const SUMMARY: &str = r#"import os
+from azureml_user.parallel_run import EntryScript
+
+def run(mini_batch):
+    out = EntryScript().output_dir
+    if out != os.environ["AZUREML_BI_OUTPUT_PATH"]:
+        raise RuntimeError("output_dir differs from AZUREML_BI_OUTPUT_PATH")
+    names = [os.path.basename(p) for p in mini_batch]
+    for p, n in zip(mini_batch, names):
+        with open(os.path.join(out, n + ".out"), "w") as f:
+            f.write(open(p).read().upper())
+    os.makedirs(os.path.join(out, "batches"), exist_ok=True)
+    with open(os.path.join(out, "batches", names[0] + ".list"), "w") as f:
+        f.write("\n".join(names) + "\n")
+    if os.environ.get("SHARED_FILE"):
+        with open(os.path.join(out, "all.txt"), "a") as f:
+            f.write("\n".join(names) + "\n")
+    return names
+"#;
+
+/// Every file of a folder: relative path -> content.
+fn tree(dir: &Path) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(dir).unwrap_or(&p).display().to_string();
+                out.insert(rel, std::fs::read_to_string(&p).unwrap_or_default());
+            }
+        }
+    }
+    out
+}
+
+fn run_summary(
+    root: &Path,
+    store: &Path,
+    shared_file: bool,
+) -> Result<stepgraph_engine::RunSummary, Box<dyn std::error::Error>> {
+    let mut cfg = python_entry(root, "summary.py", SUMMARY)
+        .usual("4")
+        .incremental(true)
+        .output_action(stepgraph_steps::OutputAction::SummaryOnly)
+        .environment_variable("CALLS_LOG", root.join("calls.txt").display().to_string());
+    if shared_file {
+        cfg = cfg.environment_variable("SHARED_FILE", "1");
+    }
+    let store = Store::open(store, OpenOptions::default())?;
+    let (run, _) = run_one(
+        &store,
+        step(cfg, FileDataset::from_files("docs", root.join("data")), &[]),
+    );
+    Ok(run)
+}
+
+#[test]
+fn summary_only_files_are_memoised_per_mini_batch_and_match_a_from_scratch_run() -> TestResult {
+    let ws = Workspace::new();
+    let root = ws.path();
+    let data = docs(root, 40);
+    let store = root.join("store");
+    let first = run_summary(root, &store, false)?;
+    let units = ran(&first).counts.units as usize;
+    let first_tree = tree(&first.output_dir(crate::parallel_run::support::STEP, "output"));
+    // One file per input file, one list per mini-batch.
+    assert_eq!(first_tree.len(), 40 + units, "{:?}", first_tree.keys());
+    assert_eq!(first_tree["doc-07.txt.out"], "DOC 7\n");
+
+    std::fs::write(data.join(doc_name(7)), "doc seven\n")?;
+    std::fs::remove_file(data.join(doc_name(30)))?;
+    std::fs::write(data.join("doc-41.txt"), "doc 41\n")?;
+    let second = run_summary(root, &store, false)?;
+    let r = ran(&second);
+    assert!(
+        r.counts.reused_units >= r.counts.units.saturating_sub(6),
+        "{:?}",
+        r.counts
+    );
+    let second_tree = tree(&second.output_dir(crate::parallel_run::support::STEP, "output"));
+    assert_eq!(second_tree["doc-07.txt.out"], "DOC SEVEN\n");
+    assert!(!second_tree.contains_key("doc-30.txt.out"));
+    let fresh = run_summary(root, &root.join("fresh-store"), false)?;
+    ran(&fresh);
+    let fresh_tree = tree(&fresh.output_dir(crate::parallel_run::support::STEP, "output"));
+    assert_eq!(second_tree, fresh_tree);
+    Ok(())
+}
+
+#[test]
+fn an_incremental_summary_only_entry_appending_to_one_shared_file_is_refused() -> TestResult {
+    let ws = Workspace::new();
+    let root = ws.path();
+    docs(root, 12);
+    let run = run_summary(root, &root.join("store"), true)?;
+    let r = crate::parallel_run::support::rec(&run);
+    assert_eq!(r.status, stepgraph_engine::StepStatus::Failed);
+    let error = r.error.clone().unwrap_or_default();
+    assert!(
+        error.contains("both wrote all.txt") && error.contains("one file per mini-batch"),
+        "{error}"
+    );
+    Ok(())
+}

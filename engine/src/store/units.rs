@@ -126,6 +126,38 @@ impl Store {
         Ok(buf)
     }
 
+    /// Put object `obj` at `dest` (which must not exist): a copy of its bytes, so that the
+    /// file is the caller's own (an output folder's file is later made an object again).
+    ///
+    /// # Errors
+    /// [`StoreError::MissingObject`], a size that does not match, or I/O errors.
+    pub fn copy_object(&self, obj: &ObjectRef, dest: &Path) -> Result<(), StoreError> {
+        let src = self.object_path(&obj.hash);
+        match fs::metadata(&src) {
+            Ok(m) if m.len() == obj.size => {}
+            Ok(m) => {
+                return Err(StoreError::DamagedObject {
+                    hash: obj.hash.clone(),
+                    actual: format!("a file of {} bytes, not {}", m.len(), obj.size),
+                })
+            }
+            Err(_) => {
+                return Err(StoreError::MissingObject {
+                    hash: obj.hash.clone(),
+                })
+            }
+        }
+        fs::copy(&src, dest).map_err(|e| StoreError::io(dest, e))?;
+        // The copy keeps the object's read-only mode; the output file is the step's to own.
+        let mut perms = fs::metadata(dest)
+            .map_err(|e| StoreError::io(dest, e))?
+            .permissions();
+        #[allow(clippy::permissions_set_readonly_false)]
+        perms.set_readonly(false);
+        fs::set_permissions(dest, perms).map_err(|e| StoreError::io(dest, e))?;
+        Ok(())
+    }
+
     /// A writer of unit records.
     pub fn unit_writer(&self) -> UnitWriter<'_> {
         UnitWriter {

@@ -12,6 +12,7 @@ use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
 use serde_json::{json, Value};
 use stepgraph_engine::{Event, StepContext, StepCounts, StepError};
 
+use super::collect::Collector;
 use super::config::{Limit, ParallelRunConfig};
 use super::gather::{Gatherer, Piece};
 use super::partition::MiniBatchSpec;
@@ -174,6 +175,9 @@ pub(crate) struct Dispatch<'a, 'log> {
     pub(crate) gatherer: Option<&'a mut Gatherer>,
     /// summary_only: watches the files entries write.
     pub(crate) watch: Option<&'a WriteWatch>,
+    /// An incremental summary_only step: takes each mini-batch's files from its worker's
+    /// own folder.
+    pub(crate) collect: Option<&'a Collector>,
     /// The step's `logs/sys/events.txt`.
     pub(crate) sys_log: &'a mut dyn Write,
 }
@@ -200,6 +204,7 @@ impl Dispatch<'_, '_> {
             log,
             gatherer,
             watch,
+            collect,
             sys_log,
         } = self;
         let n_workers = workers.len();
@@ -227,6 +232,7 @@ impl Dispatch<'_, '_> {
             log,
             gatherer,
             watch,
+            collect,
             sys_log,
         };
         let result: Result<(), StepError> = pool.in_place_scope(|scope| {
@@ -249,6 +255,10 @@ impl Dispatch<'_, '_> {
                             node_log.started(index, spec);
                             let began = Instant::now();
                             let outcome = run_watched(worker.as_mut(), index, spec, watch);
+                            let outcome = match collect {
+                                Some(c) => collected(c, wid, index, outcome),
+                                None => outcome,
+                            };
                             node_log.finished(index, spec, &outcome, began.elapsed());
                             outcome
                         };
@@ -299,11 +309,28 @@ fn run_watched(
     outcome
 }
 
+/// An incremental summary_only step: a successful try's files become its mini-batch's; a
+/// failed try's are dropped. A successful try whose files cannot be taken failed.
+fn collected(c: &Collector, wid: usize, index: u64, outcome: TryOutcome) -> TryOutcome {
+    if !matches!(outcome, TryOutcome::Ok { .. }) {
+        c.discard(wid);
+        return outcome;
+    }
+    match c.take(wid, index) {
+        Ok(()) => outcome,
+        Err(e) => {
+            c.discard(wid);
+            TryOutcome::Raised(format!("the files run() wrote could not be collected: {e}"))
+        }
+    }
+}
+
 /// Where the coordinator puts what finished.
 struct Sinks<'a, 'log> {
     log: &'a mut Results<'log>,
     gatherer: Option<&'a mut Gatherer>,
     watch: Option<&'a WriteWatch>,
+    collect: Option<&'a Collector>,
     sys_log: &'a mut dyn Write,
 }
 
@@ -494,7 +521,8 @@ impl<'a> Coordinator<'a> {
                 self.counts.items += k;
                 self.counts.failed_items += failed_items;
                 let meta = json!({"items": k, "count": count, "failed_items": failed_items, "columns": &columns});
-                let rec = sinks.log.append(index, meta, &rows)?;
+                let files = sinks.collect.map(|c| c.batch_dir(index));
+                let rec = sinks.log.append(index, meta, &rows, files.as_deref())?;
                 sinks.gather(index, Piece::Rows { rows, columns, rec })?;
                 if failed_items > 0 {
                     let _ = writeln!(sinks.sys_log, "mini-batch {index}: run() returned {count} of {k} items; {failed_items} counted as failed");

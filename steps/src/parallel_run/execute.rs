@@ -12,6 +12,7 @@ use stepgraph_engine::{
     StepError,
 };
 
+use super::collect::Collector;
 use super::config::OutputAction;
 use super::partition::{self, MiniBatchSpec, PartitionValues, TabularSource};
 use super::results::{Memo, Results, Stored};
@@ -227,8 +228,16 @@ pub(super) fn execute(
         .map(|i| (i.port.clone(), i.path.clone()))
         .collect();
     let mut gatherer = make_gatherer(step, &staging, &committed, specs.len(), &log)?;
+    let summary_only = cfg.output_action() == OutputAction::SummaryOnly;
+    // An incremental summary_only step: each worker writes into its own folder, so that each
+    // mini-batch's files are known (and memoised with it).
+    let collect = (summary_only && cfg.incremental()).then(|| Collector::new(&staging.dir));
+    if let Some(c) = &collect {
+        c.prepare(cfg.workers())?;
+    }
     // summary_only: notice files that several mini-batches write (rows duplicated on a redo).
-    let watch = (cfg.output_action() == OutputAction::SummaryOnly).then(|| {
+    // Not needed when each mini-batch's files are collected apart.
+    let watch = (summary_only && collect.is_none()).then(|| {
         writes::WriteWatch::new(
             &staging.output_dir,
             &staging.dir.join("output-listing.bin"),
@@ -244,6 +253,7 @@ pub(super) fn execute(
         &staging.output_dir,
         &user_dir,
         &side_inputs,
+        collect.as_ref(),
     )?;
     let outcome = dispatch::Dispatch {
         ctx,
@@ -257,6 +267,7 @@ pub(super) fn execute(
         log: &mut log,
         gatherer: gatherer.as_mut(),
         watch: watch.as_ref(),
+        collect: collect.as_ref(),
         sys_log: &mut sys_log,
     }
     .run();
@@ -276,6 +287,9 @@ pub(super) fn execute(
     }
     if let Some(g) = gatherer {
         g.finish(specs.len() as u64)?;
+    }
+    if collect.is_some() {
+        assemble_files(ctx, log.unit_keys(), &staging.output_dir)?;
     }
     staging.deliver(step, ctx, log)?;
     Ok(outcome.counts)
@@ -300,6 +314,38 @@ fn memo_results<'s>(
     }
     let memo = Memo::new(ctx.unit_writer(), keys, ctx.pipeline, ctx.step);
     Ok((Results::Memo(memo), reused))
+}
+
+/// An incremental summary_only step's output: every mini-batch's files (reused or run), in
+/// mini-batch order. Two mini-batches writing one file is refused: which one would win
+/// depends on what ran, and reuse must not change the output.
+fn assemble_files(ctx: &StepContext<'_>, keys: &[String], out: &Path) -> Result<(), StepError> {
+    let mut written: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for (index, key) in keys.iter().enumerate() {
+        // A mini-batch that failed after all its tries has no record, and no files.
+        let Some(unit) = ctx.unit_get(key)? else {
+            continue;
+        };
+        for (name, obj) in &unit.objects {
+            let Some(encoded) = name.strip_prefix(super::results::FILES) else {
+                continue;
+            };
+            if let Some(first) = written.insert(encoded.to_string(), index) {
+                let shown = crate::process::escape_controls(encoded);
+                return Err(StepError::new(format!(
+                    "mini-batches {first} and {index} both wrote {shown}: an incremental summary_only entry must write one file per mini-batch (named from the mini-batch, e.g. from its first item)"
+                )));
+            }
+            let rel = stepgraph_engine::relpath::decode(encoded)
+                .map_err(|e| StepError::with_source(format!("stored file name {encoded:?}"), e))?;
+            let dest = out.join(rel);
+            if let Some(parent) = dest.parent() {
+                fs::create_dir_all(parent)?;
+            }
+            ctx.copy_object(obj, &dest)?;
+        }
+    }
+    Ok(())
 }
 
 /// append_row: the output is gathered in order while mini-batches finish, starting from the

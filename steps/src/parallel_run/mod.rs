@@ -11,6 +11,7 @@
 //! by `gather.rs`, each process's `logs/sys/node/` log by `node_log.rs`) and reports in
 //! `report.rs`.
 
+mod collect;
 mod config;
 mod datasets;
 mod dispatch;

@@ -3,7 +3,12 @@
 //! (each mini-batch under its own key: the resume mechanism and the reuse across input
 //! changes at once).
 
+use super::collect::files_under;
+use std::collections::BTreeMap;
+use std::path::Path;
+
 use serde_json::Value;
+use stepgraph_engine::relpath;
 use stepgraph_engine::{
     now_unix_ms, ObjectRef, ProgressLog, ProgressRecord, StepError, UnitRecord, UnitWriter,
 };
@@ -41,6 +46,9 @@ impl Stored {
 /// The name of a unit's rows object.
 const ROWS: &str = "rows";
 
+/// The prefix of the names of a unit's files (`files/<relative path, relpath-encoded>`).
+pub(crate) const FILES: &str = "files/";
+
 /// The unit memo of one incremental step's execution.
 pub(crate) struct Memo<'s> {
     writer: UnitWriter<'s>,
@@ -75,12 +83,15 @@ pub(crate) enum Results<'s> {
 }
 
 impl Results<'_> {
-    /// Keep mini-batch `index`'s rows and metadata; durable only after [`Results::commit`].
+    /// Keep mini-batch `index`'s rows and metadata, and (an incremental `summary_only` step)
+    /// the files it wrote, in the folder `files`, which is consumed; durable only after
+    /// [`Results::commit`].
     pub(crate) fn append(
         &mut self,
         index: u64,
         meta: Value,
         rows: &[u8],
+        files: Option<&Path>,
     ) -> Result<Stored, StepError> {
         match self {
             Results::Log(log) => Ok(Stored::Log(log.append(index, meta, rows)?)),
@@ -93,12 +104,27 @@ impl Results<'_> {
                 } else {
                     Some(m.writer.put_bytes(rows)?)
                 };
+                let mut objects: BTreeMap<String, ObjectRef> =
+                    rows.iter().map(|o| (ROWS.to_string(), o.clone())).collect();
+                if let Some(dir) = files {
+                    let found = files_under(dir).map_err(|e| {
+                        StepError::with_source(
+                            format!("collecting the files mini-batch {index} wrote"),
+                            e,
+                        )
+                    })?;
+                    for (rel, path) in found {
+                        let obj = m.writer.put_file(&path)?;
+                        objects.insert(format!("{FILES}{}", relpath::encode(&rel)), obj);
+                    }
+                    let _ = fs_err::remove_dir_all(dir);
+                }
                 m.writer.add(UnitRecord {
                     key: key.clone(),
                     pipeline: m.pipeline.clone(),
                     step: m.step.clone(),
                     meta: meta.clone(),
-                    objects: rows.iter().map(|o| (ROWS.to_string(), o.clone())).collect(),
+                    objects,
                     created_unix_ms: now_unix_ms(),
                 });
                 Ok(Stored::Unit { rows, meta })

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use stepgraph_engine::{ErrorContext, StepContext, StepError};
 
+use super::collect::Collector;
 use super::config::{Entry, OutputAction};
 use super::entry::{EntryContext, EntryFactory};
 use super::step::ParallelRunStep;
@@ -25,9 +26,13 @@ pub(super) fn make_workers(
     output_dir: &Path,
     user_dir: &Path,
     side_inputs: &BTreeMap<String, PathBuf>,
+    own_outputs: Option<&Collector>,
 ) -> Result<Workers, StepError> {
     let cfg = &step.config;
     let n = cfg.workers();
+    // Each worker's output folder: the step's, or (an incremental summary_only step) its own.
+    let output_of =
+        |w: usize| own_outputs.map_or_else(|| output_dir.to_path_buf(), |c| c.worker_dir(w));
     let mut kill = Vec::new();
     let source_dir = source_copy(step, ctx)?;
     // The environment was built when the step was resolved; this finds it (under its lock).
@@ -40,7 +45,7 @@ pub(super) fn make_workers(
     };
     let (argv, entry_script) = match cfg.entry() {
         Entry::Rust { factory, .. } => {
-            return Ok((rust_workers(n, factory, ctx, output_dir, side_inputs), kill));
+            return Ok((rust_workers(n, factory, ctx, &output_of, side_inputs), kill));
         }
         Entry::Python { entry_script } => {
             if built.is_none() {
@@ -83,6 +88,10 @@ pub(super) fn make_workers(
         let agent = format!("worker-{w}");
         let place = LogPlace::of(w, cfg.process_count_per_node());
         let mut env = env.clone();
+        env.insert(
+            "AZUREML_BI_OUTPUT_PATH".into(),
+            output_of(w).into_os_string(),
+        );
         env.insert("STEPGRAPH_WORKER_ID".into(), w.to_string().into());
         env.insert("STEPGRAPH_NODE_ID".into(), place.node.clone().into());
         env.insert(
@@ -98,7 +107,7 @@ pub(super) fn make_workers(
             entry_script: protocol::WirePath(entry_script.clone()),
             source_directory: protocol::WirePath(source_dir.clone()),
             arguments: ctx.arguments.to_vec(),
-            output_dir: protocol::WirePath(output_dir.to_path_buf()),
+            output_dir: protocol::WirePath(output_of(w)),
             working_dir: protocol::WirePath(source_dir.clone()),
             log_dir: protocol::WirePath(user_dir.to_path_buf()),
             agent_name: agent.clone(),
@@ -264,14 +273,14 @@ fn rust_workers(
     n: usize,
     factory: &EntryFactory,
     ctx: &StepContext<'_>,
-    output_dir: &Path,
+    output_of: &dyn Fn(usize) -> PathBuf,
     side_inputs: &BTreeMap<String, PathBuf>,
 ) -> Vec<Box<dyn Worker>> {
     (0..n)
         .map(|w| {
             let ectx = EntryContext {
                 agent_name: format!("worker-{w}"),
-                output_dir: output_dir.to_path_buf(),
+                output_dir: output_of(w),
                 working_dir: ctx.work_dir.to_path_buf(),
                 side_inputs: side_inputs.clone(),
                 arguments: ctx.arguments.to_vec(),

@@ -220,12 +220,6 @@ impl ParallelRunConfigBuilder {
             None => None,
         };
         self.check_partition_keys()?;
-        if self.incremental == Some(true) && output_action == OutputAction::SummaryOnly {
-            return Err(err(
-                "incremental",
-                "works with output_action append_row only: the files a summary_only entry writes cannot be told apart by mini-batch, so they cannot be reused one mini-batch at a time",
-            ));
-        }
         let run_invocation_timeout =
             positive("run_invocation_timeout", self.run_invocation_timeout, 60)?;
         let run_max_try = positive("run_max_try", self.run_max_try, 3)?;
