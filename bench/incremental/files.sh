@@ -7,16 +7,19 @@
 #
 #   1. full run, fresh store                       -> full_s
 #   2. rerun with no change (the step is reused)   -> noop_s
-#   3. add 1% new files (a new day's folder) and modify 0.5% (spread over the folder), rerun
+#   3. add 1% new files (a new day's folder) and modify 0.5% (EDITS: spread evenly over the
+#      folder, the worst case, or the most recent files), rerun
 #                                                  -> incremental_s (and mini-batches run/reused)
 #   4. the same inputs from scratch, fresh store   -> checks the output is byte-identical
+#   5. today's no-op rerun: the same step without "incremental", run twice -> noop_plain_s
 #
-# Usage (from the repo root): bash bench/incremental/files.sh [FILES] [SIZE]
+# Usage (from the repo root): bash bench/incremental/files.sh [FILES] [SIZE] [spread|recent]
 # Goal (issue 11): incremental_s <= 5% of full_s; noop_s as fast as today's no-op rerun.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 FILES=${1:-20000}
 SIZE=${2:-10}
+EDITS=${3:-spread}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/tmp/target-bench}
 cargo build --release -p stepgraph-cli >/dev/null 2>&1 || cargo build --release -p stepgraph-cli
 BIN=$CARGO_TARGET_DIR/release/stepgraph
@@ -35,16 +38,19 @@ cat > "$DIR/pipeline.json" <<JSON
 JSON
 secs() { local t0 t1; t0=$(date +%s.%N); "$@" >"$DIR/last.txt" 2>&1 || { cat "$DIR/last.txt"; exit 1; }; t1=$(date +%s.%N); echo "$t1 - $t0" | bc; }
 cd "$DIR"
-full=$(secs "$BIN" --store store run pipeline.json --plain)
-noop=$(secs "$BIN" --store store run pipeline.json --plain)
-python3 "$OLDPWD/bench/incremental/make_files.py" edit data "$FILES" 1 0.5
-incr=$(secs "$BIN" --store store run pipeline.json --plain)
+full=$(secs "$BIN" --store store run pipeline.json)
+noop=$(secs "$BIN" --store store run pipeline.json)
+sed 's/"incremental": true/"incremental": false/' pipeline.json > plain.json
+"$BIN" --store plain run plain.json >/dev/null 2>&1
+noop_plain=$(secs "$BIN" --store plain run plain.json)
+python3 "$OLDPWD/bench/incremental/make_files.py" edit data "$FILES" 1 0.5 "$EDITS"
+incr=$(secs "$BIN" --store store run pipeline.json)
 line=$(grep -o 'incremental: [0-9,]* reused, [0-9,]* to run (of [0-9,]* mini-batches)' last.txt | tail -1 || true)
-"$BIN" --store store get incremental-files scores out-incr >/dev/null
-fresh=$(secs "$BIN" --store fresh run pipeline.json --plain)
-"$BIN" --store fresh get incremental-files scores out-fresh >/dev/null
+"$BIN" --store store get score out-incr >/dev/null
+fresh=$(secs "$BIN" --store fresh run pipeline.json)
+"$BIN" --store fresh get score out-fresh >/dev/null
 cmp out-incr/parallel_run_step.txt out-fresh/parallel_run_step.txt
-echo "files=$FILES mini_batch_size=$SIZE full_s=$full noop_s=$noop incremental_s=$incr fresh_after_edit_s=$fresh"
+echo "files=$FILES mini_batch_size=$SIZE edits=$EDITS full_s=$full noop_s=$noop noop_plain_s=$noop_plain incremental_s=$incr fresh_after_edit_s=$fresh"
 echo "$line"
 echo "incremental/full = $(echo "scale=4; $incr / $full" | bc)"
 echo "output after the edits: byte-identical to a from-scratch run"

@@ -1,9 +1,11 @@
 """Deterministic files for the incremental benchmarks.
 
     make_files.py create DIR N            N files DIR/day1/f000000.txt ... (about 100 bytes)
-    make_files.py edit DIR N ADD_PCT MOD_PCT
+    make_files.py edit DIR N ADD_PCT MOD_PCT [spread|recent]
                                           add ADD_PCT% new files (DIR/day2/...) and modify
-                                          MOD_PCT% of the first N, spread evenly over them
+                                          MOD_PCT% of the first N: spread evenly over them
+                                          (default, the worst case: each edit in its own
+                                          mini-batch) or the most recent ones (the last)
 """
 import os
 import sys
@@ -28,8 +30,9 @@ def main():
                 f.write(text(i, 1))
         count = int(n * mod / 100)
         step = max(1, n // max(1, count))
+        recent = len(sys.argv) > 6 and sys.argv[6] == "recent"
         for k in range(count):
-            i = (k * step + 7) % n
+            i = n - 1 - k if recent else (k * step + 7) % n
             with open(os.path.join(root, "day1", "f%06d.txt" % i), "w") as f:
                 f.write(text(i, 2))
     else:
