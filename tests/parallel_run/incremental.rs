@@ -701,3 +701,33 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn a_damaged_memoised_mini_batch_is_run_again_not_served() -> TestResult {
+    use std::os::unix::fs::PermissionsExt;
+    let ws = Workspace::new();
+    let data = docs(ws.path(), 30);
+    let store_path = ws.path().join("store");
+    run_echo(&store_path, &data, 4)?;
+    // Damage one memoised mini-batch's rows: same size, other bytes.
+    {
+        let store = Store::open(&store_path, OpenOptions::default())?;
+        let unit = store.unit_entries()?.into_iter().next().ok_or("no unit")?;
+        let obj = unit.objects.get("rows").ok_or("no rows")?;
+        let path = store.object_path(&obj.hash);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
+        let mut bytes = std::fs::read(&path)?;
+        bytes[0] ^= 0x20;
+        std::fs::write(&path, bytes)?;
+    }
+    std::fs::write(data.join("doc-31.txt"), "doc 31\n")?;
+    let (out, calls, r) = run_echo(&store_path, &data, 4)?;
+    assert!(
+        calls >= 2,
+        "the damaged mini-batch and the new one ran: {calls} ({:?})",
+        r.counts
+    );
+    let (fresh, _, _) = run_echo(&ws.path().join("fresh"), &data, 4)?;
+    assert_eq!(out, fresh);
+    Ok(())
+}
