@@ -354,6 +354,10 @@ impl<'a> NodeExec<'a> {
             }
         }
         let duration_ms = t0.elapsed().as_millis() as u64;
+        let units = match self.store.put_unit_list(&units) {
+            Ok(u) => u,
+            Err(e) => return self.fail(record, e.to_string(), t0),
+        };
         // Objects are durable (ingest fsyncs them); only now is the entry written.
         let entry = CacheEntry {
             schema: SCHEMA_VERSION,

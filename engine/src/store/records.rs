@@ -53,9 +53,12 @@ pub struct CacheEntry {
     /// When it was written (Unix ms).
     pub created_unix_ms: u64,
     /// The unit memo records the output was gathered from (an incremental step's
-    /// mini-batches): kept by `cache gc` as long as this entry is.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub units: Vec<String>,
+    /// mini-batches), as an object listing their keys one per line (read with
+    /// `Store::entry_units`): kept by `cache gc` as long as this entry is. An object, not a
+    /// list here, so that a step of 100,000 mini-batches does not make its entry (read at
+    /// every plan) megabytes long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub units: Option<ObjectRef>,
 }
 
 /// One step's line in a run record.

@@ -333,8 +333,9 @@ impl Store {
         self.sweep_entries(&mut sweep)?;
         // 2. Unit memo records no remaining entry names (and that are not progress).
         let units = self.unit_entries()?;
+        let named: HashSet<String> = remaining.iter().flat_map(|e| self.entry_units(e)).collect();
         let gone_units =
-            policy::unit_candidates(&units, &entries, &remaining, opts.older_than, now_unix_ms());
+            policy::unit_candidates(&units, &entries, &named, opts.older_than, now_unix_ms());
         let gone_unit_keys: HashSet<&str> = gone_units.iter().map(|u| u.key.as_str()).collect();
         sweep.report.units = gone_units.len() as u64;
         sweep.report.units_kept = (units.len() - gone_units.len()) as u64;
@@ -662,10 +663,12 @@ impl Sweep<'_> {
     }
 }
 
+/// The objects an entry names: its outputs' files and its list of units.
 fn object_hashes(e: &CacheEntry) -> HashSet<&str> {
     e.outputs
         .values()
         .flat_map(|m| m.files.values())
+        .chain(e.units.iter())
         .map(|o| o.hash.as_str())
         .collect()
 }

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::records::ObjectRef;
+use super::records::{CacheEntry, ObjectRef};
 use super::Store;
 use crate::error::StoreError;
 
@@ -160,6 +160,42 @@ impl Store {
         perms.set_readonly(false);
         fs::set_permissions(dest, perms).map_err(|e| StoreError::io(dest, e))?;
         Ok(())
+    }
+
+    /// Store the keys of the units an output was gathered from as one object (a key per
+    /// line), durable on return; `None` for none.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub(crate) fn put_unit_list(&self, keys: &[String]) -> Result<Option<ObjectRef>, StoreError> {
+        if keys.is_empty() {
+            return Ok(None);
+        }
+        let mut text = String::with_capacity(keys.len() * 65);
+        for k in keys {
+            text.push_str(k);
+            text.push('\n');
+        }
+        let mut w = self.unit_writer();
+        let obj = w.put_bytes(text.as_bytes())?;
+        w.commit()?;
+        Ok(Some(obj))
+    }
+
+    /// The keys of the units a cache entry's output was gathered from (none when its list is
+    /// missing or damaged: its units are then no longer kept for it).
+    pub fn entry_units(&self, entry: &CacheEntry) -> Vec<String> {
+        let Some(obj) = &entry.units else {
+            return Vec::new();
+        };
+        match self.read_object(obj) {
+            Ok(bytes) => String::from_utf8_lossy(&bytes)
+                .lines()
+                .filter(|l| !l.is_empty())
+                .map(str::to_string)
+                .collect(),
+            Err(_) => Vec::new(),
+        }
     }
 
     /// A writer of unit records.

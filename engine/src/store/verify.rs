@@ -94,7 +94,7 @@ mod tests {
             run_id: "r".into(),
             duration_ms: 1,
             created_unix_ms: 1,
-            units: Vec::new(),
+            units: None,
         };
         store.cache_put(&entry)?;
         Ok(entry)

@@ -131,14 +131,10 @@ pub(super) fn choose<'e>(
 pub(super) fn unit_candidates<'u>(
     units: &'u [UnitRecord],
     entries: &[CacheEntry],
-    remaining: &[&CacheEntry],
+    named: &HashSet<String>,
     older_than: Option<std::time::Duration>,
     now: u64,
 ) -> Vec<&'u UnitRecord> {
-    let named: HashSet<&str> = remaining
-        .iter()
-        .flat_map(|e| e.units.iter().map(String::as_str))
-        .collect();
     let mut newest: HashMap<(&str, &str), u64> = HashMap::new();
     for e in entries {
         let t = newest.entry((&e.pipeline, &e.step)).or_default();

@@ -35,7 +35,7 @@ fn entry(
         run_id: "r".into(),
         duration_ms,
         created_unix_ms: now_unix_ms() - age.as_millis() as u64,
-        units: Vec::new(),
+        units: None,
     })?;
     Ok(key)
 }
