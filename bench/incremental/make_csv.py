@@ -3,14 +3,15 @@
     make_csv.py create PATH SIZE_MB    a CSV `id,shop,amount,text` of about SIZE_MB MB
     make_csv.py append PATH PCT        append PCT% more rows (ids continue)
 """
-import os
+import random
 import sys
-
-PAD = "x" * 500
 
 
 def row(i):
-    return "%d,shop%d,%d.%02d,%s%d\n" % (i, i % 97, i % 1000, i % 100, PAD, i)
+    # ~530 bytes: ids, a shop, an amount and 500 characters of text that differ row to row
+    # (as real text does; a constant padding would give the rolling hash nothing to cut on).
+    text = random.Random(i).randbytes(250).hex()
+    return "%d,shop%d,%d.%02d,%s\n" % (i, i % 97, i % 1000, i % 100, text)
 
 
 def count_rows(path):

@@ -22,11 +22,12 @@ use super::workers::make_workers;
 use super::{datasets, dispatch, gather, incremental, report, writes};
 
 /// Mini-batches of the step's main inputs (`inputs`: the resolved inputs by port), in
-/// deterministic order.
+/// deterministic order; for an incremental step's rows cut by size, each one's content
+/// digest, computed while partitioning.
 pub(super) fn partition_inputs(
     step: &ParallelRunStep,
     inputs: &BTreeMap<String, ResolvedInput>,
-) -> Result<Vec<MiniBatchSpec>, StepError> {
+) -> Result<(Vec<MiniBatchSpec>, Option<Vec<blake3::Hash>>), StepError> {
     let cfg = &step.config;
     let formats = step.partition_formats().context("partitioning inputs")?;
     let keys = cfg.partition_keys();
@@ -73,6 +74,7 @@ pub(super) fn partition_inputs(
     }
     let with_partitions = formats.iter().any(Option::is_some);
     let err = |e: partition::PartitionError| StepError::with_source("partitioning inputs", e);
+    let mut digests = None;
     let mut specs = match keys {
         Some(keys) if keys_from_paths && sources.is_empty() => {
             datasets::partition_files_by_keys(&files, keys)
@@ -110,7 +112,13 @@ pub(super) fn partition_inputs(
                     let plain: Vec<TabularSource> =
                         sources.iter().map(|(s, _)| s.clone()).collect();
                     if cfg.incremental() {
-                        partition::cdc::partition_tabular_cdc(&plain, bytes).map_err(err)?
+                        let (specs, d): (Vec<_>, Vec<_>) =
+                            partition::cdc::partition_tabular_cdc(&plain, bytes)
+                                .map_err(err)?
+                                .into_iter()
+                                .unzip();
+                        digests = Some(d);
+                        specs
                     } else {
                         partition::partition_tabular(&plain, bytes).map_err(err)?
                     }
@@ -133,7 +141,7 @@ pub(super) fn partition_inputs(
     if with_partitions {
         attach_partitions(&mut specs, &files, &sources);
     }
-    Ok(specs)
+    Ok((specs, digests))
 }
 
 /// Give each file and segment of `specs` its partition values (files in input order; a
@@ -187,11 +195,11 @@ pub(super) fn execute(
     ctx: &StepContext<'_>,
 ) -> Result<StepCounts, StepError> {
     let cfg = &step.config;
-    let specs = partition_inputs(step, ctx.inputs)?;
+    let (specs, digests) = partition_inputs(step, ctx.inputs)?;
     let (mut sys_log, user_dir) = open_logs(ctx)?;
     let staging = Staging::new(ctx);
     let (mut log, committed) = if cfg.incremental() {
-        memo_results(step, ctx, &specs)?
+        memo_results(step, ctx, &specs, digests.as_deref())?
     } else {
         let log = staging.open(ctx)?;
         let committed: BTreeMap<u64, Stored> = log
@@ -301,8 +309,9 @@ fn memo_results<'s>(
     step: &ParallelRunStep,
     ctx: &StepContext<'s>,
     specs: &[MiniBatchSpec],
+    digests: Option<&[blake3::Hash]>,
 ) -> Result<(Results<'s>, BTreeMap<u64, Stored>), StepError> {
-    let keys = incremental::mini_batch_keys(step, ctx.inputs, ctx.fingerprint, specs)
+    let keys = incremental::mini_batch_keys(step, ctx.inputs, ctx.fingerprint, specs, digests)
         .context("keying mini-batches")?;
     let mut reused = BTreeMap::new();
     if ctx.resume {

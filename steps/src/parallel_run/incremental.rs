@@ -6,20 +6,21 @@
 //!   config, arguments, environment, side inputs, models, params — anything there changes
 //!   every mini-batch's key;
 //! - the mini-batch's content: for files, each file's input port, name relative to its
-//!   dataset and content hash; for rows, each segment's format, header and record bytes;
-//!   and in both cases the partition values and `partition_key_value` the entry sees.
+//!   dataset and content hash; for rows, each segment's content digest (format, header and
+//!   record bytes: `partition::cdc::ContentHasher`, computed while partitioning when the
+//!   rows were cut by size); and in both cases the partition values and
+//!   `partition_key_value` the entry sees.
 
-use fs_err::File;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use rayon::prelude::*;
-use serde_json::Value;
 use stepgraph_engine::{
     Fingerprint, PlanContext, Preimage, ResolvedInput, StepError, UnitEstimate,
 };
 
-use super::partition::{MiniBatchSpec, Segment};
+use super::partition::cdc::segment_digest;
+use super::partition::MiniBatchSpec;
 use super::step::{input_port, ParallelRunStep};
 
 /// Version tag of the key layout below (changing it reruns every memoised mini-batch).
@@ -93,19 +94,24 @@ pub(crate) fn mini_batch_keys(
     inputs: &BTreeMap<String, ResolvedInput>,
     fingerprint: &Fingerprint,
     specs: &[MiniBatchSpec],
+    digests: Option<&[blake3::Hash]>,
 ) -> Result<Vec<String>, StepError> {
     let base = base(fingerprint);
     let files = file_identities(step, inputs, fingerprint)?;
     specs
         .par_iter()
-        .map(|spec| key_of(&base, &files, spec))
+        .enumerate()
+        .map(|(i, spec)| key_of(&base, &files, spec, digests.and_then(|d| d.get(i))))
         .collect()
 }
 
+/// Mini-batch `spec`'s key; `digest`: its rows' content digest when partitioning computed it
+/// (one segment), else the segments are read.
 fn key_of(
     base: &blake3::Hasher,
     files: &HashMap<PathBuf, FileIdentity>,
     spec: &MiniBatchSpec,
+    digest: Option<&blake3::Hash>,
 ) -> Result<String, StepError> {
     let mut h = base.clone();
     let field = |h: &mut blake3::Hasher, bytes: &[u8]| {
@@ -139,8 +145,17 @@ fn key_of(
             ..
         } => {
             h.update(b"rows\n");
-            for s in segments {
-                hash_segment(&mut h, s)?;
+            match (digest, segments.as_slice()) {
+                (Some(d), [_]) => {
+                    h.update(d.as_bytes());
+                }
+                _ => {
+                    for s in segments {
+                        let d = segment_digest(s)
+                            .map_err(|e| StepError::with_source("reading rows", e))?;
+                        h.update(d.as_bytes());
+                    }
+                }
             }
             (partition_key_value, partitions)
         }
@@ -153,32 +168,6 @@ fn key_of(
     Ok(h.finalize().to_hex().to_string())
 }
 
-/// Hash a segment's format, header bytes and record bytes (with their lengths).
-fn hash_segment(h: &mut blake3::Hasher, s: &Segment) -> Result<(), StepError> {
-    use fs_err::os::unix::fs::FileExt;
-    let format = Value::String(format!("{:?}", s.format));
-    h.update(format.to_string().as_bytes());
-    let file = File::open(&s.path)?;
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut feed = |start: u64, end: u64| -> Result<(), StepError> {
-        h.update(&end.saturating_sub(start).to_le_bytes());
-        let mut at = start;
-        while at < end {
-            let n = usize::try_from((end - at).min(buf.len() as u64)).unwrap_or(buf.len());
-            let chunk = buf.get_mut(..n).unwrap_or_default();
-            file.read_exact_at(chunk, at)?;
-            h.update(chunk);
-            at += n as u64;
-        }
-        Ok(())
-    };
-    feed(0, s.header_end)?;
-    for &(start, end) in &s.ranges {
-        feed(start, end)?;
-    }
-    Ok(())
-}
-
 /// How many of an incremental step's mini-batches the unit memo already holds for these
 /// inputs (`explain`, `run --dry-run`).
 ///
@@ -188,8 +177,14 @@ pub(crate) fn estimate(
     step: &ParallelRunStep,
     ctx: &PlanContext<'_>,
 ) -> Result<UnitEstimate, StepError> {
-    let specs = super::execute::partition_inputs(step, ctx.inputs)?;
-    let keys = mini_batch_keys(step, ctx.inputs, ctx.fingerprint, &specs)?;
+    let (specs, digests) = super::execute::partition_inputs(step, ctx.inputs)?;
+    let keys = mini_batch_keys(
+        step,
+        ctx.inputs,
+        ctx.fingerprint,
+        &specs,
+        digests.as_deref(),
+    )?;
     let mut reused = 0;
     for k in &keys {
         if ctx.has_unit(k)? {

@@ -27,7 +27,7 @@ use stepgraph_engine::TabularFormat;
 use super::csv::CsvScanner;
 use super::jsonl::scan_jsonl_lines;
 use super::{
-    io_error, BatchBuilder, MiniBatchSpec, PartitionError, TabularSource, IO_BUFFER_BYTES,
+    io_error, BatchBuilder, MiniBatchSpec, PartitionError, Segment, TabularSource, IO_BUFFER_BYTES,
 };
 
 /// The bounds around an average mini-batch size: (min, max) = (½×, 4×), at least 1.
@@ -102,76 +102,219 @@ fn mask_for(span: u64) -> u64 {
     (!0u64) << (64 - bits)
 }
 
-/// The record ranges of one tabular file, with the header's end (CSV).
-fn record_ranges(source: &TabularSource) -> Result<(u64, Vec<(u64, u64)>), PartitionError> {
-    let mut ranges = Vec::new();
-    let mut header_end = 0;
-    match source.format {
-        TabularFormat::Csv => {
-            let mut scanner = CsvScanner::open(&source.path, &[], IO_BUFFER_BYTES)?;
-            while let Some(range) = scanner.next_record()? {
-                ranges.push(range);
-            }
-            header_end = scanner.header_end;
-        }
-        TabularFormat::JsonLines => {
-            scan_jsonl_lines(&source.path, IO_BUFFER_BYTES, |r| ranges.push(r))?;
-        }
+/// The digest of a tabular mini-batch's content, as its key needs it: blake3 over the
+/// file format, the header (length, bytes) and the records' bytes in order. Computed while
+/// partitioning by [`partition_tabular_cdc`], and from a [`Segment`] by [`segment_digest`];
+/// both give the same digest for the same rows.
+pub struct ContentHasher(blake3::Hasher);
+
+impl ContentHasher {
+    /// Start with the format and the header bytes.
+    pub fn new(format: TabularFormat, header: &[u8]) -> Self {
+        let mut h = blake3::Hasher::new();
+        h.update(match format {
+            TabularFormat::Csv => b"csv\n",
+            TabularFormat::JsonLines => b"jsonl\n",
+        });
+        h.update(&(header.len() as u64).to_le_bytes());
+        h.update(header);
+        ContentHasher(h)
     }
-    Ok((header_end, ranges))
+
+    /// Add record bytes (any split of them gives the same digest).
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    /// The digest.
+    pub fn finish(&self) -> blake3::Hash {
+        self.0.finalize()
+    }
 }
 
-/// Tabular files cut into content-defined mini-batches of about `average` bytes of records.
+/// The [`ContentHasher`] digest of a segment's rows, read from its file.
+///
+/// # Errors
+/// The file cannot be read.
+pub fn segment_digest(segment: &Segment) -> Result<blake3::Hash, PartitionError> {
+    use fs_err::os::unix::fs::FileExt;
+    let path = &segment.path;
+    let file = fs_err::File::open(path).map_err(|e| io_error(path, e))?;
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut read = |start: u64, end: u64, mut each: Box<dyn FnMut(&[u8]) + '_>| {
+        let mut at = start;
+        while at < end {
+            let n = usize::try_from((end - at).min(buf.len() as u64)).unwrap_or(buf.len());
+            let chunk = buf.get_mut(..n).unwrap_or_default();
+            file.read_exact_at(chunk, at)
+                .map_err(|e| io_error(path, e))?;
+            each(chunk);
+            at += n as u64;
+        }
+        Ok::<(), PartitionError>(())
+    };
+    let mut header = Vec::new();
+    read(
+        0,
+        segment.header_end,
+        Box::new(|b| header.extend_from_slice(b)),
+    )?;
+    let mut h = ContentHasher::new(segment.format, &header);
+    for &(start, end) in &segment.ranges {
+        read(start, end, Box::new(|b| h.update(b)))?;
+    }
+    Ok(h.finish())
+}
+
+/// Cuts one file's records into content-defined mini-batches while reading their bytes
+/// once, sequentially (the gear hash and each mini-batch's content digest).
+struct Chunker<'a> {
+    file_index: usize,
+    source: &'a TabularSource,
+    reader: BufReader<fs_err::File>,
+    pos: u64,
+    hash: u64,
+    min: u64,
+    max: u64,
+    average: u64,
+    strict: u64,
+    header: Option<(u64, Vec<u8>)>,
+    current: BatchBuilder,
+    content: Option<ContentHasher>,
+    armed: bool,
+    buf: Vec<u8>,
+    out: Vec<(MiniBatchSpec, blake3::Hash)>,
+}
+
+impl<'a> Chunker<'a> {
+    fn new(
+        file_index: usize,
+        source: &'a TabularSource,
+        average: u64,
+    ) -> Result<Self, PartitionError> {
+        let (min, max) = bounds(average);
+        let file = fs_err::File::open(&source.path).map_err(|e| io_error(&source.path, e))?;
+        Ok(Chunker {
+            file_index,
+            source,
+            reader: BufReader::with_capacity(IO_BUFFER_BYTES, file),
+            pos: 0,
+            hash: 0,
+            min,
+            max,
+            average,
+            strict: mask_for((average - min).max(1)),
+            header: None,
+            current: BatchBuilder::default(),
+            content: None,
+            armed: false,
+            buf: vec![0u8; 64 * 1024],
+            out: Vec::new(),
+        })
+    }
+
+    /// The next record, `[start, end)`, whose file's header ends at `header_end`.
+    fn record(&mut self, header_end: u64, (start, end): (u64, u64)) -> Result<(), PartitionError> {
+        let path = &self.source.path;
+        if self.header.is_none() {
+            let mut header = vec![0u8; usize::try_from(header_end).unwrap_or(0)];
+            self.reader
+                .read_exact(&mut header)
+                .map_err(|e| io_error(path, e))?;
+            self.pos = header_end;
+            self.header = Some((header_end, header));
+        }
+        if self.content.is_none() {
+            let header = self
+                .header
+                .as_ref()
+                .map(|(_, h)| h.as_slice())
+                .unwrap_or(&[]);
+            self.content = Some(ContentHasher::new(self.source.format, header));
+        }
+        skip(&mut self.reader, &mut self.pos, start, path)?;
+        let mut left = end.saturating_sub(start);
+        let mut offset = self.current.bytes;
+        while left > 0 {
+            let n = usize::try_from(left.min(self.buf.len() as u64)).unwrap_or(self.buf.len());
+            let chunk = self.buf.get_mut(..n).unwrap_or_default();
+            self.reader
+                .read_exact(chunk)
+                .map_err(|e| io_error(path, e))?;
+            for &b in chunk.iter() {
+                self.hash = (self.hash << 1).wrapping_add(GEAR[b as usize]);
+                offset += 1;
+                if !self.armed && offset >= self.min && self.hash & self.strict == 0 {
+                    self.armed = true;
+                }
+            }
+            if let Some(c) = self.content.as_mut() {
+                c.update(chunk);
+            }
+            self.pos += n as u64;
+            left -= n as u64;
+        }
+        self.current
+            .push(self.file_index, self.source, header_end, (start, end));
+        if self.armed || self.current.bytes >= self.max || self.average == 1 {
+            self.cut();
+        }
+        Ok(())
+    }
+
+    fn cut(&mut self) {
+        if self.current.rows == 0 {
+            return;
+        }
+        let digest = self
+            .content
+            .take()
+            .map(|c| c.finish())
+            .unwrap_or_else(|| blake3::hash(b""));
+        let spec = std::mem::take(&mut self.current).into_spec(None);
+        self.out.push((spec, digest));
+        self.armed = false;
+    }
+}
+
+/// Tabular files cut into content-defined mini-batches of about `average` bytes of records,
+/// each with the [`ContentHasher`] digest of its rows. Each file is read twice, in one
+/// streaming pass (record boundaries, and the bytes of the records): memory does not grow
+/// with the file.
 ///
 /// # Errors
 /// A file cannot be read, or a CSV record is malformed (as [`super::partition_tabular`]).
 pub fn partition_tabular_cdc(
     sources: &[TabularSource],
     average: u64,
-) -> Result<Vec<MiniBatchSpec>, PartitionError> {
+) -> Result<Vec<(MiniBatchSpec, blake3::Hash)>, PartitionError> {
     let average = average.max(1);
-    let (min, max) = bounds(average);
-    let mask = mask_for((average - min).max(1));
     let mut out = Vec::new();
     for (file_index, source) in sources.iter().enumerate() {
-        let (header_end, ranges) = record_ranges(source)?;
-        let file = fs_err::File::open(&source.path).map_err(|e| io_error(&source.path, e))?;
-        let mut reader = BufReader::with_capacity(IO_BUFFER_BYTES, file);
-        let mut pos = 0u64;
-        let mut hash = 0u64;
-        let mut current = BatchBuilder::default();
-        // Whether a cut point was seen in this mini-batch past its first `min` bytes.
-        let mut armed = false;
-        let mut buf = vec![0u8; 64 * 1024];
-        for (start, end) in ranges {
-            skip(&mut reader, &mut pos, start, &source.path)?;
-            let mut left = end.saturating_sub(start);
-            let mut offset = current.bytes;
-            while left > 0 {
-                let n = usize::try_from(left.min(buf.len() as u64)).unwrap_or(buf.len());
-                let chunk = buf.get_mut(..n).unwrap_or_default();
-                reader
-                    .read_exact(chunk)
-                    .map_err(|e| io_error(&source.path, e))?;
-                for &b in chunk.iter() {
-                    hash = (hash << 1).wrapping_add(GEAR[b as usize]);
-                    offset += 1;
-                    if !armed && offset >= min && hash & mask == 0 {
-                        armed = true;
-                    }
+        let mut chunker = Chunker::new(file_index, source, average)?;
+        match source.format {
+            TabularFormat::Csv => {
+                let mut scanner = CsvScanner::open(&source.path, &[], IO_BUFFER_BYTES)?;
+                while let Some(range) = scanner.next_record()? {
+                    chunker.record(scanner.header_end, range)?;
                 }
-                pos += n as u64;
-                left -= n as u64;
             }
-            current.push(file_index, source, header_end, (start, end));
-            if armed || current.bytes >= max || average == 1 {
-                out.push(std::mem::take(&mut current).into_spec(None));
-                armed = false;
+            TabularFormat::JsonLines => {
+                let mut failed = None;
+                scan_jsonl_lines(&source.path, IO_BUFFER_BYTES, |range| {
+                    if failed.is_none() {
+                        if let Err(e) = chunker.record(0, range) {
+                            failed = Some(e);
+                        }
+                    }
+                })?;
+                if let Some(e) = failed {
+                    return Err(e);
+                }
             }
         }
-        if current.rows > 0 {
-            out.push(current.into_spec(None));
-        }
+        chunker.cut();
+        out.extend(chunker.out);
     }
     Ok(out)
 }

@@ -81,7 +81,7 @@ fn tabular_mini_batches_cover_every_record_once_within_bounds() {
         csv.extend_from_slice(format!("{i},row number {i} {}\n", "x".repeat(i % 17)).as_bytes());
     }
     let path = write(&dir, "a.csv", &csv);
-    let specs = partition_tabular_cdc(&[csv_source(&path)], 2048).expect("partition");
+    let specs = specs_of(partition_tabular_cdc(&[csv_source(&path)], 2048).expect("partition"));
     let (min, max) = bounds(2048);
     let mut rows = 0;
     for (i, s) in specs.iter().enumerate() {
@@ -105,13 +105,18 @@ fn each_tabular_file_starts_a_mini_batch() {
     let dir = TempDir::new().expect("tempdir");
     let a = write(&dir, "a.jsonl", b"{\"a\":1}\n{\"a\":2}\n");
     let b = write(&dir, "b.jsonl", b"{\"a\":3}\n");
-    let specs =
-        partition_tabular_cdc(&[jsonl_source(&a), jsonl_source(&b)], 1 << 20).expect("partition");
+    let specs = specs_of(
+        partition_tabular_cdc(&[jsonl_source(&a), jsonl_source(&b)], 1 << 20).expect("partition"),
+    );
     assert_eq!(specs.len(), 2);
     assert_eq!(
         tabular_contents(&specs),
         vec![b"{\"a\":1}\n{\"a\":2}\n".to_vec(), b"{\"a\":3}\n".to_vec()]
     );
+}
+
+fn specs_of(with_digests: Vec<(MiniBatchSpec, blake3::Hash)>) -> Vec<MiniBatchSpec> {
+    with_digests.into_iter().map(|(s, _)| s).collect()
 }
 
 /// How many mini-batches of `after` are not mini-batches of `before` (by content).
@@ -183,8 +188,15 @@ proptest! {
         }
         let a = write(&dir, "before.csv", &render(&rows));
         let b = write(&dir, "after.csv", &render(&after));
-        let old = tabular_contents(&partition_tabular_cdc(&[csv_source(&a)], average).expect("before"));
-        let new = tabular_contents(&partition_tabular_cdc(&[csv_source(&b)], average).expect("after"));
+        let old = tabular_contents(&specs_of(partition_tabular_cdc(&[csv_source(&a)], average).expect("before")));
+        let with_digests = partition_tabular_cdc(&[csv_source(&b)], average).expect("after");
+        // The digest computed while partitioning is the one computed from the segment.
+        for (spec, digest) in &with_digests {
+            let MiniBatchSpec::Tabular { segments, .. } = spec else { panic!("rows") };
+            prop_assert_eq!(segments.len(), 1);
+            prop_assert_eq!(segment_digest(&segments[0]).expect("digest"), *digest);
+        }
+        let new = tabular_contents(&specs_of(with_digests));
         prop_assert!(changed(&old, &new) <= edits.len() * 6, "{} of {} changed for {} edits", changed(&old, &new), new.len(), edits.len());
         // Every row once, in order.
         let body: Vec<u8> = new.iter().flat_map(|c| c[5..].to_vec()).collect();
