@@ -140,28 +140,21 @@ pub fn segment_digest(segment: &Segment) -> Result<blake3::Hash, PartitionError>
     use fs_err::os::unix::fs::FileExt;
     let path = &segment.path;
     let file = fs_err::File::open(path).map_err(|e| io_error(path, e))?;
+    let mut header = vec![0u8; usize::try_from(segment.header_end).unwrap_or(0)];
+    file.read_exact_at(&mut header, 0)
+        .map_err(|e| io_error(path, e))?;
+    let mut h = ContentHasher::new(segment.format, &header);
     let mut buf = vec![0u8; 256 * 1024];
-    let mut read = |start: u64, end: u64, mut each: Box<dyn FnMut(&[u8]) + '_>| {
+    for &(start, end) in &segment.ranges {
         let mut at = start;
         while at < end {
             let n = usize::try_from((end - at).min(buf.len() as u64)).unwrap_or(buf.len());
             let chunk = buf.get_mut(..n).unwrap_or_default();
             file.read_exact_at(chunk, at)
                 .map_err(|e| io_error(path, e))?;
-            each(chunk);
+            h.update(chunk);
             at += n as u64;
         }
-        Ok::<(), PartitionError>(())
-    };
-    let mut header = Vec::new();
-    read(
-        0,
-        segment.header_end,
-        Box::new(|b| header.extend_from_slice(b)),
-    )?;
-    let mut h = ContentHasher::new(segment.format, &header);
-    for &(start, end) in &segment.ranges {
-        read(start, end, Box::new(|b| h.update(b)))?;
     }
     Ok(h.finish())
 }
