@@ -312,3 +312,74 @@ fn a_job_the_partition_can_never_start_fails_instead_of_waiting() -> TestResult 
     );
     Ok(())
 }
+
+#[test]
+fn the_slurm_wrapper_submits_follows_and_cancels_a_job() -> TestResult {
+    use stepgraph_steps::{JobId, JobState, Slurm, SlurmError};
+    if !slurm_cluster() {
+        return Ok(());
+    }
+    let slurm = Slurm::find()?;
+    let partitions = slurm.partitions()?;
+    assert!(
+        partitions
+            .iter()
+            .any(|p| p.name == SLURM_PARTITION && p.default),
+        "{partitions:?}"
+    );
+    let ws = Workspace::new();
+    let script = ws.write("job.sh", "#!/bin/sh\necho \"$MARK\"; sleep 60\n");
+    let out = ws.path().join("out.txt");
+    let env = BTreeMap::from([
+        ("PATH".into(), "/usr/bin:/bin".into()),
+        ("MARK".into(), "marked".into()),
+    ]);
+    let args = vec![
+        format!("--partition={SLURM_PARTITION}").into(),
+        "--job-name=stepgraph.wrapper-test".into(),
+        format!("--output={}", out.display()).into(),
+    ];
+    let job = slurm.submit(&script, &args, Some(&env))?;
+    let start = std::time::Instant::now();
+    loop {
+        let state = slurm.state(job)?;
+        assert!(!state.is_finished(), "{state}");
+        if state == JobState::Running
+            && std::fs::read_to_string(&out).is_ok_and(|t| t == "marked\n")
+        {
+            break;
+        }
+        assert!(
+            start.elapsed().as_secs() < 60,
+            "job {job} never ran: {state}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    slurm.cancel(job)?;
+    let start = std::time::Instant::now();
+    while !slurm.state(job)?.is_finished() {
+        assert!(start.elapsed().as_secs() < 30, "job {job} still not ended");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let info = slurm.job(job)?;
+    assert_eq!(
+        (info.id, info.state.clone()),
+        (job, JobState::Cancelled),
+        "{info:?}"
+    );
+    assert!(["n1", "n2"].contains(&info.nodes.as_str()), "{info:?}");
+    // A job the cluster never had.
+    let e = slurm.state(JobId(u64::from(u32::MAX) - 1)).unwrap_err();
+    assert!(matches!(e, SlurmError::UnknownJob { .. }), "{e}");
+    // sbatch's refusal names the command and what it printed.
+    let e = slurm
+        .submit(&script, &["--partition=no-such-partition".into()], None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("`sbatch --parsable --partition=no-such-partition ")
+            && e.contains("failed (exit code 1): sbatch: error: "),
+        "{e}"
+    );
+    Ok(())
+}
