@@ -24,6 +24,7 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Why a Slurm command did not give what was asked. Each message names the command.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SlurmError {
     /// A client command is not on PATH.
     #[error("{command} not found on PATH: Slurm's client commands (sbatch, srun, squeue, scancel, sinfo, scontrol) are needed to run steps on Slurm")]
@@ -89,6 +90,7 @@ impl std::fmt::Display for JobId {
 
 /// A job's state, as Slurm names it (`squeue -o %T`, `scontrol`'s `JobState`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum JobState {
     /// Waiting for resources.
     Pending,
