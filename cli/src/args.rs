@@ -179,7 +179,8 @@ system).")]
         #[command(subcommand)]
         action: CacheAction,
     },
-    /// Check a spec without running anything.
+    /// Check a spec without running anything (for steps on Slurm, also that sbatch, srun and
+    /// squeue are on PATH and the partitions are known to sinfo).
     Validate {
         /// The JSON pipeline spec.
         spec: Option<PathBuf>,

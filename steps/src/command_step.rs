@@ -22,6 +22,8 @@ use crate::ports::{env_methods, port_methods, StepPorts};
 /// the input path, output folder and parameter value. The working folder is a copy of
 /// `source_directory` when set (its snapshot is part of the fingerprint), else a scratch folder.
 /// Standard output and error go to `logs/user/stdout.txt` and `logs/user/stderr.txt`.
+/// With a Slurm [`compute`](CommandStep::compute) target the command runs as a batch job
+/// with the same environment (plus Slurm's `SLURM_*` variables), folder and log files.
 /// The command gets a defined environment (see the README's "Step environment"): PATH, HOME,
 /// USER, LANG, LC_*, TZ and TMPDIR from the caller, the names listed with
 /// [`CommandStep::env_passthrough`], and the variables set with [`CommandStep::env`].
@@ -38,6 +40,8 @@ pub struct CommandStep {
     /// The environment as loaded (its requirements file read) when the step was declared:
     /// what its key covers is what `execute` builds, even if the file changes meanwhile.
     loaded_environment: std::sync::OnceLock<crate::environment::Environment>,
+    /// Where the command runs (not fingerprinted).
+    compute: crate::Compute,
 }
 
 impl CommandStep {
@@ -56,7 +60,22 @@ impl CommandStep {
             models: Vec::new(),
             environment: None,
             loaded_environment: Default::default(),
+            compute: crate::Compute::Local,
         }
+    }
+
+    /// Run the command on `compute` (Azure's `compute_target`): locally (the default) or as a
+    /// Slurm job (`sbatch`, with the target's settings), with the same environment, working
+    /// folder and log files. Not part of the fingerprint: a step that ran locally is reused
+    /// on Slurm and back.
+    pub fn compute(mut self, compute: impl Into<crate::Compute>) -> Self {
+        self.compute = compute.into();
+        self
+    }
+
+    /// Where the command runs.
+    pub fn compute_target(&self) -> &crate::Compute {
+        &self.compute
     }
 
     /// Run the command in a Python environment: with requirements, stepgraph builds it (once
@@ -161,6 +180,9 @@ impl Step for CommandStep {
             }
         }
         crate::models::check(&self.name, &self.models)?;
+        self.compute
+            .check()
+            .map_err(|e| self.invalid(&format!("compute.{}", e.field), e.message))?;
         let mut params = self.ports.params.clone();
         for p in used_params {
             if !params.iter().any(|q| q.name == p.name) {
@@ -198,6 +220,7 @@ impl Step for CommandStep {
             .environment_variables(self.environment_variables.clone())
             .env_passthrough(env_passthrough)
             .models(self.models.clone())
+            .compute(self.compute.declared())
             .build())
     }
 
@@ -262,6 +285,24 @@ impl Step for CommandStep {
             b.set_vars(&mut env);
         }
         env.extend(self.shim_env(ctx, &input_paths, env.get(OsStr::new("PYTHONPATH")))?);
+        if let crate::Compute::Slurm(compute) = &self.compute {
+            // The same command line, environment, folder and log files, as a batch job.
+            env.insert("PYTHONDONTWRITEBYTECODE".into(), "1".into());
+            for (k, v) in ctx.params {
+                env.insert(format!("AML_PARAMETER_{k}").into(), value_to_arg(v).into());
+            }
+            drop((stdout, stderr));
+            let job = crate::slurm_command::BatchCommand {
+                argv: &argv,
+                cwd: &cwd,
+                env: &env,
+                stdout: &stdout_path,
+                stderr: &stderr_path,
+            };
+            let result = crate::slurm_command::run(compute, ctx, &job);
+            drop(tree);
+            return result.map(|()| StepCounts::default());
+        }
         let mut cmd = Command::new(program);
         cmd.args(args)
             .process_group(0)
