@@ -47,9 +47,9 @@ pub use command_step::CommandStep;
 pub use environment::{Environment, EnvironmentError};
 pub use fn_step::{FnContext, FnStep};
 pub use parallel_run::{
-    partition, size, AppendRowFormat, ConfigError, Entry, EntryContext, EntryError, EntryFactory,
-    EntryScript, Limit, MiniBatch, MiniBatchData, OutputAction, ParallelRunConfig,
-    ParallelRunConfigBuilder, ParallelRunStep, ParallelRunStepBuilder, Row, TabularInput,
-    COMMIT_INTERVAL, DONE_PREFIX, MAX_PROTOCOL_LINE,
+    partition, run_agent, size, AgentError, AgentOptions, AppendRowFormat, ConfigError, Entry,
+    EntryContext, EntryError, EntryFactory, EntryScript, Limit, MiniBatch, MiniBatchData,
+    OutputAction, ParallelRunConfig, ParallelRunConfigBuilder, ParallelRunStep,
+    ParallelRunStepBuilder, Row, TabularInput, COMMIT_INTERVAL, DONE_PREFIX, MAX_PROTOCOL_LINE,
 };
 pub use spec::{load_spec, parse_spec, SpecError, MAX_SPEC_BYTES};

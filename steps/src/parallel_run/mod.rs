@@ -21,6 +21,7 @@ mod harness;
 mod node_log;
 pub mod partition;
 mod protocol;
+mod remote;
 mod report;
 pub mod size;
 mod step;
@@ -38,6 +39,7 @@ pub use entry::{
     EntryContext, EntryError, EntryFactory, EntryScript, MiniBatch, MiniBatchData, Row,
 };
 pub(crate) use harness::install_azureml;
+pub use remote::{run_agent, AgentError, AgentOptions};
 pub use step::ParallelRunStep;
 pub use step_builder::ParallelRunStepBuilder;
 

@@ -1,0 +1,345 @@
+//! Starting the agents: one Slurm job (`sbatch --nodes=N --ntasks-per-node=1` running
+//! `srun <stepgraph> agent …`), or, with `STEPGRAPH_LOCAL_AGENTS=1`, agent processes on this
+//! machine (the same code path without a cluster: for trying things out and for tests).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// The agent command line the job runs on each node.
+#[derive(Debug, Clone)]
+pub(crate) struct AgentCommand {
+    /// The stepgraph binary (the running one: `std::env::current_exe()`).
+    pub(crate) exe: PathBuf,
+    /// The coordinator's `HOST:PORT`.
+    pub(crate) addr: String,
+    /// The run's token file.
+    pub(crate) token_file: PathBuf,
+    /// How many agents (nodes).
+    pub(crate) nodes: usize,
+    /// The step's `logs/` folder (the job's own output goes to `logs/sys/`).
+    pub(crate) log_dir: PathBuf,
+    /// The step's work folder (the batch script is written there).
+    pub(crate) work_dir: PathBuf,
+    /// The step's name (the job's name).
+    pub(crate) step: String,
+}
+
+/// Where a submitted job is.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum JobState {
+    /// Waiting in the queue (the reason).
+    Queued(String),
+    /// Running.
+    Running,
+    /// Over (its final state), or no longer known to the scheduler.
+    Ended(String),
+}
+
+/// Starts and stops the job of a step's agents.
+pub(crate) trait Launcher: Send {
+    /// Submit a job running `cmd.nodes` agents; returns its name (`Slurm job 123`).
+    fn submit(&mut self, cmd: &AgentCommand) -> Result<String, String>;
+    /// The submitted job's state.
+    fn state(&mut self) -> JobState;
+    /// Cancel the submitted job (nothing when there is none).
+    fn cancel(&mut self);
+}
+
+/// Slurm's settings for the job (the step's compute target).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct SlurmSettings {
+    /// `--partition`.
+    pub(crate) partition: Option<String>,
+    /// `--account`.
+    pub(crate) account: Option<String>,
+    /// `--time`.
+    pub(crate) time: Option<String>,
+    /// `--cpus-per-task`.
+    pub(crate) cpus_per_task: Option<u32>,
+    /// `--mem`.
+    pub(crate) mem: Option<String>,
+    /// More `sbatch` arguments, as given.
+    pub(crate) extra_args: Vec<String>,
+}
+
+/// A job submitted with `sbatch`.
+pub(crate) struct SlurmLauncher {
+    settings: SlurmSettings,
+    job: Option<String>,
+}
+
+impl SlurmLauncher {
+    pub(crate) fn new(settings: SlurmSettings) -> Self {
+        SlurmLauncher {
+            settings,
+            job: None,
+        }
+    }
+}
+
+/// `text` quoted for `sh`.
+fn sh_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
+}
+
+impl SlurmLauncher {
+    /// The `sbatch` arguments (before the script).
+    fn sbatch_args(&self, cmd: &AgentCommand) -> Vec<String> {
+        let s = &self.settings;
+        let mut args = vec![
+            "--parsable".to_string(),
+            format!("--job-name=stepgraph-{}", cmd.step),
+            format!("--nodes={}", cmd.nodes),
+            "--ntasks-per-node=1".to_string(),
+            format!(
+                "--output={}",
+                cmd.log_dir.join("sys").join("slurm-%j.out").display()
+            ),
+        ];
+        if let Some(p) = &s.partition {
+            args.push(format!("--partition={p}"));
+        }
+        if let Some(a) = &s.account {
+            args.push(format!("--account={a}"));
+        }
+        if let Some(t) = &s.time {
+            args.push(format!("--time={t}"));
+        }
+        if let Some(c) = s.cpus_per_task {
+            args.push(format!("--cpus-per-task={c}"));
+        }
+        if let Some(m) = &s.mem {
+            args.push(format!("--mem={m}"));
+        }
+        args.extend(s.extra_args.iter().cloned());
+        args
+    }
+}
+
+/// The batch script: one agent per node, through `srun`.
+fn batch_script(cmd: &AgentCommand) -> String {
+    format!(
+        "#!/bin/sh\n# stepgraph: one agent per node for step {}\nexec srun --ntasks-per-node=1 {} agent --connect {} --token-file {}\n",
+        cmd.step.replace('\n', " "),
+        sh_quote(&cmd.exe.to_string_lossy()),
+        sh_quote(&cmd.addr),
+        sh_quote(&cmd.token_file.to_string_lossy()),
+    )
+}
+
+/// Run a Slurm command; its stdout, or why it failed.
+fn slurm(program: &str, args: &[String]) -> Result<String, String> {
+    let out = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(format!(
+            "{program} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+impl Launcher for SlurmLauncher {
+    fn submit(&mut self, cmd: &AgentCommand) -> Result<String, String> {
+        let script = cmd.work_dir.join("agents.sbatch");
+        fs_err::write(&script, batch_script(cmd)).map_err(|e| e.to_string())?;
+        let mut args = self.sbatch_args(cmd);
+        args.push(script.to_string_lossy().into_owned());
+        let out = slurm("sbatch", &args)?;
+        // --parsable: `ID` or `ID;CLUSTER`.
+        let id = out.split(';').next().unwrap_or_default().trim().to_string();
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit() || b == b'_') {
+            return Err(format!("sbatch printed no job id: {out:?}"));
+        }
+        self.job = Some(id.clone());
+        Ok(format!("Slurm job {id}"))
+    }
+
+    fn state(&mut self) -> JobState {
+        let Some(id) = &self.job else {
+            return JobState::Ended("not submitted".into());
+        };
+        let args = ["show", "job", "-o", id.as_str()].map(String::from);
+        match slurm("scontrol", &args) {
+            Ok(text) => {
+                let field = |name: &str| {
+                    text.split_whitespace()
+                        .find_map(|w| w.strip_prefix(name))
+                        .unwrap_or_default()
+                        .to_string()
+                };
+                let state = field("JobState=");
+                match state.as_str() {
+                    "PENDING" | "CONFIGURING" | "REQUEUED" | "RESIZING" | "SUSPENDED" => {
+                        JobState::Queued(format!("{state}: {}", field("Reason=")))
+                    }
+                    "RUNNING" | "COMPLETING" => JobState::Running,
+                    "" => JobState::Ended("unknown".into()),
+                    _ => JobState::Ended(format!("{state} ({})", field("Reason="))),
+                }
+            }
+            Err(e) => JobState::Ended(format!("not known to Slurm any more: {e}")),
+        }
+    }
+
+    fn cancel(&mut self) {
+        if let Some(id) = self.job.take() {
+            let _ = slurm("scancel", &[id]);
+        }
+    }
+}
+
+impl Drop for SlurmLauncher {
+    fn drop(&mut self) {
+        self.cancel();
+    }
+}
+
+/// Agents as processes of this machine.
+pub(crate) struct LocalLauncher {
+    children: Vec<Child>,
+    round: usize,
+}
+
+impl LocalLauncher {
+    pub(crate) fn new() -> Self {
+        LocalLauncher {
+            children: Vec::new(),
+            round: 0,
+        }
+    }
+}
+
+impl Launcher for LocalLauncher {
+    fn submit(&mut self, cmd: &AgentCommand) -> Result<String, String> {
+        self.cancel();
+        self.round += 1;
+        for i in 0..cmd.nodes {
+            let node = format!("local-{i}");
+            let log = cmd.log_dir.join("sys").join(format!("agent-{node}.out"));
+            let out = open_append(&log).map_err(|e| e.to_string())?;
+            let err = open_append(&log).map_err(|e| e.to_string())?;
+            let mut c = Command::new(&cmd.exe);
+            c.arg("agent")
+                .arg("--connect")
+                .arg(&cmd.addr)
+                .arg("--token-file")
+                .arg(&cmd.token_file)
+                .arg("--node")
+                .arg(&node);
+            {
+                use std::os::unix::process::CommandExt;
+                c.process_group(0);
+            }
+            c.stdin(Stdio::null()).stdout(out).stderr(err);
+            let child = crate::process::spawn(&mut c)
+                .map_err(|e| format!("cannot start {}: {e}", cmd.exe.display()))?;
+            self.children.push(child);
+        }
+        Ok(format!("local agents (round {})", self.round))
+    }
+
+    fn state(&mut self) -> JobState {
+        let mut running = 0;
+        for c in &mut self.children {
+            if matches!(c.try_wait(), Ok(None)) {
+                running += 1;
+            }
+        }
+        if running > 0 {
+            JobState::Running
+        } else {
+            JobState::Ended("every agent process exited".into())
+        }
+    }
+
+    fn cancel(&mut self) {
+        for mut c in self.children.drain(..) {
+            if matches!(c.try_wait(), Ok(None)) {
+                crate::process::kill_tree(&mut c);
+            }
+            if c.wait().is_ok() {
+                crate::process::reaped(&c);
+            }
+        }
+    }
+}
+
+impl Drop for LocalLauncher {
+    fn drop(&mut self) {
+        self.cancel();
+    }
+}
+
+/// `path` opened for appending, as a child's output.
+fn open_append(path: &Path) -> std::io::Result<Stdio> {
+    if let Some(parent) = path.parent() {
+        fs_err::create_dir_all(parent)?;
+    }
+    let f = fs_err::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    Ok(Stdio::from(f.into_file()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cmd() -> AgentCommand {
+        AgentCommand {
+            exe: "/opt/it's/stepgraph".into(),
+            addr: "vm:4242".into(),
+            token_file: "/runs/r/s/work/agent.token".into(),
+            nodes: 2,
+            log_dir: "/runs/r/s/logs".into(),
+            work_dir: "/runs/r/s/work".into(),
+            step: "score".into(),
+        }
+    }
+
+    #[test]
+    fn the_batch_script_runs_one_agent_per_node_through_srun() {
+        let script = batch_script(&cmd());
+        assert!(
+            script.contains(
+                "exec srun --ntasks-per-node=1 '/opt/it'\\''s/stepgraph' agent --connect 'vm:4242' --token-file '/runs/r/s/work/agent.token'"
+            ),
+            "{script}"
+        );
+    }
+
+    #[test]
+    fn sbatch_gets_the_nodes_and_the_compute_settings() {
+        let l = SlurmLauncher::new(SlurmSettings {
+            partition: Some("debug".into()),
+            account: None,
+            time: Some("01:00:00".into()),
+            cpus_per_task: Some(2),
+            mem: Some("4G".into()),
+            extra_args: vec!["--exclusive".into()],
+        });
+        assert_eq!(
+            l.sbatch_args(&cmd()),
+            [
+                "--parsable",
+                "--job-name=stepgraph-score",
+                "--nodes=2",
+                "--ntasks-per-node=1",
+                "--output=/runs/r/s/logs/sys/slurm-%j.out",
+                "--partition=debug",
+                "--time=01:00:00",
+                "--cpus-per-task=2",
+                "--mem=4G",
+                "--exclusive"
+            ]
+        );
+    }
+}
