@@ -618,25 +618,28 @@ fn read_loop(shared: &Arc<Shared>, link: &Arc<Link>, mut stream: TcpStream) {
 
 /// A link ended: its tries are lost, its node is dead (unless the step is over).
 fn lost(shared: &Arc<Shared>, link: &Arc<Link>, why: &str) {
-    let was_alive = link.alive.load(Ordering::SeqCst);
     link.lose();
-    let closed = {
+    let was_up = {
         let mut st = shared.state();
-        if !st.closed {
+        let up = !st.closed
+            && match &st.nodes[link.slot] {
+                Node::Live(l) => Arc::ptr_eq(l, link),
+                Node::Starting => true,
+                Node::Waiting | Node::Dead(_) => false,
+            };
+        if up {
             st.nodes[link.slot] = Node::Dead(format!("node {}: {why}", link.name));
         }
-        st.closed
+        up
     };
     shared.changed.notify_all();
-    if closed {
+    if !was_up {
         return;
     }
-    if was_alive {
-        shared.notice(format!(
-            "node {} lost ({why}): its mini-batches are requeued on the other nodes",
-            link.name
-        ));
-    }
+    shared.notice(format!(
+        "node {} lost ({why}): its mini-batches are requeued on the other nodes",
+        link.name
+    ));
     shared.after_loss();
 }
 
@@ -684,4 +687,15 @@ impl Worker for RemoteWorker {
     }
 
     fn shutdown(&mut self) {}
+}
+
+#[cfg(test)]
+impl RemoteWorker {
+    /// Cut node slot `slot`'s link from this side (what a dead node's connection does).
+    pub(crate) fn cut_for_test(&self, slot: usize) {
+        let links = self.lease.0.state().links.clone();
+        for l in links.iter().filter(|l| l.slot == slot) {
+            l.lose();
+        }
+    }
 }
