@@ -2,6 +2,9 @@
 //! the agents (`stepgraph agent`, this binary) as local processes, over loopback, through the
 //! same coordinator, protocol and authentication as a Slurm job's.
 
+// Tests use std::fs directly; the library uses fs_err (clippy.toml).
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
 mod common;
 
 use std::path::{Path, PathBuf};
