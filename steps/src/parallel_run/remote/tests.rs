@@ -150,7 +150,7 @@ fn start(
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = format!("127.0.0.1:{}", listener.local_addr().expect("addr").port());
     let (tx, rx) = unbounded();
-    let (workers, _job) = coordinator::start(coordinator::Start {
+    let workers = coordinator::start(coordinator::Start {
         plan: Plan {
             processes: (0..nodes).map(|w| process(s, w, sleep)).collect(),
             per_node: 1,
@@ -350,7 +350,11 @@ fn a_lost_agent_gives_back_its_try_and_the_others_take_its_work() {
     let (workers, _, notices) = start(&s, 2, "1", Vec::new());
     let mut workers = workers.into_iter();
     let (mut w0, mut w1) = (workers.next().expect("w0"), workers.next().expect("w1"));
-    // Both agents ready.
+    // The first try submits the job; then both agents are ready.
+    assert!(matches!(
+        w1.run(9, &batch(&s, &[9])),
+        TryOutcome::Ok { count: 1, .. }
+    ));
     let mut ready = 0;
     while ready < 2 {
         let n = notices
