@@ -37,6 +37,10 @@ mod engine_validation;
 // Tests for ParallelRunStep end to end (see its own module list).
 mod parallel_run;
 
+// Tests for compute targets: keys equal locally and on Slurm; steps run through sbatch on the
+// local two-node cluster (`.ci/slurm-up.sh`).
+mod slurm;
+
 // Tests for step processes: bounded output, non-UTF-8 paths, orphans killed, escaped errors.
 mod step_processes;
 

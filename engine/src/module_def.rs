@@ -103,6 +103,9 @@ pub struct ModuleDef {
     /// Fingerprint components the step computes when the node is resolved (e.g. a Python
     /// environment built into the store: `environment`), by component name.
     pub computed: BTreeMap<String, SharedComponent>,
+    /// Where the step runs, as the step describes it (e.g. `{"type": "slurm", ...}`); `None`
+    /// for this machine. A resource knob: never part of the fingerprint.
+    pub compute: Option<Value>,
 }
 
 /// A fingerprint component a step computes itself when its node is resolved, from things
@@ -183,6 +186,7 @@ impl ModuleDef {
             run_after: Vec::new(),
             models: Vec::new(),
             computed: BTreeMap::new(),
+            compute: None,
         })
     }
 }
@@ -278,6 +282,12 @@ impl ModuleDefBuilder {
     /// A fingerprint component the step computes when its node is resolved.
     pub fn computed(mut self, name: impl Into<String>, c: Arc<dyn ComputedComponent>) -> Self {
         self.0.computed.insert(name.into(), SharedComponent(c));
+        self
+    }
+
+    /// Where the step runs (see [`ModuleDef::compute`]); not fingerprinted.
+    pub fn compute(mut self, compute: Option<Value>) -> Self {
+        self.0.compute = compute;
         self
     }
 

@@ -38,6 +38,8 @@ pub struct CommandStep {
     /// The environment as loaded (its requirements file read) when the step was declared:
     /// what its key covers is what `execute` builds, even if the file changes meanwhile.
     loaded_environment: std::sync::OnceLock<crate::environment::Environment>,
+    /// Where the command runs (not fingerprinted).
+    compute: crate::Compute,
 }
 
 impl CommandStep {
@@ -56,7 +58,22 @@ impl CommandStep {
             models: Vec::new(),
             environment: None,
             loaded_environment: Default::default(),
+            compute: crate::Compute::Local,
         }
+    }
+
+    /// Run the command on `compute` (Azure's `compute_target`): locally (the default) or as a
+    /// Slurm job (`sbatch`, with the target's settings), with the same environment, working
+    /// folder and log files. Not part of the fingerprint: a step that ran locally is reused
+    /// on Slurm and back.
+    pub fn compute(mut self, compute: impl Into<crate::Compute>) -> Self {
+        self.compute = compute.into();
+        self
+    }
+
+    /// Where the command runs.
+    pub fn compute_target(&self) -> &crate::Compute {
+        &self.compute
     }
 
     /// Run the command in a Python environment: with requirements, stepgraph builds it (once
@@ -161,6 +178,9 @@ impl Step for CommandStep {
             }
         }
         crate::models::check(&self.name, &self.models)?;
+        self.compute
+            .check()
+            .map_err(|e| self.invalid(&format!("compute.{}", e.field), e.message))?;
         let mut params = self.ports.params.clone();
         for p in used_params {
             if !params.iter().any(|q| q.name == p.name) {
@@ -198,6 +218,7 @@ impl Step for CommandStep {
             .environment_variables(self.environment_variables.clone())
             .env_passthrough(env_passthrough)
             .models(self.models.clone())
+            .compute(self.compute.declared())
             .build())
     }
 

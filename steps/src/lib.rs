@@ -34,6 +34,7 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 mod command_step;
+mod compute;
 mod environment;
 mod fn_step;
 mod models;
@@ -44,6 +45,7 @@ mod process;
 mod spec;
 
 pub use command_step::CommandStep;
+pub use compute::{parse_mem, parse_time, Compute, ComputeError, SlurmCompute};
 pub use environment::{Environment, EnvironmentError};
 pub use fn_step::{FnContext, FnStep};
 pub use parallel_run::{

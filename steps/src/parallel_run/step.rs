@@ -59,6 +59,8 @@ pub struct ParallelRunStep {
     pub(super) allow_reuse: bool,
     pub(super) run_after: Vec<String>,
     pub(super) models: Vec<Model>,
+    /// Where the step runs (not fingerprinted).
+    pub(super) compute: crate::Compute,
 }
 
 impl ParallelRunStep {
@@ -84,7 +86,21 @@ impl ParallelRunStep {
             allow_reuse,
             run_after: Vec::new(),
             models: Vec::new(),
+            compute: crate::Compute::Local,
         }
+    }
+
+    /// Run on `compute` (Azure's `compute_target`): locally (the default) or on a Slurm
+    /// cluster, `node_count` nodes of it. Not part of the fingerprint: a step that ran locally
+    /// is reused on Slurm and back.
+    pub fn compute(mut self, compute: impl Into<crate::Compute>) -> Self {
+        self.compute = compute.into();
+        self
+    }
+
+    /// Where the step runs.
+    pub fn compute_target(&self) -> &crate::Compute {
+        &self.compute
     }
 
     /// Read model `model` (Azure's `Model.get_model_path(name)` in the entry script): its
@@ -235,6 +251,9 @@ impl Step for ParallelRunStep {
         config::check_arguments(&arg_forms).map_err(|e| self.invalid(&e.field, e.message))?;
         let source_directory = self.check_entry_files()?;
         crate::models::check(&self.name, &self.models)?;
+        self.compute
+            .check()
+            .map_err(|e| self.invalid(&format!("compute.{}", e.field), e.message))?;
         let mut inputs: Vec<InputPortBinding> = self
             .inputs
             .iter()
@@ -287,6 +306,7 @@ impl Step for ParallelRunStep {
             .env_passthrough(cfg.env_passthrough().to_vec())
             .run_after(self.run_after.clone())
             .models(self.models.clone())
+            .compute(self.compute.declared())
             .build())
     }
 

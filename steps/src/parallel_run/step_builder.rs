@@ -78,6 +78,12 @@ impl ParallelRunStepBuilder {
         self
     }
 
+    /// Run on `compute`: see [`ParallelRunStep::compute`].
+    pub fn compute(mut self, compute: impl Into<crate::Compute>) -> Self {
+        self.step.compute = compute.into();
+        self
+    }
+
     order_methods!(step);
 
     /// The step, checked as the pipeline will check it: inputs of one kind, the mini-batch

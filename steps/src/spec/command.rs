@@ -31,6 +31,7 @@ pub(super) struct CommandSpec {
     run_after: Vec<String>,
     #[serde(default)]
     models: Vec<String>,
+    compute: Option<String>,
 }
 
 impl StepSpec for CommandSpec {
@@ -99,6 +100,12 @@ impl StepSpec for CommandSpec {
         }
         for m in cx.models.lookup_all(cx.file, &name, &self.models, errors) {
             step = step.model(m);
+        }
+        if let Some(c) = cx
+            .computes
+            .lookup(cx.file, &name, self.compute.as_deref(), errors)
+        {
+            step = step.compute(c);
         }
         Some(Arc::new(step))
     }

@@ -220,7 +220,7 @@ pub(super) fn render(segs: &[Seg]) -> String {
 }
 
 /// Who a path belongs to: `step "score"` (or `step #2` when it has no usable name),
-/// `dataset "images"`, `parameter "threshold"`, or nobody (top level); and the field path
+/// `dataset "images"`, `compute "hpc"`, `parameter "threshold"`, or nobody (top level); and the field path
 /// inside it.
 pub(super) fn owner(root: &Value, path: &[Seg]) -> (Option<String>, String) {
     match path {
@@ -237,6 +237,9 @@ pub(super) fn owner(root: &Value, path: &[Seg]) -> (Option<String>, String) {
         }
         [Seg::Key(k), Seg::Key(name), rest @ ..] if k == "models" => {
             (Some(format!("model {name:?}")), render(rest))
+        }
+        [Seg::Key(k), Seg::Key(name), rest @ ..] if k == "compute" => {
+            (Some(format!("compute {name:?}")), render(rest))
         }
         [Seg::Key(k), Seg::Key(name), rest @ ..] if k == "parameters" => {
             (Some(format!("parameter {name:?}")), render(rest))

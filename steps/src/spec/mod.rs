@@ -2,7 +2,7 @@
 //! Every error names the file, the step and the field.
 //!
 //! This module reads the document and assembles the graph; each kind of thing a spec declares
-//! has its own file: `datasets.rs`, `parallel_run.rs`, `command.rs`. `json.rs` turns serde's
+//! has its own file: `datasets.rs`, `models.rs`, `compute.rs`, `parallel_run.rs`, `command.rs`. `json.rs` turns serde's
 //! errors into sentences.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -15,6 +15,7 @@ use stepgraph_engine::check_data_name;
 use stepgraph_engine::{DataSource, Pipeline, PipelineData, PipelineParameter, Step};
 
 mod command;
+mod compute;
 mod datasets;
 mod json;
 mod models;
@@ -52,6 +53,8 @@ struct SpecFile {
     datasets: BTreeMap<String, Value>,
     #[serde(default)]
     models: BTreeMap<String, Value>,
+    #[serde(default)]
+    compute: BTreeMap<String, Value>,
     steps: Vec<Value>,
 }
 
@@ -88,6 +91,8 @@ struct Context<'a> {
     names: Names,
     /// The models steps may read.
     models: models::Models,
+    /// The compute targets steps may run on.
+    computes: compute::Computes,
 }
 
 impl Context<'_> {
@@ -238,10 +243,12 @@ pub fn parse_spec(text: &str, file: &str, base: &Path) -> Result<Pipeline, SpecE
             .collect(),
         names: Names::default(),
         models: models::Models::default(),
+        computes: compute::Computes::default(),
     };
     let mut errors = Vec::new();
     datasets::collect(&mut cx, &spec.datasets, &mut errors);
     models::collect(&mut cx, &spec.models, &mut errors);
+    compute::collect(&mut cx, &spec.compute, &mut errors);
     let parsed = parse_steps(&mut cx, &spec.steps, &mut errors);
 
     let mut builder = Pipeline::builder(spec.name.clone());

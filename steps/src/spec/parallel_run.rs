@@ -27,6 +27,7 @@ pub(super) struct ParallelRunSpec {
     run_after: Vec<String>,
     #[serde(default)]
     models: Vec<String>,
+    compute: Option<String>,
     parallel_run_config: Box<ParallelRunConfigBuilder>,
 }
 
@@ -53,6 +54,9 @@ impl StepSpec for ParallelRunSpec {
         let ins = names.lookup_all(file, name, "inputs", &self.inputs, errors);
         let sides = names.lookup_all(file, name, "side_inputs", &self.side_inputs, errors);
         let models = cx.models.lookup_all(file, name, &self.models, errors);
+        let compute = cx
+            .computes
+            .lookup(file, name, self.compute.as_deref(), errors);
         let mut args = Vec::new();
         for a in &self.arguments {
             match spec_argument(a, &cx.params) {
@@ -82,6 +86,9 @@ impl StepSpec for ParallelRunSpec {
         }
         for m in models {
             step = step.model(m);
+        }
+        if let Some(c) = compute {
+            step = step.compute(c);
         }
         Some(Arc::new(step))
     }

@@ -321,7 +321,7 @@ fn type_errors_name_file_step_field_and_expectation() {
             ),
             (
                 GOOD.replace("\"datasets\"", "\"dataset\""),
-                "pipeline.json: unknown field \"dataset\" (expected one of \"name\", \"parameters\", \"datasets\", \"models\", \"steps\")".into(),
+                "pipeline.json: unknown field \"dataset\" (expected one of \"name\", \"parameters\", \"datasets\", \"models\", \"compute\", \"steps\")".into(),
             ),
             (
                 GOOD.replace("\"steps\": [", "\"steps\": {\"x\": [").replace("]\n    }", "]}\n    }"),
@@ -352,10 +352,12 @@ const ALL_FIELDS: &str = r#"{"name": "all-fields",
                 "partition_format": "{part}.csv"},
        "model": {"type": "reference", "path": "data"}},
      "models": {"iris": {"path": "data", "version": 2}},
+     "compute": {"hpc": {"type": "slurm", "partition": "debug", "account": "lab", "time": "10",
+       "cpus_per_task": 1, "mem": "1G", "extra_args": ["--qos=low"], "bind": "login:7000"}},
      "steps": [
       {"name": "by-batch", "type": "parallel_run", "inputs": ["files"], "side_inputs": ["model"],
        "output": "out1", "arguments": ["--n", "{params.n}"], "allow_reuse": true, "run_after": [],
-       "models": ["iris:2"],
+       "models": ["iris:2"], "compute": "hpc",
        "parallel_run_config": {"source_directory": "scripts", "entry_script": "score.py",
          "mini_batch_size": "5", "error_threshold": 0, "allowed_failed_count": 1,
          "allowed_failed_percent": 10.0, "output_action": "append_row",
@@ -371,7 +373,7 @@ const ALL_FIELDS: &str = r#"{"name": "all-fields",
        "source_directory": "scripts", "inputs": {"a": "out1"}, "outputs": ["o"],
        "environment_variables": {"B": "2"}, "env_passthrough": ["USER"], "allow_reuse": false,
        "environment": "python3",
-       "run_after": ["by-key"], "models": ["iris"]}
+       "run_after": ["by-key"], "models": ["iris"], "compute": "hpc"}
      ]}"#;
 
 /// Every object of `ALL_FIELDS` with the kind of struct it is, its owner and its path.
@@ -391,6 +393,13 @@ fn all_field_objects(root: &Value) -> Vec<(String, String, String)> {
             "model".to_string(),
             format!("model {name:?}"),
             format!("models.{name}"),
+        ));
+    }
+    for name in root["compute"].as_object().expect("compute").keys() {
+        out.push((
+            "compute slurm".to_string(),
+            format!("compute {name:?}"),
+            format!("compute.{name}"),
         ));
     }
     for (i, st) in root["steps"].as_array().expect("steps").iter().enumerate() {
