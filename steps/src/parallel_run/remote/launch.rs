@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+use crate::SlurmCompute;
+
 /// The agent command line the job runs on each node.
 #[derive(Debug, Clone)]
 pub(crate) struct AgentCommand {
@@ -45,31 +47,14 @@ pub(crate) trait Launcher: Send {
     fn cancel(&mut self);
 }
 
-/// Slurm's settings for the job (the step's compute target).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub(crate) struct SlurmSettings {
-    /// `--partition`.
-    pub(crate) partition: Option<String>,
-    /// `--account`.
-    pub(crate) account: Option<String>,
-    /// `--time`.
-    pub(crate) time: Option<String>,
-    /// `--cpus-per-task`.
-    pub(crate) cpus_per_task: Option<u32>,
-    /// `--mem`.
-    pub(crate) mem: Option<String>,
-    /// More `sbatch` arguments, as given.
-    pub(crate) extra_args: Vec<String>,
-}
-
 /// A job submitted with `sbatch`.
 pub(crate) struct SlurmLauncher {
-    settings: SlurmSettings,
+    settings: SlurmCompute,
     job: Option<String>,
 }
 
 impl SlurmLauncher {
-    pub(crate) fn new(settings: SlurmSettings) -> Self {
+    pub(crate) fn new(settings: SlurmCompute) -> Self {
         SlurmLauncher {
             settings,
             job: None,
@@ -85,7 +70,6 @@ fn sh_quote(text: &str) -> String {
 impl SlurmLauncher {
     /// The `sbatch` arguments (before the script).
     fn sbatch_args(&self, cmd: &AgentCommand) -> Vec<String> {
-        let s = &self.settings;
         let mut args = vec![
             "--parsable".to_string(),
             format!("--job-name=stepgraph-{}", cmd.step),
@@ -96,22 +80,8 @@ impl SlurmLauncher {
                 cmd.log_dir.join("sys").join("slurm-%j.out").display()
             ),
         ];
-        if let Some(p) = &s.partition {
-            args.push(format!("--partition={p}"));
-        }
-        if let Some(a) = &s.account {
-            args.push(format!("--account={a}"));
-        }
-        if let Some(t) = &s.time {
-            args.push(format!("--time={t}"));
-        }
-        if let Some(c) = s.cpus_per_task {
-            args.push(format!("--cpus-per-task={c}"));
-        }
-        if let Some(m) = &s.mem {
-            args.push(format!("--mem={m}"));
-        }
-        args.extend(s.extra_args.iter().cloned());
+        // The compute target's settings: partition, account, time, cpus, mem, extra_args.
+        args.extend(self.settings.sbatch_args());
         args
     }
 }
@@ -318,14 +288,14 @@ mod tests {
 
     #[test]
     fn sbatch_gets_the_nodes_and_the_compute_settings() {
-        let l = SlurmLauncher::new(SlurmSettings {
-            partition: Some("debug".into()),
-            account: None,
-            time: Some("01:00:00".into()),
-            cpus_per_task: Some(2),
-            mem: Some("4G".into()),
-            extra_args: vec!["--exclusive".into()],
-        });
+        let l = SlurmLauncher::new(
+            crate::Compute::slurm("hpc")
+                .partition("debug")
+                .time("01:00:00")
+                .cpus_per_task(2)
+                .mem("4G")
+                .extra_args(["--exclusive"]),
+        );
         assert_eq!(
             l.sbatch_args(&cmd()),
             [

@@ -23,7 +23,6 @@ use crossbeam_channel::{unbounded, Receiver};
 use stepgraph_engine::{StepContext, StepError};
 
 pub use agent::{run_agent, AgentError, AgentOptions};
-pub(crate) use launch::SlurmSettings;
 
 use super::protocol::WirePath;
 use super::step::ParallelRunStep;
@@ -55,31 +54,25 @@ pub(crate) const BIND_VAR: &str = "STEPGRAPH_BIND";
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Target {
     /// One Slurm job.
-    #[allow(dead_code)] // until the step's compute target lands (branch slurm-infra)
-    Slurm(SlurmSettings),
+    Slurm(crate::SlurmCompute),
     /// Agent processes on this machine (`STEPGRAPH_LOCAL_AGENTS=1`).
     Local,
 }
 
-/// Where `step`'s workers run when not in this process: on Slurm when its compute says so,
-/// as local agent processes when [`LOCAL_AGENTS_VAR`] is `1` and it has several nodes.
+/// Where `step`'s workers run when not in this process: on Slurm when its compute target is a
+/// Slurm one (whatever its `node_count`: with 1, one agent on one node, the same path), as
+/// local agent processes when [`LOCAL_AGENTS_VAR`] is `1` and it has several nodes.
 /// Rust entries always run in this process (they are code of this program, not a file on
 /// the shared file system).
 pub(crate) fn target(step: &ParallelRunStep) -> Option<Target> {
     if matches!(step.config.entry(), super::config::Entry::Rust { .. }) {
         return None;
     }
-    if std::env::var("TMP_SLURM").is_ok() {
-        return Some(Target::Slurm(SlurmSettings {
-            partition: Some("debug".into()),
-            ..Default::default()
-        }));
+    if let Some(slurm) = step.compute.as_slurm() {
+        return Some(Target::Slurm(slurm.clone()));
     }
     let local = std::env::var(LOCAL_AGENTS_VAR).is_ok_and(|v| v == "1");
-    if local && step.config.node_count() > 1 {
-        return Some(Target::Local);
-    }
-    None
+    (local && step.config.node_count() > 1).then_some(Target::Local)
 }
 
 /// Now, in Unix milliseconds.
@@ -159,8 +152,8 @@ impl Notices {
     }
 }
 
-/// The listener: `STEPGRAPH_BIND` (`HOST` or `HOST:PORT`), else this host's name (local
-/// agents: 127.0.0.1), on an ephemeral port unless one is given. Returns it and the address
+/// The listener: `STEPGRAPH_BIND` (`HOST` or `HOST:PORT`), else the compute target's `bind`,
+/// else this host's name (local agents: 127.0.0.1), on an ephemeral port unless one is given. Returns it and the address
 /// agents connect to.
 fn listen(target: &Target) -> Result<(TcpListener, String), StepError> {
     let given = std::env::var(BIND_VAR)
