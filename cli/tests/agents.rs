@@ -98,7 +98,7 @@ fn local_agents_give_output_byte_identical_to_a_local_run_and_both_nodes_work() 
     }
     let result = std::fs::read_to_string(dir.join("logs/job_result.txt")).expect("job_result");
     assert!(
-        result.contains("compute: local agents (round 1), 2 nodes × 1 processes"),
+        result.contains("compute: local agents (round 1), 2 nodes × 1 process"),
         "{result}"
     );
     assert!(

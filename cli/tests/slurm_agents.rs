@@ -8,8 +8,10 @@
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 mod common;
-#[path = "../../tests/common/skip.rs"]
-mod skip;
+/// What `slurm.rs` uses of `skip.rs` (already part of `common`).
+mod skip {
+    pub(crate) use super::common::{in_ci, skipped};
+}
 #[path = "../../tests/common/slurm.rs"]
 mod slurm;
 
@@ -73,7 +75,10 @@ def run(mini_batch):
 
 /// The step's folder of the only run in `store`.
 fn step_dir(store: &Path) -> Option<PathBuf> {
-    let run = std::fs::read_dir(store.join("runs")).ok()?.flatten().next()?;
+    let run = std::fs::read_dir(store.join("runs"))
+        .ok()?
+        .flatten()
+        .next()?;
     Some(run.path().join("score-docs"))
 }
 
@@ -152,7 +157,11 @@ fn job_listed(id: &str) -> bool {
     Command::new("squeue")
         .args(["-h", "-o", "%i", "-t", "PD,R,CG,CF"])
         .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == id))
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l.trim() == id)
+        })
         .unwrap_or(false)
 }
 
@@ -176,15 +185,20 @@ fn two_slurm_nodes_give_output_byte_identical_to_a_local_run_and_both_do_work() 
     let dir = step_dir(&p.path("store")).expect("run");
     for node in ["n1", "n2"] {
         assert!(scored(&dir, &[node]) > 0, "node {node} did no work");
-        assert!(dir.join(format!("logs/sys/node/{node}/agent.txt")).is_file());
+        assert!(dir
+            .join(format!("logs/sys/node/{node}/agent.txt"))
+            .is_file());
     }
     let err = out.stderr();
     assert!(err.contains("submitted Slurm job"), "{err}");
-    assert!(err.contains("node n1: worker-") && err.contains("node n2: worker-"), "{err}");
+    assert!(
+        err.contains("node n1: worker-") && err.contains("node n2: worker-"),
+        "{err}"
+    );
     let id = job_id(&dir).expect("job id");
     let result = std::fs::read_to_string(dir.join("logs/job_result.txt")).expect("job_result");
     assert!(
-        result.contains(&format!("compute: Slurm job {id}, 2 nodes × 1 processes")),
+        result.contains(&format!("compute: Slurm job {id}, 2 nodes × 1 process")),
         "{result}"
     );
     assert!(
@@ -214,12 +228,18 @@ fn killing_one_nodes_agent_mid_run_completes_with_identical_output() {
     });
     assert!(started, "the agents did not start");
     let pid = pid.expect("pid");
-    let killed = Command::new("kill").args(["-9", &pid]).status().expect("kill");
+    let killed = Command::new("kill")
+        .args(["-9", &pid])
+        .status()
+        .expect("kill");
     assert!(killed.success(), "kill -9 {pid}");
     let out = Out(child.wait_with_output().expect("wait")).ok();
     assert_eq!(output(&store), local_output());
     let err = out.stderr();
-    assert!(err.contains("node n2 lost") && err.contains("requeued"), "{err}");
+    assert!(
+        err.contains("node n2 lost") && err.contains("requeued"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -253,7 +273,10 @@ fn an_agent_with_a_wrong_token_is_refused_and_the_run_goes_on() {
         .output()
         .expect("agent"));
     let said = intruder.fails(2);
-    assert!(said.contains("did not prove it holds the run's token"), "{said}");
+    assert!(
+        said.contains("did not prove it holds the run's token"),
+        "{said}"
+    );
     Out(child.wait_with_output().expect("wait")).ok();
     let dir = step_dir(&store).expect("run");
     let log = agents_log(&dir);
@@ -294,4 +317,77 @@ fn sigint_leaves_no_slurm_job() {
         wait_until(Duration::from_secs(30), || !job_listed(&id)),
         "Slurm job {id} outlived the interrupted run"
     );
+}
+
+#[test]
+fn a_sigkilled_coordinator_leaves_no_job_and_the_rerun_resumes() {
+    let Some(_cluster) = cluster() else { return };
+    let p = project(0.15, "hpc");
+    let store = p.path("store");
+    let mut child = p
+        .cmd(&["--store", "store", "run", "pipeline.json"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut id = None;
+    let started = wait_until(Duration::from_secs(120), || {
+        let Some(dir) = step_dir(&store) else {
+            return false;
+        };
+        id = job_id(&dir);
+        // Some mini-batches committed (every 250 ms) before the kill.
+        id.is_some() && scored(&dir, &["n1", "n2"]) >= 12
+    });
+    assert!(started, "the agents did not start");
+    let id = id.expect("job id");
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    // The agents see their connection drop and exit: the job ends.
+    assert!(
+        wait_until(Duration::from_secs(60), || !job_listed(&id)),
+        "Slurm job {id} outlived its SIGKILLed coordinator"
+    );
+    let out = Out(p
+        .cmd(&["--store", "store", "run", "pipeline.json"])
+        .output()
+        .expect("rerun"))
+    .ok();
+    let err = out.stderr();
+    assert!(err.contains("resuming:"), "{err}");
+    let runs: Vec<PathBuf> = std::fs::read_dir(store.join("runs"))
+        .expect("runs")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    let rerun = runs
+        .iter()
+        .filter(|r| r.join("score-docs/outputs/scores").is_dir())
+        .max()
+        .expect("rerun's output");
+    let file = std::fs::read_dir(rerun.join("score-docs/outputs/scores"))
+        .expect("outputs")
+        .flatten()
+        .next()
+        .expect("output file");
+    assert_eq!(std::fs::read(file.path()).expect("read"), local_output());
+}
+
+#[test]
+fn node_count_1_on_slurm_runs_one_agent_the_same_way() {
+    let Some(_cluster) = cluster() else { return };
+    let p = project(0.0, "hpc");
+    let spec = std::fs::read_to_string(p.path("pipeline.json")).expect("spec");
+    p.write(
+        "pipeline.json",
+        &spec.replace("\"node_count\": 2", "\"node_count\": 1"),
+    );
+    let out = Out(p
+        .cmd(&["--store", "store", "run", "pipeline.json"])
+        .output()
+        .expect("run"))
+    .ok();
+    let err = out.stderr();
+    assert!(err.contains("1 node × 1 process"), "{err}");
+    assert_eq!(output(&p.path("store")), local_output());
 }

@@ -52,6 +52,21 @@ pub(crate) struct Plan {
     pub(crate) needs: Vec<NeededPath>,
 }
 
+impl Plan {
+    /// `2 nodes × 1 process`.
+    fn shape(&self) -> String {
+        let nodes = match self.node_count {
+            1 => "1 node".to_string(),
+            n => format!("{n} nodes"),
+        };
+        let processes = match self.per_node {
+            1 => "1 process".to_string(),
+            n => format!("{n} processes"),
+        };
+        format!("{nodes} × {processes}")
+    }
+}
+
 /// One agent's connection.
 struct Link {
     /// Its node's name.
@@ -253,8 +268,9 @@ impl Shared {
                 st.job = job.clone();
                 st.submissions = 1;
                 self.notice(format!(
-                    "submitted {job}: {} nodes × {} processes, agents connect to {}",
-                    self.plan.node_count, self.plan.per_node, self.cmd.addr
+                    "submitted {job}: {}, agents connect to {}",
+                    self.plan.shape(),
+                    self.cmd.addr
                 ));
             }
             Err(e) => st.fatal = Some(format!("cannot submit the agents' job: {e}")),
@@ -305,10 +321,9 @@ impl Shared {
         let _ = fs_err::write(
             self.plan.log_dir.join("sys").join("compute.txt"),
             format!(
-                "compute: {}{resubmitted}, {} nodes × {} processes; agents on {}\n",
+                "compute: {}{resubmitted}, {}; agents on {}\n",
                 st.job,
-                self.plan.node_count,
-                self.plan.per_node,
+                self.plan.shape(),
                 if nodes.is_empty() {
                     "no node".to_string()
                 } else {
@@ -376,8 +391,9 @@ pub(crate) fn start(s: Start) -> Result<Vec<RemoteWorker>, String> {
         .set_nonblocking(true)
         .map_err(|e| format!("listener: {e}"))?;
     shared.log(&format!(
-        "listening on {} for {node_count} agents × {per_node} processes",
-        shared.cmd.addr
+        "listening on {} for {}",
+        shared.cmd.addr,
+        shared.plan.shape()
     ));
     let lease = Arc::new(Lease(shared.clone()));
     {

@@ -386,3 +386,52 @@ fn a_lost_agent_gives_back_its_try_and_the_others_take_its_work() {
         "{lost:?}"
     );
 }
+
+/// Wait for a notice containing `what`.
+fn wait_notice(notices: &crossbeam_channel::Receiver<String>, what: &str) -> Vec<String> {
+    let mut seen = Vec::new();
+    loop {
+        match notices.recv_timeout(Duration::from_secs(30)) {
+            Ok(n) => {
+                let found = n.contains(what);
+                seen.push(n);
+                if found {
+                    return seen;
+                }
+            }
+            Err(_) => panic!("no notice {what:?} in {seen:?}"),
+        }
+    }
+}
+
+#[test]
+fn every_node_lost_resubmits_the_job_then_fails_naming_it() {
+    let s = setup();
+    let (workers, _, notices) = start(&s, 2, "0", Vec::new());
+    let mut workers = workers.into_iter();
+    let (mut w0, mut w1) = (workers.next().expect("w0"), workers.next().expect("w1"));
+    for round in 1..=3 {
+        let ok = w0.run(round, &batch(&s, &[1]));
+        assert!(matches!(ok, TryOutcome::Ok { .. }), "round {round}: {ok:?}");
+        let ok = w1.run(10 + round, &batch(&s, &[2]));
+        assert!(matches!(ok, TryOutcome::Ok { .. }), "round {round}: {ok:?}");
+        w0.cut_for_test(0);
+        w0.cut_for_test(1);
+        if round < 3 {
+            wait_notice(
+                &notices,
+                &format!("resubmitted as thread job {}", round + 1),
+            );
+        }
+    }
+    let out = w0.run(99, &batch(&s, &[3]));
+    let TryOutcome::Lost(Some(why)) = out else {
+        panic!("not a fatal loss: {out:?}");
+    };
+    assert!(
+        why.contains(
+            "all 2 nodes of thread job 3 were lost (its state: RUNNING); it was submitted 3 times"
+        ),
+        "{why}"
+    );
+}
