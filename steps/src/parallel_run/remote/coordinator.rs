@@ -13,7 +13,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -34,6 +34,9 @@ use super::{HANDSHAKE_TIMEOUT, IDLE_TIMEOUT, PING_INTERVAL};
 /// How long after the first agent is ready a node whose agent has not come is given up on
 /// (its workers then send their mini-batches to the agents that came).
 const AGENT_START_GRACE: Duration = Duration::from_secs(60);
+
+/// Connections in their handshake at once; more are closed at once (and logged).
+const MAX_HANDSHAKES: usize = 64;
 
 /// How many times a job whose nodes were all lost is submitted again.
 pub(crate) const MAX_RESUBMITS: u32 = 2;
@@ -136,6 +139,8 @@ pub(crate) struct Shared {
     log: Mutex<Option<fs_err::File>>,
     /// Messages for the run's progress.
     notices: Sender<String>,
+    /// Connections in their handshake.
+    handshakes: AtomicUsize,
 }
 
 impl Shared {
@@ -386,6 +391,7 @@ pub(crate) fn start(s: Start) -> Result<Vec<RemoteWorker>, String> {
         launcher: Mutex::new(s.launcher),
         log: Mutex::new(log),
         notices: s.notices,
+        handshakes: AtomicUsize::new(0),
     });
     s.listener
         .set_nonblocking(true)
@@ -422,8 +428,19 @@ fn accept_loop(shared: &Arc<Shared>, listener: &TcpListener) {
         }
         match listener.accept() {
             Ok((stream, peer)) => {
+                // A flood of connections costs at most MAX_HANDSHAKES threads and buffers.
+                if shared.handshakes.fetch_add(1, Ordering::SeqCst) >= MAX_HANDSHAKES {
+                    shared.handshakes.fetch_sub(1, Ordering::SeqCst);
+                    shared.log(&format!(
+                        "refused connection from {peer}: {MAX_HANDSHAKES} handshakes under way"
+                    ));
+                    let _ = stream.shutdown(Shutdown::Both);
+                    continue;
+                }
                 let shared = shared.clone();
-                std::thread::spawn(move || admit(&shared, stream, peer));
+                std::thread::spawn(move || {
+                    admit(&shared, stream, peer);
+                });
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 std::thread::sleep(Duration::from_millis(25));
@@ -481,8 +498,14 @@ fn monitor(shared: &Arc<Shared>) {
     }
 }
 
-/// Refuse a connection: say why in the log (and to the peer, without detail).
-fn refuse(shared: &Shared, mut stream: TcpStream, peer: SocketAddr, why: &str, tell: &str) {
+/// Refuse a connection: say why in the log (and to the peer, without detail). No link.
+fn refuse(
+    shared: &Shared,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    why: &str,
+    tell: &str,
+) -> Option<(Arc<Link>, TcpStream)> {
     shared.log(&format!("refused connection from {peer}: {why}"));
     let _ = write_frame(
         &mut stream,
@@ -492,10 +515,25 @@ fn refuse(shared: &Shared, mut stream: TcpStream, peer: SocketAddr, why: &str, t
         &[],
     );
     let _ = stream.shutdown(Shutdown::Both);
+    None
 }
 
 /// The handshake of one connection, then its link.
-fn admit(shared: &Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
+fn admit(shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
+    let link = handshake(shared, stream, peer);
+    shared.handshakes.fetch_sub(1, Ordering::SeqCst);
+    if let Some((link, stream)) = link {
+        read_loop(shared, &link, stream);
+    }
+}
+
+/// The handshake of one connection: its link when the agent authenticated and got its
+/// set-up.
+fn handshake(
+    shared: &Arc<Shared>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+) -> Option<(Arc<Link>, TcpStream)> {
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_nodelay(true);
     let _ = stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
@@ -505,7 +543,7 @@ fn admit(shared: &Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
         Err(e) => {
             shared.log(&format!("refused connection from {peer}: no hello: {e}"));
             let _ = stream.shutdown(Shutdown::Both);
-            return;
+            return None;
         }
     };
     if hello.protocol != AGENT_PROTOCOL {
@@ -523,14 +561,14 @@ fn admit(shared: &Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
         nonce: mine.clone(),
     };
     if write_frame(&mut stream, &challenge, &[]).is_err() {
-        return;
+        return None;
     }
     let proof: Proof = match read_frame(&mut stream, HANDSHAKE_LIMIT) {
         Ok((p, _)) => p,
         Err(e) => {
             shared.log(&format!("refused connection from {peer}: no proof: {e}"));
             let _ = stream.shutdown(Shutdown::Both);
-            return;
+            return None;
         }
     };
     if !shared
@@ -587,7 +625,7 @@ fn admit(shared: &Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
         Err(e) => {
             shared.state().nodes[slot] = Node::Waiting;
             shared.log(&format!("connection from {peer}: {e}"));
-            return;
+            return None;
         }
     };
     let link = Arc::new(Link {
@@ -603,9 +641,10 @@ fn admit(shared: &Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
         hello.pid
     ));
     if let Err(e) = link.send(&ToAgent::Setup(setup)) {
-        return lost(shared, &link, &format!("cannot send its set-up: {e}"));
+        lost(shared, &link, &format!("cannot send its set-up: {e}"));
+        return None;
     }
-    read_loop(shared, &link, stream);
+    Some((link, stream))
 }
 
 /// What one agent sends, until its connection ends.
