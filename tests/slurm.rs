@@ -11,7 +11,7 @@ use stepgraph_steps::{
     Row,
 };
 
-use crate::common::{jobs, Workspace};
+use crate::common::{jobs, slurm_cluster, Workspace, SLURM_PARTITION};
 
 type TestResult = Result<(), Box<dyn Error>>;
 
@@ -110,6 +110,174 @@ fn a_step_that_ran_locally_is_reused_on_slurm_and_back() -> TestResult {
             .all(|s| s.status == stepgraph_engine::StepStatus::Reused),
         "{:?}",
         again.steps
+    );
+    Ok(())
+}
+
+/// What the Slurm command steps run: prints to both streams, writes its node, job id, the
+/// step's variable and its folder into its output, and exits with `$2`.
+const JOB_SCRIPT: &str = r#"echo "out on $SLURMD_NODENAME"
+echo "err on $SLURMD_NODENAME" >&2
+printf '%s\n' "$SLURMD_NODENAME" "$SLURM_JOB_ID" "$GREETING" "$(pwd)" > "$1/seen.txt"
+[ -n "$3" ] && sleep "$3"
+exit "$2"
+"#;
+
+/// Pipeline `name` of a command step `job` on the local cluster running `JOB_SCRIPT` with exit
+/// code `code` (after sleeping `sleep` seconds when not empty). Its Slurm job is named
+/// `stepgraph.<name>.job`.
+fn slurm_command(
+    ws: &Workspace,
+    name: &str,
+    code: &str,
+    sleep: &str,
+) -> Result<Pipeline, Box<dyn Error>> {
+    ws.write("src/job.sh", JOB_SCRIPT);
+    let hpc = Compute::slurm("hpc")
+        .partition(SLURM_PARTITION)
+        .time("00:05:00")
+        .mem("100M");
+    let step = CommandStep::new("job", ["sh", "job.sh", "{outputs.out}", code, sleep])
+        .source_directory(ws.path().join("src"))
+        .output("out", PipelineData::new("seen"))
+        .env("GREETING", "hello from the step")
+        .compute(&hpc);
+    Ok(Pipeline::builder(name).step(step).build()?)
+}
+
+/// The jobs (`id STATE`) `squeue` lists for step `job` of pipeline `name`.
+fn queued_jobs(name: &str) -> Result<String, Box<dyn Error>> {
+    let out = std::process::Command::new("squeue")
+        .args(["-h", "-n", &format!("stepgraph.{name}.job"), "-o", "%i %T"])
+        .output()?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+#[test]
+fn a_command_step_runs_through_sbatch_with_its_environment_and_logs() -> TestResult {
+    if !slurm_cluster() {
+        return Ok(());
+    }
+    let ws = Workspace::new();
+    let store = ws.store();
+    let s = run(
+        &slurm_command(&ws, "slurm-ok", "0", "")?,
+        &store,
+        &jobs(1),
+        &CollectSink::default(),
+    )?;
+    assert_eq!(
+        s.status,
+        stepgraph_engine::RunStatus::Succeeded,
+        "{:?}",
+        s.steps
+    );
+    let seen = std::fs::read_to_string(s.output_dir("job", "out").join("seen.txt"))?;
+    let lines: Vec<&str> = seen.lines().collect();
+    let [node, job, greeting, cwd] = lines.as_slice() else {
+        panic!("seen.txt: {seen:?}");
+    };
+    assert!(["n1", "n2"].contains(node), "SLURMD_NODENAME: {seen:?}");
+    assert!(job.parse::<u64>().is_ok(), "SLURM_JOB_ID: {seen:?}");
+    assert_eq!(*greeting, "hello from the step");
+    assert!(cwd.ends_with("job/work/source"), "{cwd}");
+    // The logs are where a local run puts them, and the job is recorded beside them.
+    let logs = s.run_dir.join("job/logs");
+    assert_eq!(
+        std::fs::read_to_string(logs.join("user/stdout.txt"))?,
+        format!("out on {node}\n")
+    );
+    assert_eq!(
+        std::fs::read_to_string(logs.join("user/stderr.txt"))?,
+        format!("err on {node}\n")
+    );
+    let record = std::fs::read_to_string(logs.join("sys/slurm.txt"))?;
+    assert!(record.contains(&format!("job {job} submitted: sbatch --partition={SLURM_PARTITION} --time=00:05:00 --mem=100M --job-name=stepgraph.slurm-ok.job")), "{record}");
+    assert!(
+        record.contains(&format!(
+            "job {job} ended: COMPLETED with exit code 0 on {node}"
+        )),
+        "{record}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_failing_command_on_slurm_names_the_job_its_state_and_exit_code() -> TestResult {
+    if !slurm_cluster() {
+        return Ok(());
+    }
+    let ws = Workspace::new();
+    let store = ws.store();
+    let s = run(
+        &slurm_command(&ws, "slurm-fails", "3", "")?,
+        &store,
+        &jobs(1),
+        &CollectSink::default(),
+    )?;
+    let rec = s.step("job").ok_or("no record")?;
+    assert_eq!(rec.status, stepgraph_engine::StepStatus::Failed);
+    let error = rec.error.clone().unwrap_or_default();
+    let record = std::fs::read_to_string(s.run_dir.join("job/logs/sys/slurm.txt"))?;
+    let job = record
+        .strip_prefix("job ")
+        .and_then(|r| r.split_once(' '))
+        .map(|(id, _)| id)
+        .ok_or(format!("no job id in {record:?}"))?;
+    let expected = format!(
+        "command \"sh\" failed on compute \"hpc\": Slurm job {job} FAILED with exit code 3 on "
+    );
+    assert!(
+        error.starts_with(&expected),
+        "{error}\n  expected: {expected}"
+    );
+    assert!(
+        error.ends_with(":\nerr on n1") || error.ends_with(":\nerr on n2"),
+        "{error}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_cancelled_run_leaves_no_slurm_job() -> TestResult {
+    if !slurm_cluster() {
+        return Ok(());
+    }
+    let ws = Workspace::new();
+    let store = ws.store();
+    let p = slurm_command(&ws, "slurm-cancelled", "0", "60")?;
+    let opts = jobs(1);
+    let cancel = opts.cancel.clone();
+    let watcher = std::thread::spawn(move || -> Result<(), String> {
+        // Cancel once the job runs.
+        let start = std::time::Instant::now();
+        while start.elapsed() < std::time::Duration::from_secs(60) {
+            if queued_jobs("slurm-cancelled")
+                .map_err(|e| e.to_string())?
+                .contains("RUNNING")
+            {
+                cancel.cancel();
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        cancel.cancel();
+        Err("the job never ran".into())
+    });
+    let s = run(&p, &store, &opts, &CollectSink::default())?;
+    watcher.join().map_err(|_| "watcher panicked")??;
+    assert_eq!(
+        s.status,
+        stepgraph_engine::RunStatus::Cancelled,
+        "{:?}",
+        s.steps
+    );
+    let record = std::fs::read_to_string(s.run_dir.join("job/logs/sys/slurm.txt"))?;
+    assert!(record.contains("cancelled (Ctrl-C): CANCELLED"), "{record}");
+    assert_eq!(
+        queued_jobs("slurm-cancelled")?,
+        "",
+        "squeue still lists the job"
     );
     Ok(())
 }

@@ -22,6 +22,8 @@ use crate::ports::{env_methods, port_methods, StepPorts};
 /// the input path, output folder and parameter value. The working folder is a copy of
 /// `source_directory` when set (its snapshot is part of the fingerprint), else a scratch folder.
 /// Standard output and error go to `logs/user/stdout.txt` and `logs/user/stderr.txt`.
+/// With a Slurm [`compute`](CommandStep::compute) target the command runs as a batch job
+/// with the same environment (plus Slurm's `SLURM_*` variables), folder and log files.
 /// The command gets a defined environment (see the README's "Step environment"): PATH, HOME,
 /// USER, LANG, LC_*, TZ and TMPDIR from the caller, the names listed with
 /// [`CommandStep::env_passthrough`], and the variables set with [`CommandStep::env`].
@@ -283,6 +285,24 @@ impl Step for CommandStep {
             b.set_vars(&mut env);
         }
         env.extend(self.shim_env(ctx, &input_paths, env.get(OsStr::new("PYTHONPATH")))?);
+        if let crate::Compute::Slurm(compute) = &self.compute {
+            // The same command line, environment, folder and log files, as a batch job.
+            env.insert("PYTHONDONTWRITEBYTECODE".into(), "1".into());
+            for (k, v) in ctx.params {
+                env.insert(format!("AML_PARAMETER_{k}").into(), value_to_arg(v).into());
+            }
+            drop((stdout, stderr));
+            let job = crate::slurm_command::BatchCommand {
+                argv: &argv,
+                cwd: &cwd,
+                env: &env,
+                stdout: &stdout_path,
+                stderr: &stderr_path,
+            };
+            let result = crate::slurm_command::run(compute, ctx, &job);
+            drop(tree);
+            return result.map(|()| StepCounts::default());
+        }
         let mut cmd = Command::new(program);
         cmd.args(args)
             .process_group(0)

@@ -7,7 +7,9 @@
 //!   inputs are cut into mini-batches);
 //! - [`load_spec`]: the JSON pipeline spec;
 //! - [`CommandStep`]: one command (argv list) with `{inputs.X}` / `{outputs.X}` /
-//!   `{params.X}` placeholders, its source folder hashed into the fingerprint.
+//!   `{params.X}` placeholders, its source folder hashed into the fingerprint;
+//! - [`Compute`]: where a step runs, locally or on Slurm ([`Compute::slurm`]); [`Slurm`]
+//!   wraps Slurm's client commands.
 //!
 //! ```
 //! use stepgraph_engine::{FileDataset, OpenOptions, Pipeline, PipelineData, Runner, Store};
@@ -42,6 +44,8 @@ mod parallel_run;
 mod placeholders;
 mod ports;
 mod process;
+mod slurm;
+mod slurm_command;
 mod spec;
 
 pub use command_step::CommandStep;
@@ -53,5 +57,9 @@ pub use parallel_run::{
     EntryContext, EntryError, EntryFactory, EntryScript, Limit, MiniBatch, MiniBatchData,
     OutputAction, ParallelRunConfig, ParallelRunConfigBuilder, ParallelRunStep,
     ParallelRunStepBuilder, Row, TabularInput, COMMIT_INTERVAL, DONE_PREFIX, MAX_PROTOCOL_LINE,
+};
+pub use slurm::{
+    batch_script, find_on_path, slurm_problems, JobId, JobInfo, JobState, Partition, Slurm,
+    SlurmError, SLURM_TOOLS,
 };
 pub use spec::{load_spec, parse_spec, SpecError, MAX_SPEC_BYTES};

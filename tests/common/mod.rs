@@ -13,7 +13,6 @@ use stepgraph_steps::FnStep;
 mod skip;
 pub(crate) use skip::{in_ci, skipped};
 mod slurm;
-#[allow(unused_imports)]
 pub(crate) use slurm::{slurm_cluster, SLURM_PARTITION};
 
 /// Write `contents` to `dir/rel`, creating folders.

@@ -135,6 +135,17 @@ pub(crate) fn dispatch(cli: Cli, source: Source) -> Result<i32> {
         } => agent::cmd_agent(connect, token_file, node),
         Command::Validate { spec } => {
             let pipeline = pipeline_of(&source, spec.as_deref())?;
+            // Steps on Slurm need its commands and a partition the cluster knows.
+            let problems = stepgraph_steps::slurm_problems(&pipeline);
+            if !problems.is_empty() {
+                let file = spec
+                    .map(|s| format!("{}: ", s.display()))
+                    .unwrap_or_default();
+                for p in problems {
+                    errln!("error: {file}{p}");
+                }
+                return Ok(exit::BAD_INPUT);
+            }
             outln!(
                 "ok: pipeline {:?} with {} steps ({})",
                 pipeline.name(),

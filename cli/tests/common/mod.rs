@@ -8,6 +8,10 @@ use std::process::{Command, Output};
 mod skip;
 #[allow(unused_imports)] // not every test binary skips
 pub(crate) use skip::{in_ci, skipped};
+#[path = "../../../tests/common/slurm.rs"]
+mod slurm;
+#[allow(unused_imports)] // only the Slurm tests need a cluster
+pub(crate) use slurm::{slurm_cluster, SLURM_PARTITION};
 
 /// The `stepgraph` binary under test.
 pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_stepgraph");
