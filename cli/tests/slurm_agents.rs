@@ -8,12 +8,6 @@
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 mod common;
-/// What `slurm.rs` uses of `skip.rs` (already part of `common`).
-mod skip {
-    pub(crate) use super::common::{in_ci, skipped};
-}
-#[path = "../../tests/common/slurm.rs"]
-mod slurm;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -67,7 +61,7 @@ def run(mini_batch):
      "parallel_run_config": {{"source_directory": "scripts", "entry_script": "score.py",
        "mini_batch_size": "2", "error_threshold": 0, "run_max_try": 1,
        "output_action": "append_row", "process_count_per_node": 1, "node_count": 2}}}}]}}"#,
-            slurm::SLURM_PARTITION
+            common::SLURM_PARTITION
         ),
     );
     p
@@ -166,7 +160,7 @@ fn job_listed(id: &str) -> bool {
 }
 
 fn cluster() -> Option<std::sync::MutexGuard<'static, ()>> {
-    if !slurm::slurm_cluster() {
+    if !common::slurm_cluster() {
         return None;
     }
     Some(CLUSTER.lock().unwrap_or_else(|p| p.into_inner()))

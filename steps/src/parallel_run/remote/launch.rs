@@ -5,7 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use crate::SlurmCompute;
+use std::ffi::OsString;
+
+use crate::{JobId, JobState as SlurmState, Slurm, SlurmCompute, SlurmError};
 
 /// The agent command line the job runs on each node.
 #[derive(Debug, Clone)]
@@ -47,31 +49,25 @@ pub(crate) trait Launcher: Send {
     fn cancel(&mut self);
 }
 
-/// A job submitted with `sbatch`.
+/// A job submitted with `sbatch` (through [`Slurm`], which bounds each command's time).
 pub(crate) struct SlurmLauncher {
     settings: SlurmCompute,
-    job: Option<String>,
+    slurm: Option<Slurm>,
+    job: Option<JobId>,
 }
 
 impl SlurmLauncher {
     pub(crate) fn new(settings: SlurmCompute) -> Self {
         SlurmLauncher {
             settings,
+            slurm: None,
             job: None,
         }
     }
-}
 
-/// `text` quoted for `sh`.
-fn sh_quote(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "'\\''"))
-}
-
-impl SlurmLauncher {
-    /// The `sbatch` arguments (before the script).
+    /// The `sbatch` options (`--parsable` is [`Slurm::submit`]'s).
     fn sbatch_args(&self, cmd: &AgentCommand) -> Vec<String> {
         let mut args = vec![
-            "--parsable".to_string(),
             format!("--job-name=stepgraph-{}", cmd.step),
             format!("--nodes={}", cmd.nodes),
             "--ntasks-per-node=1".to_string(),
@@ -87,80 +83,71 @@ impl SlurmLauncher {
 }
 
 /// The batch script: one agent per node, through `srun`.
-fn batch_script(cmd: &AgentCommand) -> String {
-    format!(
-        "#!/bin/sh\n# stepgraph: one agent per node for step {}\nexec srun --ntasks-per-node=1 {} agent --connect {} --token-file {}\n",
-        cmd.step.replace('\n', " "),
-        sh_quote(&cmd.exe.to_string_lossy()),
-        sh_quote(&cmd.addr),
-        sh_quote(&cmd.token_file.to_string_lossy()),
+fn batch_script(cmd: &AgentCommand, srun: &Path) -> Vec<u8> {
+    let argv: Vec<OsString> = vec![
+        srun.into(),
+        "--ntasks-per-node=1".into(),
+        cmd.exe.clone().into(),
+        "agent".into(),
+        "--connect".into(),
+        cmd.addr.clone().into(),
+        "--token-file".into(),
+        cmd.token_file.clone().into(),
+    ];
+    crate::batch_script(
+        &argv,
+        &format!("stepgraph: one agent per node for step {}", cmd.step),
     )
-}
-
-/// Run a Slurm command; its stdout, or why it failed.
-fn slurm(program: &str, args: &[String]) -> Result<String, String> {
-    let out = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run {program}: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    } else {
-        Err(format!(
-            "{program} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
 }
 
 impl Launcher for SlurmLauncher {
     fn submit(&mut self, cmd: &AgentCommand) -> Result<String, String> {
+        let slurm = match &self.slurm {
+            Some(s) => s.clone(),
+            None => Slurm::find().map_err(|e| e.to_string())?,
+        };
         let script = cmd.work_dir.join("agents.sbatch");
-        fs_err::write(&script, batch_script(cmd)).map_err(|e| e.to_string())?;
-        let mut args = self.sbatch_args(cmd);
-        args.push(script.to_string_lossy().into_owned());
-        let out = slurm("sbatch", &args)?;
-        // --parsable: `ID` or `ID;CLUSTER`.
-        let id = out.split(';').next().unwrap_or_default().trim().to_string();
-        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit() || b == b'_') {
-            return Err(format!("sbatch printed no job id: {out:?}"));
-        }
-        self.job = Some(id.clone());
+        fs_err::write(&script, batch_script(cmd, slurm.srun())).map_err(|e| e.to_string())?;
+        let args: Vec<OsString> = self.sbatch_args(cmd).into_iter().map(Into::into).collect();
+        let id = slurm
+            .submit(&script, &args, None)
+            .map_err(|e| e.to_string())?;
+        self.slurm = Some(slurm);
+        self.job = Some(id);
         Ok(format!("Slurm job {id}"))
     }
 
     fn state(&mut self) -> JobState {
-        let Some(id) = &self.job else {
+        let (Some(slurm), Some(id)) = (&self.slurm, self.job) else {
             return JobState::Ended("not submitted".into());
         };
-        let args = ["show", "job", "-o", id.as_str()].map(String::from);
-        match slurm("scontrol", &args) {
-            Ok(text) => {
-                let field = |name: &str| {
-                    text.split_whitespace()
-                        .find_map(|w| w.strip_prefix(name))
-                        .unwrap_or_default()
-                        .to_string()
-                };
-                let state = field("JobState=");
-                match state.as_str() {
-                    "PENDING" | "CONFIGURING" | "REQUEUED" | "RESIZING" | "SUSPENDED" => {
-                        JobState::Queued(format!("{state}: {}", field("Reason=")))
-                    }
-                    "RUNNING" | "COMPLETING" => JobState::Running,
-                    "" => JobState::Ended("unknown".into()),
-                    _ => JobState::Ended(format!("{state} ({})", field("Reason="))),
-                }
+        match slurm.state(id) {
+            Ok(s) if s.is_finished() => {
+                let why = slurm.job(id).ok().and_then(|j| j.reason);
+                JobState::Ended(match why {
+                    Some(r) if r != "None" => format!("{s}: {r}"),
+                    _ => s.to_string(),
+                })
             }
-            Err(e) => JobState::Ended(format!("not known to Slurm any more: {e}")),
+            Ok(SlurmState::Running | SlurmState::Completing) => JobState::Running,
+            Ok(s) => {
+                let why = slurm.job(id).ok().and_then(|j| j.reason);
+                JobState::Queued(match why {
+                    Some(r) => format!("{s}: {r}"),
+                    None => s.to_string(),
+                })
+            }
+            Err(SlurmError::UnknownJob { .. }) => {
+                JobState::Ended("no longer known to Slurm".into())
+            }
+            // squeue or scontrol did not answer: say so, never give the job up for it.
+            Err(e) => JobState::Queued(format!("state unknown: {e}")),
         }
     }
 
     fn cancel(&mut self) {
-        if let Some(id) = self.job.take() {
-            let _ = slurm("scancel", &[id]);
+        if let (Some(slurm), Some(id)) = (&self.slurm, self.job.take()) {
+            let _ = slurm.cancel(id);
         }
     }
 }
@@ -277,10 +264,11 @@ mod tests {
 
     #[test]
     fn the_batch_script_runs_one_agent_per_node_through_srun() {
-        let script = batch_script(&cmd());
+        let script = batch_script(&cmd(), Path::new("/usr/bin/srun"));
+        let script = String::from_utf8_lossy(&script);
         assert!(
             script.contains(
-                "exec srun --ntasks-per-node=1 '/opt/it'\\''s/stepgraph' agent --connect 'vm:4242' --token-file '/runs/r/s/work/agent.token'"
+                "exec '/usr/bin/srun' '--ntasks-per-node=1' '/opt/it'\\''s/stepgraph' 'agent' '--connect' 'vm:4242' '--token-file' '/runs/r/s/work/agent.token'"
             ),
             "{script}"
         );
@@ -299,7 +287,6 @@ mod tests {
         assert_eq!(
             l.sbatch_args(&cmd()),
             [
-                "--parsable",
                 "--job-name=stepgraph-score",
                 "--nodes=2",
                 "--ntasks-per-node=1",
