@@ -193,7 +193,12 @@ fn listen(target: &Target) -> Result<(TcpListener, String), StepError> {
 }
 
 /// Which paths the agents must see: what the workers run, where, what they read and write.
-fn needs(specs: &[ProcessSpec], ctx: &StepContext<'_>, output_dir: &Path) -> Vec<NeededPath> {
+fn needs(
+    step: &ParallelRunStep,
+    specs: &[ProcessSpec],
+    ctx: &StepContext<'_>,
+    output_dir: &Path,
+) -> Vec<NeededPath> {
     let mut out: Vec<NeededPath> = Vec::new();
     let mut add = |what: String, path: &Path| {
         if path.is_absolute() && !out.iter().any(|n| n.path.0 == path) {
@@ -224,6 +229,12 @@ fn needs(specs: &[ProcessSpec], ctx: &StepContext<'_>, output_dir: &Path) -> Vec
             add("models folder".into(), Path::new(m));
         }
     }
+    // Main inputs by their dataset's name, then side inputs by port.
+    for (i, source) in step.inputs.iter().enumerate() {
+        if let Some(input) = ctx.inputs.get(&super::step::input_port(i)) {
+            add(format!("input {:?}", source.name()), &input.path);
+        }
+    }
     for input in ctx.inputs.values() {
         add(format!("input {:?}", input.port), &input.path);
     }
@@ -244,7 +255,7 @@ pub(crate) fn start(
     let cfg = &step.config;
     let per_node = (cfg.process_count_per_node() as usize).max(1);
     let node_count = specs.len().div_ceil(per_node).max(1);
-    let needs = needs(&specs, ctx, output_dir);
+    let needs = needs(step, &specs, ctx, output_dir);
     let processes = specs
         .iter()
         .enumerate()
