@@ -385,3 +385,67 @@ fn node_count_1_on_slurm_runs_one_agent_the_same_way() {
     assert!(err.contains("1 node × 1 process"), "{err}");
     assert_eq!(output(&p.path("store")), local_output());
 }
+
+/// The pids of the agents authenticated so far, in order.
+fn agent_pids(dir: &Path) -> Vec<String> {
+    agents_log(dir)
+        .lines()
+        .filter(|l| l.contains(" authenticated: "))
+        .filter_map(|l| {
+            let rest = l.split("agent pid ").nth(1)?;
+            rest.split_whitespace().next().map(str::to_string)
+        })
+        .collect()
+}
+
+#[test]
+fn every_node_lost_resubmits_the_job_twice_then_fails_naming_it() {
+    let Some(_cluster) = cluster() else { return };
+    let p = project(0.3, "hpc");
+    let store = p.path("store");
+    let child = p
+        .cmd(&["--store", "store", "run", "pipeline.json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    for round in 1..=3 {
+        let mut pids = Vec::new();
+        let up = wait_until(Duration::from_secs(120), || {
+            let Some(dir) = step_dir(&store) else {
+                return false;
+            };
+            let ready = agents_log(&dir).matches(" ready").count();
+            pids = agent_pids(&dir);
+            ready >= 2 * round && pids.len() >= 2 * round
+        });
+        assert!(up, "round {round}: the agents did not start");
+        for pid in &pids[2 * (round - 1)..2 * round] {
+            let _ = Command::new("kill").args(["-9", pid]).status();
+        }
+    }
+    let err = Out(child.wait_with_output().expect("wait")).fails(1);
+    let dir = step_dir(&store).expect("run");
+    let ids: Vec<String> = agents_log(&dir)
+        .lines()
+        .filter_map(|l| {
+            let rest = l.split("Slurm job ").nth(1)?;
+            let id: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            (!id.is_empty()).then_some(id)
+        })
+        .collect();
+    let last = ids.last().expect("a job id");
+    assert!(
+        err.contains(&format!(
+            "all 2 nodes of Slurm job {last} were lost (its state: "
+        )) && err.contains("it was submitted 3 times"),
+        "{err}"
+    );
+    assert_eq!(err.matches("resubmitted as Slurm job").count(), 2, "{err}");
+    assert!(
+        wait_until(Duration::from_secs(30), || ids
+            .iter()
+            .all(|id| !job_listed(id))),
+        "a job outlived the failed step"
+    );
+}

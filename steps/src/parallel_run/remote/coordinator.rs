@@ -182,10 +182,16 @@ impl Shared {
                 _ => None,
             })
             .unwrap_or_default();
-        let job_state = match self.launcher().state() {
-            JobState::Queued(s) => s,
+        // The job usually ends a moment after its last agent: say its final state then.
+        let mut job_state = self.launcher().state();
+        let until = Instant::now() + Duration::from_secs(3);
+        while matches!(job_state, JobState::Running) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(200));
+            job_state = self.launcher().state();
+        }
+        let job_state = match job_state {
+            JobState::Queued(s) | JobState::Ended(s) => s,
             JobState::Running => "RUNNING".into(),
-            JobState::Ended(s) => s,
         };
         if st.submissions > MAX_RESUBMITS {
             st.fatal = Some(format!(
@@ -318,7 +324,12 @@ impl Shared {
             st.submissions,
             if abrupt { ", cut off" } else { "" }
         ));
-        let nodes: Vec<&str> = st.links.iter().map(|l| l.name.as_str()).collect();
+        let mut nodes: Vec<&str> = Vec::new();
+        for l in &st.links {
+            if !nodes.contains(&l.name.as_str()) {
+                nodes.push(&l.name);
+            }
+        }
         let resubmitted = match st.submissions {
             0 | 1 => String::new(),
             n => format!(" (submitted {n} times: every node was lost)"),
@@ -713,6 +724,8 @@ fn lost(shared: &Arc<Shared>, link: &Arc<Link>, why: &str) {
             };
         if up {
             st.nodes[link.slot] = Node::Dead(format!("node {}: {why}", link.name));
+            // The node may come back in a resubmitted job under its own name.
+            st.names.remove(&link.name);
         }
         up
     };

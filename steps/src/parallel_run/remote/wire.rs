@@ -33,7 +33,10 @@ pub(crate) const FRAME_LIMIT: u32 = (MAX_PROTOCOL_LINE as u32).saturating_add(1 
 /// Why a frame could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum WireError {
-    /// The connection failed, closed or timed out.
+    /// The peer closed the connection (or died) between frames or within one.
+    #[error("connection closed by the other side")]
+    Closed,
+    /// The connection failed or timed out.
     #[error("connection: {0}")]
     Io(#[from] std::io::Error),
     /// A length in a frame's header is over the limit (nothing was allocated for it).
@@ -91,8 +94,12 @@ pub(crate) fn read_frame<R: Read, M: for<'de> Deserialize<'de>>(
     input: &mut R,
     limit: u32,
 ) -> Result<(M, Vec<u8>), WireError> {
+    let closed = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => WireError::Closed,
+        _ => WireError::Io(e),
+    };
     let mut head = [0u8; 8];
-    input.read_exact(&mut head)?;
+    input.read_exact(&mut head).map_err(closed)?;
     let [a, b, c, d, e, f, g, h] = head;
     let json_len = u32::from_be_bytes([a, b, c, d]);
     let blob_len = u32::from_be_bytes([e, f, g, h]);
@@ -102,9 +109,9 @@ pub(crate) fn read_frame<R: Read, M: for<'de> Deserialize<'de>>(
         }
     }
     let mut json = vec![0u8; json_len as usize];
-    input.read_exact(&mut json)?;
+    input.read_exact(&mut json).map_err(closed)?;
     let mut blob = vec![0u8; blob_len as usize];
-    input.read_exact(&mut blob)?;
+    input.read_exact(&mut blob).map_err(closed)?;
     Ok((serde_json::from_slice(&json)?, blob))
 }
 
