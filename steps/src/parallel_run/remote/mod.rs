@@ -152,31 +152,50 @@ impl Notices {
     }
 }
 
-/// The listener: `STEPGRAPH_BIND` (`HOST` or `HOST:PORT`), else the compute target's `bind`,
-/// else this host's name (local agents: 127.0.0.1), on an ephemeral port unless one is given. Returns it and the address
-/// agents connect to.
+/// Where to listen, the host agents connect to, and the port (0: ephemeral), from the bind
+/// address given (`HOST`, `HOST:PORT`, `[V6]:PORT`) or the defaults.
+fn bind_plan(given: Option<&str>, target: &Target) -> Result<(String, String, u16), StepError> {
+    Ok(match given {
+        Some(b) => {
+            let (host, port) = match b.rsplit_once(':') {
+                Some((h, p)) if !h.contains(':') || h.starts_with('[') => {
+                    let port = p.parse::<u16>().map_err(|_| {
+                        StepError::new(format!("bind address {b:?}: the port is not a number"))
+                    })?;
+                    (h.trim_matches(['[', ']']).to_string(), port)
+                }
+                _ => (b.to_string(), 0),
+            };
+            (host.clone(), host, port)
+        }
+        None => match target {
+            Target::Local => ("127.0.0.1".to_string(), "127.0.0.1".to_string(), 0),
+            Target::Slurm(_) => ("0.0.0.0".to_string(), host_name(), 0),
+        },
+    })
+}
+
+/// The listener and the address agents connect to. `STEPGRAPH_BIND`, else the compute
+/// target's `bind` (`HOST` or `HOST:PORT`): listen there, agents connect there. Neither: listen
+/// on every interface and agents connect to this host's name (local agents: 127.0.0.1 only).
+/// The port is ephemeral unless one is given.
 fn listen(target: &Target) -> Result<(TcpListener, String), StepError> {
+    let from_compute = match target {
+        Target::Slurm(c) => c.bind.clone(),
+        Target::Local => None,
+    };
     let given = std::env::var(BIND_VAR)
         .ok()
-        .filter(|s| !s.trim().is_empty());
-    let (host, port) = match given.as_deref().map(str::trim) {
-        Some(b) => match b.rsplit_once(':') {
-            Some((h, p)) if !h.contains(':') || h.starts_with('[') => {
-                let port = p.parse::<u16>().map_err(|_| {
-                    StepError::new(format!("{BIND_VAR}={b:?}: the port is not a number"))
-                })?;
-                (h.trim_matches(['[', ']']).to_string(), port)
-            }
-            _ => (b.to_string(), 0),
-        },
-        None => match target {
-            Target::Local => ("127.0.0.1".to_string(), 0),
-            Target::Slurm(_) => (host_name(), 0),
-        },
-    };
-    let listener = TcpListener::bind((host.as_str(), port)).map_err(|e| {
+        .or(from_compute)
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty());
+    let (bind, advertised, port) = bind_plan(given.as_deref(), target)?;
+    let listener = TcpListener::bind((bind.as_str(), port)).map_err(|e| {
         StepError::with_source(
-            format!("cannot listen for the step's agents on {host}:{port} (set {BIND_VAR} to an address the nodes reach)"),
+            format!(
+                "cannot listen for the step's agents on {bind}:{port} (set {BIND_VAR} or the \
+                 compute target's bind to an address the nodes reach)"
+            ),
             e,
         )
     })?;
@@ -184,10 +203,10 @@ fn listen(target: &Target) -> Result<(TcpListener, String), StepError> {
         .local_addr()
         .map_err(|e| StepError::with_source("listener address", e))?
         .port();
-    let shown = if host.contains(':') {
-        format!("[{host}]")
+    let shown = if advertised.contains(':') {
+        format!("[{advertised}]")
     } else {
-        host
+        advertised
     };
     Ok((listener, format!("{shown}:{port}")))
 }

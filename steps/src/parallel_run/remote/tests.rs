@@ -435,3 +435,35 @@ fn every_node_lost_resubmits_the_job_then_fails_naming_it() {
         "{why}"
     );
 }
+
+#[test]
+fn the_bind_address_gives_where_to_listen_and_where_agents_connect() {
+    let slurm = super::Target::Slurm(crate::Compute::slurm("hpc"));
+    let plan =
+        |b: Option<&str>, t: &super::Target| super::bind_plan(b, t).map_err(|e| e.to_string());
+    assert_eq!(
+        plan(Some("head-1:4000"), &slurm),
+        Ok(("head-1".into(), "head-1".into(), 4000))
+    );
+    assert_eq!(
+        plan(Some("10.0.0.5"), &slurm),
+        Ok(("10.0.0.5".into(), "10.0.0.5".into(), 0))
+    );
+    assert_eq!(
+        plan(Some("[::1]:7"), &slurm),
+        Ok(("::1".into(), "::1".into(), 7))
+    );
+    assert_eq!(
+        plan(Some("fe80::1"), &slurm),
+        Ok(("fe80::1".into(), "fe80::1".into(), 0))
+    );
+    assert!(plan(Some("head:http"), &slurm).is_err_and(|e| e.contains("the port is not a number")));
+    assert_eq!(
+        plan(None, &slurm),
+        Ok(("0.0.0.0".into(), super::host_name(), 0))
+    );
+    assert_eq!(
+        plan(None, &super::Target::Local),
+        Ok(("127.0.0.1".into(), "127.0.0.1".into(), 0))
+    );
+}
