@@ -10,9 +10,11 @@
 #          process_count_per_node 1): one sbatch job, an agent per node (srun), each with one
 #          worker; the coordinator in `stepgraph run` relays mini-batches over TCP.
 #
-# Each run uses a fresh store. RUNS pairs, interleaved (local, slurm, local, slurm, ...).
+# Each run uses a fresh store and starts when both nodes are idle. RUNS pairs, interleaved
+# (local, slurm, local, slurm, ...).
 # Reported (medians over the runs):
 #   - wall time of the whole `stepgraph run` for each side, and the overhead slurm - local;
+#   - sbatch's own time (`submitting the agents' job` to `submitted Slurm job`);
 #   - job start latency: `submitted Slurm job` to the first / last agent ready
 #     (logs/sys/agents.txt, Unix ms), i.e. sbatch + scheduling + srun + agent start +
 #     handshake + path checks;
@@ -67,6 +69,12 @@ now() { date +%s.%N; }
 for r in $(seq 1 "$RUNS"); do
   for side in local slurm; do
     store="$DIR/store-$side-$r"
+    # Each Slurm run starts on an idle cluster (the previous job's nodes released): the job
+    # start latency measured is the scheduler's on idle nodes, not the wait for a job ending.
+    for _ in $(seq 1 300); do
+      [ -z "$(sinfo -h -N -p debug -o %T | grep -v '^idle$')" ] && break
+      sleep 0.1
+    done
     t0=$(now)
     (cd "$DIR" && "$BIN" --store "$store" run "$side.json" >/dev/null 2>"$DIR/$side-$r.err")
     t1=$(now)
@@ -89,11 +97,12 @@ for r in range(1, runs + 1):
     assert rows("local", r) == rows("slurm", r), f"run {r}: outputs differ"
 n_rows = rows("local", 1).count(b"\n")
 print(f"identical outputs: {n_rows} rows, every run")
-first, last, rtt, coord, agent = [], [], [], [], []
+first, last, rtt, coord, agent, sbatch = [], [], [], [], [], []
 for r in range(1, runs + 1):
     [step] = glob.glob(f"{d}/store-slurm-{r}/runs/*/score")
     log = open(f"{step}/logs/sys/agents.txt").read().splitlines()
     sub = next(int(l.split()[0]) for l in log if "submitted Slurm job" in l)
+    sbatch.append(sub - next(int(l.split()[0]) for l in log if "submitting the agents' job" in l))
     ready = [int(l.split()[0]) for l in log if re.search(r"node \S+: worker-\S+ ready", l)]
     first.append(min(ready) - sub); last.append(max(ready) - sub)
     # slot -> node, from "agent pid P on node N (...) authenticated: node slot S"
@@ -117,6 +126,7 @@ l, s = med(times["local"]), med(times["slurm"])
 print(f"local 1 node x 2 processes: median {l:.3f} s (min {min(times['local']):.3f}, n={len(times['local'])})")
 print(f"slurm 2 nodes x 1 process:  median {s:.3f} s (min {min(times['slurm']):.3f}, n={len(times['slurm'])})")
 print(f"overhead slurm - local: {s - l:+.3f} s ({(s / l - 1) * 100:+.1f}%)")
+print(f"sbatch (submitting -> submitted): median {med(sbatch)} ms (min {min(sbatch)}, max {max(sbatch)})")
 print(f"job start latency (submitted -> first agent ready): median {med(first)} ms (min {min(first)}, max {max(first)})")
 print(f"job start latency (submitted -> last agent ready):  median {med(last)} ms (min {min(last)}, max {max(last)})")
 print(f"per-mini-batch round trip (coordinator try - agent's worker time): median {med(rtt):.1f} ms, "

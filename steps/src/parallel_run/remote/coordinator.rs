@@ -273,6 +273,7 @@ impl Shared {
 
     /// Submit the job (the first time a worker needs it).
     fn submit_first(&self, st: &mut State) {
+        self.log("submitting the agents' job");
         let submitted = self.launcher().submit(&self.cmd);
         match submitted {
             Ok(job) => {
