@@ -119,13 +119,18 @@ fi
 
 # A changed configuration needs the daemons restarted to take effect.
 if $conf_changed; then
-  for pf in /run/slurmd-n1.pid /run/slurmd-n2.pid /run/slurmctld.pid; do
-    if [ -r "$pf" ]; then
-      pid=$(cat "$pf" 2>/dev/null || true)
-      [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
+  for d in slurmd-n1:slurmd slurmd-n2:slurmd slurmctld:slurmctld; do
+    pf=/run/${d%%:*}.pid
+    if alive "$pf" "${d#*:}"; then
+      say "stopping ${d%%:*} (the configuration changed)"
+      kill "$(cat "$pf")" 2>/dev/null || true
+      for _ in $(seq 1 40); do
+        alive "$pf" "${d#*:}" || break
+        sleep 0.25
+      done
+      alive "$pf" "${d#*:}" && die "${d%%:*} (pid $(cat "$pf")) did not stop within 10 s"
     fi
   done
-  sleep 1
 fi
 
 if ! alive /run/slurmctld.pid slurmctld; then

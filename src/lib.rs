@@ -125,8 +125,8 @@ pub mod prelude {
         TabularFormat,
     };
     pub use stepgraph_steps::{
-        fn_step, AppendRowFormat, CommandStep, ConfigError, EntryContext, EntryError, EntryScript,
-        Environment, FnContext, FnStep, Limit, MiniBatch, MiniBatchData, OutputAction,
+        fn_step, AppendRowFormat, CommandStep, Compute, ConfigError, EntryContext, EntryError,
+        EntryScript, Environment, FnContext, FnStep, Limit, MiniBatch, MiniBatchData, OutputAction,
         ParallelRunConfig, ParallelRunStep, Row, TabularInput,
     };
 }

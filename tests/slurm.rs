@@ -281,3 +281,34 @@ fn a_cancelled_run_leaves_no_slurm_job() -> TestResult {
     );
     Ok(())
 }
+
+#[test]
+fn a_job_the_partition_can_never_start_fails_instead_of_waiting() -> TestResult {
+    if !slurm_cluster() {
+        return Ok(());
+    }
+    let ws = Workspace::new();
+    let store = ws.store();
+    // The test cluster's nodes have one CPU each: Slurm keeps the job pending (PartitionConfig).
+    let big = Compute::slurm("big")
+        .partition(SLURM_PARTITION)
+        .cpus_per_task(4);
+    let step = CommandStep::new("job", ["true"]).compute(&big);
+    let p = Pipeline::builder("slurm-too-big").step(step).build()?;
+    let s = run(&p, &store, &jobs(1), &CollectSink::default())?;
+    let rec = s.step("job").ok_or("no record")?;
+    assert_eq!(rec.status, stepgraph_engine::StepStatus::Failed);
+    let error = rec.error.clone().unwrap_or_default();
+    assert!(
+        error
+            .contains("on compute \"big\" cannot start: it is pending with reason PartitionConfig")
+            && error.ends_with("the job was cancelled"),
+        "{error}"
+    );
+    assert_eq!(
+        queued_jobs("slurm-too-big")?,
+        "",
+        "squeue still lists the job"
+    );
+    Ok(())
+}

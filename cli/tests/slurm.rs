@@ -80,3 +80,24 @@ fn validate_checks_the_partition_with_sinfo() {
         );
     }
 }
+
+#[test]
+fn a_step_naming_an_undeclared_compute_is_a_spec_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_file(
+        dir.path(),
+        "pipeline.json",
+        r#"{"name": "on-slurm", "compute": {"hpc": {"type": "slurm"}},
+            "steps": [{"name": "first", "type": "command", "command": ["true"], "compute": "gpu"}]}"#,
+    );
+    for cmd in ["validate", "run"] {
+        let err = Out(command(dir.path(), &[cmd, "pipeline.json"])
+            .output()
+            .expect("run stepgraph"))
+        .fails(2);
+        assert!(
+            err.contains(r#"pipeline.json: step "first": field "compute": unknown compute "gpu" (declared compute: hpc; "local" is this machine)"#),
+            "{cmd}: {err}"
+        );
+    }
+}

@@ -316,7 +316,7 @@ pub struct ComputeError {
 ///
 /// # Errors
 /// Why `s` is none of them, as a sentence.
-pub fn parse_time(s: &str) -> Result<Option<u64>, String> {
+pub(crate) fn parse_time(s: &str) -> Result<Option<u64>, String> {
     let forms = "expected minutes, minutes:seconds, hours:minutes:seconds, days-hours, \
                  days-hours:minutes or days-hours:minutes:seconds (e.g. \"01:00:00\"), or UNLIMITED";
     if matches!(s, "UNLIMITED" | "INFINITE" | "unlimited" | "infinite") {
@@ -351,7 +351,7 @@ pub fn parse_time(s: &str) -> Result<Option<u64>, String> {
 ///
 /// # Errors
 /// Why `s` is not one, as a sentence.
-pub fn parse_mem(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_mem(s: &str) -> Result<u64, String> {
     let wrong = || {
         format!("{s:?}: expected a whole number with an optional unit K, M, G or T (e.g. \"4G\")")
     };

@@ -49,7 +49,7 @@ mod slurm_command;
 mod spec;
 
 pub use command_step::CommandStep;
-pub use compute::{parse_mem, parse_time, Compute, ComputeError, SlurmCompute};
+pub use compute::{Compute, ComputeError, SlurmCompute};
 pub use environment::{Environment, EnvironmentError};
 pub use fn_step::{FnContext, FnStep};
 pub use parallel_run::{

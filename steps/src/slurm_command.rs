@@ -6,9 +6,10 @@
 //!   sees it plus Slurm's own `SLURM_*` and `SLURMD_NODENAME` variables.
 //! - `--chdir` is the step's working folder; `--output` and `--error` are the step's
 //!   `logs/user/stdout.txt` and `stderr.txt` (the run folder is on the shared file system).
-//! - The step watches the job (`squeue`, then `scontrol` for its exit code) and cancels it
-//!   (`scancel`) on Ctrl-C or when the step ends early; `logs/sys/slurm.txt` records the job
-//!   id, its `sbatch` options and how it ended.
+//! - The step watches the job (`scontrol show job`: state, pending reason, exit code), fails
+//!   early when it is pending for a reason that never clears (`PartitionConfig`, …), and
+//!   cancels it (`scancel`) on Ctrl-C or when the step ends early; `logs/sys/slurm.txt`
+//!   records the job id, its `sbatch` options, its pending reasons and how it ended.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -123,7 +124,7 @@ pub(crate) fn run(
         job,
         armed: true,
     };
-    let info = match watch(&slurm, job, ctx) {
+    let info = match watch(&slurm, job, ctx, &log) {
         Ok(info) => info,
         Err(Watch::Cancelled) => {
             let _ = slurm.cancel(job);
@@ -132,6 +133,16 @@ pub(crate) fn run(
             log.line(&format!("job {job} cancelled (Ctrl-C): {ended}"));
             return Err(StepError::new(format!(
                 "cancelled (Slurm job {job} cancelled with scancel)"
+            )));
+        }
+        Err(Watch::Hopeless(reason)) => {
+            let _ = slurm.cancel(job);
+            guard.armed = false;
+            log.line(&format!("job {job} cannot start ({reason}): cancelled"));
+            return Err(StepError::new(format!(
+                "Slurm job {job} on {on} cannot start: it is pending with reason {reason} \
+                 (the request exceeds what the partition, account or QOS allows: check the \
+                 target's partition, time, cpus_per_task and mem); the job was cancelled"
             )));
         }
         Err(Watch::Lost(e)) => {
@@ -170,12 +181,28 @@ enum Watch {
     Cancelled,
     /// The job's state could not be had.
     Lost(SlurmError),
+    /// The job waits for a reason that never clears (`HOPELESS`).
+    Hopeless(String),
 }
 
+/// Pending reasons that never clear by themselves: the request exceeds what the partition,
+/// account or QOS allows. A job pending for one of them is cancelled and the step fails.
+const HOPELESS: &[&str] = &[
+    "PartitionConfig",
+    "PartitionNodeLimit",
+    "PartitionTimeLimit",
+    "BadConstraints",
+    "InvalidAccount",
+    "InvalidQOS",
+    "DependencyNeverSatisfied",
+];
+
 /// Wait until job `job` ends (or the run is cancelled); what `scontrol` says of it then.
-fn watch(slurm: &Slurm, job: JobId, ctx: &StepContext<'_>) -> Result<JobInfo, Watch> {
+/// Each new pending reason is recorded in `log`.
+fn watch(slurm: &Slurm, job: JobId, ctx: &StepContext<'_>, log: &JobLog) -> Result<JobInfo, Watch> {
     let mut pause = Duration::from_millis(100);
     let mut errors = 0;
+    let mut last_reason: Option<String> = None;
     loop {
         let until = Instant::now() + pause;
         while Instant::now() < until {
@@ -185,23 +212,20 @@ fn watch(slurm: &Slurm, job: JobId, ctx: &StepContext<'_>) -> Result<JobInfo, Wa
             std::thread::sleep(Duration::from_millis(20));
         }
         pause = (pause + Duration::from_millis(100)).min(MAX_POLL);
-        match slurm.state(job) {
-            Ok(state) if state.is_finished() => match slurm.job(job) {
-                Ok(info) => return Ok(info),
-                // Gone from scontrol right away (MinJobAge 0): the state is all there is.
-                Err(SlurmError::UnknownJob { .. }) => {
-                    return Ok(JobInfo {
-                        id: job,
-                        state,
-                        exit_code: None,
-                        signal: None,
-                        nodes: String::new(),
-                        reason: None,
-                    })
+        match slurm.job(job) {
+            Ok(info) if info.state.is_finished() => return Ok(info),
+            Ok(info) => {
+                errors = 0;
+                if info.state == JobState::Pending && info.reason != last_reason {
+                    last_reason = info.reason.clone();
+                    if let Some(r) = &info.reason {
+                        log.line(&format!("job {job} pending: {r}"));
+                        if HOPELESS.contains(&r.as_str()) {
+                            return Err(Watch::Hopeless(r.clone()));
+                        }
+                    }
                 }
-                Err(e) => return Err(Watch::Lost(e)),
-            },
-            Ok(_) => errors = 0,
+            }
             Err(e) => {
                 errors += 1;
                 if errors >= MAX_QUERY_ERRORS || matches!(e, SlurmError::UnknownJob { .. }) {
@@ -235,6 +259,8 @@ fn describe(info: &JobInfo) -> String {
     let mut out = info.state.to_string();
     match (info.exit_code, info.signal) {
         (_, Some(sig)) => out.push_str(&format!(" (killed by signal {sig})")),
+        // A cancelled job's exit code 0 says nothing.
+        (Some(0), None) if info.state != JobState::Completed => {}
         (Some(code), None) => out.push_str(&format!(" with exit code {code}")),
         (None, None) => {}
     }
@@ -316,6 +342,10 @@ mod tests {
             reason: Some("NonZeroExitCode".into()),
         };
         assert_eq!(describe(&info), "FAILED with exit code 3 on n1");
+        info.state = JobState::Cancelled;
+        info.exit_code = Some(0);
+        info.reason = None;
+        assert_eq!(describe(&info), "CANCELLED on n1");
         info.state = JobState::Timeout;
         info.reason = Some("TimeLimit".into());
         info.exit_code = Some(0);

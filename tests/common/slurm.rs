@@ -26,12 +26,43 @@ pub(crate) fn slurm_cluster() -> bool {
     }
 }
 
-/// `sinfo -h -o %P` lists the `debug` partition within 20 s.
+/// `sinfo` answers within 20 s, listing the `debug` partition with a node that can run jobs
+/// (idle, mixed, allocated or completing: a cluster whose nodes are all down would keep the
+/// tests' jobs pending forever).
 fn probe() -> Result<(), String> {
+    let listed = sinfo(&["-h", "-N", "-o", "%P %t"])?;
+    let states: Vec<&str> = listed
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .filter(|(p, _)| p.trim_end_matches('*') == SLURM_PARTITION)
+        .map(|(_, state)| state.trim())
+        .collect();
+    if states.is_empty() {
+        return Err(format!(
+            "the Slurm cluster has no partition {SLURM_PARTITION:?} (sinfo -N lists: {})",
+            listed.trim().replace('\n', ", ")
+        ));
+    }
+    let usable = |s: &&str| {
+        ["idle", "mix", "alloc", "comp"]
+            .iter()
+            .any(|u| s.trim_end_matches(['*', '~', '#', '!', '%', '$', '@', '^', '-']) == *u)
+    };
+    if !states.iter().any(usable) {
+        return Err(format!(
+            "no node of partition {SLURM_PARTITION:?} can run jobs (states: {})",
+            states.join(", ")
+        ));
+    }
+    Ok(())
+}
+
+/// What `sinfo ARGS` prints, if it answers within 20 s.
+fn sinfo(args: &[&str]) -> Result<String, String> {
     use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
     let mut child = Command::new("sinfo")
-        .args(["-h", "-o", "%P"])
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -54,21 +85,11 @@ fn probe() -> Result<(), String> {
     let out = child
         .wait_with_output()
         .map_err(|e| format!("no Slurm cluster: sinfo: {e}"))?;
-    let listed = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
         return Err(format!(
             "no Slurm cluster: sinfo failed: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         ));
     }
-    if !listed
-        .lines()
-        .any(|p| p.trim().trim_end_matches('*') == SLURM_PARTITION)
-    {
-        return Err(format!(
-            "the Slurm cluster has no partition {SLURM_PARTITION:?} (sinfo lists: {})",
-            listed.split_whitespace().collect::<Vec<_>>().join(", ")
-        ));
-    }
-    Ok(())
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
