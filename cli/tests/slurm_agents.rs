@@ -182,6 +182,12 @@ fn two_slurm_nodes_give_output_byte_identical_to_a_local_run_and_both_do_work() 
         assert!(dir
             .join(format!("logs/sys/node/{node}/agent.txt"))
             .is_file());
+        // Workers see Slurm's variables of their node.
+        let stdout = std::fs::read_to_string(
+            dir.join(format!("logs/user/stdout/{node}/process000.stdout.txt")),
+        )
+        .unwrap_or_default();
+        assert!(stdout.contains(&format!(" on {node}\n")), "{stdout}");
     }
     let err = out.stderr();
     assert!(err.contains("submitted Slurm job"), "{err}");
