@@ -455,3 +455,38 @@ fn every_node_lost_resubmits_the_job_twice_then_fails_naming_it() {
         "a job outlived the failed step"
     );
 }
+
+#[test]
+fn a_job_that_can_never_start_fails_the_step_and_is_cancelled() {
+    let Some(_cluster) = cluster() else { return };
+    let p = project(0.0, "hpc");
+    let spec = std::fs::read_to_string(p.path("pipeline.json")).expect("spec");
+    // The nodes have one CPU each: Slurm keeps the job pending (PartitionConfig) for ever.
+    p.write(
+        "pipeline.json",
+        &spec.replace(
+            r#""time": "00:10:00""#,
+            r#""time": "00:10:00", "cpus_per_task": 4"#,
+        ),
+    );
+    let err = Out(p
+        .cmd(&["--store", "store", "run", "pipeline.json"])
+        .output()
+        .expect("run"))
+    .fails(1);
+    assert!(
+        err.contains("cannot start: it is pending for a reason that never clears")
+            && err.contains("PartitionConfig"),
+        "{err}"
+    );
+    let dir = step_dir(&p.path("store")).expect("run");
+    let id = job_id(&dir).expect("job id");
+    assert!(
+        err.contains(&format!("Slurm job {id} cannot start")),
+        "{err}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || !job_listed(&id)),
+        "Slurm job {id} was left pending"
+    );
+}

@@ -190,7 +190,7 @@ impl Shared {
             job_state = self.launcher().state();
         }
         let job_state = match job_state {
-            JobState::Queued(s) | JobState::Ended(s) => s,
+            JobState::Queued(s) | JobState::Ended(s) | JobState::Hopeless(s) => s,
             JobState::Running => "RUNNING".into(),
         };
         if st.submissions > MAX_RESUBMITS {
@@ -490,6 +490,19 @@ fn monitor(shared: &Arc<Shared>) {
                 }
             }
             JobState::Running => {}
+            JobState::Hopeless(why) => {
+                let mut st = shared.state();
+                let job = st.job.clone();
+                st.fatal.get_or_insert(format!(
+                    "{job} cannot start: it is pending for a reason that never clears ({why}): \
+                     it asks for more than the partition, account or QOS allows (see the \
+                     compute target's settings); it was cancelled"
+                ));
+                drop(st);
+                shared.log(&format!("{job}: {why}: given up"));
+                shared.changed.notify_all();
+                return;
+            }
             JobState::Ended(how) => {
                 {
                     let mut st = shared.state();

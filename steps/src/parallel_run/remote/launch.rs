@@ -37,6 +37,9 @@ pub(crate) enum JobState {
     Running,
     /// Over (its final state), or no longer known to the scheduler.
     Ended(String),
+    /// Pending for a reason that never clears by itself (its state and reason): it asks for
+    /// more than the partition, account or QOS allows.
+    Hopeless(String),
 }
 
 /// Starts and stops the job of a step's agents.
@@ -132,10 +135,13 @@ impl Launcher for SlurmLauncher {
             Ok(SlurmState::Running | SlurmState::Completing) => JobState::Running,
             Ok(s) => {
                 let why = slurm.job(id).ok().and_then(|j| j.reason);
-                JobState::Queued(match why {
-                    Some(r) => format!("{s}: {r}"),
-                    None => s.to_string(),
-                })
+                match why {
+                    Some(r) if crate::slurm_command::HOPELESS.contains(&r.as_str()) => {
+                        JobState::Hopeless(format!("{s}: {r}"))
+                    }
+                    Some(r) => JobState::Queued(format!("{s}: {r}")),
+                    None => JobState::Queued(s.to_string()),
+                }
             }
             Err(SlurmError::UnknownJob { .. }) => {
                 JobState::Ended("no longer known to Slurm".into())
