@@ -185,6 +185,21 @@ system).")]
         /// The JSON pipeline spec.
         spec: Option<PathBuf>,
     },
+    /// Run a ParallelRunStep's workers on this node for a coordinator (`stepgraph run`):
+    /// what the Slurm job of a step with a Slurm compute target runs on each node, through
+    /// `srun`. Not for use by hand (see README, "Running on a cluster").
+    #[command(hide = true)]
+    Agent {
+        /// The coordinator's address.
+        #[arg(long, value_name = "HOST:PORT")]
+        connect: String,
+        /// The run's token file (on the shared file system).
+        #[arg(long, value_name = "PATH")]
+        token_file: PathBuf,
+        /// The node's name in the logs (default: `SLURMD_NODENAME`, else the host's name).
+        #[arg(long, value_name = "NAME")]
+        node: Option<String>,
+    },
 }
 
 /// Options of `run`.

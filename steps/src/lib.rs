@@ -53,10 +53,10 @@ pub use compute::{Compute, ComputeError, SlurmCompute};
 pub use environment::{Environment, EnvironmentError};
 pub use fn_step::{FnContext, FnStep};
 pub use parallel_run::{
-    partition, size, AppendRowFormat, ConfigError, Entry, EntryContext, EntryError, EntryFactory,
-    EntryScript, Limit, MiniBatch, MiniBatchData, OutputAction, ParallelRunConfig,
-    ParallelRunConfigBuilder, ParallelRunStep, ParallelRunStepBuilder, Row, TabularInput,
-    COMMIT_INTERVAL, DONE_PREFIX, MAX_PROTOCOL_LINE,
+    partition, run_agent, size, AgentError, AgentOptions, AppendRowFormat, ConfigError, Entry,
+    EntryContext, EntryError, EntryFactory, EntryScript, Limit, MiniBatch, MiniBatchData,
+    OutputAction, ParallelRunConfig, ParallelRunConfigBuilder, ParallelRunStep,
+    ParallelRunStepBuilder, Row, TabularInput, COMMIT_INTERVAL, DONE_PREFIX, MAX_PROTOCOL_LINE,
 };
 pub use slurm::{
     batch_script, find_on_path, slurm_problems, JobId, JobInfo, JobState, Partition, Slurm,

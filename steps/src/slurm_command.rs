@@ -187,7 +187,7 @@ enum Watch {
 
 /// Pending reasons that never clear by themselves: the request exceeds what the partition,
 /// account or QOS allows. A job pending for one of them is cancelled and the step fails.
-const HOPELESS: &[&str] = &[
+pub(crate) const HOPELESS: &[&str] = &[
     "PartitionConfig",
     "PartitionNodeLimit",
     "PartitionTimeLimit",

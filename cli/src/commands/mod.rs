@@ -2,6 +2,7 @@
 //! explain; `runs.rs`: graph, runs, logs; `outputs.rs`: outputs, get; `pictures.rs`: the svg
 //! graph and report; `cache.rs`: cache; `store_dir.rs`: finding the store).
 
+mod agent;
 mod cache;
 mod outputs;
 mod pictures;
@@ -34,6 +35,16 @@ use self::runs::{
 };
 
 pub(crate) fn dispatch(cli: Cli, source: Source) -> Result<i32> {
+    // An agent opens no store (it only relays mini-batches for a coordinator), whatever
+    // STEPGRAPH_STORE says on its node.
+    if let Command::Agent {
+        connect,
+        token_file,
+        node,
+    } = cli.command
+    {
+        return agent::cmd_agent(connect, token_file, node);
+    }
     let built = matches!(source, Source::Built(_));
     let chosen = store_dir::choose(cli.store.as_deref(), &cli.command, built)?;
     let store_dir = chosen.dir;
@@ -117,6 +128,11 @@ pub(crate) fn dispatch(cli: Cli, source: Source) -> Result<i32> {
             force,
         } => outputs::cmd_get(&open()?, &output, &dest, run.as_deref(), link, force),
         Command::Cache { action } => cmd_cache(&open()?, action),
+        Command::Agent {
+            connect,
+            token_file,
+            node,
+        } => agent::cmd_agent(connect, token_file, node),
         Command::Validate { spec } => {
             let pipeline = pipeline_of(&source, spec.as_deref())?;
             // Steps on Slurm need its commands and a partition the cluster knows.

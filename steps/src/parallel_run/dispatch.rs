@@ -553,6 +553,15 @@ impl<'a> Coordinator<'a> {
                 self.stop_all("run cancelled".into());
                 return Ok(false);
             }
+            // A remote worker's node was lost: run it again elsewhere, not counted as a try.
+            TryOutcome::Lost(None) => {
+                self.queue.push_front(index);
+                return Ok(true);
+            }
+            TryOutcome::Lost(Some(reason)) => {
+                self.stop_all(reason);
+                return Ok(false);
+            }
             TryOutcome::Raised(e) | TryOutcome::Died(e) => e,
             TryOutcome::TimedOut(secs) => format!(
                 "run() did not return within run_invocation_timeout ({secs} s); the worker was killed and replaced"

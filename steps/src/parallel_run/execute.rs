@@ -254,7 +254,7 @@ pub(super) fn execute(
     });
     // Marks every process of this execution; dropping it kills whatever they left behind.
     let tree = crate::process::ProcessTree::new();
-    let (workers, kill) = make_workers(
+    let (workers, kill, notices) = make_workers(
         step,
         ctx,
         &tree,
@@ -263,22 +263,25 @@ pub(super) fn execute(
         &side_inputs,
         collect.as_ref(),
     )?;
-    let outcome = dispatch::Dispatch {
-        ctx,
-        config: cfg,
-        specs: &specs,
-        pending,
-        resumed: &resumed,
-        reused: cfg.incremental(),
-        workers,
-        kill,
-        log: &mut log,
-        gatherer: gatherer.as_mut(),
-        watch: watch.as_ref(),
-        collect: collect.as_ref(),
-        sys_log: &mut sys_log,
-    }
-    .run();
+    // Remote workers' messages (nodes ready or lost) reach the run's events meanwhile.
+    let outcome = notices.relay(ctx, || {
+        dispatch::Dispatch {
+            ctx,
+            config: cfg,
+            specs: &specs,
+            pending,
+            resumed: &resumed,
+            reused: cfg.incremental(),
+            workers,
+            kill,
+            log: &mut log,
+            gatherer: gatherer.as_mut(),
+            watch: watch.as_ref(),
+            collect: collect.as_ref(),
+            sys_log: &mut sys_log,
+        }
+        .run()
+    });
     // The workers have stopped (normally, on error or on abort): kill what they left behind.
     drop(tree);
     let outcome = outcome?;

@@ -23,6 +23,7 @@ mod incremental;
 mod node_log;
 pub mod partition;
 mod protocol;
+mod remote;
 mod report;
 mod results;
 pub mod size;
@@ -41,6 +42,7 @@ pub use entry::{
     EntryContext, EntryError, EntryFactory, EntryScript, MiniBatch, MiniBatchData, Row,
 };
 pub(crate) use harness::install_azureml;
+pub use remote::{run_agent, AgentError, AgentOptions};
 pub use step::ParallelRunStep;
 pub use step_builder::ParallelRunStepBuilder;
 

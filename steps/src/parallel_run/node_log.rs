@@ -69,6 +69,7 @@ impl NodeLog {
             TryOutcome::TimedOut(t) => format!("failed: run() timed out after {t} s"),
             TryOutcome::InitFailed(_) => "not run: init() failed".to_string(),
             TryOutcome::Cancelled => "not run: cancelled".to_string(),
+            TryOutcome::Lost(_) => "not finished: its node was lost (requeued)".to_string(),
         };
         self.line(&format!("mini-batch {index}: {what} in {secs:.3} s"));
     }

@@ -34,6 +34,11 @@ pub(super) fn write_job_result(
     let c = &outcome.counts;
     let mut text = String::new();
     text.push_str(&format!("step: {}\nrun: {}\n", step.name, ctx.run_id));
+    // On a cluster: the Slurm job (`compute: Slurm job 123, …`).
+    if let Some(line) = super::remote::compute_line(ctx.log_dir) {
+        text.push_str(&line);
+        text.push('\n');
+    }
     text.push_str(&format!(
         "status: {}\n",
         match &outcome.abort {

@@ -44,6 +44,10 @@ pub(crate) enum TryOutcome {
     InitFailed(String),
     /// The run was cancelled.
     Cancelled,
+    /// The remote worker's node or connection was lost before the try finished: `None`
+    /// requeues the mini-batch (not counted as a try); `Some(reason)` fails the step (an
+    /// agent cannot see a path, every node of the job was lost for good).
+    Lost(Option<String>),
 }
 
 impl TryOutcome {

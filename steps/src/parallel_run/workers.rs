@@ -15,8 +15,12 @@ use super::step::ParallelRunStep;
 use super::worker::{KillHandle, ProcessSpec, ProcessWorker, RustWorker, Worker};
 use super::{harness, protocol, MAX_PROTOCOL_LINE};
 
-/// The workers, and the handles that kill the process ones.
-pub(super) type Workers = (Vec<Box<dyn Worker>>, Vec<KillHandle>);
+/// The workers, the handles that kill the process ones, and the messages of remote ones.
+pub(super) type Workers = (
+    Vec<Box<dyn Worker>>,
+    Vec<KillHandle>,
+    super::remote::Notices,
+);
 
 /// One worker per `process_count_per_node × node_count`, ready for their first mini-batch.
 pub(super) fn make_workers(
@@ -45,7 +49,8 @@ pub(super) fn make_workers(
     };
     let (argv, entry_script) = match cfg.entry() {
         Entry::Rust { factory, .. } => {
-            return Ok((rust_workers(n, factory, ctx, &output_of, side_inputs), kill));
+            let workers = rust_workers(n, factory, ctx, &output_of, side_inputs);
+            return Ok((workers, kill, super::remote::Notices::none()));
         }
         Entry::Python { entry_script } => {
             if built.is_none() {
@@ -82,7 +87,7 @@ pub(super) fn make_workers(
         .values()
         .any(|i| matches!(i.kind, stepgraph_engine::InputKind::Tabular { .. }));
     let tabular_format = tabular.then(|| cfg.tabular_format().as_str().to_string());
-    let mut workers: Vec<Box<dyn Worker>> = Vec::with_capacity(n);
+    let mut specs: Vec<ProcessSpec> = Vec::with_capacity(n);
     let collect_rows = cfg.output_action() == OutputAction::AppendRow;
     for w in 0..n {
         let agent = format!("worker-{w}");
@@ -120,21 +125,26 @@ pub(super) fn make_workers(
             collect_rows,
             tabular_format: tabular_format.clone(),
         };
-        let worker = ProcessWorker::new(
-            ProcessSpec {
-                argv: argv.clone(),
-                cwd: source_dir.clone(),
-                env,
-                log_path,
-                init,
-                timeout: cfg.run_invocation_timeout(),
-            },
-            ctx.cancel.clone(),
-        );
+        specs.push(ProcessSpec {
+            argv: argv.clone(),
+            cwd: source_dir.clone(),
+            env,
+            log_path,
+            init,
+            timeout: cfg.run_invocation_timeout(),
+        });
+    }
+    // On a cluster (or local agents), the same set-ups go to the agents.
+    if let Some(target) = super::remote::target(step) {
+        return super::remote::start(&target, step, ctx, specs, output_dir, own_outputs.is_some());
+    }
+    let mut workers: Vec<Box<dyn Worker>> = Vec::with_capacity(n);
+    for spec in specs {
+        let worker = ProcessWorker::new(spec, ctx.cancel.clone());
         kill.push(worker.kill_handle());
         workers.push(Box::new(worker));
     }
-    Ok((workers, kill))
+    Ok((workers, kill, super::remote::Notices::none()))
 }
 
 /// Where a worker's logs go, as Azure lays them out: worker `w` is process `w mod
