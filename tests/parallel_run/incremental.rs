@@ -735,3 +735,188 @@ fn a_damaged_memoised_mini_batch_is_run_again_not_served() -> TestResult {
     assert_eq!(out, fresh);
     Ok(())
 }
+
+/// summary_only: `<name>.o` per file; a log kept open from init() when `KEEP_OPEN` is set;
+/// run() raises on a file named in `$FAIL_ON` when the file `$FAIL_FLAG` exists; shutdown()
+/// writes a summary.
+const SUMMARY_TRICKY: &str = r#"import os
+from azureml_user.parallel_run import EntryScript
+
+log = None
+
+def init():
+    global log
+    if os.environ.get("KEEP_OPEN"):
+        log = open(os.path.join(EntryScript().output_dir, "log.txt"), "a")
+
+def run(mini_batch):
+    out = EntryScript().output_dir
+    names = [os.path.basename(p) for p in mini_batch]
+    if os.path.exists(os.environ["FAIL_FLAG"]) and os.environ["FAIL_ON"] in names:
+        raise RuntimeError("failing on purpose")
+    for p, n in zip(mini_batch, names):
+        with open(os.path.join(out, n + ".o"), "w") as f:
+            f.write(open(p).read())
+        if log:
+            log.write(n + "\n")
+            log.flush()
+    return names
+
+def shutdown():
+    with open(os.path.join(EntryScript().output_dir, "summary.txt"), "w") as f:
+        f.write("done\n")
+"#;
+
+fn run_tricky(
+    root: &Path,
+    store: &Path,
+    keep_open: bool,
+    force: bool,
+) -> Result<stepgraph_engine::RunSummary, Box<dyn std::error::Error>> {
+    let mut cfg = python_entry(root, "tricky.py", SUMMARY_TRICKY)
+        .mini_batch_size("2")
+        .error_threshold(10)
+        .run_max_try(1)
+        .process_count_per_node(1)
+        .incremental(true)
+        .output_action(stepgraph_steps::OutputAction::SummaryOnly)
+        .environment_variable("FAIL_FLAG", root.join("FAIL").display().to_string())
+        .environment_variable("FAIL_ON", doc_name(5));
+    if keep_open {
+        cfg = cfg.environment_variable("KEEP_OPEN", "1");
+    }
+    let store = Store::open(store, OpenOptions::default())?;
+    let pipeline = stepgraph_engine::Pipeline::builder("prs-e2e")
+        .step(step(
+            cfg,
+            FileDataset::from_files("docs", root.join("data")),
+            &[],
+        ))
+        .build()?;
+    let opts = stepgraph_engine::RunOptions {
+        plan: stepgraph_engine::PlanOptions {
+            force: if force {
+                [crate::parallel_run::support::STEP.to_string()].into()
+            } else {
+                Default::default()
+            },
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let sink = stepgraph_engine::CollectSink::default();
+    Ok(stepgraph_engine::run(&pipeline, &store, &opts, &sink)?)
+}
+
+#[test]
+fn a_summary_only_file_kept_open_across_mini_batches_fails_the_step_and_leaves_the_store_intact(
+) -> TestResult {
+    let ws = Workspace::new();
+    let root = ws.path();
+    docs(root, 12);
+    let run = run_tricky(root, &root.join("store"), true, false)?;
+    let r = crate::parallel_run::support::rec(&run);
+    assert_eq!(r.status, stepgraph_engine::StepStatus::Failed);
+    let error = r.error.clone().unwrap_or_default();
+    assert!(error.contains("log.txt was still written"), "{error}");
+    let store = Store::open(root.join("store"), OpenOptions::default())?;
+    for unit in store.unit_entries()? {
+        for obj in unit.objects.values() {
+            store.read_object(obj)?;
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn a_forced_run_never_takes_a_failed_mini_batchs_files_from_an_earlier_run() -> TestResult {
+    let ws = Workspace::new();
+    let root = ws.path();
+    docs(root, 12);
+    let store = root.join("store");
+    let first = run_tricky(root, &store, false, false)?;
+    let tree_first = tree(&first.output_dir(crate::parallel_run::support::STEP, "output"));
+    assert!(tree_first.contains_key("doc-05.txt.o"));
+    std::fs::write(root.join("FAIL"), "")?;
+    let forced = run_tricky(root, &store, false, true)?;
+    let r = ran(&forced);
+    assert_eq!(r.counts.failed_units, 1);
+    let out = tree(&forced.output_dir(crate::parallel_run::support::STEP, "output"));
+    assert!(!out.contains_key("doc-05.txt.o"), "{:?}", out.keys());
+    let fresh = run_tricky(root, &root.join("fresh"), false, false)?;
+    let fresh_out = tree(&fresh.output_dir(crate::parallel_run::support::STEP, "output"));
+    assert_eq!(out, fresh_out);
+    // shutdown()'s file is not part of the output, and a warning says so.
+    assert!(!out.contains_key("summary.txt"));
+    let events = crate::parallel_run::support::sys_log(&forced);
+    assert!(events.contains("files written outside run()"), "{events}");
+    Ok(())
+}
+
+/// An in-process entry that, while running the mini-batch holding `doc-02.txt`, rewrites
+/// `doc-28.txt` (an input changing while the step runs).
+struct Meddler(PathBuf);
+
+impl stepgraph_steps::EntryScript for Meddler {
+    fn run(
+        &mut self,
+        mini_batch: &stepgraph_steps::MiniBatch,
+    ) -> Result<Vec<String>, stepgraph_steps::EntryError> {
+        let stepgraph_steps::MiniBatchData::Files(files) = &mini_batch.data else {
+            return Err("expected files".into());
+        };
+        let mut out = Vec::new();
+        for f in files {
+            let name = f
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            if name == doc_name(2) {
+                std::fs::write(self.0.join(doc_name(28)), "EVIL\n")?;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            out.push(format!("{name} {}", std::fs::read_to_string(f)?.trim()));
+        }
+        Ok(out)
+    }
+}
+
+#[test]
+fn results_of_inputs_that_changed_while_the_step_ran_are_not_memoised() -> TestResult {
+    let ws = Workspace::new();
+    let data = docs(ws.path(), 30);
+    let store_path = ws.path().join("store");
+    let run_meddled = |store: &Store| {
+        let dir = data.clone();
+        let cfg = stepgraph_steps::ParallelRunConfig::builder()
+            .rust_entry("meddler-v1", move || Box::new(Meddler(dir.clone())))
+            .mini_batch_size("3")
+            .error_threshold(0)
+            .process_count_per_node(1)
+            .incremental(true);
+        run_one(
+            store,
+            step(cfg, FileDataset::from_files("docs", data.clone()), &[]),
+        )
+    };
+    {
+        let store = Store::open(&store_path, OpenOptions::default())?;
+        let (run, _) = run_meddled(&store);
+        let r = crate::parallel_run::support::rec(&run);
+        assert_eq!(
+            r.status,
+            stepgraph_engine::StepStatus::Failed,
+            "{:?}",
+            r.error
+        );
+    }
+    // Put the input back: the next run must not serve what was computed from "EVIL".
+    std::fs::write(data.join(doc_name(28)), "doc 28\n")?;
+    let (out, _, _) = run_echo(&store_path, &data, 3)?;
+    assert!(
+        out.contains("doc-28.txt doc 28") && !out.contains("EVIL"),
+        "{out}"
+    );
+    Ok(())
+}

@@ -291,12 +291,15 @@ impl<'a> NodeExec<'a> {
         if self.opts.cancel.is_cancelled() {
             return Err(StepError::new("run cancelled"));
         }
+        let units = units_used.into_inner().unwrap_or_else(|p| p.into_inner());
         match self.inputs_changed_while_running(job, prepared) {
-            Some(why) => Err(StepError::new(why)),
-            None => Ok((
-                counts,
-                units_used.into_inner().unwrap_or_else(|p| p.into_inner()),
-            )),
+            Some(why) => {
+                // Units memoised by this execution may hold results of the changed inputs
+                // under keys of the old ones: forget them (they are recomputed next time).
+                let _ = self.store.units_remove(units.iter().map(String::as_str));
+                Err(StepError::new(why))
+            }
+            None => Ok((counts, units)),
         }
     }
 

@@ -283,6 +283,12 @@ impl Store {
     /// # Errors
     /// Db errors.
     pub fn cache_remove(&self, key: &str) -> Result<bool, StoreError> {
+        // The unit memo records its output was gathered from go with it (`cache rm` means:
+        // compute this again).
+        if let Ok(Some(entry)) = self.cache_get(key) {
+            let units = self.entry_units(&entry);
+            self.units_remove(units.iter().map(String::as_str))?;
+        }
         self.remove_entry_copy(key)?;
         let had = self
             .cache

@@ -334,8 +334,14 @@ impl Store {
         // 2. Unit memo records no remaining entry names (and that are not progress).
         let units = self.unit_entries()?;
         let named: HashSet<String> = remaining.iter().flat_map(|e| self.entry_units(e)).collect();
-        let gone_units =
-            policy::unit_candidates(&units, &entries, &named, opts.older_than, now_unix_ms());
+        let gone_units = policy::unit_candidates(
+            &units,
+            &entries,
+            &runs,
+            &named,
+            opts.older_than,
+            now_unix_ms(),
+        );
         let gone_unit_keys: HashSet<&str> = gone_units.iter().map(|u| u.key.as_str()).collect();
         sweep.report.units = gone_units.len() as u64;
         sweep.report.units_kept = (units.len() - gone_units.len()) as u64;

@@ -198,6 +198,18 @@ impl Store {
         }
     }
 
+    /// A fresh temp file name in `objects/tmp` for a unit's bytes before they become an
+    /// object: named as every temp file there (`<pid>-<n>-<64 hex>`, which `cache gc` sweeps
+    /// after a crash), from a counter range of its own so that it never meets the temp name
+    /// `put_object` gives the same bytes.
+    fn unit_temp(&self) -> PathBuf {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1 << 40);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.root
+            .join("objects/tmp")
+            .join(format!("{}-{n}-{}", std::process::id(), "0".repeat(64)))
+    }
+
     /// A writer of unit records.
     pub fn unit_writer(&self) -> UnitWriter<'_> {
         UnitWriter {
@@ -222,14 +234,7 @@ impl UnitWriter<'_> {
     /// # Errors
     /// I/O errors.
     pub fn put_bytes(&mut self, bytes: &[u8]) -> Result<ObjectRef, StoreError> {
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let hash = blake3::hash(bytes).to_hex().to_string();
-        let tmp = self
-            .store
-            .root
-            .join("objects/tmp")
-            .join(format!("{}-u{n}-{hash}", std::process::id()));
+        let tmp = self.store.unit_temp();
         {
             let mut f = File::create(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
             f.write_all(bytes).map_err(|e| StoreError::io(&tmp, e))?;
@@ -239,12 +244,17 @@ impl UnitWriter<'_> {
         obj
     }
 
-    /// Store the file at `path` as an object (moved in when it has one link, else copied).
+    /// Store a copy of the file at `path` as an object. A copy, never a link: a process that
+    /// still holds the file open must not be able to write into the store.
     ///
     /// # Errors
     /// I/O errors.
     pub fn put_file(&mut self, path: &Path) -> Result<ObjectRef, StoreError> {
-        self.store.put_object(path, &mut self.touched)
+        let tmp = self.store.unit_temp();
+        fs::copy(path, &tmp).map_err(|e| StoreError::io(&tmp, e))?;
+        let obj = self.store.put_object(&tmp, &mut self.touched);
+        let _ = fs::remove_file(&tmp);
+        obj
     }
 
     /// The bytes of a stored object, checked against its hash ([`Store::read_object`]).

@@ -55,6 +55,26 @@ impl Collector {
         fs::create_dir_all(&dir)
     }
 
+    /// The workers whose folders still hold files once the workers stopped (written in
+    /// `shutdown()`, or in `init()` of a worker that never ran a mini-batch), as
+    /// `worker-N: a.txt, b.txt`.
+    pub(crate) fn leftovers(&self, workers: usize) -> Vec<String> {
+        (0..workers)
+            .filter_map(|w| {
+                let files = files_under(&self.worker_dir(w)).ok()?;
+                if files.is_empty() {
+                    return None;
+                }
+                let names: Vec<String> = files
+                    .iter()
+                    .take(5)
+                    .map(|(rel, _)| crate::process::escape_controls(&rel.to_string_lossy()))
+                    .collect();
+                Some(format!("worker-{w} left {}", names.join(", ")))
+            })
+            .collect()
+    }
+
     /// After a failed try on worker `w`: what it wrote is dropped.
     pub(crate) fn discard(&self, w: usize) {
         let dir = self.worker_dir(w);

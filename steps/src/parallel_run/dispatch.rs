@@ -58,6 +58,8 @@ pub(crate) struct FailedBatch {
 /// What the coordinator ended with.
 pub(crate) struct Outcome {
     pub counts: StepCounts,
+    /// Mini-batches settled by this execution (succeeded or failed after all tries).
+    pub ran: u64,
     pub failed: Vec<FailedBatch>,
     /// `Some(reason)` when the step must fail.
     pub abort: Option<String>,
@@ -218,7 +220,9 @@ impl Dispatch<'_, '_> {
         // alone may exceed a limit.
         let total = specs.len() as u64;
         if let Some(reason) = c.limits.exceeded(&c.counts, total, c.queue.is_empty()) {
-            c.stop_all(reason);
+            c.stop_all(format!(
+                "{reason} (failures recorded by the mini-batches reused or resumed from earlier runs)"
+            ));
         }
         c.emit_progress();
         let (job_tx, job_rx) = unbounded::<u64>();
@@ -286,6 +290,7 @@ impl Dispatch<'_, '_> {
         c.emit_progress();
         result?;
         Ok(Outcome {
+            ran: c.done.saturating_sub(resumed.len() as u64),
             counts: c.counts,
             failed: c.failed,
             abort: c.abort,

@@ -299,8 +299,21 @@ pub(super) fn execute(
     if let Some(g) = gatherer {
         g.finish(specs.len() as u64)?;
     }
-    if collect.is_some() {
-        assemble_files(ctx, log.unit_keys(), &staging.output_dir)?;
+    if let (Some(c), Results::Memo(memo)) = (&collect, &log) {
+        memo.check_copied()?;
+        for w in c.leftovers(cfg.workers()) {
+            let msg = format!("{w}: files written outside run() (in init() or shutdown()) are not part of an incremental summary_only step's output");
+            let _ = writeln!(sys_log, "{msg}");
+            ctx.message("warn", msg);
+        }
+        let failed: std::collections::BTreeSet<u64> =
+            outcome.failed.iter().map(|f| f.index).collect();
+        let of = |i: u64| {
+            memo.produced(i)
+                .or_else(|| committed.get(&i))
+                .and_then(Stored::files)
+        };
+        assemble_files(ctx, specs.len() as u64, &failed, of, &staging.output_dir)?;
     }
     staging.deliver(step, ctx, log)?;
     Ok(outcome.counts)
@@ -324,28 +337,57 @@ fn memo_results<'s>(
             }
         }
     }
-    let memo = Memo::new(ctx.unit_writer(), keys, ctx.pipeline, ctx.step);
+    // Each mini-batch's input files as they are now, when their keys were computed: a
+    // result computed after one of them changed is not memoised under the old key.
+    let inputs = specs
+        .iter()
+        .map(|spec| {
+            let mut paths: Vec<PathBuf> = match spec {
+                MiniBatchSpec::Files { files, .. } => files.clone(),
+                MiniBatchSpec::Tabular { segments, .. } => {
+                    segments.iter().map(|s| s.path.clone()).collect()
+                }
+            };
+            paths.dedup();
+            paths
+                .into_iter()
+                .map(|p| {
+                    let st = super::results::file_stat(&p);
+                    (p, st)
+                })
+                .collect()
+        })
+        .collect();
+    let memo = Memo::new(ctx.unit_writer(), keys, inputs, ctx.pipeline, ctx.step);
     Ok((Results::Memo(memo), reused))
 }
 
-/// An incremental summary_only step's output: every mini-batch's files (reused or run), in
-/// mini-batch order. Two mini-batches writing one file is refused: which one would win
-/// depends on what ran, and reuse must not change the output.
-fn assemble_files(ctx: &StepContext<'_>, keys: &[String], out: &Path) -> Result<(), StepError> {
-    let mut written: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-    for (index, key) in keys.iter().enumerate() {
-        // A mini-batch that failed after all its tries has no record, and no files.
-        let Some(unit) = ctx.unit_get(key)? else {
-            continue;
+/// An incremental summary_only step's output: the files of every mini-batch this run ran
+/// or reused (`files_of`), in mini-batch order; mini-batches that failed after all their
+/// tries (`failed`) have none. Two mini-batches writing one file is refused: which one would
+/// win depends on what ran, and reuse must not change the output.
+fn assemble_files<'a>(
+    ctx: &StepContext<'_>,
+    total: u64,
+    failed: &std::collections::BTreeSet<u64>,
+    files_of: impl Fn(u64) -> Option<&'a BTreeMap<String, stepgraph_engine::ObjectRef>>,
+    out: &Path,
+) -> Result<(), StepError> {
+    let mut written: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    for index in (0..total).filter(|i| !failed.contains(i)) {
+        let Some(files) = files_of(index) else {
+            return Err(StepError::new(format!(
+                "mini-batch {index} has no result to gather"
+            )));
         };
-        for (name, obj) in &unit.objects {
+        for (name, obj) in files {
             let Some(encoded) = name.strip_prefix(super::results::FILES) else {
                 continue;
             };
             if let Some(first) = written.insert(encoded.to_string(), index) {
                 let shown = crate::process::escape_controls(encoded);
                 return Err(StepError::new(format!(
-                    "mini-batches {first} and {index} both wrote {shown}: an incremental summary_only entry must write one file per mini-batch (named from the mini-batch, e.g. from its first item)"
+                    "mini-batches {first} and {index} both wrote {shown}: an incremental summary_only entry must write one file per mini-batch, named from the mini-batch (e.g. from its first item); files written in init() count as the first mini-batch's of each worker, so write those elsewhere (EntryScript().working_dir)"
                 )));
             }
             let rel = stepgraph_engine::relpath::decode(encoded)

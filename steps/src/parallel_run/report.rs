@@ -53,8 +53,7 @@ pub(super) fn write_job_result(
     if cfg.incremental() {
         text.push_str(&format!(
             "incremental: {} reused from earlier runs, {} run\n",
-            c.reused_units,
-            (total as u64).saturating_sub(c.reused_units)
+            c.reused_units, outcome.ran
         ));
     }
     text.push_str(&format!(

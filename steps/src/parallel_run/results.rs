@@ -5,7 +5,7 @@
 
 use super::collect::files_under;
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use stepgraph_engine::relpath;
@@ -18,9 +18,11 @@ use stepgraph_engine::{
 pub(crate) enum Stored {
     /// In the progress log.
     Log(ProgressRecord),
-    /// In the unit memo: its rows object (none for no rows) and metadata.
+    /// In the unit memo: its rows object (none for no rows), the files it wrote
+    /// (`files/<relative path>` -> object; a summary_only step's) and metadata.
     Unit {
         rows: Option<ObjectRef>,
+        files: BTreeMap<String, ObjectRef>,
         meta: Value,
     },
 }
@@ -38,7 +40,16 @@ impl Stored {
     pub(crate) fn of_unit(rec: &UnitRecord) -> Stored {
         Stored::Unit {
             rows: rec.objects.get(ROWS).cloned(),
+            files: files_of(&rec.objects),
             meta: rec.meta.clone(),
+        }
+    }
+
+    /// The files a mini-batch wrote (an incremental summary_only step's), by stored name.
+    pub(crate) fn files(&self) -> Option<&BTreeMap<String, ObjectRef>> {
+        match self {
+            Stored::Log(_) => None,
+            Stored::Unit { files, .. } => Some(files),
         }
     }
 }
@@ -49,19 +60,47 @@ const ROWS: &str = "rows";
 /// The prefix of the names of a unit's files (`files/<relative path, relpath-encoded>`).
 pub(crate) const FILES: &str = "files/";
 
+/// A unit's files among its objects.
+fn files_of(objects: &BTreeMap<String, ObjectRef>) -> BTreeMap<String, ObjectRef> {
+    objects
+        .iter()
+        .filter(|(name, _)| name.starts_with(FILES))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
 /// The unit memo of one incremental step's execution.
 pub(crate) struct Memo<'s> {
     writer: UnitWriter<'s>,
     keys: Vec<String>,
     pipeline: String,
     step: String,
+    /// Each mini-batch's input files as they were when its key was computed.
+    inputs: Vec<Vec<(PathBuf, Option<FileStat>)>>,
+    /// The files taken as mini-batches' output, as they were when copied into the store.
+    copied: Vec<(PathBuf, Option<FileStat>)>,
+    /// What each mini-batch run by this execution produced, by index.
+    produced: BTreeMap<u64, Stored>,
+}
+
+/// What tells a file changed: size, modification time, inode.
+pub(crate) type FileStat = (u64, i64, i64, u64);
+
+/// `path`'s [`FileStat`], `None` when it cannot be read.
+pub(crate) fn file_stat(path: &Path) -> Option<FileStat> {
+    use std::os::unix::fs::MetadataExt;
+    fs_err::metadata(path)
+        .ok()
+        .map(|m| (m.len(), m.mtime(), m.mtime_nsec(), m.ino()))
 }
 
 impl<'s> Memo<'s> {
-    /// Records go through `writer`, mini-batch `i` under `keys[i]`.
+    /// Records go through `writer`, mini-batch `i` under `keys[i]`; `inputs[i]`: the files
+    /// mini-batch `i` reads, as they were when `keys[i]` was computed.
     pub(crate) fn new(
         writer: UnitWriter<'s>,
         keys: Vec<String>,
+        inputs: Vec<Vec<(PathBuf, Option<FileStat>)>>,
         pipeline: &str,
         step: &str,
     ) -> Self {
@@ -70,7 +109,41 @@ impl<'s> Memo<'s> {
             keys,
             pipeline: pipeline.to_string(),
             step: step.to_string(),
+            inputs,
+            copied: Vec::new(),
+            produced: BTreeMap::new(),
         }
+    }
+
+    /// What mini-batch `index` produced in this execution, if it ran and succeeded.
+    pub(crate) fn produced(&self, index: u64) -> Option<&Stored> {
+        self.produced.get(&index)
+    }
+
+    /// Whether mini-batch `index`'s input files are still as they were when its key was
+    /// computed (a result computed from changed inputs must not be memoised under it).
+    fn inputs_unchanged(&self, index: u64) -> bool {
+        self.inputs
+            .get(index as usize)
+            .is_none_or(|files| files.iter().all(|(p, st)| file_stat(p) == *st))
+    }
+
+    /// Check that no file taken as a mini-batch's output changed after it was copied into
+    /// the store (a file an entry kept open across mini-batches, e.g. a log opened in
+    /// `init()`, cannot be told apart by mini-batch).
+    pub(crate) fn check_copied(&self) -> Result<(), StepError> {
+        for (path, st) in &self.copied {
+            if file_stat(path) != *st {
+                let name = path
+                    .file_name()
+                    .map(|n| crate::process::escape_controls(&n.to_string_lossy()))
+                    .unwrap_or_default();
+                return Err(StepError::new(format!(
+                    "{name} was still written after the run() call that made it returned (a file kept open across mini-batches?): an incremental summary_only entry must write and close its files within run()"
+                )));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -114,20 +187,33 @@ impl Results<'_> {
                         )
                     })?;
                     for (rel, path) in found {
+                        let before = file_stat(&path);
                         let obj = m.writer.put_file(&path)?;
                         objects.insert(format!("{FILES}{}", relpath::encode(&rel)), obj);
+                        // Kept (in staging) until the step ends, to see that it did not change.
+                        m.copied.push((path, before));
                     }
-                    let _ = fs_err::remove_dir_all(dir);
+                }
+                let stored = Stored::Unit {
+                    rows: rows.clone(),
+                    files: files_of(&objects),
+                    meta: meta.clone(),
+                };
+                m.produced.insert(index, stored.clone());
+                if !m.inputs_unchanged(index) {
+                    // Its inputs changed while it ran: the result is used for this run's
+                    // output (the engine fails the step for the change) but not memoised.
+                    return Ok(stored);
                 }
                 m.writer.add(UnitRecord {
                     key: key.clone(),
                     pipeline: m.pipeline.clone(),
                     step: m.step.clone(),
-                    meta: meta.clone(),
+                    meta,
                     objects,
                     created_unix_ms: now_unix_ms(),
                 });
-                Ok(Stored::Unit { rows, meta })
+                Ok(stored)
             }
         }
     }

@@ -28,10 +28,28 @@ pub(super) fn candidates<'e>(
 ) -> Vec<&'e CacheEntry> {
     let mut kept: HashSet<String> = running.clone();
     let mut pipelines = HashSet::new();
+    let mut newest: BTreeMap<(&str, &str), &CacheEntry> = BTreeMap::new();
+    for e in entries {
+        let slot = newest.entry((&e.pipeline, &e.step)).or_insert(e);
+        if (e.created_unix_ms, &e.key) > (slot.created_unix_ms, &slot.key) {
+            *slot = e;
+        }
+    }
+    let cached: HashSet<&str> = entries.iter().map(|e| e.key.as_str()).collect();
     for r in runs {
         // Newest first: the first run seen of each pipeline is its latest.
         if pipelines.insert(r.pipeline.as_str()) {
             kept.extend(step_keys(r));
+            // A step of that run that left no entry (it failed, or the run was killed):
+            // its latest output is still the one a rerun builds on.
+            for s in &r.steps {
+                if s.key.as_deref().is_some_and(|k| cached.contains(k)) {
+                    continue;
+                }
+                if let Some(e) = newest.get(&(r.pipeline.as_str(), s.name.as_str())) {
+                    kept.insert(e.key.clone());
+                }
+            }
         }
     }
     if let Some(n) = opts.keep_last {
@@ -125,12 +143,14 @@ pub(super) fn choose<'e>(
 }
 
 /// The unit memo records gc removes, treated like step entries: a unit is kept while a
-/// remaining entry names it (the output it was gathered from), and a unit newer than every
-/// entry of its step is progress of a run that has not finished (resumable, like the progress
-/// files of a step key); the others go, unless `older_than` keeps them.
+/// remaining entry names it (the output it was gathered from); a unit of a step of its
+/// pipeline's latest run that is newer than every entry of that step is progress of that run
+/// (it failed or was killed: a rerun resumes from it), kept too. The others go (a step
+/// renamed, removed, or whose entry `cache rm` removed), unless `older_than` keeps them.
 pub(super) fn unit_candidates<'u>(
     units: &'u [UnitRecord],
     entries: &[CacheEntry],
+    runs: &[RunRecord],
     named: &HashSet<String>,
     older_than: Option<std::time::Duration>,
     now: u64,
@@ -140,19 +160,30 @@ pub(super) fn unit_candidates<'u>(
         let t = newest.entry((&e.pipeline, &e.step)).or_default();
         *t = (*t).max(e.created_unix_ms);
     }
+    let mut latest_steps: HashSet<(&str, &str)> = HashSet::new();
+    let mut pipelines = HashSet::new();
+    for r in runs {
+        if pipelines.insert(r.pipeline.as_str()) {
+            latest_steps.extend(
+                r.steps
+                    .iter()
+                    .map(|s| (r.pipeline.as_str(), s.name.as_str())),
+            );
+        }
+    }
     let old_enough = |u: &UnitRecord| {
         older_than.is_none_or(|d| {
             now.saturating_sub(u.created_unix_ms) > u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
         })
     };
+    let progress = |u: &UnitRecord| {
+        let step = (u.pipeline.as_str(), u.step.as_str());
+        latest_steps.contains(&step) && newest.get(&step).is_none_or(|t| u.created_unix_ms > *t)
+    };
     units
         .iter()
         .filter(|u| !named.contains(u.key.as_str()))
-        .filter(|u| {
-            newest
-                .get(&(u.pipeline.as_str(), u.step.as_str()))
-                .is_some_and(|t| u.created_unix_ms <= *t)
-        })
+        .filter(|u| !progress(u))
         .filter(|u| old_enough(u))
         .collect()
 }
