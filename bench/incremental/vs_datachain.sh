@@ -69,6 +69,6 @@ full=$(secs "$BIN" --store store run pipeline.json)
 python3 "$HERE/datachain/make_files.py" mutate data --add-pct 1 --modify-pct 0.5 --round 1 >/dev/null
 sleep 3
 incr=$(secs "$BIN" --store store run pipeline.json)
-line=$(grep -o 'incremental: [0-9,]* reused, [0-9,]* to run (of [0-9,]* mini-batches)' last.txt | tail -1 || true)
+line=$(grep -o 'incremental: [0-9,]* reused, [0-9,]* to run (of [0-9,]* mini-batches)' "$DIR/last.txt" | tail -1 || true)
 noop=$(secs "$BIN" --store store run pipeline.json)
 echo "stepgraph: full_s=$full incremental_s=$incr noop_s=$noop mini_batch_size=$SIZE; $line"

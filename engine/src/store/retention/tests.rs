@@ -192,3 +192,38 @@ fn gc_removes_the_environments_no_remaining_entry_holds() -> TestResult {
     assert!(envs.join("README").is_file());
     Ok(())
 }
+
+#[test]
+fn a_step_that_failed_in_the_latest_run_keeps_its_latest_output_and_its_progress() -> TestResult {
+    use crate::store::units::UnitRecord;
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(dir.path(), OpenOptions::default())?;
+    let day = Duration::from_secs(86_400);
+    let older = entry(&store, "s0", 1, 100, 10, day * 3)?;
+    let newest = entry(&store, "s0", 2, 100, 10, day * 2)?;
+    // The latest run's s0 has a key with no entry: it failed, or the run was killed.
+    run_using(&store, "r9", now_unix_ms(), &[&"f".repeat(64)])?;
+    let mut w = store.unit_writer();
+    for (key, step) in [("progress", "s0"), ("abandoned", "renamed-away")] {
+        let obj = w.put_bytes(key.as_bytes())?;
+        w.add(UnitRecord {
+            key: key.into(),
+            pipeline: "p".into(),
+            step: step.into(),
+            meta: serde_json::Value::Null,
+            objects: BTreeMap::from([("rows".to_string(), obj)]),
+            created_unix_ms: now_unix_ms(),
+        });
+    }
+    w.commit()?;
+    let report = store.gc(&GcOptions::default())?;
+    assert_eq!(
+        keys(&store)?,
+        vec![newest.clone()],
+        "{older} goes, {newest} stays"
+    );
+    assert_eq!((report.units, report.units_kept), (1, 1));
+    let left: Vec<String> = store.unit_entries()?.into_iter().map(|u| u.key).collect();
+    assert_eq!(left, ["progress"]);
+    Ok(())
+}

@@ -234,7 +234,15 @@ impl<'a> Chunker<'a> {
             self.reader
                 .read_exact(chunk)
                 .map_err(|e| io_error(path, e))?;
-            for &b in chunk.iter() {
+            // FastCDC's skip: the first test is at `min` bytes and the gear hash there
+            // depends only on the 64 bytes before it, so bytes further back are not hashed.
+            let skip = self
+                .min
+                .saturating_sub(64)
+                .saturating_sub(offset)
+                .min(n as u64);
+            offset += skip;
+            for &b in chunk.iter().skip(usize::try_from(skip).unwrap_or(n)) {
                 self.hash = (self.hash << 1).wrapping_add(GEAR[b as usize]);
                 offset += 1;
                 if !self.armed && offset >= self.min && self.hash & self.strict == 0 {

@@ -203,3 +203,59 @@ proptest! {
         prop_assert_eq!(body, render(&after)[5..].to_vec());
     }
 }
+
+/// The boundaries of a plain gear pass over every byte (no skipping), for comparison.
+fn reference_cuts(records: &[Vec<u8>], average: u64) -> Vec<usize> {
+    let (min, max) = bounds(average);
+    let mask = mask_for((average - min).max(1));
+    let (mut hash, mut bytes, mut armed, mut cuts) = (0u64, 0u64, false, Vec::new());
+    for (i, r) in records.iter().enumerate() {
+        for &b in r {
+            hash = (hash << 1).wrapping_add(GEAR[b as usize]);
+            bytes += 1;
+            if !armed && bytes >= min && hash & mask == 0 {
+                armed = true;
+            }
+        }
+        if armed || bytes >= max {
+            cuts.push(i + 1);
+            bytes = 0;
+            armed = false;
+        }
+    }
+    cuts
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// Skipping the bytes before `min - 64` does not move any boundary.
+    #[test]
+    fn skipping_bytes_no_test_can_see_moves_no_boundary(
+        rows in proptest::collection::vec("[a-z0-9 ]{0,200}", 20..300),
+        average in 64u64..4096,
+    ) {
+        let dir = TempDir::new().expect("tempdir");
+        let mut text = "t\n".to_string();
+        let mut records = Vec::new();
+        for r in &rows {
+            let line = format!("\"{r}\"\n");
+            records.push(line.clone().into_bytes());
+            text.push_str(&line);
+        }
+        let path = write(&dir, "a.csv", text.as_bytes());
+        let specs = specs_of(partition_tabular_cdc(&[csv_source(&path)], average).expect("partition"));
+        let mut cuts = Vec::new();
+        let mut seen = 0usize;
+        for s in &specs {
+            let MiniBatchSpec::Tabular { rows, .. } = s else { panic!("rows") };
+            seen += *rows as usize;
+            cuts.push(seen);
+        }
+        let mut expected = reference_cuts(&records, average);
+        if expected.last() != Some(&records.len()) {
+            expected.push(records.len());
+        }
+        prop_assert_eq!(cuts, expected);
+    }
+}
