@@ -106,29 +106,50 @@ fn mask_for(span: u64) -> u64 {
 /// file format, the header (length, bytes) and the records' bytes in order. Computed while
 /// partitioning by [`partition_tabular_cdc`], and from a [`Segment`] by [`segment_digest`];
 /// both give the same digest for the same rows.
-pub struct ContentHasher(blake3::Hasher);
+pub struct ContentHasher {
+    hasher: blake3::Hasher,
+    /// Bytes not hashed yet: blake3 hashes many 1 KiB chunks at once (SIMD) only when
+    /// given large inputs, and records come a few hundred bytes at a time.
+    pending: Vec<u8>,
+}
+
+/// How many bytes [`ContentHasher`] gathers before hashing them.
+const HASH_BLOCK: usize = 256 * 1024;
 
 impl ContentHasher {
     /// Start with the format and the header bytes.
     pub fn new(format: TabularFormat, header: &[u8]) -> Self {
-        let mut h = blake3::Hasher::new();
-        h.update(match format {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(match format {
             TabularFormat::Csv => b"csv\n",
             TabularFormat::JsonLines => b"jsonl\n",
         });
-        h.update(&(header.len() as u64).to_le_bytes());
-        h.update(header);
-        ContentHasher(h)
+        hasher.update(&(header.len() as u64).to_le_bytes());
+        hasher.update(header);
+        ContentHasher {
+            hasher,
+            pending: Vec::with_capacity(HASH_BLOCK),
+        }
     }
 
     /// Add record bytes (any split of them gives the same digest).
     pub fn update(&mut self, bytes: &[u8]) {
-        self.0.update(bytes);
+        if self.pending.is_empty() && bytes.len() >= HASH_BLOCK {
+            self.hasher.update(bytes);
+            return;
+        }
+        self.pending.extend_from_slice(bytes);
+        if self.pending.len() >= HASH_BLOCK {
+            self.hasher.update(&self.pending);
+            self.pending.clear();
+        }
     }
 
     /// The digest.
     pub fn finish(&self) -> blake3::Hash {
-        self.0.finalize()
+        let mut h = self.hasher.clone();
+        h.update(&self.pending);
+        h.finalize()
     }
 }
 
@@ -293,31 +314,79 @@ pub fn partition_tabular_cdc(
     let mut out = Vec::new();
     for (file_index, source) in sources.iter().enumerate() {
         let mut chunker = Chunker::new(file_index, source, average)?;
-        match source.format {
-            TabularFormat::Csv => {
-                let mut scanner = CsvScanner::open(&source.path, &[], IO_BUFFER_BYTES)?;
-                while let Some(range) = scanner.next_record()? {
-                    chunker.record(scanner.header_end, range)?;
+        // Two threads: one finds the records (the CSV or JSON Lines scan), the other reads
+        // their bytes (the gear hash and the digests), so the two costs overlap.
+        let (tx, rx) = crossbeam_channel::bounded::<(u64, Vec<(u64, u64)>)>(16);
+        let scanned = std::thread::scope(|scope| {
+            let scanner = scope.spawn(move || scan_records(source, &tx));
+            let mut chunked = Ok(());
+            for (header_end, ranges) in rx.iter() {
+                if chunked.is_err() {
+                    continue;
                 }
-            }
-            TabularFormat::JsonLines => {
-                let mut failed = None;
-                scan_jsonl_lines(&source.path, IO_BUFFER_BYTES, |range| {
-                    if failed.is_none() {
-                        if let Err(e) = chunker.record(0, range) {
-                            failed = Some(e);
-                        }
+                for range in ranges {
+                    if let Err(e) = chunker.record(header_end, range) {
+                        chunked = Err(e);
+                        break;
                     }
-                })?;
-                if let Some(e) = failed {
-                    return Err(e);
                 }
             }
-        }
+            let scanned = scanner.join().unwrap_or_else(|_| {
+                Err(io_error(
+                    &source.path,
+                    std::io::Error::other("the record scanner stopped unexpectedly"),
+                ))
+            });
+            scanned.and(chunked)
+        });
+        scanned?;
         chunker.cut();
         out.extend(chunker.out);
     }
     Ok(out)
+}
+
+/// Send `source`'s record ranges in batches, each with the end of the file's header.
+fn scan_records(
+    source: &TabularSource,
+    tx: &crossbeam_channel::Sender<(u64, Vec<(u64, u64)>)>,
+) -> Result<(), PartitionError> {
+    const BATCH: usize = 4096;
+    let mut batch = Vec::with_capacity(BATCH);
+    match source.format {
+        TabularFormat::Csv => {
+            let mut scanner = CsvScanner::open(&source.path, &[], IO_BUFFER_BYTES)?;
+            while let Some(range) = scanner.next_record()? {
+                batch.push(range);
+                if batch.len() == BATCH {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                    if tx.send((scanner.header_end, full)).is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+            if !batch.is_empty() {
+                let _ = tx.send((scanner.header_end, batch));
+            }
+        }
+        TabularFormat::JsonLines => {
+            let mut stopped = false;
+            scan_jsonl_lines(&source.path, IO_BUFFER_BYTES, |range| {
+                if stopped {
+                    return;
+                }
+                batch.push(range);
+                if batch.len() == BATCH {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                    stopped = tx.send((0, full)).is_err();
+                }
+            })?;
+            if !batch.is_empty() && !stopped {
+                let _ = tx.send((0, batch));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Read and drop bytes up to `to`.
