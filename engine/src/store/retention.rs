@@ -303,7 +303,19 @@ impl Store {
             ..GcReport::default()
         };
         report.size_before = self.usage()?.total;
-        let removed = choose(&entries, candidates, &stats, opts.max_size, &mut report);
+        let memo: HashSet<String> = self
+            .unit_entries()?
+            .iter()
+            .flat_map(|u| u.objects.values().map(|o| o.hash.clone()))
+            .collect();
+        let removed = choose(
+            &entries,
+            candidates,
+            &stats,
+            &memo,
+            opts.max_size,
+            &mut report,
+        );
         let removed_keys: HashSet<&str> = removed.iter().map(|(e, _)| e.key.as_str()).collect();
         report.entries = removed
             .iter()

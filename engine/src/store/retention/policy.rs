@@ -79,6 +79,7 @@ pub(super) fn choose<'e>(
     entries: &'e [CacheEntry],
     candidates: Vec<&'e CacheEntry>,
     stats: &HashMap<String, ObjStat>,
+    memo: &HashSet<String>,
     max_size: Option<u64>,
     report: &mut GcReport,
 ) -> Vec<(&'e CacheEntry, u64)> {
@@ -106,9 +107,11 @@ pub(super) fn choose<'e>(
     let Some(max) = max_size else {
         return with_bytes.collect();
     };
+    // Objects no entry names go, except those of memoised mini-batches (counted as kept:
+    // most of them stay with their entries or as progress).
     let garbage: u64 = stats
         .keys()
-        .filter(|h| !refs.contains_key(h.as_str()))
+        .filter(|h| !refs.contains_key(h.as_str()) && !memo.contains(h.as_str()))
         .map(|h| frees(h))
         .sum();
     let mut projected = report.size_before.saturating_sub(garbage);
