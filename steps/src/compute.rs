@@ -156,7 +156,16 @@ const RESERVED_ARGS: &[&str] = &[
     "--export",
     "--job-name",
     "-J",
+    "--array",
+    "-a",
+    "--hold",
+    "-H",
+    "--test-only",
 ];
+
+/// `sbatch` short options that take a value: in a group (`-pdebug`), what follows one of
+/// them is its value, not more options.
+const SHORT_WITH_VALUE: &str = "AabBcCDdeFGiJLMmNnopqStwx";
 
 impl SlurmCompute {
     /// Run in `partition` (`--partition`).
@@ -250,9 +259,27 @@ impl SlurmCompute {
                 return bad(&field, "must not contain NUL characters".into());
             }
             let option = a.split('=').next().unwrap_or(a);
-            let reserved = RESERVED_ARGS.iter().find(|r| {
-                option == **r || (r.len() == 2 && a.starts_with(**r) && !a.starts_with("--"))
-            });
+            let reserved = if let Some(long) = option.strip_prefix("--") {
+                // sbatch takes any unambiguous abbreviation (`--out` for `--output`).
+                RESERVED_ARGS
+                    .iter()
+                    .filter(|r| r.starts_with("--"))
+                    .find(|r| !long.is_empty() && r[2..].starts_with(long))
+            } else if let Some(group) = a.strip_prefix('-') {
+                // A group of short options (`-QW`): each letter up to one that takes a value.
+                let mut found = None;
+                for c in group.chars() {
+                    found = RESERVED_ARGS
+                        .iter()
+                        .find(|r| r.len() == 2 && r.ends_with(c) && !r.starts_with("--"));
+                    if found.is_some() || SHORT_WITH_VALUE.contains(c) {
+                        break;
+                    }
+                }
+                found
+            } else {
+                None
+            };
             if let Some(r) = reserved {
                 return bad(
                     &field,
@@ -478,6 +505,18 @@ mod tests {
                 "extra_args[0]: \"-o/tmp/x\": stepgraph sets -o itself",
             ),
             (
+                Compute::slurm("h").extra_args(["--out=/tmp/x"]),
+                "extra_args[0]: \"--out=/tmp/x\": stepgraph sets --output itself",
+            ),
+            (
+                Compute::slurm("h").extra_args(["-QW"]),
+                "extra_args[0]: \"-QW\": stepgraph sets -W itself",
+            ),
+            (
+                Compute::slurm("h").extra_args(["--array=1-2"]),
+                "extra_args[0]: \"--array=1-2\": stepgraph sets --array itself",
+            ),
+            (
                 Compute::slurm("h").bind("host:port"),
                 "bind: \"host:port\": the port \"port\" is not a number",
             ),
@@ -485,6 +524,10 @@ mod tests {
         for (c, expected) in cases {
             let e = c.check().unwrap_err().to_string();
             assert!(e.starts_with(expected), "{e}\n  expected: {expected}");
+        }
+        // A short option's value is not more options; other long options pass.
+        for ok in ["-pdebug", "--qos=high", "--exclusive", "-v"] {
+            assert_eq!(Compute::slurm("h").extra_args([ok]).check(), Ok(()), "{ok}");
         }
     }
 

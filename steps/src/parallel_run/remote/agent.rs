@@ -90,15 +90,26 @@ pub fn run_agent(opts: &AgentOptions) -> Result<(), AgentError> {
         },
     })?;
     let node = opts.node.clone().unwrap_or_else(node_name);
-    let mut stream = connect(&opts.connect)?;
     let hs = |why: String| AgentError::Handshake {
         addr: opts.connect.clone(),
         why,
     };
-    let setup = handshake(&mut stream, &token, &node).map_err(|e| match e {
-        Handshake::Refused(r) => AgentError::Refused(r),
-        Handshake::Other(why) => hs(why),
-    })?;
+    // A connection closed or timed out during the handshake (the coordinator busy with a
+    // flood of other connections) is tried again, for about half a minute.
+    let mut attempt = 0u64;
+    let (mut stream, setup) = loop {
+        let mut stream = connect(&opts.connect)?;
+        match handshake(&mut stream, &token, &node) {
+            Ok(setup) => break (stream, setup),
+            Err(Handshake::Refused(r)) => return Err(AgentError::Refused(r)),
+            Err(Handshake::Fatal(why)) => return Err(hs(why)),
+            Err(Handshake::Other(why)) if attempt >= 10 => return Err(hs(why)),
+            Err(Handshake::Other(_)) => {
+                attempt += 1;
+                std::thread::sleep(Duration::from_millis((500 * attempt).min(3000)));
+            }
+        }
+    };
     let log = AgentLog::open(&setup.log_dir.0, &setup.node);
     log.line(&format!(
         "agent pid {} on {node} connected to {} as node slot {} ({})",
@@ -264,7 +275,11 @@ fn connect(addr: &str) -> Result<TcpStream, AgentError> {
 }
 
 enum Handshake {
+    /// The coordinator refused this agent (its reason).
     Refused(String),
+    /// The coordinator did not prove it holds the token: never tried again.
+    Fatal(String),
+    /// The connection closed or timed out: worth another try.
     Other(String),
 }
 
@@ -290,7 +305,7 @@ fn handshake(stream: &mut TcpStream, token: &Token, node: &str) -> Result<Setup,
     write_frame(stream, &hello, &[])?;
     let (challenge, _): (Challenge, _) = read_frame(stream, HANDSHAKE_LIMIT)?;
     if !token.verify(Role::Coordinator, &mine, &challenge.nonce, &challenge.proof) {
-        return Err(Handshake::Other(
+        return Err(Handshake::Fatal(
             "the coordinator did not prove it holds the run's token; not starting its workers"
                 .into(),
         ));

@@ -573,7 +573,10 @@ fn handshake(
     let _ = stream.set_nodelay(true);
     let _ = stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
     let _ = stream.set_write_timeout(Some(HANDSHAKE_TIMEOUT));
-    let hello: Hello = match read_frame(&mut stream, HANDSHAKE_LIMIT) {
+    // One deadline for the whole handshake, not one per read.
+    let mut limited = stream.try_clone().ok()?;
+    let mut reader = super::wire::Deadline::new(&mut limited, HANDSHAKE_TIMEOUT);
+    let hello: Hello = match read_frame(&mut reader, HANDSHAKE_LIMIT) {
         Ok((h, _)) => h,
         Err(e) => {
             shared.log(&format!("refused connection from {peer}: no hello: {e}"));
@@ -598,7 +601,7 @@ fn handshake(
     if write_frame(&mut stream, &challenge, &[]).is_err() {
         return None;
     }
-    let proof: Proof = match read_frame(&mut stream, HANDSHAKE_LIMIT) {
+    let proof: Proof = match read_frame(&mut reader, HANDSHAKE_LIMIT) {
         Ok((p, _)) => p,
         Err(e) => {
             shared.log(&format!("refused connection from {peer}: no proof: {e}"));

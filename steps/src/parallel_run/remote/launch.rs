@@ -70,7 +70,11 @@ impl SlurmLauncher {
 
     /// The `sbatch` options (`--parsable` is [`Slurm::submit`]'s).
     fn sbatch_args(&self, cmd: &AgentCommand) -> Vec<String> {
-        let mut args = vec![
+        // The compute target's settings (partition, account, time, cpus, mem, extra_args)
+        // first, stepgraph's own last: sbatch takes an option's last value, so extra_args
+        // cannot change the job's shape or where its output goes.
+        let mut args = self.settings.sbatch_args();
+        args.extend([
             format!("--job-name=stepgraph-{}", cmd.step),
             format!("--nodes={}", cmd.nodes),
             "--ntasks-per-node=1".to_string(),
@@ -78,9 +82,7 @@ impl SlurmLauncher {
                 "--output={}",
                 cmd.log_dir.join("sys").join("slurm-%j.out").display()
             ),
-        ];
-        // The compute target's settings: partition, account, time, cpus, mem, extra_args.
-        args.extend(self.settings.sbatch_args());
+        ]);
         args
     }
 }
@@ -292,16 +294,17 @@ mod tests {
         );
         assert_eq!(
             l.sbatch_args(&cmd()),
+            // The settings first, stepgraph's own options last (sbatch keeps the last).
             [
-                "--job-name=stepgraph-score",
-                "--nodes=2",
-                "--ntasks-per-node=1",
-                "--output=/runs/r/s/logs/sys/slurm-%j.out",
                 "--partition=debug",
                 "--time=01:00:00",
                 "--cpus-per-task=2",
                 "--mem=4G",
-                "--exclusive"
+                "--exclusive",
+                "--job-name=stepgraph-score",
+                "--nodes=2",
+                "--ntasks-per-node=1",
+                "--output=/runs/r/s/logs/sys/slurm-%j.out"
             ]
         );
     }

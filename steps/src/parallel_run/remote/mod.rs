@@ -158,6 +158,10 @@ fn bind_plan(given: Option<&str>, target: &Target) -> Result<(String, String, u1
     Ok(match given {
         Some(b) => {
             let (host, port) = match b.rsplit_once(':') {
+                // `[V6]` alone: a host without a port.
+                _ if b.starts_with('[') && b.ends_with(']') => {
+                    (b.trim_matches(['[', ']']).to_string(), 0)
+                }
                 Some((h, p)) if !h.contains(':') || h.starts_with('[') => {
                     let port = p.parse::<u16>().map_err(|_| {
                         StepError::new(format!("bind address {b:?}: the port is not a number"))

@@ -455,6 +455,10 @@ fn the_bind_address_gives_where_to_listen_and_where_agents_connect() {
         Ok(("::1".into(), "::1".into(), 7))
     );
     assert_eq!(
+        plan(Some("[::1]"), &slurm),
+        Ok(("::1".into(), "::1".into(), 0))
+    );
+    assert_eq!(
         plan(Some("fe80::1"), &slurm),
         Ok(("fe80::1".into(), "fe80::1".into(), 0))
     );

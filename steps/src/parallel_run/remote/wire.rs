@@ -364,6 +364,40 @@ pub(crate) fn env_from_wire(
         .collect()
 }
 
+/// A connection read under one deadline for a whole exchange (a handshake): each read
+/// may take only what is left of it, so a peer trickling a byte at a time cannot hold the
+/// exchange open past it.
+pub(crate) struct Deadline<'a> {
+    stream: &'a mut std::net::TcpStream,
+    until: std::time::Instant,
+}
+
+impl<'a> Deadline<'a> {
+    /// Reads of `stream` until `within` from now.
+    pub(crate) fn new(stream: &'a mut std::net::TcpStream, within: std::time::Duration) -> Self {
+        Deadline {
+            stream,
+            until: std::time::Instant::now() + within,
+        }
+    }
+}
+
+impl Read for Deadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self
+            .until
+            .saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the handshake took too long",
+            ));
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        self.stream.read(buf)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
