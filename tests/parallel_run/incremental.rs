@@ -8,8 +8,8 @@ use stepgraph_engine::{FileDataset, OpenOptions, Store, TabularDataset};
 
 use crate::common::Workspace;
 use crate::parallel_run::support::{
-    doc_name, docs, lines, output, python_entry, ran, run_one, step, TestResult, UsualSetUp,
-    PY_ROWS,
+    doc_name, docs, kill_after_calls, lines, output, python_entry, ran, run_one, step, TestResult,
+    UsualSetUp, PY_ROWS,
 };
 
 /// Each file's `<name> <content>`; every call logged to `$CALLS_LOG`; a file whose content
@@ -439,7 +439,7 @@ fn incremental_kill_child_entry() {
 fn a_run_killed_with_sigkill_keeps_its_committed_mini_batches_across_an_input_change() -> TestResult
 {
     use std::process::{Command, Stdio};
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
     let ws = Workspace::new();
     let root = ws.path();
     docs(root, 60);
@@ -457,25 +457,13 @@ fn a_run_killed_with_sigkill_keeps_its_committed_mini_batches_across_an_input_ch
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()?;
-    let started = Instant::now();
-    while calls(root) < 8 {
-        if let Some(status) = child.try_wait()? {
-            return Err(format!("child ended before 8 run() calls ({status})").into());
-        }
-        if started.elapsed() > Duration::from_secs(60) {
-            child.kill()?;
-            child.wait()?;
-            return Err("child made no progress in 60 s".into());
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    // Long enough for a commit (every 250 ms) to cover those calls, too short to finish.
-    std::thread::sleep(Duration::from_millis(500));
-    if let Some(status) = child.try_wait()? {
-        return Err(format!("child finished ({status}) before it could be killed").into());
-    }
-    child.kill()?; // SIGKILL
-    child.wait()?;
+    kill_after_calls(
+        &mut child,
+        &root.join("calls.txt"),
+        8,
+        Duration::from_secs(60),
+        None,
+    )?;
     // Orphaned workers may still append to the calls log for a moment.
     std::thread::sleep(Duration::from_millis(300));
 

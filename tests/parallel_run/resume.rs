@@ -4,14 +4,15 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use stepgraph_engine::{
     FileDataset, NullSink, OpenOptions, Pipeline, RunOptions, StepStatus, Store,
 };
 
 use crate::parallel_run::support::{
-    docs, lines, output, python, ran, rec, run_pipeline, script, step, TestResult, UsualSetUp,
+    docs, kill_after_calls, lines, output, python, ran, rec, run_pipeline, script, step,
+    TestResult, UsualSetUp,
 };
 
 /// Set (to the workspace folder) only in the child process.
@@ -101,26 +102,13 @@ fn killed_run_resumes_from_committed_mini_batches() -> TestResult {
         .stdout(Stdio::null())
         .stderr(child_log)
         .spawn()?;
-    let started = Instant::now();
-    while lines(&calls).len() < 8 {
-        if let Some(status) = child.try_wait()? {
-            let log = std::fs::read_to_string(root.join("child.txt")).unwrap_or_default();
-            return Err(format!("child ended before 8 run() calls ({status}):\n{log}").into());
-        }
-        if started.elapsed() > Duration::from_secs(30) {
-            child.kill()?;
-            child.wait()?;
-            return Err("child made no progress in 30 s".into());
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    // Long enough for a commit (every 250 ms) to cover those calls, too short to finish.
-    std::thread::sleep(Duration::from_millis(500));
-    if let Some(status) = child.try_wait()? {
-        return Err(format!("child finished ({status}) before it could be killed").into());
-    }
-    child.kill()?; // SIGKILL
-    child.wait()?;
+    kill_after_calls(
+        &mut child,
+        &calls,
+        8,
+        Duration::from_secs(30),
+        Some(&root.join("child.txt")),
+    )?;
 
     // Second run, in this process, on the same store.
     let store = Store::open(root.join("store"), OpenOptions::default())?;

@@ -302,3 +302,38 @@ def rows_of(mini_batch):
         return mini_batch.to_dict("records")
     return list(mini_batch)
 "#;
+
+/// SIGKILL `child` (a run of a ParallelRunStep) once its entry logged `n` run() calls in
+/// `calls` and a commit (every 250 ms) could cover them, before it finishes. An error when it
+/// ends first (with the text of `log`, if given) or makes no progress `within`.
+pub(crate) fn kill_after_calls(
+    child: &mut std::process::Child,
+    calls: &Path,
+    n: usize,
+    within: std::time::Duration,
+    log: Option<&Path>,
+) -> TestResult {
+    let started = std::time::Instant::now();
+    while lines(calls).len() < n {
+        if let Some(status) = child.try_wait()? {
+            let text = log
+                .and_then(|l| std::fs::read_to_string(l).ok())
+                .unwrap_or_default();
+            return Err(format!("child ended before {n} run() calls ({status}):\n{text}").into());
+        }
+        if started.elapsed() > within {
+            child.kill()?;
+            child.wait()?;
+            return Err(format!("child made no progress in {within:?}").into());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // Long enough for a commit to cover those calls, too short to finish.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    if let Some(status) = child.try_wait()? {
+        return Err(format!("child finished ({status}) before it could be killed").into());
+    }
+    child.kill()?; // SIGKILL
+    child.wait()?;
+    Ok(())
+}
