@@ -43,7 +43,7 @@ fn validate_says_when_slurm_s_commands_are_missing() {
     let err = out.fails(2);
     assert!(
         err.contains(
-            r#"error: pipeline.json: steps "first", "second" run on Slurm, but sbatch, srun, squeue are not found on PATH"#
+            r#"error: pipeline.json: steps "first", "second" run on Slurm, but sbatch, srun, squeue, scancel, sinfo, scontrol are not found on PATH"#
         ),
         "{err}"
     );

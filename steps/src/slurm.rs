@@ -16,7 +16,7 @@ use crate::Compute;
 
 /// The client commands a step on Slurm needs on PATH: submitting, launching tasks, watching
 /// jobs (checked by `stepgraph validate`).
-pub const SLURM_TOOLS: &[&str] = &["sbatch", "srun", "squeue"];
+pub const SLURM_TOOLS: &[&str] = &["sbatch", "srun", "squeue", "scancel", "sinfo", "scontrol"];
 
 /// How long one Slurm command may take before it counts as not answering (`sbatch` retries
 /// a busy controller for a while by itself).
@@ -587,6 +587,8 @@ pub fn slurm_problems(pipeline: &Pipeline) -> Vec<String> {
         .map(|&i| pipeline.node(i).name.clone())
         .filter(|n| used.values().any(|(_, steps)| steps.contains(n)))
         .collect();
+    // `step "a" runs` / `steps "a", "b" run`.
+    let run = if all_steps.len() == 1 { "runs" } else { "run" };
     let missing: Vec<&str> = SLURM_TOOLS
         .iter()
         .copied()
@@ -594,7 +596,7 @@ pub fn slurm_problems(pipeline: &Pipeline) -> Vec<String> {
         .collect();
     if !missing.is_empty() {
         return vec![format!(
-            "{} run on Slurm, but {} not found on PATH (install Slurm's client commands, e.g. Debian's slurm-client, or run the steps locally)",
+            "{} {run} on Slurm, but {} not found on PATH (install Slurm's client commands, e.g. Debian's slurm-client, or run the steps locally)",
             steps_of(&all_steps),
             match missing.as_slice() {
                 [one] => format!("{one} is"),
@@ -606,7 +608,7 @@ pub fn slurm_problems(pipeline: &Pipeline) -> Vec<String> {
         Ok(p) => p,
         Err(e) => {
             return vec![format!(
-                "{} run on Slurm, but its partitions cannot be listed: {e}",
+                "{} {run} on Slurm, but its partitions cannot be listed: {e}",
                 steps_of(&all_steps)
             )]
         }
