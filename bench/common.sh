@@ -19,3 +19,20 @@ bench_setup() {
 need_gnu_time() {
   [ -x /usr/bin/time ] || apt-get install -y time >/dev/null
 }
+
+# stepgraph_release          builds the `stepgraph` binary in release mode into
+#                            $CARGO_TARGET_DIR and sets BIN to it.
+stepgraph_release() {
+  cargo build --release -p stepgraph-cli >/dev/null 2>&1 || cargo build --release -p stepgraph-cli
+  BIN=$CARGO_TARGET_DIR/release/stepgraph
+}
+
+# secs CMD ARGS...           runs CMD with its output in $DIR/last.txt (shown, and the script
+#                            stopped, when it fails) and prints its wall time in seconds.
+secs() {
+  local t0 t1
+  t0=$(date +%s.%N)
+  "$@" >"$DIR/last.txt" 2>&1 || { cat "$DIR/last.txt"; exit 1; }
+  t1=$(date +%s.%N)
+  echo "$t1 - $t0" | bc
+}

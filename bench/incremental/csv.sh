@@ -15,9 +15,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SIZE_MB=${1:-1024}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/tmp/target-bench}
-cargo build --release -p stepgraph-cli >/dev/null 2>&1 || cargo build --release -p stepgraph-cli
-BIN=$CARGO_TARGET_DIR/release/stepgraph
+source bench/common.sh
+stepgraph_release
 DIR=$(mktemp -d /tmp/sg-incr-csv-XXXXXX)
 trap 'rm -rf "$DIR"' EXIT
 python3 bench/incremental/make_csv.py create "$DIR/table.csv" "$SIZE_MB"
@@ -31,7 +30,6 @@ cat > "$DIR/pipeline.json" <<JSON
      "mini_batch_size": "1MB", "error_threshold": 0, "process_count_per_node": 2,
      "incremental": true}}]}
 JSON
-secs() { local t0 t1; t0=$(date +%s.%N); "$@" >"$DIR/last.txt" 2>&1 || { cat "$DIR/last.txt"; exit 1; }; t1=$(date +%s.%N); echo "$t1 - $t0" | bc; }
 cd "$DIR"
 full=$(secs "$BIN" --store store run pipeline.json)
 noop=$(secs "$BIN" --store store run pipeline.json)

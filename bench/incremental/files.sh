@@ -21,9 +21,8 @@ cd "$(dirname "$0")/../.."
 FILES=${1:-20000}
 SIZE=${2:-10}
 EDITS=${3:-spread}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/tmp/target-bench}
-cargo build --release -p stepgraph-cli >/dev/null 2>&1 || cargo build --release -p stepgraph-cli
-BIN=$CARGO_TARGET_DIR/release/stepgraph
+source bench/common.sh
+stepgraph_release
 DIR=$(mktemp -d /tmp/sg-incr-XXXXXX)
 trap 'rm -rf "$DIR"' EXIT
 python3 bench/incremental/make_files.py create "$DIR/data" "$FILES"
@@ -38,7 +37,6 @@ cat > "$DIR/pipeline.json" <<JSON
      "incremental": true}}]}
 JSON
 median5() { local xs=() i; for i in 1 2 3 4 5; do xs+=("$(secs "$@")"); done; printf '%s\n' "${xs[@]}" | sort -n | sed -n 3p; }
-secs() { local t0 t1; t0=$(date +%s.%N); "$@" >"$DIR/last.txt" 2>&1 || { cat "$DIR/last.txt"; exit 1; }; t1=$(date +%s.%N); echo "$t1 - $t0" | bc; }
 cd "$DIR"
 full=$(secs "$BIN" --store store run pipeline.json)
 noop=$(median5 "$BIN" --store store run pipeline.json)

@@ -23,9 +23,8 @@ if ! "$VENV/bin/python" -c "import datachain" 2>/dev/null; then
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet "datachain==$DATACHAIN_VERSION"
 fi
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/tmp/target-bench}
-cargo build --release -p stepgraph-cli >/dev/null 2>&1 || cargo build --release -p stepgraph-cli
-BIN=$CARGO_TARGET_DIR/release/stepgraph
+source bench/common.sh
+stepgraph_release
 HERE=$PWD/bench/incremental
 DIR=$(mktemp -d /tmp/sg-vs-dc-XXXXXX)
 trap 'rm -rf "$DIR"' EXIT
@@ -63,7 +62,6 @@ cat > "$DIR/sg/pipeline.json" <<JSON
      "mini_batch_size": "$SIZE", "error_threshold": 0, "process_count_per_node": 2,
      "incremental": true}}]}
 JSON
-secs() { local t0 t1; t0=$(date +%s.%N); "$@" >"$DIR/last.txt" 2>&1 || { cat "$DIR/last.txt"; exit 1; }; t1=$(date +%s.%N); echo "$t1 - $t0" | bc; }
 cd "$DIR/sg"
 full=$(secs "$BIN" --store store run pipeline.json)
 python3 "$HERE/datachain/make_files.py" mutate data --add-pct 1 --modify-pct 0.5 --round 1 >/dev/null

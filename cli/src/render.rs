@@ -398,14 +398,21 @@ pub(crate) fn graph_mermaid(g: &GraphSnapshot, statuses: &Statuses) -> String {
     out
 }
 
-/// `, N reused` for a step that reused units from the unit memo (an incremental step), else
-/// nothing.
-pub(crate) fn reused_part(c: &stepgraph_engine::StepCounts) -> String {
-    if c.reused_units > 0 {
+/// A step's units as people read them: `12 mini-batches (1 failed, 2 resumed)`, with
+/// `, N reused` for a step that reused units from the unit memo (an incremental step).
+pub(crate) fn units_summary(c: &stepgraph_engine::StepCounts) -> String {
+    let reused = if c.reused_units > 0 {
         format!(", {} reused", stepgraph_engine::grouped(c.reused_units))
     } else {
         String::new()
-    }
+    };
+    format!(
+        "{} {} ({} failed, {} resumed{reused})",
+        c.units,
+        plural(&c.unit),
+        c.failed_units,
+        c.resumed_units
+    )
 }
 
 #[cfg(test)]

@@ -129,14 +129,7 @@ pub(crate) fn report_html(
             (
                 c.items.to_string(),
                 c.failed_items.to_string(),
-                format!(
-                    "{} {} ({} failed, {} resumed{})",
-                    c.units,
-                    render::plural(&c.unit),
-                    c.failed_units,
-                    c.resumed_units,
-                    render::reused_part(c)
-                ),
+                render::units_summary(c),
             )
         } else {
             ("-".into(), "-".into(), "-".into())

@@ -262,8 +262,8 @@ impl<'a> StepContext<'a> {
         self.store.read_object(obj)
     }
 
-    /// Put a copy of a stored object at `dest` (a new file: a hard link to the read-only
-    /// object when possible, else a copy), after checking its size.
+    /// Put a copy of a stored object at `dest` (a new file of the step's own, never a link
+    /// to the read-only object), after checking its size.
     ///
     /// # Errors
     /// A missing object, I/O errors.

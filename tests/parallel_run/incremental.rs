@@ -212,7 +212,8 @@ fn with_partition_keys_only_the_changed_keys_rerun() -> TestResult {
     Ok(())
 }
 
-/// An in-process entry returning `<name> <content>` per file and counting its calls.
+/// An in-process entry counting its calls and returning `<name> <content>` per file, or each
+/// CSV row's fields joined by `|`.
 struct Echo(std::sync::Arc<std::sync::atomic::AtomicUsize>);
 
 impl stepgraph_steps::EntryScript for Echo {
@@ -221,28 +222,34 @@ impl stepgraph_steps::EntryScript for Echo {
         mini_batch: &stepgraph_steps::MiniBatch,
     ) -> Result<Vec<String>, stepgraph_steps::EntryError> {
         self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let stepgraph_steps::MiniBatchData::Files(files) = &mini_batch.data else {
-            return Err("expected files".into());
-        };
-        let mut out = Vec::new();
-        for f in files {
-            let name = f
-                .file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned();
-            out.push(format!("{name} {}", std::fs::read_to_string(f)?.trim()));
+        match &mini_batch.data {
+            stepgraph_steps::MiniBatchData::Files(files) => {
+                let mut out = Vec::new();
+                for f in files {
+                    let name = f
+                        .file_name()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                        .into_owned();
+                    out.push(format!("{name} {}", std::fs::read_to_string(f)?.trim()));
+                }
+                Ok(out)
+            }
+            stepgraph_steps::MiniBatchData::Csv { records, .. } => Ok(records
+                .iter()
+                .map(|r| r.iter().collect::<Vec<_>>().join("|"))
+                .collect()),
+            stepgraph_steps::MiniBatchData::JsonLines(_) => Err("expected files or CSV".into()),
         }
-        Ok(out)
     }
 }
 
-/// Run the Rust-entry incremental step over `data` in the store at `store`: (output, number
-/// of run() calls, record).
-fn run_echo(
+/// Run the incremental step of [`Echo`] over `input` (mini-batches of `size`) in the store
+/// at `store`: (output, number of run() calls, record). A step reused whole made no call.
+fn run_rust(
     store: &Path,
-    data: &Path,
-    size: u64,
+    input: impl Into<stepgraph_engine::DataSource>,
+    size: &str,
 ) -> Result<(String, usize, stepgraph_engine::StepRecord), Box<dyn std::error::Error>> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
@@ -250,25 +257,31 @@ fn run_echo(
     let for_factory = Arc::clone(&calls);
     let cfg = stepgraph_steps::ParallelRunConfig::builder()
         .rust_entry("echo-v1", move || Box::new(Echo(Arc::clone(&for_factory))))
-        .mini_batch_size(size.to_string())
+        .mini_batch_size(size)
         .error_threshold(0)
         .process_count_per_node(2)
         .incremental(true);
     let store = Store::open(store, OpenOptions::default())?;
-    let (run, _) = run_one(
-        &store,
-        step(
-            cfg,
-            FileDataset::from_files("docs", data.to_path_buf()),
-            &[],
-        ),
-    );
+    let (run, _) = run_one(&store, step(cfg, input, &[]));
     let r = crate::parallel_run::support::rec(&run).clone();
     if r.status == stepgraph_engine::StepStatus::Reused {
         return Ok((output(&run), 0, r));
     }
     assert_eq!(r.status, stepgraph_engine::StepStatus::Ran, "{:?}", r.error);
     Ok((output(&run), calls.load(Ordering::SeqCst), r))
+}
+
+/// [`run_rust`] over the files of `data`.
+fn run_echo(
+    store: &Path,
+    data: &Path,
+    size: u64,
+) -> Result<(String, usize, stepgraph_engine::StepRecord), Box<dyn std::error::Error>> {
+    run_rust(
+        store,
+        FileDataset::from_files("docs", data.to_path_buf()),
+        &size.to_string(),
+    )
 }
 
 /// One edit of a folder of files.
@@ -594,52 +607,10 @@ fn an_incremental_summary_only_entry_appending_to_one_shared_file_is_refused() -
     Ok(())
 }
 
-/// An in-process entry returning each CSV row's fields joined by `|`, counting its calls.
-struct Rows(std::sync::Arc<std::sync::atomic::AtomicUsize>);
-
-impl stepgraph_steps::EntryScript for Rows {
-    fn run(
-        &mut self,
-        mini_batch: &stepgraph_steps::MiniBatch,
-    ) -> Result<Vec<String>, stepgraph_steps::EntryError> {
-        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let stepgraph_steps::MiniBatchData::Csv { records, .. } = &mini_batch.data else {
-            return Err("expected CSV rows".into());
-        };
-        Ok(records
-            .iter()
-            .map(|r| r.iter().collect::<Vec<_>>().join("|"))
-            .collect())
-    }
-}
-
-/// Run the Rust-entry incremental step over `csv`: (output, run() calls).
+/// [`run_rust`] over the rows of `csv`: (output, run() calls).
 fn run_rows_rust(store: &Path, csv: &Path) -> Result<(String, usize), Box<dyn std::error::Error>> {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
-    let calls = Arc::new(AtomicUsize::new(0));
-    let for_factory = Arc::clone(&calls);
-    let cfg = stepgraph_steps::ParallelRunConfig::builder()
-        .rust_entry("rows-v1", move || Box::new(Rows(Arc::clone(&for_factory))))
-        .mini_batch_size("300")
-        .error_threshold(0)
-        .process_count_per_node(2)
-        .incremental(true);
-    let store = Store::open(store, OpenOptions::default())?;
-    let (run, _) = run_one(
-        &store,
-        step(
-            cfg,
-            TabularDataset::from_delimited_files("table", vec![csv.to_path_buf()]),
-            &[],
-        ),
-    );
-    let r = crate::parallel_run::support::rec(&run).clone();
-    if r.status == stepgraph_engine::StepStatus::Reused {
-        return Ok((output(&run), 0));
-    }
-    assert_eq!(r.status, stepgraph_engine::StepStatus::Ran, "{:?}", r.error);
-    Ok((output(&run), calls.load(Ordering::SeqCst)))
+    let table = TabularDataset::from_delimited_files("table", vec![csv.to_path_buf()]);
+    run_rust(store, table, "300").map(|(out, calls, _)| (out, calls))
 }
 
 proptest::proptest! {

@@ -105,14 +105,10 @@ pub(super) fn cmd_run_show(store: &Store, run: &str, json: bool) -> Result<i32> 
                         .unwrap_or_else(|| "-".into()),
                     if c.has_units() {
                         format!(
-                            "{} items ({} failed), {} {} ({} failed, {} resumed{})",
+                            "{} items ({} failed), {}",
                             c.items,
                             c.failed_items,
-                            c.units,
-                            render::plural(&c.unit),
-                            c.failed_units,
-                            c.resumed_units,
-                            render::reused_part(c)
+                            render::units_summary(c)
                         )
                     } else {
                         "-".into()

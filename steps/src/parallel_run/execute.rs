@@ -338,10 +338,15 @@ fn memo_results<'s>(
         }
     }
     // Each mini-batch's input files as they are now, when their keys were computed: a
-    // result computed after one of them changed is not memoised under the old key.
+    // result computed after one of them changed is not memoised under the old key. Only
+    // for the mini-batches that will run (reused ones are never memoised again).
     let inputs = specs
         .iter()
-        .map(|spec| {
+        .enumerate()
+        .map(|(i, spec)| {
+            if reused.contains_key(&(i as u64)) {
+                return Vec::new();
+            }
             let mut paths: Vec<PathBuf> = match spec {
                 MiniBatchSpec::Files { files, .. } => files.clone(),
                 MiniBatchSpec::Tabular { segments, .. } => {
